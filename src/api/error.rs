@@ -1,0 +1,178 @@
+//! `ApiError`: every error the HTTP API answers, with its status and stable snake_case code.
+//!
+//! Owns the one table from error to (HTTP status, code) and the JSON body
+//! `{"code", "message", "details"?}`; extractor errors (JSON body, path, query) are mapped here
+//! too so bad input always gets the same shape. A 5xx never carries internals: the cause is
+//! logged and the client gets a generic message.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("plugin '{0}' is not registered")]
+    PluginNotFound(String),
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("an internal error occurred")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable, documented code of each error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::RouteNotFound { .. } => "route_not_found",
+            ApiError::PluginNotFound(_) => "plugin_not_found",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            ApiError::PluginNotFound(id) => Some(json!({ "plugin": id })),
+            ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
+            _ => None,
+        }
+    }
+
+    pub fn from_json(error: &JsonPayloadError, limit: usize) -> ApiError {
+        match error {
+            JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) => {
+                ApiError::InvalidJson(format!("invalid JSON body: {e}"))
+            }
+            other => ApiError::InvalidJson(format!("invalid JSON body: {other}")),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::RouteNotFound { .. } | ApiError::PluginNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidJson(_) | ApiError::InvalidPath(_) | ApiError::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = %cause, "Internal error.");
+        }
+        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(details) = self.details() {
+            body["details"] = details;
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(body)
+    }
+}
+
+pub fn json_error(
+    limit: usize,
+) -> impl Fn(JsonPayloadError, &HttpRequest) -> actix_web::Error + Clone {
+    move |error, _req| ApiError::from_json(&error, limit).into()
+}
+
+pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::InvalidPath(format!("invalid path parameter: {error}")).into()
+}
+
+pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::InvalidQuery(format!("invalid query string: {error}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body(e: ApiError) -> (u16, Value) {
+        let resp = e.error_response();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn every_code_has_its_status_and_body() {
+        let cases = [
+            (
+                ApiError::RouteNotFound {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                },
+                404,
+                "route_not_found",
+            ),
+            (
+                ApiError::PluginNotFound("p".into()),
+                404,
+                "plugin_not_found",
+            ),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::InvalidJson("bad".into()), 400, "invalid_json"),
+            (ApiError::InvalidPath("bad".into()), 400, "invalid_path"),
+            (ApiError::InvalidQuery("bad".into()), 400, "invalid_query"),
+            (
+                ApiError::PayloadTooLarge { limit: 10 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::Internal("secret detail".into()),
+                500,
+                "internal_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let (s, b) = body(error);
+            assert_eq!(s, status, "{code}");
+            assert_eq!(b["code"], code);
+            assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let (_, b) = body(ApiError::Internal("db password wrong".into()));
+        assert!(!b.to_string().contains("password"));
+    }
+}

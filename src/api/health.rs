@@ -1,0 +1,170 @@
+//! Health endpoints: `/livez`, `/readyz` and `/health` (application/health+json).
+//!
+//! Everything is read from the health snapshot table and the lifecycle latch, never from an
+//! actor's mailbox, so a stuck actor cannot stall a probe.
+
+use std::time::{Instant, SystemTime};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::health::{ActorRecord, ActorState, Phase};
+
+fn status_of(row: &ActorRecord) -> &'static str {
+    match row.state {
+        ActorState::Running | ActorState::Disabled => "pass",
+        ActorState::Failed if row.required => "fail",
+        _ => "warn",
+    }
+}
+
+fn no_store(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// `GET /livez`: the process should keep running (no required actor has given up).
+pub async fn livez(state: web::Data<AppState>) -> HttpResponse {
+    let response = match state.lifecycle.fatal() {
+        None => HttpResponse::Ok().json(json!({ "status": "pass" })),
+        Some(reason) => {
+            HttpResponse::ServiceUnavailable().json(json!({ "status": "fail", "output": reason }))
+        }
+    };
+    no_store(response)
+}
+
+/// `GET /readyz`: 200 only while serving; 503 during start-up and shutdown.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let phase = state.lifecycle.phase();
+    let response = match (phase, state.lifecycle.fatal()) {
+        (Phase::Ready, None) => HttpResponse::Ok().json(json!({ "status": "pass" })),
+        (phase, fatal) => {
+            let output = fatal.unwrap_or_else(|| match phase {
+                Phase::Starting => "starting".to_string(),
+                _ => "draining".to_string(),
+            });
+            HttpResponse::ServiceUnavailable().json(json!({ "status": "fail", "output": output }))
+        }
+    };
+    no_store(response)
+}
+
+/// One `checks` entry for an actor.
+pub fn actor_check(row: &ActorRecord, now: Instant) -> Value {
+    let mut check = json!({
+        "componentId": format!("{}#gen{}", row.path, row.generation),
+        "componentType": row.component_type,
+        "role": row.role,
+        "status": status_of(row),
+        "state": row.state,
+        "required": row.required,
+        "generation": row.generation,
+        "restarts": row.restarts,
+        "time": crate::util::rfc3339(SystemTime::now()),
+    });
+    if let Some((started, started_wall)) = row.started_at {
+        check["startedAt"] = json!(crate::util::rfc3339(started_wall));
+        check["uptimeS"] = json!(now.saturating_duration_since(started).as_secs_f64());
+    }
+    if let Some(error) = &row.last_error {
+        check["lastError"] = json!(error);
+    }
+    if let Some(gauge) = &row.mailbox {
+        check["mailbox"] = json!(gauge.snapshot());
+    }
+    check
+}
+
+/// `GET /health`: one check per actor, worst status wins; `fail` answers 503.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let now = Instant::now();
+    let rows = state.health.snapshot();
+    let mut checks = Map::new();
+    let mut worst = "pass";
+    let rank = |s: &str| match s {
+        "fail" => 2,
+        "warn" => 1,
+        _ => 0,
+    };
+    for row in &rows {
+        let check = actor_check(row, now);
+        let status = check["status"].as_str().unwrap_or("warn");
+        if rank(status) > rank(worst) {
+            worst = if status == "fail" { "fail" } else { "warn" };
+        }
+        checks.insert(format!("actor:{}", row.path), Value::Array(vec![check]));
+    }
+    let broker = state.broker.stats();
+    checks.insert(
+        "broker:events".into(),
+        json!([{ "componentType": "component", "status": "pass", "observedValue": broker }]),
+    );
+    let phase = state.lifecycle.phase();
+    if phase != Phase::Ready && worst == "pass" {
+        worst = "warn";
+    }
+    if state.lifecycle.fatal().is_some() {
+        worst = "fail";
+    }
+    let mut body = json!({
+        "status": worst,
+        "version": env!("CARGO_PKG_VERSION"),
+        "serviceId": "switchyard",
+        "description": "switchyard plugin gateway",
+        "phase": match phase { Phase::Starting => "starting", Phase::Ready => "ready", Phase::Draining => "draining" },
+        "checks": checks,
+    });
+    if worst != "pass" {
+        let degraded: Vec<String> = rows
+            .iter()
+            .filter(|r| status_of(r) != "pass")
+            .map(|r| format!("{} is {}", r.path, r.state.as_str()))
+            .chain(state.lifecycle.fatal())
+            .collect();
+        body["output"] = json!(degraded.join("; "));
+    }
+    let status = if worst == "fail" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    no_store(
+        HttpResponse::build(status)
+            .content_type("application/health+json")
+            .body(body.to_string()),
+    )
+}
+
+/// `GET /api/actors`: the supervision tree, nested by path.
+pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
+    let now = Instant::now();
+    let rows = state.health.snapshot();
+    fn node(rows: &[ActorRecord], path: &str, now: Instant) -> Value {
+        let mut value = rows
+            .iter()
+            .find(|r| r.path == path)
+            .map(|r| actor_check(r, now))
+            .unwrap_or_else(|| json!({}));
+        value["id"] = json!(path.rsplit('/').next().unwrap_or(path));
+        value["path"] = json!(path);
+        let prefix = format!("{path}/");
+        let children: Vec<Value> = rows
+            .iter()
+            .filter(|r| {
+                r.path
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('/'))
+            })
+            .map(|r| node(rows, &r.path, now))
+            .collect();
+        value["children"] = Value::Array(children);
+        value
+    }
+    HttpResponse::Ok().json(node(&rows, "root", now))
+}

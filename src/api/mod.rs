@@ -1,0 +1,174 @@
+//! The HTTP API (actix-web). Endpoints, one line each:
+//!
+//! - `GET /livez` — the process should keep running.
+//! - `GET /readyz` — 200 while serving; 503 during start-up and shutdown.
+//! - `GET /health` — every actor's state (application/health+json); 503 when failing.
+//! - `GET /api/plugins` — every plugin with metadata and state.
+//! - `GET /api/plugins/{id}` — one plugin, with its config schema.
+//! - `GET /api/actors` — the supervision tree.
+//! - `GET /api/events/catalogue` — every event the broker carries and who publishes it.
+//!
+//! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response
+//! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
+//! extractor errors; does not own the state it shows.
+
+pub mod error;
+pub mod health;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::json;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+
+pub use error::ApiError;
+
+use crate::broker::events::CATALOGUE;
+use crate::broker::BrokerHandle;
+use crate::health::{HealthRegistry, Lifecycle};
+use crate::plugin::host::PluginHost;
+
+/// Shared, read-mostly state of the handlers.
+pub struct AppState {
+    pub health: HealthRegistry,
+    pub lifecycle: Arc<Lifecycle>,
+    pub broker: BrokerHandle,
+    pub plugins: Arc<PluginHost>,
+    pub admin_token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, as set by the request-id middleware.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// Mounts every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    let limit = state.max_body_bytes;
+    cfg.app_data(state)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(error::json_error(limit)),
+        )
+        .app_data(web::PayloadConfig::default().limit(limit))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .route("/livez", web::get().to(health::livez))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/health", web::get().to(health::health))
+        .service(
+            web::scope("/api")
+                .wrap(from_fn(require_admin))
+                .route("/plugins", web::get().to(list_plugins))
+                .route("/plugins/{id}", web::get().to(get_plugin))
+                .route("/actors", web::get().to(health::actors))
+                .route("/events/catalogue", web::get().to(event_catalogue)),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Echoes a well-formed `X-Request-ID` or generates one, and stores it for the span and logs.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(crate::util::random_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(response)
+}
+
+/// The root span of each request, carrying its request id.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        tracing_actix_web::root_span!(request, request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// Checks the admin bearer token on `/api/*` (constant-time comparison).
+async fn require_admin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let expected = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| s.admin_token.clone());
+    if let Some(expected) = expected {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            let response = actix_web::ResponseError::error_response(&ApiError::Unauthorized);
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
+}
+
+async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.plugins.list())
+}
+
+async fn get_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    state
+        .plugins
+        .get(&id)
+        .map(|view| HttpResponse::Ok().json(view))
+        .ok_or(ApiError::PluginNotFound(id))
+}
+
+async fn event_catalogue() -> HttpResponse {
+    let events: Vec<_> = CATALOGUE
+        .iter()
+        .map(|(name, publisher)| json!({ "event": name, "publishedBy": publisher }))
+        .collect();
+    HttpResponse::Ok().json(events)
+}

@@ -1,0 +1,377 @@
+//! The one place everything is wired together, in boot order, and taken apart again.
+//!
+//! Boot: supervisor tree → broker → discover and `init` plugins → bind HTTP → `start` plugins →
+//! ready. Shutdown (signal, [`ShutdownHandle`], or a required actor giving up): readiness turns
+//! 503, HTTP stops accepting and drains, the root supervisor stops its children in reverse
+//! (plugins in LIFO order, then the broker), all within a global deadline. Does not own any
+//! actor's behaviour.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, HttpServer};
+use tokio::sync::Notify;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::{self, AppState};
+use crate::broker::{BrokerFactory, BrokerHandle};
+use crate::health::{ActorRecord, ActorState, HealthRegistry, Lifecycle, Phase};
+use crate::plugin::builtin;
+use crate::plugin::host::{PluginHost, PluginTimings, PluginsSupervisorFactory};
+use crate::plugin::PluginFactory;
+use crate::settings::Settings;
+use crate::supervisor::child::{
+    install_panic_hook, ChildKind, ChildSpec, OnExhausted, Placement, StartPhase,
+};
+use crate::supervisor::policy::{ExitReason, Intensity, RestartPolicy, RestartType};
+use crate::supervisor::{AddChild, StopAll, Strategy, Supervisor, SupervisorObserver};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not start {what}: {reason}")]
+    Tree { what: &'static str, reason: String },
+}
+
+impl StartupError {
+    /// Process exit code: 2 for problems the operator must fix in the setup, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::Bind { .. } => 2,
+            StartupError::Tree { .. } => 1,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitReport {
+    /// 0 for a clean shutdown, 1 when a required actor gave up.
+    pub code: i32,
+    /// The global deadline passed and whatever still ran was abandoned. (A single child that
+    /// overruns its own stop timeout is abandoned and logged by its supervisor.)
+    pub deadline_exceeded: bool,
+}
+
+/// Triggers a graceful shutdown, like SIGTERM does. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ShutdownHandle {
+    notify: Arc<Notify>,
+}
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.notify.notify_one();
+    }
+
+    async fn triggered(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// The root supervisor's observer: a required child giving up ends the service.
+struct RootObserver {
+    lifecycle: Arc<Lifecycle>,
+    shutdown: ShutdownHandle,
+}
+
+impl SupervisorObserver for RootObserver {
+    fn escalate(&self, id: &str, reason: &ExitReason) {
+        tracing::error!(child = id, reason = %reason.describe(), "A required actor gave up; stopping the service.");
+        self.lifecycle.set_fatal(format!(
+            "{id} spent its restart budget: {}",
+            reason.describe()
+        ));
+        self.shutdown.trigger();
+    }
+}
+
+/// A built, serving service.
+pub struct App {
+    settings: Settings,
+    addr: SocketAddr,
+    server: ServerHandle,
+    root: Addr<Supervisor>,
+    shutdown: ShutdownHandle,
+    lifecycle: Arc<Lifecycle>,
+    health: HealthRegistry,
+    broker: BrokerHandle,
+    plugins: Arc<PluginHost>,
+}
+
+impl App {
+    /// Boots the service: the tree, the plugins selected by `plugins.native`, then `extra`
+    /// plugins (tests pass fault plugins here), HTTP, and `start`. Must run inside an actix
+    /// system (`#[actix_web::main]` / `#[actix_web::test]`).
+    pub async fn build(settings: Settings, extra: Vec<PluginFactory>) -> Result<App, StartupError> {
+        install_panic_hook();
+        let health = HealthRegistry::default();
+        let lifecycle = Arc::new(Lifecycle::default());
+        let shutdown = ShutdownHandle::default();
+        let broker = BrokerHandle::new(
+            settings.broker.subscriber_capacity,
+            settings.broker.mailbox_capacity,
+        );
+        let server_addr = Arc::new(OnceLock::new());
+        let policy = settings.restart_policy();
+        let plugins = PluginHost::new(
+            broker.clone(),
+            health.clone(),
+            server_addr.clone(),
+            PluginTimings {
+                init_timeout: Duration::from_millis(settings.plugins.init_timeout_ms),
+                start_timeout: Duration::from_millis(settings.plugins.start_timeout_ms),
+                stop_timeout: Duration::from_millis(settings.plugins.stop_timeout_ms),
+                mailbox_capacity: settings.plugins.mailbox_capacity,
+                policy,
+            },
+        );
+
+        // The supervision tree: root (rest_for_one) → broker, plugins supervisor.
+        health.upsert(
+            "root",
+            || ActorRecord::new("root".into(), "supervisor", "supervisor"),
+            |row| {
+                row.state = ActorState::Running;
+                row.generation = 1;
+                row.started_at = Some((std::time::Instant::now(), std::time::SystemTime::now()));
+            },
+        );
+        let root = Supervisor::new(
+            "root",
+            Strategy::RestForOne,
+            health.clone(),
+            Arc::new(RootObserver {
+                lifecycle: lifecycle.clone(),
+                shutdown: shutdown.clone(),
+            }),
+            None,
+        )
+        .start();
+        // Infrastructure gets a small budget: a broker that keeps dying ends the process
+        // (the product of nested intensities must stay small, see docs/ARCHITECTURE.md).
+        let infra_policy = RestartPolicy {
+            intensity: Intensity {
+                max_restarts: 3,
+                period: Duration::from_secs(60),
+            },
+            backoff: policy.backoff,
+        };
+        let infra = |id: &str, kind, role, factory| ChildSpec {
+            id: id.to_string(),
+            kind,
+            role,
+            restart: RestartType::Permanent,
+            shutdown_timeout: Duration::from_millis(settings.shutdown.deadline_ms),
+            placement: Placement::Shared,
+            on_exhausted: OnExhausted::Escalate,
+            policy: infra_policy,
+            factory,
+        };
+        let children = [
+            infra(
+                "broker",
+                ChildKind::Worker,
+                "broker",
+                Arc::new(BrokerFactory {
+                    handle: broker.clone(),
+                }) as _,
+            ),
+            infra(
+                "plugins",
+                ChildKind::Supervisor,
+                "supervisor",
+                Arc::new(PluginsSupervisorFactory {
+                    host: plugins.clone(),
+                }) as _,
+            ),
+        ];
+        for spec in children {
+            let what = if spec.id == "broker" {
+                "the broker"
+            } else {
+                "the plugins supervisor"
+            };
+            root.send(AddChild {
+                spec,
+                phase: StartPhase::Boot,
+            })
+            .await
+            .map_err(|e| StartupError::Tree {
+                what,
+                reason: e.to_string(),
+            })?
+            .map_err(|reason| StartupError::Tree { what, reason })?;
+        }
+
+        // Discover and init plugins, in dependency order.
+        let selected = builtin::catalogue()
+            .into_iter()
+            .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
+            .map(|(_, factory)| ("native", factory));
+        plugins.discover(
+            selected
+                .chain(extra.into_iter().map(|f| ("native", f)))
+                .collect(),
+        );
+        plugins.init_all().await;
+
+        // HTTP: bind first (so port 0 works and the address is known), then serve.
+        let addr = settings.bind_addr();
+        let listener =
+            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let state = web::Data::new(AppState {
+            health: health.clone(),
+            lifecycle: lifecycle.clone(),
+            broker: broker.clone(),
+            plugins: plugins.clone(),
+            admin_token: settings.admin_token().map(str::to_owned),
+            max_body_bytes: settings.server.max_body_bytes,
+        });
+        let mut server = HttpServer::new(move || {
+            let state = state.clone();
+            // Outermost last: the request id exists before the tracing span is opened.
+            actix_web::App::new()
+                .wrap(TracingLogger::<api::RequestSpan>::new())
+                .wrap(actix_web::middleware::from_fn(api::request_id))
+                .configure(move |cfg| api::configure(cfg, state))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown.http_drain_timeout_ms.div_ceil(1000))
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { addr, source })?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.run();
+        let server_handle = server.handle();
+        actix_web::rt::spawn(server);
+        let _ = server_addr.set(addr);
+        tracing::info!(%addr, "Listening.");
+
+        plugins.start_all().await;
+        lifecycle.set_phase(Phase::Ready);
+        tracing::info!("Ready.");
+
+        Ok(App {
+            settings,
+            addr,
+            server: server_handle,
+            root,
+            shutdown,
+            lifecycle,
+            health,
+            broker,
+            plugins,
+        })
+    }
+
+    /// The address HTTP listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    pub fn broker(&self) -> BrokerHandle {
+        self.broker.clone()
+    }
+
+    pub fn health(&self) -> HealthRegistry {
+        self.health.clone()
+    }
+
+    pub fn plugins(&self) -> Arc<PluginHost> {
+        self.plugins.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM, a [`ShutdownHandle`] trigger, or a fatal escalation, then
+    /// shuts down gracefully.
+    pub async fn run_until_stopped(self) -> ExitReport {
+        tokio::select! {
+            _ = signal() => tracing::info!("Signal received."),
+            _ = self.shutdown.triggered() => {},
+        }
+        self.shutdown().await
+    }
+
+    /// The graceful shutdown sequence, bounded by `shutdown.deadline_ms`.
+    pub async fn shutdown(self) -> ExitReport {
+        let deadline = Duration::from_millis(self.settings.shutdown.deadline_ms);
+        tracing::info!(deadline_ms = deadline.as_millis() as u64, "Shutting down.");
+        self.lifecycle.set_phase(Phase::Draining);
+        let readiness_delay = Duration::from_millis(self.settings.shutdown.readiness_delay_ms);
+        let root = self.root.clone();
+        let server = self.server.clone();
+        let sequence = async move {
+            tokio::time::sleep(readiness_delay).await;
+            server.stop(true).await;
+            tracing::info!("HTTP stopped.");
+            let _ = root.send(StopAll { then_exit: true }).await;
+        };
+        let deadline_exceeded = tokio::time::timeout(deadline, sequence).await.is_err();
+        if deadline_exceeded {
+            let still: Vec<String> = self
+                .health
+                .snapshot()
+                .into_iter()
+                .filter(|r| {
+                    matches!(r.state, ActorState::Stopping | ActorState::Running)
+                        && r.path != "root"
+                })
+                .map(|r| r.path)
+                .collect();
+            tracing::error!(still_running = ?still, "Shutdown deadline passed; abandoning what is left.");
+        }
+        self.health
+            .update("root", |row| row.state = ActorState::Stopped);
+        let code = if self.lifecycle.fatal().is_some() {
+            1
+        } else {
+            0
+        };
+        tracing::info!(code, "Stopped.");
+        ExitReport {
+            code,
+            deadline_exceeded,
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM; only Ctrl-C will stop the service.");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,209 @@
+//! The event catalogue: every event the broker carries, with its payload type and publisher.
+//!
+//! Owns event names, payload shapes and the JSON envelope `{event, timestamp, data}`.
+//! Does not own delivery (`broker::Broker`). Payload fields are camelCase, as in the seeds.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A typed payload with its fixed event name.
+pub trait Topic: Serialize {
+    const NAME: &'static str;
+}
+
+/// An event as it travels on the bus and over the wire.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Event name, e.g. `plugin.loaded`.
+    pub event: String,
+    #[serde(serialize_with = "crate::util::serialize_rfc3339")]
+    pub timestamp: SystemTime,
+    pub data: Value,
+}
+
+impl Event {
+    /// An event from the catalogue.
+    pub fn new<T: Topic>(payload: &T) -> Event {
+        Event {
+            event: T::NAME.to_string(),
+            timestamp: SystemTime::now(),
+            data: serde_json::to_value(payload).unwrap_or(Value::Null),
+        }
+    }
+
+    /// An event a plugin emits under a name of its own (`ctx.getEventBus().emit(name, data)`).
+    /// Names in the host's namespaces are refused so a plugin cannot forge host events.
+    pub fn custom(name: &str, data: Value) -> Result<Event, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !valid {
+            return Err(format!(
+                "event name '{name}' must be 1-128 characters of letters, digits, '.', '_' or '-'"
+            ));
+        }
+        if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            return Err(format!(
+                "event name '{name}' is in a namespace reserved for the host ({})",
+                RESERVED_PREFIXES.join(", ")
+            ));
+        }
+        Ok(Event {
+            event: name.to_string(),
+            timestamp: SystemTime::now(),
+            data,
+        })
+    }
+
+    /// The `data` field as a string, when it has one at `key`.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Namespaces only the host publishes in.
+pub const RESERVED_PREFIXES: &[&str] = &["plugin.", "agent.", "tool.", "session."];
+
+/// Lifecycle phase an error happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Finding the plugin and checking its manifest and dependencies.
+    Discover,
+    Init,
+    Start,
+    Stop,
+    /// Running after start (a crash).
+    Run,
+    Reload,
+}
+
+/// A plugin's `init` succeeded. Published by the plugin host during boot and after restarts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginLoaded {
+    pub plugin: String,
+    pub version: String,
+}
+impl Topic for PluginLoaded {
+    const NAME: &'static str = "plugin.loaded";
+}
+
+/// A plugin failed in some phase; the others continue. Published by the plugin host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginError {
+    pub plugin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub phase: Phase,
+    pub error: String,
+}
+impl Topic for PluginError {
+    const NAME: &'static str = "plugin.error";
+}
+
+/// A plugin's `start` succeeded. Published by the plugin host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStarted {
+    pub plugin: String,
+    pub version: String,
+}
+impl Topic for PluginStarted {
+    const NAME: &'static str = "plugin.started";
+}
+
+/// A plugin's `stop` finished. Published by the plugin's actor as it stops.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStopped {
+    pub plugin: String,
+    pub version: String,
+    pub duration_ms: u64,
+}
+impl Topic for PluginStopped {
+    const NAME: &'static str = "plugin.stopped";
+}
+
+/// A crashed plugin runs again. Published by the plugins supervisor's observer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRestarted {
+    pub plugin: String,
+    pub generation: u64,
+    pub restarts: u32,
+    /// Why the previous instance ended.
+    pub reason: String,
+}
+impl Topic for PluginRestarted {
+    const NAME: &'static str = "plugin.restarted";
+}
+
+/// A plugin spent its restart budget and is parked as `failed`. Published by the plugins
+/// supervisor's observer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginFailed {
+    pub plugin: String,
+    pub restarts: u32,
+    pub last_error: String,
+}
+impl Topic for PluginFailed {
+    const NAME: &'static str = "plugin.failed";
+}
+
+/// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
+pub const CATALOGUE: &[(&str, &str)] = &[
+    (PluginLoaded::NAME, "plugin host: init succeeded"),
+    (
+        PluginError::NAME,
+        "plugin host: a phase failed (discover, init, start, stop, run, reload)",
+    ),
+    (PluginStarted::NAME, "plugin host: start succeeded"),
+    (PluginStopped::NAME, "plugin actor: stop finished"),
+    (
+        PluginRestarted::NAME,
+        "plugins supervisor: a crashed plugin runs again",
+    ),
+    (
+        PluginFailed::NAME,
+        "plugins supervisor: restart budget spent, plugin parked",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_event_timestamp_data() {
+        let ev = Event::new(&PluginLoaded {
+            plugin: "hello".into(),
+            version: "1.0.0".into(),
+        });
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["event"], "plugin.loaded");
+        assert_eq!(
+            json["data"],
+            serde_json::json!({"plugin": "hello", "version": "1.0.0"})
+        );
+        assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn custom_events_cannot_use_host_namespaces() {
+        assert!(Event::custom("analytics.hit", Value::Null).is_ok());
+        assert!(Event::custom("plugin.loaded", Value::Null)
+            .unwrap_err()
+            .contains("reserved"));
+        assert!(Event::custom("bad name", Value::Null).is_err());
+        assert!(Event::custom("", Value::Null).is_err());
+    }
+}

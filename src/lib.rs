@@ -1,0 +1,34 @@
+//! switchyard: a long-lived gateway that hosts plugins, each on its own supervised actor.
+//!
+//! It unites two plugin systems: Open Astra gateway plugins (`init(ctx)` / `start()` /
+//! `stop()`, discovered and started in order, stopped in reverse) and Krawall connector plugins
+//! (per-message hooks in priority order). Parts that can fail run as actors under our own
+//! OTP-style supervisor; a broker actor is the event bus; HTTP (actix-web) serves the REST API
+//! and health endpoints.
+//!
+//! # Layout
+//!
+//! - [`app`] — boot order, shutdown with a deadline; the one place things are wired together.
+//! - [`settings`] — the typed settings tree and its layered loading; [`cli`] parses flags.
+//! - [`supervisor`] — the supervisor actor, child specs, and the pure restart [`supervisor::policy`].
+//! - [`broker`] — the event-bus actor, its stable handle, and the event catalogue.
+//! - [`plugin`] — the `Plugin` trait, the plugin actor, dependency order, the host lifecycle.
+//! - [`api`] — HTTP routes, middleware and the single `ApiError` table.
+//! - [`health`] — the snapshot table every probe reads; [`telemetry`] — log output.
+//! - `test_util` — fault plugins for supervision tests (feature `test-util`).
+
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod cli;
+pub mod health;
+pub mod plugin;
+pub mod settings;
+pub mod supervisor;
+pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+pub mod util;
+
+pub use app::{App, ExitReport, ShutdownHandle, StartupError};
+pub use settings::Settings;

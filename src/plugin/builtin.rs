@@ -1,0 +1,94 @@
+//! The native plugins compiled into switchyard, selectable with `plugins.native`.
+//!
+//! Owns the list of compiled-in plugins and the two examples `cargo run` loads: `event-logger`
+//! (subscribes to every `plugin.*` event and logs it) and `hello` (depends on `event-logger`,
+//! greets on start, says goodbye on stop, so the boot and LIFO shutdown order show in the log).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use semver::Version;
+use serde_json::json;
+
+use super::{Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
+use crate::broker::Event;
+
+/// Every compiled-in native plugin, by id.
+pub fn catalogue() -> Vec<(&'static str, PluginFactory)> {
+    vec![
+        (
+            "event-logger",
+            Arc::new(|| Arc::new(EventLogger) as Arc<dyn Plugin>),
+        ),
+        (
+            "hello",
+            Arc::new(|| Arc::new(Hello::default()) as Arc<dyn Plugin>),
+        ),
+    ]
+}
+
+/// Ids accepted in `plugins.native`.
+pub fn known_ids() -> Vec<&'static str> {
+    catalogue().into_iter().map(|(id, _)| id).collect()
+}
+
+/// Logs every plugin lifecycle event it sees on the bus.
+pub struct EventLogger;
+
+#[async_trait]
+impl Plugin for EventLogger {
+    fn manifest(&self) -> PluginManifest {
+        PluginManifest::new("event-logger", Version::new(1, 0, 0))
+            .named("Event Logger")
+            .describe("Logs every plugin.* event from the broker.")
+    }
+
+    async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
+        ctx.events().on("plugin.*")
+    }
+
+    async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
+        tracing::info!(plugin = "event-logger", event = %event.event, data = %event.data, "Event observed.");
+        Ok(())
+    }
+}
+
+/// Greets once HTTP is up and says goodbye on shutdown.
+#[derive(Default)]
+pub struct Hello {
+    ctx: std::sync::OnceLock<PluginContext>,
+}
+
+#[async_trait]
+impl Plugin for Hello {
+    fn manifest(&self) -> PluginManifest {
+        PluginManifest::new("hello", Version::new(1, 0, 0))
+            .named("Hello")
+            .describe("Greets when the gateway is serving; depends on event-logger.")
+            .depends_on("event-logger", "^1")
+    }
+
+    async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
+        ctx.logger().info("Initialised.");
+        let _ = self.ctx.set(ctx.clone());
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<(), PluginError> {
+        let ctx = self
+            .ctx
+            .get()
+            .ok_or_else(|| PluginError::new("start before init"))?;
+        let addr = ctx.server_addr().map(|a| a.to_string()).unwrap_or_default();
+        ctx.logger()
+            .info(&format!("Hello! The gateway is serving on {addr}."));
+        ctx.events().emit("hello.greeted", json!({ "addr": addr }))
+    }
+
+    async fn stop(&self) -> Result<(), PluginError> {
+        if let Some(ctx) = self.ctx.get() {
+            ctx.logger().info("Goodbye.");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! Plugins: the host contract every plugin implements, and how plugins are run.
+//!
+//! Owns the `Plugin` trait (both seed contracts: Open Astra's `init`/`start`/`stop` lifecycle
+//! and Krawall's connector metadata), the manifest, the context handed to `init`, and the
+//! submodules that resolve dependencies (`deps`), run one plugin per actor (`actor`), drive the
+//! whole lifecycle (`host`) and ship the built-in native plugins (`builtin`).
+//! Does not own restarts (`supervisor`) or event delivery (`broker`).
+
+pub mod actor;
+pub mod builtin;
+pub mod deps;
+pub mod host;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use semver::{Version, VersionReq};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::broker::{BrokerHandle, Event};
+
+/// Version of the host API plugins are written against; a plugin declares the range it needs.
+pub const HOST_API_VERSION: Version = Version::new(1, 0, 0);
+
+/// Default priority of connector plugins (Krawall: lower runs first).
+pub const DEFAULT_PRIORITY: u32 = 100;
+
+/// A failure reported by a plugin hook.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct PluginError {
+    pub message: String,
+}
+
+impl PluginError {
+    pub fn new(message: impl Into<String>) -> Self {
+        PluginError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Type of one configuration field (Krawall's `PluginConfigField.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Number,
+    Boolean,
+    Select,
+    Json,
+}
+
+/// One choice of a `select` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectOption {
+    pub label: String,
+    pub value: String,
+}
+
+/// One field of a plugin's configuration schema, as Krawall's UI and validator expect it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigField {
+    pub key: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    pub required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<SelectOption>>,
+    /// Masked in every response and log.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+}
+
+/// A dependency on another plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub id: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub version: VersionReq,
+}
+
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// What a plugin is: both seed contracts' metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginManifest {
+    /// Unique id (Open Astra's `name`, Krawall's `id`).
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub version: Version,
+    pub description: String,
+    /// Pipeline position for connector hooks; lower runs first.
+    pub priority: u32,
+    /// Connector types it works with (`HTTP_REST`, `WEBSOCKET`, `GRPC`, `SSE`).
+    pub compatible_connectors: Vec<String>,
+    pub config_schema: Vec<ConfigField>,
+    pub dependencies: Vec<Dependency>,
+    /// Range of [`HOST_API_VERSION`] the plugin works with.
+    #[serde(serialize_with = "serialize_display")]
+    pub host_api: VersionReq,
+}
+
+impl PluginManifest {
+    /// A manifest with the defaults filled in.
+    pub fn new(id: &str, version: Version) -> Self {
+        PluginManifest {
+            id: id.to_string(),
+            name: id.to_string(),
+            version,
+            description: String::new(),
+            priority: DEFAULT_PRIORITY,
+            compatible_connectors: Vec::new(),
+            config_schema: Vec::new(),
+            dependencies: Vec::new(),
+            host_api: VersionReq::parse("^1").expect("valid requirement"),
+        }
+    }
+
+    pub fn describe(mut self, description: &str) -> Self {
+        self.description = description.to_string();
+        self
+    }
+
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Adds a dependency; `req` is a semver requirement such as `^1.2`.
+    pub fn depends_on(mut self, id: &str, req: &str) -> Self {
+        self.dependencies.push(Dependency {
+            id: id.to_string(),
+            version: VersionReq::parse(req).expect("valid requirement in a built-in manifest"),
+        });
+        self
+    }
+}
+
+/// A plugin. Hooks run on the plugin's own actor; all have defaults, so a plugin implements only
+/// what it uses. The connector hooks of the session pipeline are added beside these.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    fn manifest(&self) -> PluginManifest;
+
+    /// Called once per instance, in dependency order, before HTTP is up. A failure refuses the
+    /// plugin (`plugin.error`, phase `init`); the others continue.
+    async fn init(&self, _ctx: &PluginContext) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Called after HTTP is listening (and after each restart).
+    async fn start(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Called on shutdown in reverse start order, within `plugins.stop_timeout_ms`.
+    async fn stop(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// An event matching a pattern registered with `ctx.events().on(..)` during `init`.
+    async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+/// Builds fresh plugin instances; the supervisor calls it again on every restart.
+pub type PluginFactory = Arc<dyn Fn() -> Arc<dyn Plugin> + Send + Sync>;
+
+/// What `init(ctx)` receives: the gateway systems a plugin may use, scoped to that plugin.
+#[derive(Clone)]
+pub struct PluginContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    plugin: String,
+    broker: BrokerHandle,
+    server_addr: Arc<OnceLock<SocketAddr>>,
+    subscriptions: Mutex<Vec<String>>,
+}
+
+impl PluginContext {
+    pub(crate) fn new(
+        plugin: &str,
+        broker: BrokerHandle,
+        server_addr: Arc<OnceLock<SocketAddr>>,
+    ) -> Self {
+        PluginContext {
+            inner: Arc::new(ContextInner {
+                plugin: plugin.to_string(),
+                broker,
+                server_addr,
+                subscriptions: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The plugin this context belongs to.
+    pub fn plugin_id(&self) -> &str {
+        &self.inner.plugin
+    }
+
+    /// The scoped logger (Open Astra's `ctx.logger`).
+    pub fn logger(&self) -> PluginLogger {
+        PluginLogger {
+            plugin: self.inner.plugin.clone(),
+        }
+    }
+
+    /// The event bus (Open Astra's `ctx.getEventBus()`).
+    pub fn events(&self) -> EventBus<'_> {
+        EventBus { ctx: self }
+    }
+
+    /// The address HTTP listens on, once it does (it does not during `init`).
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.inner.server_addr.get().copied()
+    }
+
+    pub(crate) fn take_subscriptions(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+}
+
+/// A logger that tags every line with the plugin id.
+pub struct PluginLogger {
+    plugin: String,
+}
+
+impl PluginLogger {
+    pub fn info(&self, message: &str) {
+        tracing::info!(plugin = %self.plugin, "{message}");
+    }
+
+    pub fn warn(&self, message: &str) {
+        tracing::warn!(plugin = %self.plugin, "{message}");
+    }
+
+    pub fn error(&self, message: &str) {
+        tracing::error!(plugin = %self.plugin, "{message}");
+    }
+}
+
+/// The plugin's view of the broker.
+pub struct EventBus<'a> {
+    ctx: &'a PluginContext,
+}
+
+impl EventBus<'_> {
+    /// Delivers events matching `pattern` to the plugin's `on_event`, on its own actor. Takes
+    /// effect when `init` returns.
+    pub fn on(&self, pattern: &str) -> Result<(), PluginError> {
+        crate::broker::Pattern::parse(pattern).map_err(|e| PluginError::new(e.to_string()))?;
+        self.ctx
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pattern.to_string());
+        Ok(())
+    }
+
+    /// Publishes an event under the plugin's own name (host namespaces are refused).
+    pub fn emit(&self, name: &str, data: Value) -> Result<(), PluginError> {
+        let event = Event::custom(name, data).map_err(PluginError::new)?;
+        self.ctx.inner.broker.publish(event);
+        Ok(())
+    }
+}

@@ -1,0 +1,569 @@
+//! The supervisor actor: our own OTP-style supervision on plain actix actors.
+//!
+//! Owns a list of children in start order, starts each from its factory, learns of every death
+//! through the child's `DownGuard` (with the panic text), restarts per the child's policy
+//! (`policy`), parks or escalates when the budget is spent, and stops children in reverse order
+//! with a timeout each. Strategy `one_for_one` restarts only the dead child; `rest_for_one`
+//! (the root) first stops the children started after it and restarts them afterwards.
+//! Every change is written to the health table. Does not own what a child *is* (its factory
+//! decides) nor the meaning of its events (an observer publishes them).
+//!
+//! actix's own `Supervisor` is not used: it never restarts after a panic, reuses the old state
+//! and has no budget (see docs/ARCHITECTURE.md).
+
+pub mod child;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use crate::health::{ActorRecord, ActorState, HealthRegistry, LastError};
+use child::{ChildSpec, DownGuard, OnExhausted, RunningChild, StartArgs, StartPhase};
+use policy::{Decision, ExitReason, RestartTracker};
+
+/// How a supervisor reacts to one child's death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Restart only the child that died.
+    OneForOne,
+    /// Stop the children started after the dead one, restart it, then restart them in order.
+    RestForOne,
+}
+
+/// Told about supervision events; the plugins supervisor's observer turns them into
+/// `plugin.restarted` / `plugin.failed` events, the root's stops the service on escalation.
+pub trait SupervisorObserver: Send + Sync + 'static {
+    /// A child died and will be started again after `delay`.
+    fn restarting(&self, _id: &str, _reason: &ExitReason, _delay: Duration) {}
+    /// A child is running again.
+    fn restarted(&self, _id: &str, _generation: u64, _restarts: u32, _reason: &ExitReason) {}
+    /// A child spent its restart budget and was parked as failed.
+    fn parked(&self, _id: &str, _restarts: u32, _reason: &ExitReason) {}
+    /// A child whose budget is spent may not be parked: the service must stop.
+    fn escalate(&self, _id: &str, _reason: &ExitReason) {}
+}
+
+/// An observer that only logs (what the default hooks do).
+pub struct NoObserver;
+impl SupervisorObserver for NoObserver {}
+
+// ---- Messages -------------------------------------------------------------------------------
+
+/// Sent by a child's `DownGuard` when its actor is gone.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ChildDown {
+    pub id: String,
+    /// Generation of the instance that died; reports from older instances are ignored.
+    pub generation: u64,
+    pub reason: ExitReason,
+}
+
+/// Adds a child at the end of the start order and starts it. Answers once it runs, or with the
+/// reason it could not start (it is then kept as `failed`).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct AddChild {
+    pub spec: ChildSpec,
+    pub phase: StartPhase,
+}
+
+/// Restarts a child now, whatever its state (an operator's restart or unpark). Answers once it
+/// runs again, or with the reason it could not start.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct RestartChild {
+    pub id: String,
+}
+
+/// Stops every child in reverse start order, each within its shutdown timeout, and optionally
+/// the supervisor itself afterwards. Answers with one report per child.
+#[derive(Message)]
+#[rtype(result = "Vec<StopReport>")]
+pub struct StopAll {
+    pub then_exit: bool,
+}
+
+/// How one child's stop went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    pub id: String,
+    pub outcome: StopOutcome,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    /// It did not finish within its shutdown timeout and was abandoned.
+    TimedOut,
+    Failed(String),
+}
+
+// ---- The actor ------------------------------------------------------------------------------
+
+struct Child {
+    spec: ChildSpec,
+    generation: u64,
+    state: ActorState,
+    running: Option<Box<dyn RunningChild>>,
+    tracker: RestartTracker,
+    restarts: u32,
+    /// Why the last instance died; carried into the restart event.
+    last_exit: Option<ExitReason>,
+    /// Stopped because an older sibling died (rest_for_one); restarted after it.
+    waiting_for_sibling: bool,
+    /// Answers the `AddChild` or `RestartChild` that started this instance.
+    reply: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A supervisor actor. Create it with [`Supervisor::new`] and start it like any actor.
+pub struct Supervisor {
+    path: String,
+    strategy: Strategy,
+    children: Vec<Child>,
+    health: HealthRegistry,
+    observer: Arc<dyn SupervisorObserver>,
+    stopping: bool,
+    /// Reports this supervisor's own death when it is itself a child.
+    guard: Option<DownGuard>,
+    span: tracing::Span,
+}
+
+impl Supervisor {
+    pub fn new(
+        path: impl Into<String>,
+        strategy: Strategy,
+        health: HealthRegistry,
+        observer: Arc<dyn SupervisorObserver>,
+        guard: Option<DownGuard>,
+    ) -> Self {
+        let path = path.into();
+        let span = tracing::info_span!("supervisor", supervisor.path = %path);
+        Supervisor {
+            path,
+            strategy,
+            children: Vec::new(),
+            health,
+            observer,
+            stopping: false,
+            guard,
+            span,
+        }
+    }
+
+    fn child_path(&self, id: &str) -> String {
+        format!("{}/{}", self.path, id)
+    }
+
+    fn index(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.spec.id == id)
+    }
+
+    /// Writes child `idx` into the health table.
+    fn report(&self, idx: usize) {
+        let child = &self.children[idx];
+        let path = self.child_path(&child.spec.id);
+        let kind = child.spec.kind.as_str();
+        let role = child.spec.role;
+        let required = child.spec.on_exhausted == OnExhausted::Escalate;
+        self.health.upsert(
+            &path,
+            || ActorRecord::new(path.clone(), kind, role),
+            |row| {
+                row.required = required;
+                row.state = child.state;
+                row.generation = child.generation;
+                row.restarts = child.restarts;
+                if let Some(reason) = child.last_exit.as_ref().filter(|r| r.is_abnormal()) {
+                    let message = reason.describe();
+                    if row.last_error.as_ref().map(|e| &e.message) != Some(&message) {
+                        row.last_error = Some(LastError {
+                            message,
+                            at: SystemTime::now(),
+                        });
+                    }
+                }
+                match child.state {
+                    ActorState::Running => {
+                        if row.started_at.is_none() {
+                            row.started_at = Some((Instant::now(), SystemTime::now()));
+                        }
+                        row.mailbox = child.running.as_ref().and_then(|r| r.mailbox());
+                    }
+                    _ => row.started_at = None,
+                }
+            },
+        );
+    }
+
+    fn set_state(&mut self, idx: usize, state: ActorState) {
+        self.children[idx].state = state;
+        self.report(idx);
+    }
+
+    /// Starts a new instance of child `idx`; the outcome arrives in `on_started`.
+    fn begin_start(&mut self, idx: usize, phase: StartPhase, ctx: &mut Context<Self>) {
+        let child = &mut self.children[idx];
+        child.generation += 1;
+        let generation = child.generation;
+        let id = child.spec.id.clone();
+        let args = StartArgs {
+            id: id.clone(),
+            path: format!("{}/{}", self.path, id),
+            generation,
+            phase,
+            placement: child.spec.placement,
+            guard: DownGuard::new(id.clone(), generation, ctx.address().recipient()),
+        };
+        let start = child.spec.factory.start(args);
+        self.set_state(
+            idx,
+            if phase == StartPhase::Boot {
+                ActorState::Starting
+            } else {
+                ActorState::Restarting
+            },
+        );
+        // The start runs beside the mailbox, so a slow child never stalls the supervisor.
+        ctx.spawn(
+            start
+                .into_actor(self)
+                .map(move |result, act, ctx| act.on_started(&id, generation, phase, result, ctx)),
+        );
+    }
+
+    fn on_started(
+        &mut self,
+        id: &str,
+        generation: u64,
+        phase: StartPhase,
+        result: Result<Box<dyn RunningChild>, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(idx) = self.index(id) else { return };
+        if self.children[idx].generation != generation || self.stopping {
+            // Superseded (stopped or restarted meanwhile): this instance is not wanted.
+            if let Ok(running) = result {
+                running.kill();
+            }
+            return;
+        }
+        match result {
+            Ok(running) => {
+                let child = &mut self.children[idx];
+                child.running = Some(running);
+                child.tracker.started(Instant::now());
+                if phase == StartPhase::Restart {
+                    child.restarts += 1;
+                }
+                let restarts = child.restarts;
+                let reason = child.last_exit.clone();
+                if let Some(reply) = child.reply.take() {
+                    let _ = reply.send(Ok(()));
+                }
+                self.set_state(idx, ActorState::Running);
+                if phase == StartPhase::Restart {
+                    let reason = reason.unwrap_or(ExitReason::Shutdown);
+                    tracing::info!(parent: &self.span, child = id, generation, restarts, "Child restarted.");
+                    self.observer.restarted(id, generation, restarts, &reason);
+                }
+                // rest_for_one: bring back the next younger sibling that waited for this one.
+                if let Some(next) =
+                    (idx + 1..self.children.len()).find(|&i| self.children[i].waiting_for_sibling)
+                {
+                    self.children[next].waiting_for_sibling = false;
+                    self.begin_start(next, StartPhase::Restart, ctx);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(parent: &self.span, child = id, generation, %error, "Child failed to start.");
+                let reason = ExitReason::Error(error.clone());
+                if phase == StartPhase::Boot {
+                    // A child that cannot boot is refused, not retried (Open Astra: the others
+                    // continue); an operator restart can try again.
+                    let child = &mut self.children[idx];
+                    child.last_exit = Some(reason);
+                    if let Some(reply) = child.reply.take() {
+                        let _ = reply.send(Err(error));
+                    }
+                    self.set_state(idx, ActorState::Failed);
+                } else {
+                    if let Some(reply) = self.children[idx].reply.take() {
+                        let _ = reply.send(Err(error));
+                    }
+                    self.handle_exit(idx, reason, ctx);
+                }
+            }
+        }
+    }
+
+    /// Applies the restart policy to child `idx`, which has just died with `reason`.
+    fn handle_exit(&mut self, idx: usize, reason: ExitReason, ctx: &mut Context<Self>) {
+        let child = &mut self.children[idx];
+        let id = child.spec.id.clone();
+        let decision = child.tracker.on_exit(
+            Instant::now(),
+            child.spec.restart,
+            &reason,
+            &child.spec.policy,
+            fastrand::f64(),
+        );
+        child.last_exit = Some(reason.clone());
+        match decision {
+            Decision::Restart { delay, attempt } => {
+                tracing::warn!(parent: &self.span, child = %id, reason = %reason.describe(),
+                    delay_ms = delay.as_millis() as u64, attempt, "Child died; restarting after backoff.");
+                self.set_state(idx, ActorState::Restarting);
+                self.observer.restarting(&id, &reason, delay);
+                let generation = self.children[idx].generation;
+                ctx.run_later(delay, move |act, ctx| {
+                    let Some(idx) = act.index(&id) else { return };
+                    // Only if nothing else (a stop, a manual restart) happened meanwhile.
+                    let child = &act.children[idx];
+                    if !act.stopping && child.generation == generation && child.running.is_none() {
+                        act.begin_start(idx, StartPhase::Restart, ctx);
+                    }
+                });
+            }
+            Decision::Stay => {
+                tracing::info!(parent: &self.span, child = %id, reason = %reason.describe(), "Child stopped; not restarted.");
+                self.set_state(idx, ActorState::Stopped);
+            }
+            Decision::GiveUp { restarts_in_period } => {
+                tracing::error!(parent: &self.span, child = %id, reason = %reason.describe(),
+                    restarts_in_period, "Child spent its restart budget.");
+                self.set_state(idx, ActorState::Failed);
+                match self.children[idx].spec.on_exhausted {
+                    OnExhausted::Park => self.observer.parked(&id, restarts_in_period, &reason),
+                    OnExhausted::Escalate => self.observer.escalate(&id, &reason),
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, "Supervisor started.");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(guard) = self.guard.as_mut() {
+            guard.set_reason(ExitReason::Shutdown);
+        }
+    }
+}
+
+impl Handler<AddChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stopping {
+            return Box::pin(async { Err("the supervisor is shutting down".to_string()) });
+        }
+        if self.index(&msg.spec.id).is_some() {
+            let id = msg.spec.id;
+            return Box::pin(async move { Err(format!("a child named '{id}' already exists")) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.children.push(Child {
+            spec: msg.spec,
+            generation: 0,
+            state: ActorState::Starting,
+            running: None,
+            tracker: RestartTracker::default(),
+            restarts: 0,
+            last_exit: None,
+            waiting_for_sibling: false,
+            reply: Some(tx),
+        });
+        let idx = self.children.len() - 1;
+        self.begin_start(idx, msg.phase, ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the supervisor stopped before the child started".into()))
+        })
+    }
+}
+
+impl Handler<ChildDown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildDown, ctx: &mut Context<Self>) {
+        let Some(idx) = self.index(&msg.id) else {
+            return;
+        };
+        let current = self.children[idx].generation;
+        if msg.generation != current {
+            tracing::debug!(parent: &self.span, child = %msg.id, generation = msg.generation,
+                current, "Ignoring a late report from an older instance.");
+            return;
+        }
+        let child = &mut self.children[idx];
+        if child.running.take().is_none() {
+            // Not running: it is being started, stopped or was already handled.
+            return;
+        }
+        if self.stopping || child.state == ActorState::Stopping {
+            self.set_state(idx, ActorState::Stopped);
+            return;
+        }
+        match self.strategy {
+            Strategy::OneForOne => self.handle_exit(idx, msg.reason, ctx),
+            Strategy::RestForOne => {
+                // Stop the younger siblings (newest first), restart this one, then them.
+                let younger: Vec<(String, Box<dyn RunningChild>, Duration)> = (idx + 1
+                    ..self.children.len())
+                    .rev()
+                    .filter_map(|i| {
+                        let c = &mut self.children[i];
+                        let running = c.running.take()?;
+                        c.waiting_for_sibling = true;
+                        c.state = ActorState::Restarting;
+                        Some((c.spec.id.clone(), running, c.spec.shutdown_timeout))
+                    })
+                    .collect();
+                for i in idx + 1..self.children.len() {
+                    self.report(i);
+                }
+                let reason = msg.reason;
+                ctx.wait(
+                    stop_in_order(younger)
+                        .into_actor(self)
+                        .map(move |_reports, act, ctx| act.handle_exit(idx, reason, ctx)),
+                );
+            }
+        }
+    }
+}
+
+impl Handler<RestartChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(idx) = self.index(&msg.id) else {
+            return Box::pin(async move { Err(format!("no child named '{}'", msg.id)) });
+        };
+        if self.stopping {
+            return Box::pin(async { Err("the supervisor is shutting down".to_string()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let child = &mut self.children[idx];
+        child.tracker.reset();
+        child.reply = Some(tx);
+        child.last_exit = Some(ExitReason::Shutdown);
+        let old = child.running.take();
+        let timeout = child.spec.shutdown_timeout;
+        let id = msg.id.clone();
+        // Bump the generation first so the old instance's DownGuard report is ignored.
+        child.generation += 1;
+        self.set_state(idx, ActorState::Restarting);
+        let stop_old = async move {
+            if let Some(old) = old {
+                stop_in_order(vec![(id, old, timeout)]).await;
+            }
+        };
+        ctx.wait(stop_old.into_actor(self).map(move |_, act, ctx| {
+            if let Some(idx) = act.index(&msg.id) {
+                act.begin_start(idx, StartPhase::Restart, ctx);
+            }
+        }));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the supervisor stopped before the child restarted".into()))
+        })
+    }
+}
+
+impl Handler<StopAll> for Supervisor {
+    type Result = ResponseActFuture<Self, Vec<StopReport>>;
+
+    fn handle(&mut self, msg: StopAll, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let mut to_stop = Vec::new();
+        for idx in (0..self.children.len()).rev() {
+            let child = &mut self.children[idx];
+            if let Some(reply) = child.reply.take() {
+                let _ = reply.send(Err("the supervisor is shutting down".into()));
+            }
+            if let Some(running) = child.running.take() {
+                to_stop.push((child.spec.id.clone(), running, child.spec.shutdown_timeout));
+                self.set_state(idx, ActorState::Stopping);
+            } else if !matches!(
+                child.state,
+                ActorState::Failed | ActorState::Stopped | ActorState::Disabled
+            ) {
+                self.set_state(idx, ActorState::Stopped);
+            }
+        }
+        let span = self.span.clone();
+        Box::pin(stop_in_order(to_stop).into_actor(self).map(move |reports, act, ctx| {
+            for report in &reports {
+                if let Some(idx) = act.index(&report.id) {
+                    act.set_state(idx, ActorState::Stopped);
+                }
+                if report.outcome == StopOutcome::TimedOut {
+                    tracing::warn!(parent: &span, child = %report.id, "Child did not stop within its timeout; abandoned.");
+                }
+            }
+            if msg.then_exit {
+                ctx.stop();
+            }
+            reports
+        }))
+    }
+}
+
+/// Stops children one after another (the order given), each bounded by its timeout. A child
+/// that overruns is killed and reported as `TimedOut`; the next one is stopped regardless.
+async fn stop_in_order(
+    children: Vec<(String, Box<dyn RunningChild>, Duration)>,
+) -> Vec<StopReport> {
+    let mut reports = Vec::with_capacity(children.len());
+    for (id, running, timeout) in children {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(timeout, running.stop()).await {
+            Ok(Ok(())) => StopOutcome::Stopped,
+            Ok(Err(error)) => StopOutcome::Failed(error),
+            Err(_) => {
+                running.kill();
+                StopOutcome::TimedOut
+            }
+        };
+        reports.push(StopReport {
+            id,
+            outcome,
+            elapsed: started.elapsed(),
+        });
+    }
+    reports
+}
+
+/// A running child that is itself a supervisor.
+pub struct RunningSupervisor(pub Addr<Supervisor>);
+
+impl RunningChild for RunningSupervisor {
+    fn stop(&self) -> futures::future::LocalBoxFuture<'static, Result<(), String>> {
+        let addr = self.0.clone();
+        async move {
+            addr.send(StopAll { then_exit: true })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("supervisor unreachable: {e}"))
+        }
+        .boxed_local()
+    }
+
+    fn kill(&self) {
+        // There is no way to kill an actor from outside; a supervisor that overran its stop is
+        // abandoned and asked to finish up as soon as it can.
+        self.0.do_send(StopAll { then_exit: true });
+    }
+}
