@@ -95,6 +95,17 @@ impl SupervisorObserver for RootObserver {
     }
 }
 
+/// What a caller adds to the settings when building the service.
+#[derive(Default)]
+pub struct Options {
+    /// Native plugins discovered after those `plugins.native` selects (tests pass fault
+    /// plugins; embedders pass their own).
+    pub plugins: Vec<PluginFactory>,
+    /// A broker handle made beforehand, so the caller can subscribe before boot and see every
+    /// boot event. Its capacities win over the `broker` settings.
+    pub broker: Option<BrokerHandle>,
+}
+
 /// A built, serving service.
 pub struct App {
     settings: Settings,
@@ -109,18 +120,20 @@ pub struct App {
 }
 
 impl App {
-    /// Boots the service: the tree, the plugins selected by `plugins.native`, then `extra`
-    /// plugins (tests pass fault plugins here), HTTP, and `start`. Must run inside an actix
-    /// system (`#[actix_web::main]` / `#[actix_web::test]`).
-    pub async fn build(settings: Settings, extra: Vec<PluginFactory>) -> Result<App, StartupError> {
+    /// Boots the service: the tree, the plugins selected by `plugins.native` and then
+    /// `options.plugins`, HTTP, and `start`. Must run inside an actix system
+    /// (`#[actix_web::main]` / `#[actix_web::test]`).
+    pub async fn build(settings: Settings, options: Options) -> Result<App, StartupError> {
         install_panic_hook();
         let health = HealthRegistry::default();
         let lifecycle = Arc::new(Lifecycle::default());
         let shutdown = ShutdownHandle::default();
-        let broker = BrokerHandle::new(
-            settings.broker.subscriber_capacity,
-            settings.broker.mailbox_capacity,
-        );
+        let broker = options.broker.unwrap_or_else(|| {
+            BrokerHandle::new(
+                settings.broker.subscriber_capacity,
+                settings.broker.mailbox_capacity,
+            )
+        });
         let server_addr = Arc::new(OnceLock::new());
         let policy = settings.restart_policy();
         let plugins = PluginHost::new(
@@ -220,7 +233,7 @@ impl App {
             .map(|(_, factory)| ("native", factory));
         plugins.discover(
             selected
-                .chain(extra.into_iter().map(|f| ("native", f)))
+                .chain(options.plugins.into_iter().map(|f| ("native", f)))
                 .collect(),
         );
         plugins.init_all().await;

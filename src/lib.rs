@@ -30,5 +30,5 @@ pub mod telemetry;
 pub mod test_util;
 pub mod util;
 
-pub use app::{App, ExitReport, ShutdownHandle, StartupError};
+pub use app::{App, ExitReport, Options, ShutdownHandle, StartupError};
 pub use settings::Settings;

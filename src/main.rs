@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use switchyard::cli::{Cli, Command};
-use switchyard::{settings, telemetry, App};
+use switchyard::{settings, telemetry, App, Options};
 
 #[actix_web::main]
 async fn main() {
@@ -29,7 +29,7 @@ async fn main() {
         return;
     }
     telemetry::init(settings.log_format(), &settings.log.level);
-    match App::build(settings, Vec::new()).await {
+    match App::build(settings, Options::default()).await {
         Ok(app) => {
             let report = app.run_until_stopped().await;
             std::process::exit(report.code);

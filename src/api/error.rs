@@ -16,6 +16,8 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     #[error("plugin '{0}' is not registered")]
     PluginNotFound(String),
+    #[error("{message}")]
+    InvalidEvent { event: String, message: String },
     #[error("a valid admin bearer token is required")]
     Unauthorized,
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl ApiError {
         match self {
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::PluginNotFound(_) => "plugin_not_found",
+            ApiError::InvalidEvent { .. } => "invalid_event",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPath(_) => "invalid_path",
@@ -52,6 +55,9 @@ impl ApiError {
         match self {
             ApiError::PluginNotFound(id) => Some(json!({ "plugin": id })),
             ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
+            ApiError::InvalidEvent { event, .. } => {
+                Some(json!({ "field": "event", "event": event }))
+            }
             _ => None,
         }
     }
@@ -75,9 +81,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::RouteNotFound { .. } | ApiError::PluginNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidJson(_) | ApiError::InvalidPath(_) | ApiError::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidPath(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -141,6 +148,14 @@ mod tests {
                 ApiError::PluginNotFound("p".into()),
                 404,
                 "plugin_not_found",
+            ),
+            (
+                ApiError::InvalidEvent {
+                    event: "plugin.x".into(),
+                    message: "reserved".into(),
+                },
+                400,
+                "invalid_event",
             ),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::InvalidJson("bad".into()), 400, "invalid_json"),

@@ -7,6 +7,7 @@
 //! - `GET /api/plugins/{id}` — one plugin, with its config schema.
 //! - `GET /api/actors` — the supervision tree.
 //! - `GET /api/events/catalogue` — every event the broker carries and who publishes it.
+//! - `POST /api/events` — publish a custom event `{event, data}` (host namespaces refused).
 //!
 //! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response
 //! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
@@ -69,7 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/plugins", web::get().to(list_plugins))
                 .route("/plugins/{id}", web::get().to(get_plugin))
                 .route("/actors", web::get().to(health::actors))
-                .route("/events/catalogue", web::get().to(event_catalogue)),
+                .route("/events/catalogue", web::get().to(event_catalogue))
+                .route("/events", web::post().to(publish_event)),
         )
         .default_service(web::to(not_found));
 }
@@ -171,4 +173,35 @@ async fn event_catalogue() -> HttpResponse {
         .map(|(name, publisher)| json!({ "event": name, "publishedBy": publisher }))
         .collect();
     HttpResponse::Ok().json(events)
+}
+
+/// Body of `POST /api/events`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    event: String,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+async fn publish_event(
+    state: web::Data<AppState>,
+    body: web::Json<PublishBody>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let event = crate::broker::Event::custom(&body.event, body.data).map_err(|message| {
+        ApiError::InvalidEvent {
+            event: body.event.clone(),
+            message,
+        }
+    })?;
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    tracing::info!(event = %event.event, request_id = %request_id, "Event published over REST.");
+    state.broker.publish(event.clone());
+    Ok(HttpResponse::Accepted().json(event))
 }

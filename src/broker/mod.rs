@@ -7,19 +7,21 @@
 //! (`events`) nor who publishes them.
 //!
 //! Callers never hold the broker's `Addr`; they hold a [`BrokerHandle`], which always points at
-//! the current instance. After the broker restarts (fresh, with no subscribers), every
-//! [`Subscription`] re-subscribes by itself on its next `recv`.
+//! the current instance. Subscriptions belong to their subscribers: the handle keeps the list,
+//! and each new broker instance is seeded from it, so after a broker restart every subscriber
+//! is re-subscribed without doing anything (events published while it was down are lost and
+//! counted as `publishDropped`).
 
 pub mod events;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::health::MailboxGauge;
 use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs};
@@ -79,16 +81,10 @@ impl Pattern {
 #[rtype(result = "()")]
 pub struct Publish(pub Arc<Event>);
 
-/// Register a subscriber's queue under an id chosen by the handle.
+/// Register a subscriber's queue (the handle chose its id).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Subscribe {
-    pub id: u64,
-    pub patterns: Vec<Pattern>,
-    pub queue: mpsc::Sender<Arc<Event>>,
-    /// Shared with the `Subscription`, so the subscriber can see what it missed.
-    pub dropped: Arc<AtomicU64>,
-}
+pub struct Subscribe(pub Subscriber);
 
 /// Remove a subscriber.
 #[derive(Message)]
@@ -110,10 +106,13 @@ pub struct CrashBroker;
 
 // ---- The actor ------------------------------------------------------------------------------
 
-struct Subscriber {
+/// One subscriber: its patterns and its bounded queue.
+#[derive(Clone)]
+pub struct Subscriber {
     id: u64,
     patterns: Vec<Pattern>,
     queue: mpsc::Sender<Arc<Event>>,
+    /// Shared with the `Subscription`, so the subscriber can see what it missed.
     dropped: Arc<AtomicU64>,
 }
 
@@ -129,10 +128,6 @@ impl Actor for Broker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
-    }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.guard.set_reason(ExitReason::Shutdown);
     }
 }
 
@@ -168,12 +163,7 @@ impl Handler<Subscribe> for Broker {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
-        self.subscribers.push(Subscriber {
-            id: msg.id,
-            patterns: msg.patterns,
-            queue: msg.queue,
-            dropped: msg.dropped,
-        });
+        self.subscribers.push(msg.0);
     }
 }
 
@@ -189,6 +179,8 @@ impl Handler<StopBroker> for Broker {
     type Result = ();
 
     fn handle(&mut self, _msg: StopBroker, ctx: &mut Context<Self>) {
+        // Set here, not in `stopped()`: actix runs `stopped()` after a panic too.
+        self.guard.set_reason(ExitReason::Shutdown);
         ctx.stop();
     }
 }
@@ -214,8 +206,9 @@ struct Stats {
 
 struct Shared {
     current: RwLock<Option<Addr<Broker>>>,
-    /// Bumped each time a broker instance starts; subscriptions watch it to re-subscribe.
-    generation: watch::Sender<u64>,
+    /// Every live subscription; a new broker instance starts with this list. Also serialises
+    /// subscribing against a broker (re)start, so no subscription is missed or doubled.
+    registry: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
     subscriber_capacity: usize,
     mailbox_capacity: usize,
@@ -246,7 +239,7 @@ impl BrokerHandle {
         BrokerHandle {
             shared: Arc::new(Shared {
                 current: RwLock::new(None),
-                generation: watch::channel(0).0,
+                registry: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 subscriber_capacity,
                 mailbox_capacity,
@@ -290,24 +283,38 @@ impl BrokerHandle {
         self.publish(Event::new(payload));
     }
 
-    /// Subscribes to events matching any of `patterns`.
+    /// Subscribes to events matching any of `patterns`. Works before the broker runs and
+    /// across its restarts.
     pub fn subscribe(&self, patterns: &[&str]) -> Result<Subscription, BrokerError> {
         let patterns = patterns
             .iter()
             .map(|p| Pattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut generation = self.shared.generation.subscribe();
-        generation.mark_unchanged();
-        let mut sub = Subscription {
-            handle: self.clone(),
-            id: 0,
+        let (tx, rx) = mpsc::channel(self.shared.subscriber_capacity);
+        let subscriber = Subscriber {
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             patterns,
-            queue: None,
-            generation,
+            queue: tx,
             dropped: Arc::new(AtomicU64::new(0)),
         };
-        sub.register();
-        Ok(sub)
+        let id = subscriber.id;
+        let dropped = subscriber.dropped.clone();
+        let mut registry = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = self.current() {
+            // Control message: do_send keeps it ahead of any publish queued after it.
+            addr.do_send(Subscribe(subscriber.clone()));
+        }
+        registry.push(subscriber);
+        Ok(Subscription {
+            handle: self.clone(),
+            id,
+            queue: rx,
+            dropped,
+        })
     }
 
     pub fn stats(&self) -> BrokerStats {
@@ -337,47 +344,20 @@ impl BrokerHandle {
 pub struct Subscription {
     handle: BrokerHandle,
     id: u64,
-    patterns: Vec<Pattern>,
-    queue: Option<mpsc::Receiver<Arc<Event>>>,
-    generation: watch::Receiver<u64>,
+    queue: mpsc::Receiver<Arc<Event>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Subscription {
-    /// (Re)registers with the current broker instance under a fresh id.
-    fn register(&mut self) {
-        let (tx, rx) = mpsc::channel(self.handle.shared.subscriber_capacity);
-        self.id = self.handle.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Some(addr) = self.handle.current() {
-            // Control message: do_send keeps it ahead of any publish queued after it.
-            addr.do_send(Subscribe {
-                id: self.id,
-                patterns: self.patterns.clone(),
-                queue: tx,
-                dropped: self.dropped.clone(),
-            });
-        }
-        // Without a broker, `tx` is dropped here and the next recv waits for a new instance.
-        self.queue = Some(rx);
+    /// The next matching event. Never ends while the subscription lives (the handle keeps its
+    /// queue open across broker restarts).
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.queue.recv().await
     }
 
-    /// The next matching event. If the broker restarted, subscribes again to the new instance
-    /// (events published while it was down are lost). Returns `None` only when the handle's
-    /// broker will never come back (the service is shutting down and the handle is gone).
-    pub async fn recv(&mut self) -> Option<Arc<Event>> {
-        loop {
-            if let Some(queue) = self.queue.as_mut() {
-                if let Some(event) = queue.recv().await {
-                    return Some(event);
-                }
-            }
-            // The broker dropped our queue: it died. Wait for the next instance.
-            self.queue = None;
-            if self.generation.changed().await.is_err() {
-                return None;
-            }
-            self.register();
-        }
+    /// An event if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        self.queue.try_recv().ok()
     }
 
     /// Events this subscriber lost because its queue was full.
@@ -395,6 +375,13 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let mut registry = self
+            .handle
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        registry.retain(|s| s.id != self.id);
         if let Some(addr) = self.handle.current() {
             addr.do_send(Unsubscribe { id: self.id });
         }
@@ -439,14 +426,15 @@ impl ChildFactory for BrokerFactory {
         args: StartArgs,
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
         let shared = self.handle.shared.clone();
+        let registry = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
         let addr = Broker {
-            subscribers: Vec::new(),
+            subscribers: registry.clone(),
             shared: shared.clone(),
             guard: args.guard,
         }
         .start();
         *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
-        shared.generation.send_modify(|g| *g += 1);
+        drop(registry);
         let gauge = shared.gauge.clone();
         async move { Ok(Box::new(RunningBroker { addr, gauge }) as Box<dyn RunningChild>) }
             .boxed_local()

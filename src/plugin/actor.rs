@@ -107,11 +107,6 @@ impl Actor for PluginActor {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         tracing::debug!(parent: &self.span, generation = self.guard.generation(), "Plugin actor started.");
     }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        // Reached on panics inside hooks too; those already set their reason.
-        self.guard.set_reason(ExitReason::Shutdown);
-    }
 }
 
 impl Handler<InitPlugin> for PluginActor {

@@ -32,10 +32,13 @@ use crate::supervisor::{AddChild, RunningSupervisor, Strategy, Supervisor, Super
 /// Health path of the plugins supervisor; plugin `x` is at `root/plugins/x`.
 pub const PLUGINS_PATH: &str = "root/plugins";
 
+/// A plugin actor's address with its mailbox gauge (senders count what they queue).
+pub type PluginAddr = (Addr<PluginActor>, Arc<MailboxGauge>);
+
 /// Current actor address of each plugin, replaced on every restart.
 #[derive(Default)]
 pub struct AddrTable {
-    addrs: RwLock<HashMap<String, (Addr<PluginActor>, Arc<MailboxGauge>)>>,
+    addrs: RwLock<HashMap<String, PluginAddr>>,
 }
 
 impl AddrTable {
@@ -46,7 +49,7 @@ impl AddrTable {
             .insert(id.to_string(), (addr, gauge));
     }
 
-    pub fn get(&self, id: &str) -> Option<(Addr<PluginActor>, Arc<MailboxGauge>)> {
+    pub fn get(&self, id: &str) -> Option<PluginAddr> {
         self.addrs
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -108,9 +108,10 @@ pub trait RunningChild {
 }
 
 /// Carried by every supervised actor. When the actor is dropped, for whatever reason, the guard
-/// reports `ChildDown` to the supervisor. A clean stop sets the reason first; otherwise the
-/// actor was torn down by a panic (tokio drops a task whose poll panicked) and the panic text
-/// recorded by the process-wide hook becomes the reason.
+/// reports `ChildDown` to the supervisor. A clean stop sets the reason where it *begins* (the
+/// stop handler), never in `Actor::stopped`, because actix runs `stopped` after a panic as well.
+/// Without a reason the actor was torn down by a panic (tokio drops a task whose poll panicked)
+/// and the panic text recorded by the process-wide hook becomes the reason.
 pub struct DownGuard {
     id: String,
     generation: u64,

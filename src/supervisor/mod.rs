@@ -353,12 +353,6 @@ impl Actor for Supervisor {
     fn started(&mut self, _ctx: &mut Context<Self>) {
         tracing::debug!(parent: &self.span, "Supervisor started.");
     }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(guard) = self.guard.as_mut() {
-            guard.set_reason(ExitReason::Shutdown);
-        }
-    }
 }
 
 impl Handler<AddChild> for Supervisor {
@@ -514,6 +508,10 @@ impl Handler<StopAll> for Supervisor {
                 }
             }
             if msg.then_exit {
+                // The reason is set here, not in `stopped()`: actix runs that after panics too.
+                if let Some(guard) = act.guard.as_mut() {
+                    guard.set_reason(ExitReason::Shutdown);
+                }
                 ctx.stop();
             }
             reports

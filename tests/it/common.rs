@@ -1,0 +1,165 @@
+//! Shared helpers: start the service with fault plugins, watch its events, call its API.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard::broker::{BrokerHandle, Event, Subscription};
+use switchyard::plugin::PluginFactory;
+use switchyard::settings::{self, Overrides};
+use switchyard::test_util::Recorder;
+use switchyard::{App, ExitReport, Options, Settings, ShutdownHandle};
+
+/// Settings for tests: a free port, no example plugins, quick backoff. `env` adds or
+/// overrides `SWITCHYARD__…` values, as an operator would.
+pub fn settings(env: &[(&str, &str)]) -> Settings {
+    let mut vars: Vec<(String, String)> = vec![
+        ("SWITCHYARD__PLUGINS__NATIVE".into(), "[]".into()),
+        ("SWITCHYARD__SUPERVISOR__BACKOFF_MIN_MS".into(), "10".into()),
+        ("SWITCHYARD__SUPERVISOR__BACKOFF_MAX_MS".into(), "50".into()),
+        ("SWITCHYARD__PLUGINS__STOP_TIMEOUT_MS".into(), "1000".into()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let overrides = Overrides {
+        bind: Some("127.0.0.1:0".into()),
+        ..Overrides::default()
+    };
+    settings::load(&overrides, vars).expect("test settings are valid")
+}
+
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber_init();
+    }
+}
+
+fn tracing_subscriber_init() -> Result<(), ()> {
+    switchyard::telemetry::init(switchyard::settings::LogFormat::Pretty, "debug");
+    Ok(())
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub broker: BrokerHandle,
+    /// Every event since before boot.
+    pub events: Subscription,
+    pub shutdown: ShutdownHandle,
+    pub health: switchyard::health::HealthRegistry,
+    run: actix_web::rt::task::JoinHandle<ExitReport>,
+    client: awc::Client,
+}
+
+impl TestApp {
+    pub async fn spawn(
+        env: &[(&str, &str)],
+        plugins: Vec<PluginFactory>,
+        _recorder: Arc<Recorder>,
+    ) -> TestApp {
+        init_test_log();
+        let settings = settings(env);
+        let broker = BrokerHandle::new(4096, settings.broker.mailbox_capacity);
+        let events = broker.subscribe(&["*"]).unwrap();
+        let app = App::build(
+            settings,
+            Options {
+                plugins,
+                broker: Some(broker.clone()),
+            },
+        )
+        .await
+        .expect("service starts");
+        let addr = app.addr();
+        let shutdown = app.shutdown_handle();
+        let health = app.health();
+        let run = actix_web::rt::spawn(app.run_until_stopped());
+        TestApp {
+            addr,
+            broker,
+            events,
+            shutdown,
+            health,
+            run,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let mut resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let body = resp.body().await.expect("body");
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn client(&self) -> &awc::Client {
+        &self.client
+    }
+
+    /// Waits for the next event called `name`, skipping others; panics after 5 s.
+    pub async fn next_event(&mut self, name: &str) -> Arc<Event> {
+        let wait = async {
+            loop {
+                let event = self.events.recv().await.expect("event stream open");
+                if event.event == name {
+                    return event;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event within 5 s"))
+    }
+
+    /// Every event received so far (without waiting), as (name, data).
+    pub fn drain_events(&mut self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Some(event) = self.events.try_recv() {
+            out.push((event.event.clone(), event.data.clone()));
+        }
+        out
+    }
+
+    /// Publishes a custom event, as a plugin or operator would.
+    pub fn publish(&self, name: &str, data: Value) {
+        self.broker.publish(Event::custom(name, data).unwrap());
+    }
+
+    /// Triggers a graceful shutdown and waits for it.
+    pub async fn stop(self) -> ExitReport {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(30), self.run)
+            .await
+            .expect("shutdown finishes")
+            .expect("run task")
+    }
+}
+
+/// Polls `check` every 10 ms until it returns true; panics after 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}

@@ -1,0 +1,143 @@
+//! The real executable: bad settings exit 2 with every problem named; SIGTERM stops plugins in
+//! reverse order and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_config_file_exits_2_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nbnd = \"x\"\nworkers = \"many\"\n[plugins]\nnative = [\"nope\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("invalid configuration (3 problems)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("server.bnd: unknown setting"), "{stderr}");
+    assert!(
+        stderr.contains("server.workers: expected an integer, found a string"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("plugins.native: unknown native plugin 'nope'; known: event-logger, hello"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_toml_file_exits_2_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[server]\nbind = \"127.0.0.1:0\n").unwrap();
+    let (code, _, stderr) = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not valid TOML"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn bad_environment_values_exit_2_naming_the_variable() {
+    let (code, _, stderr) = run(
+        &["serve"],
+        &[
+            ("SWITCHYARD__SHUTDOWN__DEADLINE_MS", "soon"),
+            ("SWITCHYARD__SERVER__NOPE", "1"),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("shutdown.deadline_ms: expected an integer, got 'soon' (from SWITCHYARD__SHUTDOWN__DEADLINE_MS)"), "{stderr}");
+    assert!(
+        stderr.contains("server.nope: unknown setting (from SWITCHYARD__SERVER__NOPE)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_with_the_token_masked() {
+    let (code, stdout, stderr) = run(
+        &["check-config", "--bind", "127.0.0.1:9999"],
+        &[("SWITCHYARD_ADMIN_TOKEN", "hunter2")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bind = \"127.0.0.1:9999\""), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
+fn an_address_in_use_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(&["--bind", &addr], &[("SWITCHYARD__PLUGINS__NATIVE", "[]")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines.iter().any(|l: &String| l.contains("\"Ready.\"")) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("service becomes ready");
+        lines.push(line);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    lines.extend(rx.try_iter());
+    assert_eq!(code, Some(0), "{lines:#?}");
+    // JSON log lines: the example plugins stop LIFO (hello depends on event-logger).
+    let stops: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "Plugin stopped.")
+        .map(|v| v["span"]["plugin"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(stops, ["hello", "event-logger"], "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("\"Stopped.\"")));
+}

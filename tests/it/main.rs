@@ -1,0 +1,9 @@
+//! Integration tests: one binary (faster to link), one module per area. Each test starts the
+//! real service on port 0 (or the real executable) and talks HTTP to it.
+
+mod api;
+mod common;
+mod config;
+mod lifecycle;
+mod shutdown;
+mod supervision;
