@@ -20,7 +20,9 @@ use crate::api::{self, AppState};
 use crate::broker::{BrokerFactory, BrokerHandle};
 use crate::health::{ActorRecord, ActorState, HealthRegistry, Lifecycle, Phase};
 use crate::plugin::builtin;
-use crate::plugin::host::{PluginHost, PluginTimings, PluginsSupervisorFactory};
+use crate::plugin::host::{
+    Discovered, PluginHost, PluginTimings, PluginsSupervisorFactory, ScriptSettings,
+};
 use crate::plugin::PluginFactory;
 use crate::settings::Settings;
 use crate::supervisor::child::{
@@ -117,6 +119,8 @@ pub struct App {
     health: HealthRegistry,
     broker: BrokerHandle,
     plugins: Arc<PluginHost>,
+    /// Keeps the hot-reload watcher alive while the app runs.
+    _watcher: Option<crate::script::watch::WatchGuard>,
 }
 
 impl App {
@@ -147,6 +151,14 @@ impl App {
                 mailbox_capacity: settings.plugins.mailbox_capacity,
                 policy,
             },
+            ScriptSettings {
+                root: settings.script_plugins_dir(),
+                limits: {
+                    let settings = settings.clone();
+                    Box::new(move |id| settings.script_limits(id))
+                },
+            },
+            &settings.data.dir,
         );
 
         // The supervision tree: root (rest_for_one) → broker, plugins supervisor.
@@ -217,6 +229,7 @@ impl App {
             root.send(AddChild {
                 spec,
                 phase: StartPhase::Boot,
+                disabled: false,
             })
             .await
             .map_err(|e| StartupError::Tree {
@@ -230,12 +243,10 @@ impl App {
         let selected = builtin::catalogue()
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
-            .map(|(_, factory)| ("native", factory));
-        plugins.discover(
-            selected
-                .chain(options.plugins.into_iter().map(|f| ("native", f)))
-                .collect(),
-        );
+            .map(|(_, factory)| Discovered::native(factory));
+        let extra = options.plugins.into_iter().map(Discovered::native);
+        let scripts = plugins.discover_scripts();
+        plugins.discover(selected.chain(extra).chain(scripts).collect());
         plugins.init_all().await;
 
         // HTTP: bind first (so port 0 works and the address is known), then serve.
@@ -275,6 +286,22 @@ impl App {
         tracing::info!(%addr, "Listening.");
 
         plugins.start_all().await;
+        let watcher = if settings.hot_reload.enabled {
+            let debounce = Duration::from_millis(settings.hot_reload.debounce_ms);
+            match crate::script::watch::start(
+                &settings.script_plugins_dir(),
+                debounce,
+                plugins.clone(),
+            ) {
+                Ok(guard) => Some(guard),
+                Err(error) => {
+                    tracing::error!(%error, "Cannot watch the plugin directory; hot reload is off.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         lifecycle.set_phase(Phase::Ready);
         tracing::info!("Ready.");
 
@@ -288,6 +315,7 @@ impl App {
             health,
             broker,
             plugins,
+            _watcher: watcher,
         })
     }
 

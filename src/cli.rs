@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Log format (log.format).
     #[arg(long, value_enum, global = true)]
     pub log_format: Option<LogFormatArg>,
+    /// Reload script plugins when their files change (hot_reload.enabled).
+    #[arg(long, global = true)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,6 +69,7 @@ impl ServeArgs {
                 LogFormatArg::Pretty => "pretty".into(),
                 LogFormatArg::Json => "json".into(),
             }),
+            watch: self.watch,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`supervisor`] — the supervisor actor, child specs, and the pure restart [`supervisor::policy`].
 //! - [`broker`] — the event-bus actor, its stable handle, and the event catalogue.
 //! - [`plugin`] — the `Plugin` trait, the plugin actor, dependency order, the host lifecycle.
+//! - [`script`] — JS/TS plugins: discovery, the QuickJS engine per plugin, TS stripping, hot reload.
 //! - [`api`] — HTTP routes, middleware and the single `ApiError` table.
 //! - [`health`] — the snapshot table every probe reads; [`telemetry`] — log output.
 //! - `test_util` — fault plugins for supervision tests (feature `test-util`).
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod cli;
 pub mod health;
 pub mod plugin;
+pub mod script;
 pub mod settings;
 pub mod supervisor;
 pub mod telemetry;

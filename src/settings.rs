@@ -9,6 +9,7 @@
 //! value must have the type its default has. That keeps the documented defaults and the accepted
 //! keys from drifting apart.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub struct Settings {
     pub plugins: PluginSettings,
     pub supervisor: SupervisorSettings,
     pub broker: BrokerSettings,
+    pub hot_reload: HotReloadSettings,
+    pub data: DataSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +76,38 @@ pub struct PluginSettings {
     pub start_timeout_ms: u64,
     pub stop_timeout_ms: u64,
     pub mailbox_capacity: usize,
+    pub script: ScriptLimits,
+    /// Per-plugin overrides of `script`.
+    pub limits: BTreeMap<String, ScriptLimitOverrides>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimits {
+    pub memory_limit_bytes: usize,
+    pub call_timeout_ms: u64,
+    pub max_stack_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimitOverrides {
+    pub memory_limit_bytes: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+    pub max_stack_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotReloadSettings {
+    pub enabled: bool,
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +174,17 @@ impl Settings {
                 jitter: s.backoff_jitter,
                 reset_after: ms(s.backoff_reset_after_ms),
             },
+        }
+    }
+
+    /// Engine limits of script plugin `id` (its overrides over the defaults).
+    pub fn script_limits(&self, id: &str) -> crate::script::engine::Limits {
+        let base = self.plugins.script;
+        let o = self.plugins.limits.get(id).copied().unwrap_or_default();
+        crate::script::engine::Limits {
+            memory_limit_bytes: o.memory_limit_bytes.unwrap_or(base.memory_limit_bytes),
+            call_timeout: ms(o.call_timeout_ms.unwrap_or(base.call_timeout_ms)),
+            max_stack_bytes: o.max_stack_bytes.unwrap_or(base.max_stack_bytes),
         }
     }
 
@@ -225,6 +271,26 @@ impl Settings {
             format!("{} must be at least 0.0 and below 1.0", s.backoff_jitter),
         );
         check(
+            self.plugins.script.memory_limit_bytes >= 1 << 20,
+            "plugins.script.memory_limit_bytes",
+            "must be at least 1048576 (1 MiB)".into(),
+        );
+        check(
+            self.plugins.script.call_timeout_ms > 0,
+            "plugins.script.call_timeout_ms",
+            "must be greater than 0".into(),
+        );
+        check(
+            self.plugins.script.max_stack_bytes >= 64 << 10,
+            "plugins.script.max_stack_bytes",
+            "must be at least 65536 (64 KiB)".into(),
+        );
+        check(
+            self.hot_reload.debounce_ms > 0,
+            "hot_reload.debounce_ms",
+            "must be greater than 0".into(),
+        );
+        check(
             self.broker.subscriber_capacity > 0,
             "broker.subscriber_capacity",
             "must be greater than 0".into(),
@@ -250,6 +316,8 @@ pub struct Overrides {
     pub bind: Option<String>,
     pub plugins_dir: Option<PathBuf>,
     pub log_format: Option<String>,
+    /// `--watch`: turn hot reload on.
+    pub watch: bool,
 }
 
 /// One thing wrong with the settings: which key, what is wrong, and where the value came from.
@@ -391,6 +459,13 @@ fn merge_sources(
         ),
         (["log", "format"], overrides.log_format.clone()),
     ];
+    if overrides.watch {
+        set(
+            &mut merged,
+            &["hot_reload", "enabled"],
+            Value::Boolean(true),
+        );
+    }
     for (path, value) in flags {
         if let Some(value) = value {
             set(&mut merged, &path, Value::String(value));

@@ -18,6 +18,18 @@ pub enum ApiError {
     PluginNotFound(String),
     #[error("{message}")]
     InvalidEvent { event: String, message: String },
+    #[error("{message}")]
+    PluginStateConflict { plugin: String, message: String },
+    #[error("{message}")]
+    PluginSourceNotFound { plugin: String, message: String },
+    #[error("reload of '{plugin}' failed at {step}: {error}; the previous version keeps serving")]
+    ReloadFailed {
+        plugin: String,
+        step: String,
+        error: String,
+    },
+    #[error("plugin '{plugin}' did not start: {error}")]
+    PluginStartFailed { plugin: String, error: String },
     #[error("a valid admin bearer token is required")]
     Unauthorized,
     #[error("{0}")]
@@ -41,6 +53,10 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::PluginNotFound(_) => "plugin_not_found",
             ApiError::InvalidEvent { .. } => "invalid_event",
+            ApiError::PluginStateConflict { .. } => "plugin_state_conflict",
+            ApiError::PluginSourceNotFound { .. } => "plugin_source_not_found",
+            ApiError::ReloadFailed { .. } => "reload_failed",
+            ApiError::PluginStartFailed { .. } => "plugin_start_failed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPath(_) => "invalid_path",
@@ -79,7 +95,13 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::RouteNotFound { .. } | ApiError::PluginNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RouteNotFound { .. }
+            | ApiError::PluginNotFound(_)
+            | ApiError::PluginSourceNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::PluginStateConflict { .. } => StatusCode::CONFLICT,
+            ApiError::ReloadFailed { .. } | ApiError::PluginStartFailed { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::InvalidJson(_)
             | ApiError::InvalidPath(_)
@@ -157,6 +179,39 @@ mod tests {
                 400,
                 "invalid_event",
             ),
+            (
+                ApiError::PluginStateConflict {
+                    plugin: "p".into(),
+                    message: "m".into(),
+                },
+                409,
+                "plugin_state_conflict",
+            ),
+            (
+                ApiError::PluginSourceNotFound {
+                    plugin: "p".into(),
+                    message: "m".into(),
+                },
+                404,
+                "plugin_source_not_found",
+            ),
+            (
+                ApiError::ReloadFailed {
+                    plugin: "p".into(),
+                    step: "compile".into(),
+                    error: "e".into(),
+                },
+                422,
+                "reload_failed",
+            ),
+            (
+                ApiError::PluginStartFailed {
+                    plugin: "p".into(),
+                    error: "e".into(),
+                },
+                422,
+                "plugin_start_failed",
+            ),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::InvalidJson("bad".into()), 400, "invalid_json"),
             (ApiError::InvalidPath("bad".into()), 400, "invalid_path"),
@@ -189,5 +244,28 @@ mod tests {
     fn internal_errors_do_not_leak_their_cause() {
         let (_, b) = body(ApiError::Internal("db password wrong".into()));
         assert!(!b.to_string().contains("password"));
+    }
+}
+
+impl ApiError {
+    /// Maps an operator action's failure on plugin `id`.
+    pub fn from_manage(id: &str, error: crate::plugin::host::ManageError) -> ApiError {
+        use crate::plugin::host::ManageError as M;
+        let plugin = id.to_string();
+        match error {
+            M::NotFound(id) => ApiError::PluginNotFound(id),
+            M::Conflict(message) => ApiError::PluginStateConflict { plugin, message },
+            e @ M::SourceNotFound { .. } => ApiError::PluginSourceNotFound {
+                plugin,
+                message: e.to_string(),
+            },
+            M::ReloadFailed { step, error } => ApiError::ReloadFailed {
+                plugin,
+                step,
+                error,
+            },
+            M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
+            e @ M::Persist { .. } => ApiError::Internal(e.to_string()),
+        }
     }
 }

@@ -5,6 +5,10 @@
 //! - `GET /health` — every actor's state (application/health+json); 503 when failing.
 //! - `GET /api/plugins` — every plugin with metadata and state.
 //! - `GET /api/plugins/{id}` — one plugin, with its config schema.
+//! - `POST /api/plugins/{id}/reload` — reload a script plugin from its files (rollback on failure).
+//! - `POST /api/plugins/{id}/restart` — a supervised restart; answers once it runs again.
+//! - `POST /api/plugins/{id}/disable`, `/enable` — stop and keep stopped (remembered), or start.
+//! - `DELETE /api/plugins/{id}` — unload a script plugin; `POST /api/plugins/{id}/load` — load it.
 //! - `GET /api/actors` — the supervision tree.
 //! - `GET /api/events/catalogue` — every event the broker carries and who publishes it.
 //! - `POST /api/events` — publish a custom event `{event, data}` (host namespaces refused).
@@ -69,6 +73,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .wrap(from_fn(require_admin))
                 .route("/plugins", web::get().to(list_plugins))
                 .route("/plugins/{id}", web::get().to(get_plugin))
+                .route("/plugins/{id}", web::delete().to(unload_plugin))
+                .route("/plugins/{id}/{action}", web::post().to(plugin_action))
                 .route("/actors", web::get().to(health::actors))
                 .route("/events/catalogue", web::get().to(event_catalogue))
                 .route("/events", web::post().to(publish_event)),
@@ -204,4 +210,66 @@ async fn publish_event(
     tracing::info!(event = %event.event, request_id = %request_id, "Event published over REST.");
     state.broker.publish(event.clone());
     Ok(HttpResponse::Accepted().json(event))
+}
+
+/// `POST /api/plugins/{id}/{reload|restart|disable|enable|load}`.
+async fn plugin_action(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let host = &state.plugins;
+    let outcome = match action.as_str() {
+        "reload" => host.reload(&id).await.map(|(view, old_version)| {
+            let new_version = view.manifest["version"].clone();
+            json!({ "plugin": view, "reload": { "oldVersion": old_version, "newVersion": new_version } })
+        }),
+        "restart" => host.restart(&id).await.map(|v| json!({ "plugin": v })),
+        "disable" => host.disable(&id).await.map(|v| json!({ "plugin": v })),
+        "enable" => host.enable(&id).await.map(|v| json!({ "plugin": v })),
+        "load" => host.load(&id).await.map(|v| json!({ "plugin": v })),
+        _ => {
+            return Err(ApiError::RouteNotFound {
+                method: "POST".into(),
+                path: req.path().to_string(),
+            })
+        }
+    };
+    match outcome {
+        Ok(body) => {
+            tracing::info!(plugin = %id, action = %action, request_id = %request_id, state = %body["plugin"]["state"], "Plugin action done.");
+            Ok(HttpResponse::Ok().json(body))
+        }
+        Err(error) => {
+            tracing::info!(plugin = %id, action = %action, request_id = %request_id, %error, "Plugin action refused or failed.");
+            Err(ApiError::from_manage(&id, error))
+        }
+    }
+}
+
+/// `DELETE /api/plugins/{id}`: unload a script plugin (its files stay).
+async fn unload_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    state
+        .plugins
+        .unload(&id)
+        .await
+        .map_err(|e| ApiError::from_manage(&id, e))?;
+    tracing::info!(plugin = %id, request_id = %request_id, "Plugin unloaded over REST.");
+    Ok(HttpResponse::Ok().json(json!({ "plugin": { "id": id, "state": "unloaded" } })))
 }

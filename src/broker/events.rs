@@ -159,6 +159,50 @@ impl Topic for PluginFailed {
     const NAME: &'static str = "plugin.failed";
 }
 
+/// A script plugin was reloaded from its files and the new version serves. Published by the
+/// plugin host (hot reload or `POST /api/plugins/{id}/reload`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginReloaded {
+    pub plugin: String,
+    pub old_version: String,
+    pub new_version: String,
+    pub duration_ms: u64,
+}
+impl Topic for PluginReloaded {
+    const NAME: &'static str = "plugin.reloaded";
+}
+
+/// An operator disabled a plugin. Published by the plugin host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginDisabled {
+    pub plugin: String,
+}
+impl Topic for PluginDisabled {
+    const NAME: &'static str = "plugin.disabled";
+}
+
+/// An operator enabled a disabled plugin. Published by the plugin host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginEnabled {
+    pub plugin: String,
+}
+impl Topic for PluginEnabled {
+    const NAME: &'static str = "plugin.enabled";
+}
+
+/// A script plugin was unloaded (REST, or its directory was deleted). Published by the host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginUnloaded {
+    pub plugin: String,
+}
+impl Topic for PluginUnloaded {
+    const NAME: &'static str = "plugin.unloaded";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),

@@ -82,6 +82,12 @@ impl PluginActor {
                 .instrument(span)
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
+                    Ok(Err(error)) if error.fatal => {
+                        tracing::error!(parent: &act.span, hook, %error, "Plugin broke a limit; it counts as crashed.");
+                        act.guard.set_reason(ExitReason::Error(format!("{hook}: {}", error.message)));
+                        ctx.stop();
+                        Err(error)
+                    }
                     Ok(outcome) => outcome,
                     Err(payload) => {
                         take_last_panic();
@@ -233,6 +239,16 @@ pub struct RunningPlugin {
     addr: Addr<PluginActor>,
     gauge: Arc<MailboxGauge>,
     arbiter: Option<Arbiter>,
+    start_timeout: Duration,
+}
+
+impl Drop for RunningPlugin {
+    fn drop(&mut self) {
+        // The instance is gone (stopped, crashed or replaced): its thread may go too.
+        if let Some(arbiter) = &self.arbiter {
+            arbiter.stop();
+        }
+    }
 }
 
 impl RunningChild for RunningPlugin {
@@ -263,6 +279,16 @@ impl RunningChild for RunningPlugin {
 
     fn mailbox(&self) -> Option<Arc<MailboxGauge>> {
         Some(self.gauge.clone())
+    }
+
+    fn activate(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        let (addr, gauge, timeout) = (self.addr.clone(), self.gauge.clone(), self.start_timeout);
+        async move {
+            call(&addr, &gauge, StartPlugin, "start", timeout)
+                .await
+                .map_err(|e| format!("start: {}", e.message))
+        }
+        .boxed_local()
     }
 }
 
@@ -329,6 +355,7 @@ impl ChildFactory for PluginChildFactory {
                 addr: addr.clone(),
                 gauge: gauge.clone(),
                 arbiter,
+                start_timeout: rt.start_timeout,
             };
             let id = manifest.id.clone();
             let version = manifest.version.to_string();
@@ -373,11 +400,10 @@ impl ChildFactory for PluginChildFactory {
 
 fn phase_name(phase: Phase) -> &'static str {
     match phase {
-        Phase::Discover => "discover:",
-        Phase::Init => "init:",
-        Phase::Start => "start:",
-        Phase::Stop => "stop:",
-        Phase::Run => "run:",
-        Phase::Reload => "reload:",
+        Phase::Discover => "discover",
+        Phase::Init | Phase::Reload => "init",
+        Phase::Start => "start",
+        Phase::Stop => "stop",
+        Phase::Run => "run",
     }
 }

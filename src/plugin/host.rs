@@ -1,21 +1,24 @@
 //! The plugin host: discovery, dependency order, and the Open Astra lifecycle across plugins.
 //!
-//! Owns the catalogue of every discovered plugin (loaded or refused, and why), the boot
-//! sequence (`init` each plugin in dependency order under the plugins supervisor, then `start`
-//! each once HTTP listens), the table of current actor addresses (stable handles that survive
-//! restarts), and the observer that turns supervision into `plugin.*` events. Stopping in
-//! reverse order is the plugins supervisor's job: it holds the plugins in start order.
+//! Owns the catalogue of every discovered plugin, native or script (loaded or refused, and
+//! why), the boot sequence (`init` each plugin in dependency order under the plugins
+//! supervisor, then `start` each once HTTP listens), the operator actions (restart, reload,
+//! disable/enable remembered in the data directory, unload/load), the table of current actor
+//! addresses (stable handles that survive restarts), and the observer that turns supervision
+//! into `plugin.*` events. Stopping in reverse order is the plugins supervisor's job: it holds
+//! the plugins in start order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::actor::{call, KillPlugin, PluginActor, PluginChildFactory, PluginRuntime, StartPlugin};
@@ -23,11 +26,16 @@ use super::{deps, PluginFactory, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::BrokerHandle;
 use crate::health::{ActorRecord, ActorState, HealthRegistry, LastError, MailboxGauge};
+use crate::script::engine::Limits;
+use crate::script::{self, ScriptSource, ScriptStatus, ScriptView};
 use crate::supervisor::child::{
     ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs, StartPhase,
 };
 use crate::supervisor::policy::{ExitReason, RestartPolicy, RestartType};
-use crate::supervisor::{AddChild, RunningSupervisor, Strategy, Supervisor, SupervisorObserver};
+use crate::supervisor::{
+    AddChild, DisableChild, EnableChild, ReloadChild, ReloadError, RemoveChild, RestartChild,
+    RunningSupervisor, Strategy, Supervisor, SupervisorObserver,
+};
 
 /// Health path of the plugins supervisor; plugin `x` is at `root/plugins/x`.
 pub const PLUGINS_PATH: &str = "root/plugins";
@@ -68,14 +76,72 @@ pub struct PluginTimings {
     pub policy: RestartPolicy,
 }
 
+/// Where script plugins come from and what limits each gets.
+pub struct ScriptSettings {
+    /// The `plugins/core` directory.
+    pub root: PathBuf,
+    pub limits: Box<dyn Fn(&str) -> Limits + Send + Sync>,
+}
+
+/// A plugin found at start-up (or loaded later), before dependency resolution.
+pub struct Discovered {
+    pub source: &'static str,
+    pub factory: PluginFactory,
+    pub placement: Placement,
+    pub script: Option<Arc<ScriptStatus>>,
+}
+
+impl Discovered {
+    pub fn native(factory: PluginFactory) -> Self {
+        Discovered {
+            source: "native",
+            factory,
+            placement: Placement::Shared,
+            script: None,
+        }
+    }
+
+    /// A script plugin: its own engine on its own arbiter (the engine may block its thread).
+    pub fn script(source: ScriptSource, limits: Limits) -> Self {
+        let status = ScriptStatus::new(source.clone());
+        Discovered {
+            source: "script",
+            factory: script::factory(source, limits, status.clone()),
+            placement: Placement::Dedicated,
+            script: Some(status),
+        }
+    }
+}
+
 struct Entry {
     manifest: PluginManifest,
     source: &'static str,
     factory: PluginFactory,
-    /// Why the plugin is not running, when it was refused before or during boot.
+    placement: Placement,
+    script: Option<Arc<ScriptStatus>>,
+    /// Why the plugin is not under supervision, when it was refused before boot.
     refused: Option<String>,
-    /// Position in the start order, for plugins that were handed to the supervisor.
-    order: Option<usize>,
+    /// Whether the plugins supervisor has a child for it.
+    supervised: bool,
+}
+
+/// Why an operator's request about a plugin could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("plugin '{0}' is not registered")]
+    NotFound(String),
+    /// The request makes no sense in the plugin's current state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no plugin directory '{id}' with an index.ts or index.js in {root}")]
+    SourceNotFound { id: String, root: String },
+    #[error("reload failed at {step}: {error}")]
+    ReloadFailed { step: String, error: String },
+    /// The plugin was (re)started but did not come up.
+    #[error("{0}")]
+    StartFailed(String),
+    #[error("cannot remember the change in {path}: {error}")]
+    Persist { path: String, error: String },
 }
 
 /// The plugin host. Shared (`Arc`) by the app, the HTTP handlers and the plugins supervisor's
@@ -88,6 +154,10 @@ pub struct PluginHost {
     supervisor: RwLock<Option<Addr<Supervisor>>>,
     /// Set once every plugin has been started at boot; restarts after that start plugins too.
     booted: AtomicBool,
+    scripts: ScriptSettings,
+    /// Plugins an operator disabled; kept in `state_file` across restarts.
+    disabled: Mutex<BTreeSet<String>>,
+    state_file: PathBuf,
 }
 
 /// A plugin as `GET /api/plugins` shows it.
@@ -102,6 +172,14 @@ pub struct PluginView {
     pub restarts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptView>,
+}
+
+/// The persisted operator choices.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PersistedState {
+    disabled: BTreeSet<String>,
 }
 
 impl PluginHost {
@@ -110,7 +188,20 @@ impl PluginHost {
         health: HealthRegistry,
         server_addr: Arc<OnceLock<SocketAddr>>,
         timings: PluginTimings,
+        scripts: ScriptSettings,
+        data_dir: &Path,
     ) -> Arc<Self> {
+        let state_file = data_dir.join("plugins.json");
+        let disabled = match std::fs::read_to_string(&state_file) {
+            Ok(text) => match serde_json::from_str::<PersistedState>(&text) {
+                Ok(state) => state.disabled,
+                Err(error) => {
+                    tracing::error!(file = %state_file.display(), %error, "Unreadable plugin state; no plugin starts disabled.");
+                    BTreeSet::new()
+                }
+            },
+            Err(_) => BTreeSet::new(),
+        };
         Arc::new(PluginHost {
             runtime: PluginRuntime {
                 broker,
@@ -125,6 +216,9 @@ impl PluginHost {
             entries: RwLock::new(Vec::new()),
             supervisor: RwLock::new(None),
             booted: AtomicBool::new(false),
+            scripts,
+            disabled: Mutex::new(disabled),
+            state_file,
         })
     }
 
@@ -139,6 +233,21 @@ impl PluginHost {
             .clone()
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Entry>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_disabled(&self, id: &str) -> bool {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
     fn spec(&self, entry: &Entry) -> ChildSpec {
         ChildSpec {
             id: entry.manifest.id.clone(),
@@ -146,7 +255,7 @@ impl PluginHost {
             role: "plugin",
             restart: RestartType::Permanent,
             shutdown_timeout: self.timings.stop_timeout,
-            placement: Placement::Shared,
+            placement: entry.placement,
             on_exhausted: OnExhausted::Park,
             policy: self.timings.policy,
             factory: Arc::new(PluginChildFactory {
@@ -156,41 +265,56 @@ impl PluginHost {
         }
     }
 
+    /// Discovers script plugins in the script root, in directory-name order.
+    pub fn discover_scripts(&self) -> Vec<Discovered> {
+        script::discover(&self.scripts.root)
+            .into_iter()
+            .map(|source| {
+                let limits = (self.scripts.limits)(&source.id);
+                Discovered::script(source, limits)
+            })
+            .collect()
+    }
+
     /// Registers the discovered plugins (in discovery order), resolves their dependencies and
     /// refuses, with a `plugin.error` each, those that cannot load.
-    pub fn discover(&self, plugins: Vec<(&'static str, PluginFactory)>) {
-        let mut entries: Vec<Entry> = plugins
+    pub fn discover(&self, plugins: Vec<Discovered>) {
+        let mut entries: Vec<(Entry, Option<usize>)> = plugins
             .into_iter()
-            .map(|(source, factory)| Entry {
-                manifest: factory().manifest(),
-                source,
-                factory,
-                refused: None,
-                order: None,
+            .map(|d| {
+                let entry = Entry {
+                    manifest: (d.factory)().manifest(),
+                    source: d.source,
+                    factory: d.factory,
+                    placement: d.placement,
+                    script: d.script,
+                    refused: None,
+                    supervised: false,
+                };
+                (entry, None)
             })
             .collect();
-        let manifests: Vec<PluginManifest> = entries.iter().map(|e| e.manifest.clone()).collect();
+        let manifests: Vec<PluginManifest> =
+            entries.iter().map(|(e, _)| e.manifest.clone()).collect();
         let resolution = deps::resolve(&manifests);
         for (position, &i) in resolution.order.iter().enumerate() {
-            entries[i].order = Some(position);
+            entries[i].1 = Some(position);
         }
         for (i, reason) in resolution.refused {
-            self.refuse(&mut entries[i], Phase::Discover, reason);
+            self.refuse(&mut entries[i].0, Phase::Discover, reason);
         }
-        entries.sort_by_key(|e| e.order.unwrap_or(usize::MAX));
-        *self.entries.write().unwrap_or_else(|e| e.into_inner()) = entries;
+        entries.sort_by_key(|(_, order)| order.unwrap_or(usize::MAX));
+        *self.write() = entries.into_iter().map(|(e, _)| e).collect();
     }
 
     fn refuse(&self, entry: &mut Entry, phase: Phase, reason: String) {
         tracing::warn!(plugin = %entry.manifest.id, ?phase, error = %reason, "Plugin refused.");
-        if phase == Phase::Discover {
-            self.broker().emit(&events::PluginError {
-                plugin: entry.manifest.id.clone(),
-                version: Some(entry.manifest.version.to_string()),
-                phase,
-                error: reason.clone(),
-            });
-        }
+        self.broker().emit(&events::PluginError {
+            plugin: entry.manifest.id.clone(),
+            version: Some(entry.manifest.version.to_string()),
+            phase,
+            error: reason.clone(),
+        });
         let path = format!("{PLUGINS_PATH}/{}", entry.manifest.id);
         self.health.upsert(
             &path,
@@ -208,15 +332,16 @@ impl PluginHost {
     }
 
     /// Boot, step 1: `init` every loadable plugin in start order under the plugins supervisor.
-    /// A plugin whose dependency failed to initialise is refused too.
+    /// A plugin whose dependency failed to initialise is refused too; disabled plugins are
+    /// registered but not started.
     pub async fn init_all(&self) {
         let Some(supervisor) = self.supervisor() else {
             return;
         };
-        let count = self.entries.read().unwrap_or_else(|e| e.into_inner()).len();
+        let count = self.read().len();
         for i in 0..count {
-            let (spec, blocked) = {
-                let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            let (spec, blocked, disabled) = {
+                let entries = self.read();
                 let entry = &entries[i];
                 if entry.refused.is_some() {
                     continue;
@@ -224,42 +349,34 @@ impl PluginHost {
                 let blocked = entry.manifest.dependencies.iter().find_map(|dep| {
                     entries
                         .iter()
-                        .find(|e| e.manifest.id == dep.id && e.refused.is_some())
+                        .find(|e| e.manifest.id == dep.id && (e.refused.is_some() || !e.supervised))
                         .map(|_| format!("depends on '{}', which failed to initialise", dep.id))
                 });
-                (self.spec(entry), blocked)
+                (
+                    self.spec(entry),
+                    blocked,
+                    self.is_disabled(&entry.manifest.id),
+                )
             };
-            let outcome = match blocked {
-                Some(reason) => {
-                    self.broker().emit(&events::PluginError {
-                        plugin: spec.id.clone(),
-                        version: None,
-                        phase: Phase::Init,
-                        error: reason.clone(),
-                    });
-                    Err(reason)
-                }
-                None => supervisor
-                    .send(AddChild {
-                        spec,
-                        phase: StartPhase::Boot,
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("plugins supervisor unreachable: {e}"))),
-            };
+            if let Some(reason) = blocked {
+                let mut entries = self.write();
+                self.refuse(&mut entries[i], Phase::Init, reason);
+                continue;
+            }
+            let outcome = supervisor
+                .send(AddChild {
+                    spec,
+                    phase: StartPhase::Boot,
+                    disabled,
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("plugins supervisor unreachable: {e}")));
+            let mut entries = self.write();
+            entries[i].supervised = outcome.is_ok();
             if let Err(reason) = outcome {
-                let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-                let entry = &mut entries[i];
-                entry.refused = Some(reason);
-                // The supervisor keeps the failed child's health row; only blocked ones need one.
-                if self
-                    .health
-                    .get(&format!("{PLUGINS_PATH}/{}", entry.manifest.id))
-                    .is_none()
-                {
-                    let reason = entry.refused.clone().unwrap_or_default();
-                    self.refuse(entry, Phase::Init, reason);
-                }
+                // The supervisor keeps the child as `failed` (a restart or reload may retry it).
+                entries[i].supervised = true;
+                tracing::debug!(plugin = %entries[i].manifest.id, %reason, "Plugin did not initialise.");
             }
         }
     }
@@ -269,12 +386,11 @@ impl PluginHost {
     /// start again) within its budget.
     pub async fn start_all(&self) {
         let ids: Vec<String> = self
-            .entries
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|e| e.refused.is_none())
+            .filter(|e| e.refused.is_none() && e.supervised)
             .map(|e| e.manifest.id.clone())
+            .filter(|id| self.state_of(id) == Some(ActorState::Running))
             .collect();
         for id in ids {
             let Some((addr, gauge)) = self.runtime.addrs.get(&id) else {
@@ -317,10 +433,14 @@ impl PluginHost {
         self.booted.store(true, Ordering::Release);
     }
 
+    fn state_of(&self, id: &str) -> Option<ActorState> {
+        self.health
+            .get(&format!("{PLUGINS_PATH}/{id}"))
+            .map(|r| r.state)
+    }
+
     pub fn manifest(&self, id: &str) -> Option<PluginManifest> {
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.read()
             .iter()
             .find(|e| e.manifest.id == id)
             .map(|e| e.manifest.clone())
@@ -328,13 +448,11 @@ impl PluginHost {
 
     /// Every discovered plugin, in start order (refused ones last), with its state.
     pub fn list(&self) -> Vec<PluginView> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.iter().map(|e| self.view(e)).collect()
+        self.read().iter().map(|e| self.view(e)).collect()
     }
 
     pub fn get(&self, id: &str) -> Option<PluginView> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
+        self.read()
             .iter()
             .find(|e| e.manifest.id == id)
             .map(|e| self.view(e))
@@ -351,7 +469,303 @@ impl PluginHost {
             generation: row.as_ref().map(|r| r.generation).unwrap_or(0),
             restarts: row.as_ref().map(|r| r.restarts).unwrap_or(0),
             last_error: row.and_then(|r| r.last_error),
+            script: entry.script.as_ref().map(|s| s.view()),
         }
+    }
+
+    // ---- Operator actions (REST) and file changes --------------------------------------------
+
+    /// Checks that `id` is under supervision and returns its source kind.
+    fn supervised(&self, id: &str) -> Result<&'static str, ManageError> {
+        let entries = self.read();
+        let entry = entries
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))?;
+        match &entry.refused {
+            Some(reason) => Err(ManageError::Conflict(format!(
+                "plugin '{id}' was refused at start-up ({reason}); fix that and restart the service"
+            ))),
+            None => Ok(entry.source),
+        }
+    }
+
+    fn view_of(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.get(id)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))
+    }
+
+    fn sup(&self) -> Result<Addr<Supervisor>, ManageError> {
+        self.supervisor()
+            .ok_or_else(|| ManageError::Conflict("the plugins supervisor is not running".into()))
+    }
+
+    /// Refreshes a script plugin's manifest from its newest good instance.
+    fn refresh_manifest(&self, id: &str) {
+        let mut entries = self.write();
+        if let Some(entry) = entries.iter_mut().find(|e| e.manifest.id == id) {
+            if let Some(manifest) = entry.script.as_ref().and_then(|s| s.manifest()) {
+                entry.manifest = manifest;
+            }
+        }
+    }
+
+    /// A supervised restart; answers once the plugin runs again.
+    pub async fn restart(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is disabled; enable it instead"
+            )));
+        }
+        self.sup()?
+            .send(RestartChild { id: id.to_string() })
+            .await
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(ManageError::StartFailed)?;
+        self.refresh_manifest(id);
+        self.view_of(id)
+    }
+
+    /// Stops the plugin and keeps it stopped, across service restarts too.
+    pub async fn disable(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is already disabled"
+            )));
+        }
+        self.persist(|set| set.insert(id.to_string()))?;
+        self.sup()?
+            .send(DisableChild { id: id.to_string() })
+            .await
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(ManageError::Conflict)?;
+        self.broker().emit(&events::PluginDisabled {
+            plugin: id.to_string(),
+        });
+        self.view_of(id)
+    }
+
+    /// Starts a disabled plugin (init and start); answers once it runs.
+    pub async fn enable(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if !self.is_disabled(id) {
+            let state = self.state_of(id).map(|s| s.as_str()).unwrap_or("unknown");
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is not disabled (it is {state})"
+            )));
+        }
+        self.persist(|set| set.remove(id))?;
+        self.broker().emit(&events::PluginEnabled {
+            plugin: id.to_string(),
+        });
+        let started = self.sup()?.send(EnableChild { id: id.to_string() }).await;
+        self.refresh_manifest(id);
+        started
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(ManageError::StartFailed)?;
+        self.view_of(id)
+    }
+
+    /// Unloads a script plugin: stops it and forgets it (its files stay).
+    pub async fn unload(&self, id: &str) -> Result<(), ManageError> {
+        let source = self
+            .read()
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .map(|e| e.source)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))?;
+        if source != "script" {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is native (compiled in) and cannot be unloaded; disable it instead"
+            )));
+        }
+        if let Ok(sup) = self.sup() {
+            // A plugin refused before boot has no child; that is fine.
+            let _ = sup.send(RemoveChild { id: id.to_string() }).await;
+        }
+        self.health.remove(&format!("{PLUGINS_PATH}/{id}"));
+        self.write().retain(|e| e.manifest.id != id);
+        tracing::info!(plugin = id, "Plugin unloaded.");
+        self.broker().emit(&events::PluginUnloaded {
+            plugin: id.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Loads script plugin `id` from its directory and starts it.
+    pub async fn load(&self, id: &str) -> Result<PluginView, ManageError> {
+        if self.get(id).is_some() {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is already loaded"
+            )));
+        }
+        let source = script::source_for(&self.scripts.root, id).ok_or_else(|| {
+            ManageError::SourceNotFound {
+                id: id.to_string(),
+                root: self.scripts.root.display().to_string(),
+            }
+        })?;
+        let discovered = Discovered::script(source, (self.scripts.limits)(id));
+        let entry = Entry {
+            manifest: (discovered.factory)().manifest(),
+            source: discovered.source,
+            factory: discovered.factory,
+            placement: discovered.placement,
+            script: discovered.script,
+            refused: None,
+            supervised: true,
+        };
+        let spec = self.spec(&entry);
+        self.write().push(entry);
+        let phase = if self.booted.load(Ordering::Acquire) {
+            StartPhase::Restart
+        } else {
+            StartPhase::Boot
+        };
+        let disabled = self.is_disabled(id);
+        let started = self
+            .sup()?
+            .send(AddChild {
+                spec,
+                phase,
+                disabled,
+            })
+            .await;
+        self.refresh_manifest(id);
+        started
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(ManageError::StartFailed)?;
+        self.view_of(id)
+    }
+
+    /// Reloads a script plugin from its files: the new version is prepared beside the old one
+    /// and swapped in only if it initialises; otherwise the old one keeps serving.
+    pub async fn reload(&self, id: &str) -> Result<(PluginView, String), ManageError> {
+        if self.supervised(id)? != "script" {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is native (compiled in); restart it instead"
+            )));
+        }
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is disabled; enable it first"
+            )));
+        }
+        let old_version = self
+            .manifest(id)
+            .map(|m| m.version.to_string())
+            .unwrap_or_default();
+        let began = std::time::Instant::now();
+        let running = self.state_of(id) == Some(ActorState::Running);
+        let outcome = if running {
+            self.sup()?
+                .send(ReloadChild { id: id.to_string() })
+                .await
+                .map_err(|e| ManageError::StartFailed(e.to_string()))?
+                .map_err(|e| match e {
+                    ReloadError::Rejected(error) => split_step(&error),
+                    ReloadError::ActivationFailed(error) => ManageError::ReloadFailed {
+                        step: "start".into(),
+                        error,
+                    },
+                    ReloadError::NotRunning(error) => ManageError::Conflict(error),
+                })
+        } else {
+            // Not running (failed, parked): start it afresh from the new files.
+            self.sup()?
+                .send(RestartChild { id: id.to_string() })
+                .await
+                .map_err(|e| ManageError::StartFailed(e.to_string()))?
+                .map_err(|error| split_step(&error))
+        };
+        if let Err(ManageError::ReloadFailed { step, error }) = &outcome {
+            tracing::warn!(plugin = id, step = %step, %error, "Reload failed; the previous version keeps serving.");
+            if running {
+                // The rejected candidate already reported `plugin.error` with phase `reload`.
+            } else {
+                self.broker().emit(&events::PluginError {
+                    plugin: id.to_string(),
+                    version: None,
+                    phase: Phase::Reload,
+                    error: error.clone(),
+                });
+            }
+        }
+        outcome?;
+        self.refresh_manifest(id);
+        let new_version = self
+            .manifest(id)
+            .map(|m| m.version.to_string())
+            .unwrap_or_default();
+        let duration_ms = began.elapsed().as_millis() as u64;
+        tracing::info!(plugin = id, old_version = %old_version, new_version = %new_version, duration_ms, "Plugin reloaded.");
+        self.broker().emit(&events::PluginReloaded {
+            plugin: id.to_string(),
+            old_version: old_version.clone(),
+            new_version,
+            duration_ms,
+        });
+        Ok((self.view_of(id)?, old_version))
+    }
+
+    /// A script plugin's files changed (hot reload): reload, load or unload it.
+    pub async fn source_changed(&self, id: &str) {
+        let on_disk = script::source_for(&self.scripts.root, id).is_some();
+        let known = self.get(id).is_some();
+        let outcome = match (on_disk, known) {
+            (true, true) => self.reload(id).await.map(|_| ()),
+            (true, false) => self.load(id).await.map(|_| ()),
+            (false, true) => self.unload(id).await,
+            (false, false) => Ok(()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(plugin = id, %error, "Applying a file change failed.");
+        }
+    }
+
+    /// Applies `change` to the disabled set and writes it to the data directory.
+    fn persist(
+        &self,
+        change: impl FnOnce(&mut BTreeSet<String>) -> bool,
+    ) -> Result<(), ManageError> {
+        let mut disabled = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = disabled.clone();
+        change(&mut next);
+        let fail = |error: std::io::Error| ManageError::Persist {
+            path: self.state_file.display().to_string(),
+            error: error.to_string(),
+        };
+        if let Some(dir) = self.state_file.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let text = serde_json::to_string_pretty(&PersistedState {
+            disabled: next.clone(),
+        })
+        .unwrap_or_default();
+        // Write then rename, so a crash never leaves half a file.
+        let tmp = self.state_file.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(fail)?;
+        std::fs::rename(&tmp, &self.state_file).map_err(fail)?;
+        *disabled = next;
+        Ok(())
+    }
+}
+
+/// Splits a factory failure (`"<step>: <message>"`) into a `ReloadFailed`.
+fn split_step(error: &str) -> ManageError {
+    match error.split_once(": ") {
+        Some((step, rest)) if ["compile", "validate", "init", "start"].contains(&step) => {
+            ManageError::ReloadFailed {
+                step: step.to_string(),
+                error: rest.to_string(),
+            }
+        }
+        _ => ManageError::ReloadFailed {
+            step: "init".into(),
+            error: error.to_string(),
+        },
     }
 }
 
@@ -414,13 +828,17 @@ impl ChildFactory for PluginsSupervisorFactory {
         *host.supervisor.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
         async move {
             if host.booted.load(Ordering::Acquire) {
-                let specs: Vec<ChildSpec> = {
-                    let entries = host.entries.read().unwrap_or_else(|e| e.into_inner());
-                    entries.iter().filter(|e| e.refused.is_none()).map(|e| host.spec(e)).collect()
+                let specs: Vec<(ChildSpec, bool)> = {
+                    let entries = host.read();
+                    entries
+                        .iter()
+                        .filter(|e| e.refused.is_none() && e.supervised)
+                        .map(|e| (host.spec(e), host.is_disabled(&e.manifest.id)))
+                        .collect()
                 };
-                for spec in specs {
+                for (spec, disabled) in specs {
                     let id = spec.id.clone();
-                    if let Ok(Err(error)) = addr.send(AddChild { spec, phase: StartPhase::Restart }).await {
+                    if let Ok(Err(error)) = addr.send(AddChild { spec, phase: StartPhase::Restart, disabled }).await {
                         tracing::warn!(plugin = %id, %error, "Plugin did not come back after a restart of its supervisor.");
                     }
                 }

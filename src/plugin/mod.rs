@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use semver::{Version, VersionReq};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::broker::{BrokerHandle, Event};
@@ -32,18 +32,38 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 #[error("{message}")]
 pub struct PluginError {
     pub message: String,
+    /// The plugin cannot go on (it broke a resource limit): its actor stops and the supervisor
+    /// restarts it.
+    pub fatal: bool,
+    /// Which step failed when it matters to the caller (`compile`, `validate`, `init`, …).
+    pub step: Option<&'static str>,
 }
 
 impl PluginError {
     pub fn new(message: impl Into<String>) -> Self {
         PluginError {
             message: message.into(),
+            fatal: false,
+            step: None,
         }
+    }
+
+    /// An error after which the plugin counts as crashed.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        PluginError {
+            fatal: true,
+            ..PluginError::new(message)
+        }
+    }
+
+    pub fn at_step(mut self, step: &'static str) -> Self {
+        self.step = Some(step);
+        self
     }
 }
 
 /// Type of one configuration field (Krawall's `PluginConfigField.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     String,
@@ -54,28 +74,30 @@ pub enum FieldType {
 }
 
 /// One choice of a `select` field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelectOption {
     pub label: String,
     pub value: String,
 }
 
 /// One field of a plugin's configuration schema, as Krawall's UI and validator expect it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigField {
     pub key: String,
     pub label: String,
     #[serde(rename = "type")]
     pub field_type: FieldType,
+    #[serde(default)]
     pub required: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
+    #[serde(default)]
     pub description: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<SelectOption>>,
     /// Masked in every response and log.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
 }
 

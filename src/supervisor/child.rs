@@ -57,6 +57,9 @@ pub enum StartPhase {
     Boot,
     /// Later: the child must come back fully working (plugins `init` and `start`).
     Restart,
+    /// A candidate to replace a running instance: prepared (plugins `init`) but not activated
+    /// until the old instance has stopped (see [`RunningChild::activate`]).
+    Reload,
 }
 
 /// Everything a supervisor needs to run one child.
@@ -101,6 +104,10 @@ pub trait RunningChild {
     fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>>;
     /// Stops the child without waiting (used after its shutdown timeout).
     fn kill(&self);
+    /// Makes a prepared reload candidate live (plugins: `start`).
+    fn activate(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The child's mailbox gauge, shown in `/health`.
     fn mailbox(&self) -> Option<Arc<MailboxGauge>> {
         None

@@ -70,6 +70,51 @@ pub struct ChildDown {
 pub struct AddChild {
     pub spec: ChildSpec,
     pub phase: StartPhase,
+    /// Register it without starting it (an operator disabled it); `EnableChild` starts it.
+    pub disabled: bool,
+}
+
+/// Prepares a new instance of a running child beside the old one and swaps it in only if it
+/// prepared fine: then the old one stops and the new one is activated. On failure the old
+/// instance keeps running untouched. Answers with the outcome.
+#[derive(Message)]
+#[rtype(result = "Result<(), ReloadError>")]
+pub struct ReloadChild {
+    pub id: String,
+}
+
+/// Why a reload did not happen, and whether the old instance still runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    NotRunning(String),
+    /// The candidate failed to prepare; the old instance keeps running.
+    #[error("{0}")]
+    Rejected(String),
+    /// The candidate replaced the old instance but failed to activate; it is being restarted.
+    #[error("{0}")]
+    ActivationFailed(String),
+}
+
+/// Stops a child and keeps it stopped as `disabled` until `EnableChild`.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct DisableChild {
+    pub id: String,
+}
+
+/// Starts a disabled child (fully: plugins `init` and `start`). Answers once it runs.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct EnableChild {
+    pub id: String,
+}
+
+/// Stops a child and forgets it.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct RemoveChild {
+    pub id: String,
 }
 
 /// Restarts a child now, whatever its state (an operator's restart or unpark). Answers once it
@@ -108,7 +153,10 @@ pub enum StopOutcome {
 
 struct Child {
     spec: ChildSpec,
+    /// Generation of the current instance; only its `ChildDown` counts.
     generation: u64,
+    /// Highest generation ever handed out (reload candidates take one too).
+    issued: u64,
     state: ActorState,
     running: Option<Box<dyn RunningChild>>,
     tracker: RestartTracker,
@@ -209,7 +257,8 @@ impl Supervisor {
     /// Starts a new instance of child `idx`; the outcome arrives in `on_started`.
     fn begin_start(&mut self, idx: usize, phase: StartPhase, ctx: &mut Context<Self>) {
         let child = &mut self.children[idx];
-        child.generation += 1;
+        child.issued += 1;
+        child.generation = child.issued;
         let generation = child.generation;
         let id = child.spec.id.clone();
         let args = StartArgs {
@@ -323,9 +372,13 @@ impl Supervisor {
                 let generation = self.children[idx].generation;
                 ctx.run_later(delay, move |act, ctx| {
                     let Some(idx) = act.index(&id) else { return };
-                    // Only if nothing else (a stop, a manual restart) happened meanwhile.
+                    // Only if nothing else (a stop, a disable, a manual restart) happened meanwhile.
                     let child = &act.children[idx];
-                    if !act.stopping && child.generation == generation && child.running.is_none() {
+                    if !act.stopping
+                        && child.generation == generation
+                        && child.running.is_none()
+                        && child.state == ActorState::Restarting
+                    {
                         act.begin_start(idx, StartPhase::Restart, ctx);
                     }
                 });
@@ -367,10 +420,16 @@ impl Handler<AddChild> for Supervisor {
             return Box::pin(async move { Err(format!("a child named '{id}' already exists")) });
         }
         let (tx, rx) = oneshot::channel();
+        let disabled = msg.disabled;
         self.children.push(Child {
             spec: msg.spec,
             generation: 0,
-            state: ActorState::Starting,
+            issued: 0,
+            state: if disabled {
+                ActorState::Disabled
+            } else {
+                ActorState::Starting
+            },
             running: None,
             tracker: RestartTracker::default(),
             restarts: 0,
@@ -379,6 +438,11 @@ impl Handler<AddChild> for Supervisor {
             reply: Some(tx),
         });
         let idx = self.children.len() - 1;
+        if disabled {
+            self.children[idx].reply = None;
+            self.report(idx);
+            return Box::pin(async { Ok(()) });
+        }
         self.begin_start(idx, msg.phase, ctx);
         Box::pin(async move {
             rx.await
@@ -456,8 +520,9 @@ impl Handler<RestartChild> for Supervisor {
         let old = child.running.take();
         let timeout = child.spec.shutdown_timeout;
         let id = msg.id.clone();
-        // Bump the generation first so the old instance's DownGuard report is ignored.
-        child.generation += 1;
+        // A fresh generation first, so the old instance's DownGuard report is ignored.
+        child.issued += 1;
+        child.generation = child.issued;
         self.set_state(idx, ActorState::Restarting);
         let stop_old = async move {
             if let Some(old) = old {
@@ -515,6 +580,190 @@ impl Handler<StopAll> for Supervisor {
                 ctx.stop();
             }
             reports
+        }))
+    }
+}
+
+impl Handler<ReloadChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), ReloadError>>;
+
+    fn handle(&mut self, msg: ReloadChild, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(idx) = self.index(&msg.id) else {
+            return Box::pin(async move {
+                Err(ReloadError::NotRunning(format!(
+                    "no child named '{}'",
+                    msg.id
+                )))
+            });
+        };
+        let child = &mut self.children[idx];
+        if self.stopping || child.state != ActorState::Running {
+            let state = child.state.as_str();
+            return Box::pin(async move {
+                Err(ReloadError::NotRunning(format!(
+                    "it is {state}, not running"
+                )))
+            });
+        }
+        child.issued += 1;
+        let candidate = child.issued;
+        let id = msg.id;
+        let path = format!("{}/{}", self.path, id);
+        let child = &self.children[idx];
+        let args = StartArgs {
+            id: id.clone(),
+            path,
+            generation: candidate,
+            phase: StartPhase::Reload,
+            placement: child.spec.placement,
+            guard: DownGuard::new(id.clone(), candidate, ctx.address().recipient()),
+        };
+        let prepare = child.spec.factory.start(args);
+        let (tx, rx) = oneshot::channel();
+        ctx.spawn(prepare.into_actor(self).map(move |prepared, act, ctx| {
+            let new = match prepared {
+                Ok(new) => new,
+                Err(error) => {
+                    let _ = tx.send(Err(ReloadError::Rejected(error)));
+                    return;
+                }
+            };
+            let Some(idx) = act
+                .index(&id)
+                .filter(|&i| act.children[i].state == ActorState::Running && !act.stopping)
+            else {
+                new.kill();
+                let _ = tx.send(Err(ReloadError::NotRunning(
+                    "it stopped while the new version was prepared".into(),
+                )));
+                return;
+            };
+            // The swap: from here on only the new instance's reports count.
+            let child = &mut act.children[idx];
+            let activate = new.activate();
+            let old = child.running.replace(new);
+            child.generation = candidate;
+            child.tracker.started(Instant::now());
+            let timeout = child.spec.shutdown_timeout;
+            act.report(idx);
+            let stop_old = stop_in_order(
+                old.map(|o| vec![(id.clone(), o, timeout)])
+                    .unwrap_or_default(),
+            );
+            ctx.spawn(
+                async move {
+                    stop_old.await;
+                    activate.await
+                }
+                .into_actor(act)
+                .map(move |activated, act, ctx| match activated {
+                    Ok(()) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    Err(error) => {
+                        let _ = tx.send(Err(ReloadError::ActivationFailed(error.clone())));
+                        if let Some(idx) = act.index(&id) {
+                            if act.children[idx].generation == candidate {
+                                if let Some(running) = act.children[idx].running.take() {
+                                    running.kill();
+                                }
+                                act.handle_exit(idx, ExitReason::Error(error), ctx);
+                            }
+                        }
+                    }
+                }),
+            );
+        }));
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(ReloadError::NotRunning(
+                    "the supervisor stopped during the reload".into(),
+                ))
+            })
+        })
+    }
+}
+
+impl Handler<DisableChild> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: DisableChild, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(idx) = self.index(&msg.id) else {
+            return Box::pin(actix::fut::ready(Err(format!(
+                "no child named '{}'",
+                msg.id
+            ))));
+        };
+        let child = &mut self.children[idx];
+        let running = child.running.take();
+        let timeout = child.spec.shutdown_timeout;
+        // Cancels a pending delayed restart too (it checks for `Restarting`).
+        self.set_state(
+            idx,
+            if running.is_some() {
+                ActorState::Stopping
+            } else {
+                ActorState::Disabled
+            },
+        );
+        let stop = stop_in_order(
+            running
+                .map(|r| vec![(msg.id.clone(), r, timeout)])
+                .unwrap_or_default(),
+        );
+        Box::pin(stop.into_actor(self).map(move |_, act, _| {
+            if let Some(idx) = act.index(&msg.id) {
+                act.set_state(idx, ActorState::Disabled);
+            }
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<EnableChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: EnableChild, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(idx) = self
+            .index(&msg.id)
+            .filter(|&i| self.children[i].state == ActorState::Disabled)
+        else {
+            return Box::pin(async move { Err(format!("'{}' is not a disabled child", msg.id)) });
+        };
+        let (tx, rx) = oneshot::channel();
+        let child = &mut self.children[idx];
+        child.tracker.reset();
+        child.reply = Some(tx);
+        self.begin_start(idx, StartPhase::Restart, ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the supervisor stopped before the child started".into()))
+        })
+    }
+}
+
+impl Handler<RemoveChild> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: RemoveChild, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(idx) = self.index(&msg.id) else {
+            return Box::pin(actix::fut::ready(Err(format!(
+                "no child named '{}'",
+                msg.id
+            ))));
+        };
+        let child = self.children.remove(idx);
+        let path = self.child_path(&msg.id);
+        let timeout = child.spec.shutdown_timeout;
+        let stop = stop_in_order(
+            child
+                .running
+                .map(|r| vec![(msg.id.clone(), r, timeout)])
+                .unwrap_or_default(),
+        );
+        Box::pin(stop.into_actor(self).map(move |_, act, _| {
+            act.health.remove(&path);
+            Ok(())
         }))
     }
 }

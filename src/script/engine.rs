@@ -1,0 +1,597 @@
+//! One QuickJS engine: a runtime with limits, a context, one evaluated plugin module.
+//!
+//! Owns loading a plugin directory (sandboxed imports, TS stripping), the host bridge the
+//! module sees (`console`, `PluginLoader`, the Open Astra `ctx`), checking the two module
+//! contracts, and calling hooks under a time budget (interrupt handler) and a memory limit.
+//! Does not own threads or supervision: the plugin actor that holds the engine does.
+//!
+//! Sandbox: QuickJS has no file, network, process or environment access of its own, and we add
+//! none. Imports are limited to files inside the plugin's directory and the host modules.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rquickjs::loader::{Loader, Resolver};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Promise, Runtime, Value,
+};
+use serde_json::Value as Json;
+
+use super::transpile::strip_types;
+use crate::plugin::PluginContext;
+
+/// Per-plugin engine limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_limit_bytes: usize,
+    pub call_timeout: Duration,
+    pub max_stack_bytes: usize,
+}
+
+/// Why a script call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptError {
+    /// The plugin's code threw (or a module failed to load); `location` is `file:line:col`.
+    #[error("{message}{}", location.as_deref().map(|l| format!(" (at {l})")).unwrap_or_default())]
+    Thrown {
+        message: String,
+        stack: Option<String>,
+        location: Option<String>,
+    },
+    /// The call ran past its time budget and was interrupted.
+    #[error("exceeded its time budget of {0} ms")]
+    Timeout(u64),
+    /// The engine ran out of its memory limit.
+    #[error("exceeded its memory limit of {0} bytes")]
+    OutOfMemory(usize),
+    /// The module does not satisfy either plugin contract.
+    #[error("{0}")]
+    Contract(String),
+}
+
+impl ScriptError {
+    /// Limits exceeded: the engine may be in a bad state, so the plugin counts as crashed.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ScriptError::Timeout(_) | ScriptError::OutOfMemory(_))
+    }
+}
+
+/// What plugins registered through the Open Astra context; shown by the API and removed with
+/// the plugin.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registrations {
+    pub tools: Vec<Json>,
+    pub agents: Vec<Json>,
+    pub routes: Vec<Json>,
+    pub clients: Vec<Json>,
+}
+
+/// Shared between the engine's native functions and the plugin: set once `init` runs.
+#[derive(Default)]
+pub struct Bridge {
+    pub plugin_id: String,
+    pub ctx: OnceLock<PluginContext>,
+    pub registrations: Mutex<Registrations>,
+}
+
+/// Names of the host modules the seed files import (`./types`, `./loader`, `../base`, and the
+/// `@/lib/connectors/…` forms).
+const HOST_MODULES: &[(&str, &str)] = &[
+    ("loader", include_str!("host/loader.js")),
+    ("types", "export {};\n"),
+    ("base", include_str!("host/base.js")),
+];
+
+const PRELUDE: &str = include_str!("host/prelude.js");
+
+/// A loaded plugin module and the engine it lives in. Field order is drop order: the context
+/// must go before the runtime. No `Persistent` handles are kept (they would have to be dropped
+/// before both, or QuickJS aborts): the host state is re-read from a locked global per call.
+pub struct Engine {
+    context: Context,
+    runtime: Runtime,
+    clock: Arc<Clock>,
+    limits: Limits,
+    pub info: ModuleInfo,
+}
+
+/// What the module declared, read once after evaluation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleInfo {
+    /// Open Astra: the default export's `name`, if it is a gateway plugin.
+    pub gateway: Option<String>,
+    pub version: String,
+    pub description: String,
+    /// Krawall: metadata of every registered connector plugin.
+    pub connector_plugins: Vec<Json>,
+    pub has_start: bool,
+    pub has_stop: bool,
+}
+
+/// The deadline the interrupt handler checks.
+struct Clock {
+    epoch: Instant,
+    /// Nanoseconds since `epoch`; 0 means no call is running.
+    deadline: AtomicU64,
+    tripped: AtomicBool,
+}
+
+impl Clock {
+    fn arm(&self, budget: Duration) {
+        self.tripped.store(false, Ordering::Relaxed);
+        let at = self.epoch.elapsed() + budget;
+        self.deadline
+            .store(at.as_nanos().max(1) as u64, Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        let over = deadline != 0 && self.epoch.elapsed().as_nanos() as u64 > deadline;
+        if over {
+            self.tripped.store(true, Ordering::Relaxed);
+        }
+        over
+    }
+}
+
+impl Engine {
+    /// Creates a runtime with `limits`, evaluates `entry` (inside `dir`) and checks the module
+    /// against the two contracts. Module top-level code runs under the call time budget too.
+    pub fn load(
+        dir: &Path,
+        entry: &Path,
+        limits: Limits,
+        bridge: Arc<Bridge>,
+    ) -> Result<Engine, ScriptError> {
+        let runtime = Runtime::new().map_err(|e| internal(&e.to_string()))?;
+        runtime.set_memory_limit(limits.memory_limit_bytes);
+        runtime.set_max_stack_size(limits.max_stack_bytes);
+        let clock = Arc::new(Clock {
+            epoch: Instant::now(),
+            deadline: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+        });
+        let check = clock.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || check.expired())));
+        let root = dir
+            .canonicalize()
+            .map_err(|e| internal(&format!("{}: {e}", dir.display())))?;
+        runtime.set_loader(PluginResolver { root: root.clone() }, PluginLoader);
+        let context = Context::full(&runtime).map_err(|e| internal(&e.to_string()))?;
+
+        let entry_name = root
+            .join(entry.file_name().unwrap_or_default())
+            .to_string_lossy()
+            .into_owned();
+        let source = std::fs::read_to_string(entry)
+            .map_err(|e| internal(&format!("cannot read {}: {e}", entry.display())))?;
+        let source = if entry.extension().is_some_and(|e| e == "ts") {
+            strip_types(entry, &source).map_err(|message| thrown_at(message))?
+        } else {
+            source
+        };
+
+        clock.arm(limits.call_timeout);
+        let loaded = context.with(|ctx| -> Result<ModuleInfo, ScriptError> {
+            install_host(&ctx, &bridge).map_err(|e| internal(&e.to_string()))?;
+            let module = Module::declare(ctx.clone(), entry_name.clone(), source)
+                .catch(&ctx)
+                .map_err(|e| caught(e, &clock, limits))?;
+            let (module, promise) = module
+                .eval()
+                .catch(&ctx)
+                .map_err(|e| caught(e, &clock, limits))?;
+            promise
+                .finish::<()>()
+                .catch(&ctx)
+                .map_err(|e| caught(e, &clock, limits))?;
+            let default: Value = module
+                .get("default")
+                .unwrap_or_else(|_| Value::new_undefined(ctx.clone()));
+            let state: Object = ctx
+                .globals()
+                .get("__switchyard")
+                .map_err(|e| internal(&e.to_string()))?;
+            state
+                .set("plugin", default.clone())
+                .map_err(|e| internal(&e.to_string()))?;
+            let info = check_contracts(&ctx, &default, &state)?;
+            let lock: Function = state.get("lock").map_err(|e| internal(&e.to_string()))?;
+            lock.call::<_, ()>(())
+                .map_err(|e| internal(&e.to_string()))?;
+            Ok(info)
+        });
+        clock.disarm();
+        let info = loaded?;
+        Ok(Engine {
+            context,
+            runtime,
+            clock,
+            limits,
+            info,
+        })
+    }
+
+    /// Calls `__switchyard.<method>(json args…)` and returns its JSON result. Promises are
+    /// driven until they settle; the whole call runs under the time budget.
+    pub fn call(&self, method: &str, args: &[Json]) -> Result<Json, ScriptError> {
+        self.clock.arm(self.limits.call_timeout);
+        let result = self.context.with(|ctx| -> Result<Json, ScriptError> {
+            let run = || -> rquickjs::Result<Json> {
+                let state: Object = ctx.globals().get("__switchyard")?;
+                let function: Function = state.get(method)?;
+                let mut js_args = rquickjs::function::Args::new(ctx.clone(), args.len());
+                for arg in args {
+                    let text = serde_json::to_string(arg).unwrap_or_else(|_| "null".into());
+                    js_args.push_arg(ctx.json_parse(text)?)?;
+                }
+                let value: Value = function.call_arg(js_args)?;
+                let value = match value.as_promise() {
+                    Some(promise) => settle(&ctx, promise)?,
+                    None => value,
+                };
+                to_json(&ctx, value)
+            };
+            run()
+                .catch(&ctx)
+                .map_err(|e| caught(e, &self.clock, self.limits))
+        });
+        self.clock.disarm();
+        result
+    }
+
+    /// Bytes QuickJS has allocated for this engine.
+    pub fn memory_bytes(&self) -> u64 {
+        self.runtime.memory_usage().malloc_size.max(0) as u64
+    }
+}
+
+/// Drives the job queue until `promise` settles. A promise still pending once no job is left
+/// waits on something the host will never provide: that is an error, not a hang.
+fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> rquickjs::Result<Value<'js>> {
+    match promise.finish::<Value>() {
+        Err(rquickjs::Error::WouldBlock) => Err(rquickjs::Exception::throw_message(
+            ctx,
+            "the hook returned a promise that never settles",
+        )),
+        other => other,
+    }
+}
+
+fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
+    if value.is_undefined() {
+        return Ok(Json::Null);
+    }
+    let text = ctx
+        .json_stringify(value)?
+        .map(|s| s.to_string())
+        .transpose()?;
+    Ok(text
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Json::Null))
+}
+
+fn internal(message: &str) -> ScriptError {
+    ScriptError::Thrown {
+        message: message.to_string(),
+        stack: None,
+        location: None,
+    }
+}
+
+/// A message that may end in ` at file:line:col`.
+fn thrown_at(message: String) -> ScriptError {
+    let location = message.rsplit_once(" at ").map(|(_, l)| l.to_string());
+    ScriptError::Thrown {
+        message,
+        stack: None,
+        location,
+    }
+}
+
+/// Turns a caught JS error into a `ScriptError`, telling limits apart from plain throws.
+fn caught(error: CaughtError<'_>, clock: &Clock, limits: Limits) -> ScriptError {
+    if clock.tripped.load(Ordering::Relaxed) {
+        return ScriptError::Timeout(limits.call_timeout.as_millis() as u64);
+    }
+    let (message, stack) = match &error {
+        CaughtError::Exception(e) => {
+            let name: Option<String> = e.get("name").ok();
+            let message = e.message().unwrap_or_default();
+            let message = match name {
+                Some(name) if !name.is_empty() && name != "Error" => format!("{name}: {message}"),
+                _ => message,
+            };
+            (message, e.stack())
+        }
+        CaughtError::Value(v) => (format!("{v:?}"), None),
+        CaughtError::Error(e) => (e.to_string(), None),
+    };
+    if message.contains("out of memory") {
+        return ScriptError::OutOfMemory(limits.memory_limit_bytes);
+    }
+    let location = stack.as_deref().and_then(first_location);
+    ScriptError::Thrown {
+        message,
+        stack,
+        location,
+    }
+}
+
+/// The first `file:line:col` of a QuickJS stack (`    at fn (file:line:col)`).
+fn first_location(stack: &str) -> Option<String> {
+    stack.lines().find_map(|line| {
+        let line = line.trim().strip_prefix("at ")?;
+        let inner = match (line.rfind('('), line.rfind(')')) {
+            (Some(a), Some(b)) if a < b => &line[a + 1..b],
+            _ => line,
+        };
+        (inner.contains(':') && !inner.starts_with("<native>") && !inner.starts_with("switchyard:"))
+            .then(|| inner.to_string())
+    })
+}
+
+/// Installs `console`, the hidden host functions and the prelude (ctx, PluginLoader state).
+fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
+    let host = Object::new(ctx.clone())?;
+    let b = bridge.clone();
+    host.set(
+        "log",
+        Function::new(ctx.clone(), move |level: String, message: String| {
+            let plugin = b.plugin_id.as_str();
+            match level.as_str() {
+                "error" => tracing::error!(plugin, "{message}"),
+                "warn" => tracing::warn!(plugin, "{message}"),
+                "debug" => tracing::debug!(plugin, "{message}"),
+                _ => tracing::info!(plugin, "{message}"),
+            }
+        })?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "on",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>, pattern: String| -> rquickjs::Result<()> {
+                let Some(pctx) = b.ctx.get() else {
+                    return Err(rquickjs::Exception::throw_message(
+                        &ctx,
+                        "getEventBus().on() is only available from init(ctx) on",
+                    ));
+                };
+                pctx.events()
+                    .on(&pattern)
+                    .map_err(|e| rquickjs::Exception::throw_message(&ctx, &e.message))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "emit",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>, name: String, data: String| -> rquickjs::Result<()> {
+                let Some(pctx) = b.ctx.get() else {
+                    return Err(rquickjs::Exception::throw_message(
+                        &ctx,
+                        "getEventBus().emit() is only available from init(ctx) on",
+                    ));
+                };
+                let data = serde_json::from_str(&data).unwrap_or(Json::Null);
+                pctx.events()
+                    .emit(&name, data)
+                    .map_err(|e| rquickjs::Exception::throw_message(&ctx, &e.message))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "record",
+        Function::new(ctx.clone(), move |kind: String, entry: String| {
+            let entry: Json = serde_json::from_str(&entry).unwrap_or(Json::Null);
+            let mut r = b.registrations.lock().unwrap_or_else(|e| e.into_inner());
+            match kind.as_str() {
+                "tool" => r.tools.push(entry),
+                "agent" => r.agents.push(entry),
+                "route" => r.routes.push(entry),
+                _ => r.clients.push(entry),
+            }
+        })?,
+    )?;
+    ctx.globals().set("__switchyard_host", host)?;
+    ctx.eval::<(), _>(PRELUDE)?;
+    Ok(())
+}
+
+/// Checks the module against the Open Astra and Krawall contracts; every problem is reported.
+fn check_contracts<'js>(
+    ctx: &Ctx<'js>,
+    default: &Value<'js>,
+    state: &Object<'js>,
+) -> Result<ModuleInfo, ScriptError> {
+    let describe: Function = state
+        .get("describe")
+        .map_err(|e| internal(&e.to_string()))?;
+    let report: Value = describe
+        .call(())
+        .catch(ctx)
+        .map_err(|e| internal(&e.to_string()))?;
+    let report = to_json(ctx, report).map_err(|e| internal(&e.to_string()))?;
+    let problems: Vec<String> = report["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let gateway = report["gateway"].as_str().map(str::to_owned);
+    let connector_plugins = report["connectors"].as_array().cloned().unwrap_or_default();
+    let mut problems = problems;
+    if gateway.is_none() && connector_plugins.is_empty() && problems.is_empty() {
+        let what = if default.is_undefined() {
+            "has no default export"
+        } else {
+            "has a default export without `name` (string) and `init` (function)"
+        };
+        problems.push(format!(
+            "the module {what} and registers no connector plugin with PluginLoader.register(); \
+             it must do one or both"
+        ));
+    }
+    let version = report["version"].as_str().unwrap_or_default().to_string();
+    if problems.is_empty() && semver::Version::parse(&version).is_err() {
+        problems.push(format!(
+            "`version` must be a semver string such as 1.0.0, found '{version}'"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ScriptError::Contract(problems.join("; ")));
+    }
+    Ok(ModuleInfo {
+        gateway,
+        version,
+        description: report["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        connector_plugins,
+        has_start: report["hasStart"].as_bool().unwrap_or(false),
+        has_stop: report["hasStop"].as_bool().unwrap_or(false),
+    })
+}
+
+/// Resolves imports: host modules by their seed names, files only inside the plugin directory.
+struct PluginResolver {
+    root: PathBuf,
+}
+
+impl Resolver for PluginResolver {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attrs: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        let refuse = |why: &str| rquickjs::Error::new_resolving_message(base, name, why);
+        if let Some(host) = name.strip_prefix("switchyard:") {
+            return HOST_MODULES
+                .iter()
+                .any(|(n, _)| *n == host)
+                .then(|| name.to_string())
+                .ok_or_else(|| refuse("no such host module"));
+        }
+        let relative = name.starts_with("./") || name.starts_with("../");
+        if relative {
+            let from = Path::new(base).parent().unwrap_or(&self.root);
+            let joined = normalize(&from.join(name));
+            if !joined.starts_with(&self.root) {
+                return Err(refuse("imports may not leave the plugin's directory"));
+            }
+            for candidate in candidates(&joined) {
+                if candidate.is_file() {
+                    return Ok(candidate.to_string_lossy().into_owned());
+                }
+            }
+        }
+        // The seeds' own modules: ./types, ./loader, ../base, @/lib/connectors/plugins/loader…
+        let stem = name
+            .rsplit('/')
+            .next()
+            .unwrap_or(name)
+            .trim_end_matches(".ts")
+            .trim_end_matches(".js");
+        if (relative || name.starts_with("@/")) && HOST_MODULES.iter().any(|(n, _)| *n == stem) {
+            return Ok(format!("switchyard:{stem}"));
+        }
+        if relative {
+            return Err(refuse("no such file in the plugin's directory"));
+        }
+        Err(refuse("plugins may import only their own files and the host modules (./types, ./loader, ../base); there are no npm packages"))
+    }
+}
+
+fn candidates(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    for ext in ["ts", "js", "mjs"] {
+        out.push(PathBuf::from(format!("{}.{ext}", path.display())));
+    }
+    for index in ["index.ts", "index.js"] {
+        out.push(path.join(index));
+    }
+    out
+}
+
+/// Lexical normalisation (no symlinks are followed, so a link cannot lead outside either:
+/// the loader reads only what the resolver returned).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+struct PluginLoader;
+
+impl Loader for PluginLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attrs: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+        if let Some(host) = name.strip_prefix("switchyard:") {
+            let source = HOST_MODULES
+                .iter()
+                .find(|(n, _)| *n == host)
+                .map(|(_, s)| *s)
+                .unwrap_or("export {};");
+            return Module::declare(ctx.clone(), name, source);
+        }
+        let path = Path::new(name);
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| rquickjs::Error::new_loading_message(name, e.to_string()))?;
+        let source = if path.extension().is_some_and(|e| e == "ts") {
+            strip_types(path, &source).map_err(|m| rquickjs::Error::new_loading_message(name, m))?
+        } else {
+            source
+        };
+        Module::declare(ctx.clone(), name, source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_locations() {
+        let stack =
+            "    at boom (/p/core/x/index.js:4:11)\n    at <anonymous> (/p/core/x/index.js:9:3)\n";
+        assert_eq!(
+            first_location(stack).as_deref(),
+            Some("/p/core/x/index.js:4:11")
+        );
+        assert_eq!(
+            first_location("    at /p/x.js:1:1\n").as_deref(),
+            Some("/p/x.js:1:1")
+        );
+        assert_eq!(first_location("    at <native>\n"), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! Hot reload: watches the script plugin directory and, after a trailing debounce per plugin,
+//! tells the host which plugin's files changed (it reloads, loads or unloads it).
+//!
+//! Owns the `notify` watcher and the debounce; not what a change means (`PluginHost`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::time::Instant;
+
+use crate::plugin::host::PluginHost;
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct WatchGuard {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Starts watching `root` (the `plugins/core` directory). Must run inside the actix system.
+pub fn start(root: &Path, debounce: Duration, host: Arc<PluginHost>) -> notify::Result<WatchGuard> {
+    std::fs::create_dir_all(root).map_err(notify::Error::io)?;
+    let root = root.canonicalize().map_err(notify::Error::io)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let watched = root.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                for path in &event.paths {
+                    if let Some(id) = plugin_of(&watched, path) {
+                        let _ = tx.send(id);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "File watcher error."),
+        })?;
+    watcher.watch(&root, RecursiveMode::Recursive)?;
+    tracing::info!(dir = %root.display(), debounce_ms = debounce.as_millis() as u64, "Watching script plugins for changes.");
+    actix_web::rt::spawn(async move {
+        // Trailing debounce: each plugin's deadline moves on with every change to it.
+        let mut due: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let next = due.values().min().copied();
+            tokio::select! {
+                changed = rx.recv() => match changed {
+                    Some(id) => { due.insert(id, Instant::now() + debounce); }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    let now = Instant::now();
+                    let ready: Vec<String> = due.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+                    for id in ready {
+                        due.remove(&id);
+                        host.source_changed(&id).await;
+                    }
+                }
+            }
+        }
+    });
+    Ok(WatchGuard { _watcher: watcher })
+}
+
+/// The plugin directory a changed path belongs to.
+fn plugin_of(root: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(root).ok()?;
+    let first = relative.components().next()?;
+    let name = first.as_os_str().to_string_lossy().into_owned();
+    (!name.starts_with('.')).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_map_to_their_plugin_directory() {
+        let root = Path::new("/p/core");
+        assert_eq!(
+            plugin_of(root, Path::new("/p/core/a/index.ts")).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            plugin_of(root, Path::new("/p/core/a")).as_deref(),
+            Some("a")
+        );
+        assert_eq!(plugin_of(root, Path::new("/p/core/.git/x")), None);
+        assert_eq!(plugin_of(root, Path::new("/elsewhere/a")), None);
+    }
+}
