@@ -121,6 +121,7 @@ pub struct App {
     plugins: Arc<PluginHost>,
     /// Keeps the hot-reload watcher alive while the app runs.
     _watcher: Option<crate::script::watch::WatchGuard>,
+    signals: Option<Signals>,
 }
 
 impl App {
@@ -302,6 +303,7 @@ impl App {
         } else {
             None
         };
+        let signals = Some(Signals::install());
         lifecycle.set_phase(Phase::Ready);
         tracing::info!("Ready.");
 
@@ -316,6 +318,7 @@ impl App {
             broker,
             plugins,
             _watcher: watcher,
+            signals,
         })
     }
 
@@ -342,9 +345,10 @@ impl App {
 
     /// Serves until SIGINT/SIGTERM, a [`ShutdownHandle`] trigger, or a fatal escalation, then
     /// shuts down gracefully.
-    pub async fn run_until_stopped(self) -> ExitReport {
+    pub async fn run_until_stopped(mut self) -> ExitReport {
+        let mut signals = self.signals.take().unwrap_or_else(Signals::install);
         tokio::select! {
-            _ = signal() => tracing::info!("Signal received."),
+            _ = signals.recv() => tracing::info!("Signal received."),
             _ = self.shutdown.triggered() => {},
         }
         self.shutdown().await
@@ -393,26 +397,56 @@ impl App {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signal() {
+/// SIGINT and SIGTERM listeners. They are registered during boot, before the service says it
+/// is ready, so a signal sent as soon as it is ready is handled, not fatal.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::error!(%error, "Cannot listen for SIGTERM; only Ctrl-C will stop the service.");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    tracing::error!(%error, signal = name, "Cannot listen for a signal.");
+                    None
+                }
+            };
+            Signals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => futures::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {},
+                _ = next(&mut self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -74,6 +74,12 @@ impl ApiError {
             ApiError::InvalidEvent { event, .. } => {
                 Some(json!({ "field": "event", "event": event }))
             }
+            ApiError::PluginStateConflict { plugin, .. }
+            | ApiError::PluginSourceNotFound { plugin, .. }
+            | ApiError::PluginStartFailed { plugin, .. } => Some(json!({ "plugin": plugin })),
+            ApiError::ReloadFailed { plugin, step, .. } => {
+                Some(json!({ "plugin": plugin, "step": step }))
+            }
             _ => None,
         }
     }
@@ -141,6 +147,29 @@ pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
 
 pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::InvalidQuery(format!("invalid query string: {error}")).into()
+}
+
+impl ApiError {
+    /// Maps an operator action's failure on plugin `id`.
+    pub fn from_manage(id: &str, error: crate::plugin::host::ManageError) -> ApiError {
+        use crate::plugin::host::ManageError as M;
+        let plugin = id.to_string();
+        match error {
+            M::NotFound(id) => ApiError::PluginNotFound(id),
+            M::Conflict(message) => ApiError::PluginStateConflict { plugin, message },
+            e @ M::SourceNotFound { .. } => ApiError::PluginSourceNotFound {
+                plugin,
+                message: e.to_string(),
+            },
+            M::ReloadFailed { step, error } => ApiError::ReloadFailed {
+                plugin,
+                step,
+                error,
+            },
+            M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
+            e @ M::Persist { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,28 +273,5 @@ mod tests {
     fn internal_errors_do_not_leak_their_cause() {
         let (_, b) = body(ApiError::Internal("db password wrong".into()));
         assert!(!b.to_string().contains("password"));
-    }
-}
-
-impl ApiError {
-    /// Maps an operator action's failure on plugin `id`.
-    pub fn from_manage(id: &str, error: crate::plugin::host::ManageError) -> ApiError {
-        use crate::plugin::host::ManageError as M;
-        let plugin = id.to_string();
-        match error {
-            M::NotFound(id) => ApiError::PluginNotFound(id),
-            M::Conflict(message) => ApiError::PluginStateConflict { plugin, message },
-            e @ M::SourceNotFound { .. } => ApiError::PluginSourceNotFound {
-                plugin,
-                message: e.to_string(),
-            },
-            M::ReloadFailed { step, error } => ApiError::ReloadFailed {
-                plugin,
-                step,
-                error,
-            },
-            M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
-            e @ M::Persist { .. } => ApiError::Internal(e.to_string()),
-        }
     }
 }

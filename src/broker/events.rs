@@ -220,6 +220,22 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         PluginFailed::NAME,
         "plugins supervisor: restart budget spent, plugin parked",
     ),
+    (
+        PluginReloaded::NAME,
+        "plugin host: a script plugin's new version serves",
+    ),
+    (
+        PluginDisabled::NAME,
+        "plugin host: an operator disabled a plugin",
+    ),
+    (
+        PluginEnabled::NAME,
+        "plugin host: an operator enabled a plugin",
+    ),
+    (
+        PluginUnloaded::NAME,
+        "plugin host: a script plugin was unloaded",
+    ),
 ];
 
 #[cfg(test)]

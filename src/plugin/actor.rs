@@ -369,17 +369,31 @@ impl ChildFactory for PluginChildFactory {
                 running.addr.do_send(KillPlugin {
                     reason: ExitReason::Error(error.message.clone()),
                 });
-                format!("{} {}", phase_name(phase), error.message)
+                // "<step>: <message>", so a reload can say which step failed.
+                format!(
+                    "{}: {}",
+                    error.step.unwrap_or(phase_name(phase)),
+                    error.message
+                )
+            };
+            let init_phase = if phase == StartPhase::Reload {
+                Phase::Reload
+            } else {
+                Phase::Init
             };
             if let Err(error) = call(&addr, &gauge, InitPlugin, "init", rt.init_timeout).await {
-                return Err(fail(Phase::Init, error));
+                return Err(fail(init_phase, error));
+            }
+            rt.addrs.set(&id, addr.clone(), gauge.clone());
+            if phase == StartPhase::Reload {
+                // Prepared; the supervisor activates it once the old version has stopped.
+                return Ok(Box::new(running) as Box<dyn RunningChild>);
             }
             tracing::info!(plugin = %id, version = %version, "Plugin loaded.");
             rt.broker.emit(&events::PluginLoaded {
                 plugin: id.clone(),
                 version: version.clone(),
             });
-            rt.addrs.set(&id, addr.clone(), gauge.clone());
             if phase == StartPhase::Restart {
                 if let Err(error) =
                     call(&addr, &gauge, StartPlugin, "start", rt.start_timeout).await

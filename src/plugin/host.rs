@@ -346,11 +346,13 @@ impl PluginHost {
                 if entry.refused.is_some() {
                     continue;
                 }
+                // A dependency must be up (initialised) before a dependant may init.
                 let blocked = entry.manifest.dependencies.iter().find_map(|dep| {
-                    entries
+                    let up = entries
                         .iter()
-                        .find(|e| e.manifest.id == dep.id && (e.refused.is_some() || !e.supervised))
-                        .map(|_| format!("depends on '{}', which failed to initialise", dep.id))
+                        .any(|e| e.manifest.id == dep.id && e.refused.is_none())
+                        && self.state_of(&dep.id) == Some(ActorState::Running);
+                    (!up).then(|| format!("depends on '{}', which failed to initialise", dep.id))
                 });
                 (
                     self.spec(entry),

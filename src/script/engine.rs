@@ -174,7 +174,7 @@ impl Engine {
         let source = std::fs::read_to_string(entry)
             .map_err(|e| internal(&format!("cannot read {}: {e}", entry.display())))?;
         let source = if entry.extension().is_some_and(|e| e == "ts") {
-            strip_types(entry, &source).map_err(|message| thrown_at(message))?
+            strip_types(entry, &source).map_err(thrown_at)?
         } else {
             source
         };

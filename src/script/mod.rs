@@ -200,7 +200,7 @@ impl ScriptPlugin {
     /// Runs `method` on the engine; limit breaches are fatal.
     fn call(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
         let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = engine.as_ref().map_err(|e| load_error(e))?;
+        let engine = engine.as_ref().map_err(load_error)?;
         let result = engine.call(method, args);
         self.status
             .memory_bytes

@@ -520,9 +520,7 @@ impl Handler<RestartChild> for Supervisor {
         let old = child.running.take();
         let timeout = child.spec.shutdown_timeout;
         let id = msg.id.clone();
-        // A fresh generation first, so the old instance's DownGuard report is ignored.
-        child.issued += 1;
-        child.generation = child.issued;
+        // The old instance's report is ignored once its handle is taken (`running` is None).
         self.set_state(idx, ActorState::Restarting);
         let stop_old = async move {
             if let Some(old) = old {

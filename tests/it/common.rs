@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,66 @@ use switchyard::settings::{self, Overrides};
 use switchyard::test_util::Recorder;
 use switchyard::{App, ExitReport, Options, Settings, ShutdownHandle};
 
-/// Settings for tests: a free port, no example plugins, quick backoff. `env` adds or
-/// overrides `SWITCHYARD__…` values, as an operator would.
-pub fn settings(env: &[(&str, &str)]) -> Settings {
+/// A private plugin root and data directory per test, so tests never see the shipped
+/// examples nor each other's remembered state.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Arc<Dirs> {
+        let dirs = Dirs {
+            root: tempfile::tempdir().expect("temp dir"),
+        };
+        std::fs::create_dir_all(dirs.core()).unwrap();
+        Arc::new(dirs)
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.root.path().join("plugins")
+    }
+
+    /// `plugins/core`, where script plugins live.
+    pub fn core(&self) -> PathBuf {
+        self.plugins().join("core")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// Writes `plugins/core/<plugin>/<file>`.
+    pub fn write(&self, plugin: &str, file: &str, text: &str) {
+        let dir = self.core().join(plugin);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    /// Copies a shipped example plugin from the repository's `plugins/core`.
+    pub fn copy_example(&self, plugin: &str) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("plugins/core")
+            .join(plugin);
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            self.write(plugin, &entry.file_name().to_string_lossy(), &text);
+        }
+    }
+}
+
+/// Settings for tests: a free port, no example plugins, quick backoff, private directories.
+/// `env` adds or overrides `SWITCHYARD__…` values, as an operator would.
+pub fn settings(dirs: &Dirs, env: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
+        (
+            "SWITCHYARD__PLUGINS__DIR".into(),
+            dirs.plugins().display().to_string(),
+        ),
+        (
+            "SWITCHYARD__DATA__DIR".into(),
+            dirs.data().display().to_string(),
+        ),
         ("SWITCHYARD__PLUGINS__NATIVE".into(), "[]".into()),
         ("SWITCHYARD__SUPERVISOR__BACKOFF_MIN_MS".into(), "10".into()),
         ("SWITCHYARD__SUPERVISOR__BACKOFF_MAX_MS".into(), "50".into()),
@@ -41,6 +98,8 @@ fn tracing_subscriber_init() -> Result<(), ()> {
 }
 
 pub struct TestApp {
+    /// Keeps the temporary directories alive as long as the service runs.
+    _dirs: Arc<Dirs>,
     pub addr: SocketAddr,
     pub broker: BrokerHandle,
     /// Every event since before boot.
@@ -57,8 +116,17 @@ impl TestApp {
         plugins: Vec<PluginFactory>,
         _recorder: Arc<Recorder>,
     ) -> TestApp {
+        TestApp::spawn_in(Dirs::new(), env, plugins).await
+    }
+
+    /// Starts the service on `dirs` (script plugins written there beforehand are discovered).
+    pub async fn spawn_in(
+        dirs: Arc<Dirs>,
+        env: &[(&str, &str)],
+        plugins: Vec<PluginFactory>,
+    ) -> TestApp {
         init_test_log();
-        let settings = settings(env);
+        let settings = settings(&dirs, env);
         let broker = BrokerHandle::new(4096, settings.broker.mailbox_capacity);
         let events = broker.subscribe(&["*"]).unwrap();
         let app = App::build(
@@ -75,6 +143,7 @@ impl TestApp {
         let health = app.health();
         let run = actix_web::rt::spawn(app.run_until_stopped());
         TestApp {
+            _dirs: dirs,
             addr,
             broker,
             events,
@@ -89,6 +158,35 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs (an empty body) and returns status and JSON.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let mut resp = self
+            .client
+            .post(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let body = resp.body().await.expect("body");
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let mut resp = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let body = resp.body().await.expect("body");
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

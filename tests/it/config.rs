@@ -101,8 +101,11 @@ fn an_address_in_use_exits_2() {
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SWITCHYARD__DATA__DIR", data.path())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,13 +134,24 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
     let code = child.wait().unwrap().code();
     lines.extend(rx.try_iter());
     assert_eq!(code, Some(0), "{lines:#?}");
-    // JSON log lines: the example plugins stop LIFO (hello depends on event-logger).
+    // JSON log lines: the example plugins stop LIFO: the shipped script examples (discovered
+    // after the native ones), then hello, which depends on event-logger.
     let stops: Vec<String> = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == "Plugin stopped.")
         .map(|v| v["span"]["plugin"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(stops, ["hello", "event-logger"], "{lines:#?}");
+    assert_eq!(
+        stops,
+        [
+            "response-logger",
+            "my-plugin",
+            "astra-example",
+            "hello",
+            "event-logger"
+        ],
+        "{lines:#?}"
+    );
     assert!(lines.iter().any(|l| l.contains("\"Stopped.\"")));
 }

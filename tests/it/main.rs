@@ -5,5 +5,6 @@ mod api;
 mod common;
 mod config;
 mod lifecycle;
+mod scripts;
 mod shutdown;
 mod supervision;

@@ -1,0 +1,387 @@
+//! Script plugins with real files: both contracts, the seed examples, limits, hot reload with
+//! rollback, and the REST management of plugins.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard::test_util::{fault_plugin, Fault, Recorder};
+
+use crate::common::{eventually, Dirs, TestApp};
+
+/// A gateway plugin that answers `test.ping` with its version, and misbehaves on demand.
+fn gateway(version: &str) -> String {
+    format!(
+        r#"let hits = 0;
+export default {{
+  name: "gw",
+  version: "{version}",
+  async init(ctx) {{
+    const bus = ctx.getEventBus();
+    bus.on("test.ping", async () => {{ hits += 1; await Promise.resolve(); bus.emit("test.pong", {{ plugin: "gw", version: "{version}", hits }}); }});
+    bus.on("test.spin", () => {{ while (true) {{}} }});
+    bus.on("test.bomb", () => {{ const keep = []; for (;;) keep.push(new Array(100000).fill(7)); }});
+  }},
+}};
+"#
+    )
+}
+
+const LIMITS: [(&str, &str); 2] = [
+    ("SWITCHYARD__PLUGINS__SCRIPT__CALL_TIMEOUT_MS", "300"),
+    (
+        "SWITCHYARD__PLUGINS__SCRIPT__MEMORY_LIMIT_BYTES",
+        "16777216",
+    ),
+];
+
+/// Pings and returns the script plugin `gw`'s answer (native fault plugins answer too).
+async fn pong(app: &mut TestApp) -> Value {
+    app.publish("test.ping", json!({}));
+    loop {
+        let pong = app.next_event("test.pong").await;
+        if pong.data["plugin"] == "gw" {
+            return pong.data.clone();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn both_contracts_and_the_seed_examples_load_unmodified() {
+    let dirs = Dirs::new();
+    for example in ["my-plugin", "response-logger", "astra-example"] {
+        dirs.copy_example(example);
+    }
+    dirs.write("gw", "index.js", &gateway("1.0.0"));
+    let mut app = TestApp::spawn_in(dirs, &[], vec![]).await;
+
+    let (_, plugins) = app.get("/api/plugins").await;
+    let by_id = |id: &str| {
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    for id in ["astra-example", "gw", "my-plugin", "response-logger"] {
+        let p = by_id(id);
+        assert_eq!(p["state"], "running", "{id}: {p}");
+        assert_eq!(p["source"], "script");
+        assert!(
+            p["script"]["engineMemoryBytes"].as_u64().unwrap() > 0,
+            "{p}"
+        );
+        assert!(p["script"]["sourcePath"].as_str().unwrap().ends_with(id));
+    }
+    // Krawall metadata comes through from the TypeScript seed files.
+    let logger = by_id("response-logger");
+    assert_eq!(logger["script"]["entryFile"], "index.ts");
+    assert_eq!(logger["name"], "Response Logger Plugin");
+    assert_eq!(logger["priority"], 190);
+    assert_eq!(
+        logger["compatibleConnectors"],
+        json!(["HTTP_REST", "WEBSOCKET", "GRPC", "SSE"])
+    );
+    assert_eq!(logger["configSchema"][0]["key"], "logLevel");
+    assert_eq!(logger["configSchema"][1]["default"], 2000);
+    let hooks = &logger["script"]["module"]["connectorPlugins"][0]["hooks"];
+    assert_eq!(
+        hooks,
+        &json!([
+            "initialize",
+            "beforeSend",
+            "afterReceive",
+            "onDisconnect",
+            "onError"
+        ])
+    );
+    assert_eq!(
+        by_id("my-plugin")["compatibleConnectors"],
+        json!(["HTTP_REST"])
+    );
+
+    // The Open Astra example used its context: registrations are recorded per plugin.
+    let astra = by_id("astra-example");
+    let reg = &astra["script"]["registrations"];
+    assert_eq!(reg["tools"][0]["name"], "greet");
+    assert_eq!(reg["agents"][0]["id"], "greeter");
+    assert_eq!(
+        reg["routes"][0],
+        json!({ "method": "GET", "path": "/hello" })
+    );
+    // …and its event handler runs on its own actor and reaches the bus both ways.
+    app.publish("test.ping", json!({}));
+    let (_, _) = app.post("/api/plugins/gw/restart").await;
+    let saw = app.next_event("astra-example.saw").await;
+    assert_eq!(saw.data["plugin"], "gw");
+    assert_eq!(pong(&mut app).await["version"], "1.0.0");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_modules_are_refused_with_a_reason_and_throws_name_file_and_line() {
+    let dirs = Dirs::new();
+    dirs.write("no-contract", "index.js", "export const nothing = 1;\n");
+    dirs.write("throws", "index.js", "export default {\n  name: 'throws', version: '1.0.0',\n  init() {\n    throw new Error('cannot start here');\n  },\n};\n");
+    dirs.write(
+        "bad-syntax",
+        "index.ts",
+        "export default {\n  name: 'x',\n  version: '1.0.0'\n  init() {}\n};\n",
+    );
+    dirs.write("fine", "index.js", &gateway("1.0.0"));
+    let mut app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    let mut errors = std::collections::HashMap::new();
+    for (name, data) in app.drain_events() {
+        if name == "plugin.error" {
+            errors.insert(
+                data["plugin"].as_str().unwrap().to_string(),
+                data["error"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    assert!(
+        errors["no-contract"].contains("has no default export and registers no connector plugin"),
+        "{errors:?}"
+    );
+    assert!(
+        errors["throws"].contains("cannot start here")
+            && errors["throws"].contains("throws/index.js:4"),
+        "{errors:?}"
+    );
+    assert!(
+        errors["bad-syntax"].contains("bad-syntax/index.ts:4"),
+        "{errors:?}"
+    );
+    let (_, fine) = app.get("/api/plugins/fine").await;
+    assert_eq!(fine["state"], "running");
+    let (_, throws) = app.get("/api/plugins/throws").await;
+    assert_eq!(throws["state"], "failed");
+    assert!(throws["lastError"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("index.js:4"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn runaway_loops_and_memory_bombs_are_stopped_and_the_plugin_restarts() {
+    let dirs = Dirs::new();
+    dirs.write("gw", "index.js", &gateway("1.0.0"));
+    let mut app = TestApp::spawn_in(dirs, &LIMITS, vec![]).await;
+    assert_eq!(pong(&mut app).await["hits"], 1);
+
+    for (trigger, expect) in [("test.spin", "time budget"), ("test.bomb", "memory limit")] {
+        app.publish(trigger, json!({}));
+        // The gateway keeps answering while the plugin's thread is busy.
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_millis(200) {
+            assert_eq!(app.get("/livez").await.0, 200);
+        }
+        let error = app.next_event("plugin.error").await;
+        assert_eq!(error.data["phase"], "run", "{}", error.data);
+        assert!(
+            error.data["error"].as_str().unwrap().contains(expect),
+            "{}",
+            error.data
+        );
+        let restarted = app.next_event("plugin.restarted").await;
+        assert_eq!(restarted.data["plugin"], "gw");
+        assert_eq!(
+            pong(&mut app).await["hits"],
+            1,
+            "a fresh engine after {trigger}"
+        );
+    }
+    let (_, health) = app.get("/health").await;
+    assert_eq!(health["checks"]["actor:root/plugins/gw"][0]["restarts"], 2);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn hot_reload_rolls_back_a_broken_edit_and_swaps_in_a_fixed_one() {
+    let dirs = Dirs::new();
+    dirs.write("gw", "index.js", &gateway("1.0.0"));
+    let env = [
+        ("SWITCHYARD__HOT_RELOAD__ENABLED", "true"),
+        ("SWITCHYARD__HOT_RELOAD__DEBOUNCE_MS", "200"),
+    ];
+    let mut app = TestApp::spawn_in(dirs.clone(), &env, vec![]).await;
+    assert_eq!(pong(&mut app).await["version"], "1.0.0");
+
+    // A syntax error: rolled back, the old version keeps answering with its state.
+    dirs.write(
+        "gw",
+        "index.js",
+        "export default {\n  name: 'gw',\n  version: '2.0.0'\n  init() {}\n};\n",
+    );
+    let error = app.next_event("plugin.error").await;
+    assert_eq!(error.data["phase"], "reload", "{}", error.data);
+    assert!(
+        error.data["error"]
+            .as_str()
+            .unwrap()
+            .contains("gw/index.js:4"),
+        "{}",
+        error.data
+    );
+    let answer = pong(&mut app).await;
+    assert_eq!(
+        (answer["version"].as_str(), answer["hits"].as_u64()),
+        (Some("1.0.0"), Some(2))
+    );
+
+    // A fixed edit swaps in after the debounce.
+    let saved = Instant::now();
+    dirs.write("gw", "index.js", &gateway("2.0.0"));
+    let reloaded = app.next_event("plugin.reloaded").await;
+    let took = saved.elapsed();
+    assert_eq!(reloaded.data["oldVersion"], "1.0.0");
+    assert_eq!(reloaded.data["newVersion"], "2.0.0");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    eprintln!(
+        "save -> new version serving: {took:?} (debounce 200 ms; swap {} ms)",
+        reloaded.data["durationMs"]
+    );
+    assert_eq!(pong(&mut app).await["version"], "2.0.0");
+    let (_, plugin) = app.get("/api/plugins/gw").await;
+    assert_eq!(plugin["version"], "2.0.0");
+
+    // Deleting the directory unloads the plugin; a new directory is loaded.
+    std::fs::remove_dir_all(dirs.core().join("gw")).unwrap();
+    let unloaded = app.next_event("plugin.unloaded").await;
+    assert_eq!(unloaded.data["plugin"], "gw");
+    assert_eq!(app.get("/api/plugins/gw").await.0, 404);
+    dirs.write(
+        "late",
+        "index.js",
+        "export default { name: 'late', version: '0.1.0', init() {} };",
+    );
+    let loaded = app.next_event("plugin.loaded").await;
+    assert_eq!(loaded.data["plugin"], "late");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn script_and_native_plugins_stop_in_one_lifo_order() {
+    let dirs = Dirs::new();
+    for id in ["s1", "s2"] {
+        dirs.write(id, "index.js", &format!("export default {{ name: '{id}', version: '1.0.0', init() {{}}, stop() {{ console.log('bye'); }} }};"));
+    }
+    let rec = Recorder::new();
+    let app = TestApp::spawn_in(dirs, &[], vec![fault_plugin("n1", Fault::Ok, rec.clone())]).await;
+    let mut stopped = app.broker.subscribe(&["plugin.stopped"]).unwrap();
+    app.stop().await;
+    let mut order = Vec::new();
+    while let Some(event) = stopped.try_recv() {
+        order.push(event.data["plugin"].as_str().unwrap().to_string());
+    }
+    assert_eq!(order, ["s2", "s1", "n1"]);
+}
+
+#[actix_web::test]
+async fn plugins_are_managed_over_rest_and_disabled_ones_stay_disabled_across_restarts() {
+    let dirs = Dirs::new();
+    dirs.write("gw", "index.js", &gateway("1.0.0"));
+    let rec = Recorder::new();
+    let natives = || vec![fault_plugin("native", Fault::Ok, Recorder::new())];
+    let mut app = TestApp::spawn_in(dirs.clone(), &[], natives()).await;
+    let _ = rec;
+
+    // restart: a new generation, answered once it runs.
+    let (status, body) = app.post("/api/plugins/gw/restart").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["plugin"]["state"].as_str(),
+            body["plugin"]["generation"].as_u64()
+        ),
+        (Some("running"), Some(2))
+    );
+
+    // disable / enable, with 409s where they make no sense.
+    let (status, body) = app.post("/api/plugins/gw/enable").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("plugin_state_conflict"))
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("not disabled (it is running)"));
+    let (status, body) = app.post("/api/plugins/gw/disable").await;
+    assert_eq!(
+        (status, body["plugin"]["state"].as_str()),
+        (200, Some("disabled"))
+    );
+    assert_eq!(app.next_event("plugin.disabled").await.data["plugin"], "gw");
+    assert_eq!(app.post("/api/plugins/gw/disable").await.0, 409);
+    assert_eq!(app.post("/api/plugins/gw/reload").await.0, 409);
+    app.publish("test.ping", json!({}));
+    let (_, health) = app.get("/health").await;
+    assert_eq!(
+        health["checks"]["actor:root/plugins/gw"][0]["state"],
+        "disabled"
+    );
+
+    // Native plugins cannot be unloaded or reloaded.
+    let (status, body) = app.delete("/api/plugins/native").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("native"));
+    assert_eq!(app.post("/api/plugins/native/reload").await.0, 409);
+    assert_eq!(app.post("/api/plugins/ghost/restart").await.0, 404);
+    assert_eq!(app.post("/api/plugins/gw/explode").await.0, 404);
+
+    // A restart of the service keeps the plugin disabled.
+    app.stop().await;
+    let mut app = TestApp::spawn_in(dirs.clone(), &[], natives()).await;
+    let (_, plugin) = app.get("/api/plugins/gw").await;
+    assert_eq!(plugin["state"], "disabled");
+    let (status, body) = app.post("/api/plugins/gw/enable").await;
+    assert_eq!(
+        (status, body["plugin"]["state"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
+    assert_eq!(pong(&mut app).await["hits"], 1);
+
+    // unload / load; reload over REST reports the failing step and keeps the old version.
+    let (status, body) = app.delete("/api/plugins/gw").await;
+    assert_eq!(
+        (status, body["plugin"]["state"].as_str()),
+        (200, Some("unloaded"))
+    );
+    assert_eq!(app.get("/api/plugins/gw").await.0, 404);
+    assert_eq!(app.post("/api/plugins/nowhere/load").await.0, 404);
+    let (status, body) = app.post("/api/plugins/gw/load").await;
+    assert_eq!(
+        (status, body["plugin"]["state"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
+    assert_eq!(app.post("/api/plugins/gw/load").await.0, 409);
+    dirs.write(
+        "gw",
+        "index.js",
+        "export default { name: 'gw', version: '3.0.0' };",
+    );
+    let (status, body) = app.post("/api/plugins/gw/reload").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("reload_failed")),
+        "{body}"
+    );
+    assert_eq!(body["details"]["step"], "validate");
+    assert!(body["message"].as_str().unwrap().contains("missing `init`"));
+    assert_eq!(pong(&mut app).await["version"], "1.0.0");
+    dirs.write("gw", "index.js", &gateway("3.0.0"));
+    let (status, body) = app.post("/api/plugins/gw/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["reload"],
+        json!({ "oldVersion": "1.0.0", "newVersion": "3.0.0" })
+    );
+    eventually("the new version answers", || async { true }).await;
+    assert_eq!(pong(&mut app).await["version"], "3.0.0");
+    app.stop().await;
+}
