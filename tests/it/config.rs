@@ -113,7 +113,7 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
@@ -132,6 +132,8 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
         .unwrap();
     assert!(status.success());
     let code = child.wait().unwrap().code();
+    // The reader ends at EOF; only then has every line arrived.
+    reader.join().unwrap();
     lines.extend(rx.try_iter());
     assert_eq!(code, Some(0), "{lines:#?}");
     // JSON log lines: the example plugins stop LIFO: the shipped script examples (discovered
