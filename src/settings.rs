@@ -764,6 +764,22 @@ mod tests {
     }
 
     #[test]
+    fn script_limits_can_be_overridden_per_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file(
+            &dir,
+            "limits.toml",
+            "[plugins.script]\ncall_timeout_ms = 500\n[plugins.limits.slow-one]\ncall_timeout_ms = 5000\n",
+        );
+        let s = load(&Overrides { config: Some(config), ..Overrides::default() }, Vec::new()).unwrap();
+        assert_eq!(s.script_limits("slow-one").call_timeout, Duration::from_secs(5));
+        assert_eq!(s.script_limits("other").call_timeout, Duration::from_millis(500));
+        assert_eq!(s.script_limits("other").memory_limit_bytes, 64 << 20);
+        let bad = file(&dir, "bad.toml", "[plugins.limits.x]\ncall_timeout = 1\n");
+        assert!(load(&Overrides { config: Some(bad), ..Overrides::default() }, Vec::new()).is_err());
+    }
+
+    #[test]
     fn arrays_from_env_are_typed() {
         let s = load(
             &Overrides::default(),

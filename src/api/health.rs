@@ -81,6 +81,20 @@ pub fn actor_check(row: &ActorRecord, now: Instant) -> Value {
     check
 }
 
+/// Script plugins also show where they come from and the memory their engine uses.
+fn add_script_details(state: &AppState, row: &ActorRecord, check: &mut Value) {
+    if row.role != "plugin" {
+        return;
+    }
+    if let Some(script) = state.plugins.get(row.id()).and_then(|p| p.script) {
+        check["script"] = json!({
+            "sourcePath": script.source_path,
+            "entryFile": script.entry_file,
+            "engineMemoryBytes": script.engine_memory_bytes,
+        });
+    }
+}
+
 /// `GET /health`: one check per actor, worst status wins; `fail` answers 503.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = Instant::now();
@@ -93,7 +107,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         _ => 0,
     };
     for row in &rows {
-        let check = actor_check(row, now);
+        let mut check = actor_check(row, now);
+        add_script_details(&state, row, &mut check);
         let status = check["status"].as_str().unwrap_or("warn");
         if rank(status) > rank(worst) {
             worst = if status == "fail" { "fail" } else { "warn" };
@@ -145,12 +160,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
     let now = Instant::now();
     let rows = state.health.snapshot();
-    fn node(rows: &[ActorRecord], path: &str, now: Instant) -> Value {
-        let mut value = rows
-            .iter()
-            .find(|r| r.path == path)
-            .map(|r| actor_check(r, now))
-            .unwrap_or_else(|| json!({}));
+    fn node(state: &AppState, rows: &[ActorRecord], path: &str, now: Instant) -> Value {
+        let mut value = json!({});
+        if let Some(row) = rows.iter().find(|r| r.path == path) {
+            value = actor_check(row, now);
+            add_script_details(state, row, &mut value);
+        }
         value["id"] = json!(path.rsplit('/').next().unwrap_or(path));
         value["path"] = json!(path);
         let prefix = format!("{path}/");
@@ -161,10 +176,10 @@ pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
                     .strip_prefix(&prefix)
                     .is_some_and(|rest| !rest.contains('/'))
             })
-            .map(|r| node(rows, &r.path, now))
+            .map(|r| node(state, rows, &r.path, now))
             .collect();
         value["children"] = Value::Array(children);
         value
     }
-    HttpResponse::Ok().json(node(&rows, "root", now))
+    HttpResponse::Ok().json(node(&state, &rows, "root", now))
 }

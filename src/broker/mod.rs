@@ -463,3 +463,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use crate::supervisor::child::{DownGuard, StartArgs, StartPhase};
+
+    #[actix_web::test]
+    async fn a_full_subscriber_drops_and_counts_without_slowing_others() {
+        let handle = BrokerHandle::new(2, 1024);
+        let mut slow = handle.subscribe(&["x.*"]).unwrap();
+        let mut other = handle.subscribe(&["*"]).unwrap();
+        let _running = BrokerFactory { handle: handle.clone() }
+            .start(StartArgs {
+                id: "broker".into(),
+                path: "root/broker".into(),
+                generation: 1,
+                phase: StartPhase::Boot,
+                placement: crate::supervisor::child::Placement::Shared,
+                guard: DownGuard::detached("broker"),
+            })
+            .await
+            .unwrap();
+        for i in 0..10 {
+            handle.publish(Event::custom("x.tick", serde_json::json!(i)).unwrap());
+            // The other subscriber keeps up: it reads every event.
+            let got = other.recv().await.unwrap();
+            assert_eq!(got.data, serde_json::json!(i));
+        }
+        // The slow one, which never read, kept the first two and lost the rest, counted.
+        assert_eq!(slow.try_recv().unwrap().data, serde_json::json!(0));
+        assert_eq!(slow.try_recv().unwrap().data, serde_json::json!(1));
+        assert!(slow.try_recv().is_none());
+        assert_eq!(slow.dropped(), 8);
+        assert_eq!(handle.stats().delivery_dropped, 8);
+        assert_eq!(other.dropped(), 0);
+    }
+}

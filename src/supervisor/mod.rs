@@ -812,3 +812,132 @@ impl RunningChild for RunningSupervisor {
         self.0.do_send(StopAll { then_exit: true });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::child::{install_panic_hook, ChildFactory, ChildKind, OnExhausted, Placement};
+    use super::policy::{Backoff, Intensity, RestartPolicy, RestartType};
+    use super::*;
+    use futures::future::LocalBoxFuture;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Where a test actor panics.
+    #[derive(Clone, Copy)]
+    enum PanicIn {
+        Started,
+        Timer,
+        Nowhere,
+    }
+
+    struct Worker {
+        guard: DownGuard,
+        panic_in: PanicIn,
+    }
+
+    impl Actor for Worker {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            match self.panic_in {
+                PanicIn::Started => panic!("panic in started"),
+                PanicIn::Timer => {
+                    ctx.run_later(Duration::from_millis(5), |_, _| panic!("panic in a timer"));
+                }
+                PanicIn::Nowhere => {}
+            }
+        }
+    }
+
+    struct Running(Addr<Worker>);
+    impl RunningChild for Running {
+        fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn kill(&self) {}
+    }
+
+    /// Starts workers that panic on their first `fail_first` generations, then behave.
+    struct Factory {
+        panic_in: PanicIn,
+        fail_first: u64,
+        starts: Arc<AtomicU32>,
+    }
+
+    impl ChildFactory for Factory {
+        fn start(&self, args: StartArgs) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            let panic_in = if args.generation <= self.fail_first { self.panic_in } else { PanicIn::Nowhere };
+            let addr = Worker { guard: args.guard, panic_in }.start();
+            Box::pin(async move { Ok(Box::new(Running(addr)) as Box<dyn RunningChild>) })
+        }
+    }
+
+    fn spec(id: &str, factory: Factory) -> ChildSpec {
+        ChildSpec {
+            id: id.into(),
+            kind: ChildKind::Worker,
+            role: "test",
+            restart: RestartType::Permanent,
+            shutdown_timeout: Duration::from_millis(100),
+            placement: Placement::Shared,
+            on_exhausted: OnExhausted::Park,
+            policy: RestartPolicy {
+                intensity: Intensity { max_restarts: 5, period: Duration::from_secs(10) },
+                backoff: Backoff {
+                    min: Duration::from_millis(1),
+                    max: Duration::from_millis(5),
+                    factor: 2.0,
+                    jitter: 0.0,
+                    reset_after: Duration::from_secs(60),
+                },
+            },
+            factory: Arc::new(factory),
+        }
+    }
+
+    async fn wait_for(health: &HealthRegistry, path: &str, check: impl Fn(&ActorRecord) -> bool) -> ActorRecord {
+        for _ in 0..500 {
+            if let Some(row) = health.get(path).filter(|r| check(r)) {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{path} never reached the expected state: {:?}", health.get(path));
+    }
+
+    #[actix_web::test]
+    async fn panics_in_started_and_in_timers_are_detected_and_restarted_fresh() {
+        install_panic_hook();
+        let health = HealthRegistry::default();
+        let sup = Supervisor::new("t", Strategy::OneForOne, health.clone(), Arc::new(NoObserver), None).start();
+        for (id, panic_in) in [("in-started", PanicIn::Started), ("in-timer", PanicIn::Timer)] {
+            let starts = Arc::new(AtomicU32::new(0));
+            let factory = Factory { panic_in, fail_first: 2, starts: starts.clone() };
+            let _ = sup.send(AddChild { spec: spec(id, factory), phase: StartPhase::Boot, disabled: false }).await;
+            let row = wait_for(&health, &format!("t/{id}"), |r| r.generation == 3 && r.state == ActorState::Running).await;
+            assert_eq!(row.restarts, 2, "{id}");
+            assert_eq!(starts.load(Ordering::SeqCst), 3, "{id}: built from the factory each time");
+            let error = row.last_error.expect("last error").message;
+            let expected = if id == "in-started" { "panic in started" } else { "panic in a timer" };
+            assert!(error.contains(expected), "{id}: {error}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn late_reports_from_old_generations_are_ignored() {
+        let health = HealthRegistry::default();
+        let sup = Supervisor::new("t", Strategy::OneForOne, health.clone(), Arc::new(NoObserver), None).start();
+        let starts = Arc::new(AtomicU32::new(0));
+        let factory = Factory { panic_in: PanicIn::Nowhere, fail_first: 0, starts: starts.clone() };
+        sup.send(AddChild { spec: spec("w", factory), phase: StartPhase::Boot, disabled: false })
+            .await
+            .unwrap()
+            .unwrap();
+        // A report for a generation that is not the current one changes nothing.
+        sup.send(ChildDown { id: "w".into(), generation: 7, reason: ExitReason::Panic("stale".into()) })
+            .await
+            .unwrap();
+        let row = health.get("t/w").unwrap();
+        assert_eq!((row.state, row.generation, row.restarts), (ActorState::Running, 1, 0));
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+    }
+}
