@@ -771,12 +771,32 @@ mod tests {
             "limits.toml",
             "[plugins.script]\ncall_timeout_ms = 500\n[plugins.limits.slow-one]\ncall_timeout_ms = 5000\n",
         );
-        let s = load(&Overrides { config: Some(config), ..Overrides::default() }, Vec::new()).unwrap();
-        assert_eq!(s.script_limits("slow-one").call_timeout, Duration::from_secs(5));
-        assert_eq!(s.script_limits("other").call_timeout, Duration::from_millis(500));
+        let s = load(
+            &Overrides {
+                config: Some(config),
+                ..Overrides::default()
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.script_limits("slow-one").call_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            s.script_limits("other").call_timeout,
+            Duration::from_millis(500)
+        );
         assert_eq!(s.script_limits("other").memory_limit_bytes, 64 << 20);
         let bad = file(&dir, "bad.toml", "[plugins.limits.x]\ncall_timeout = 1\n");
-        assert!(load(&Overrides { config: Some(bad), ..Overrides::default() }, Vec::new()).is_err());
+        assert!(load(
+            &Overrides {
+                config: Some(bad),
+                ..Overrides::default()
+            },
+            Vec::new()
+        )
+        .is_err());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! - `GET /health` — every actor's state (application/health+json); 503 when failing.
 //! - `GET /api/plugins` — every plugin with metadata and state.
 //! - `GET /api/plugins/{id}` — one plugin, with its config schema.
+//! - `GET /api/plugins/{id}/config-schema` — `{pluginId, pluginName, configSchema}`.
+//! - `POST /api/plugins/{id}/validate-config` — `{valid, errors}` for the config in the body.
+//! - `GET /api/plugins/order?connector=HTTP_REST` — the pipeline order for a connector type.
 //! - `POST /api/plugins/{id}/reload` — reload a script plugin from its files (rollback on failure).
 //! - `POST /api/plugins/{id}/restart` — a supervised restart; answers once it runs again.
 //! - `POST /api/plugins/{id}/disable`, `/enable` — stop and keep stopped (remembered), or start.
@@ -72,7 +75,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
             web::scope("/api")
                 .wrap(from_fn(require_admin))
                 .route("/plugins", web::get().to(list_plugins))
+                .route("/plugins/order", web::get().to(plugin_order))
                 .route("/plugins/{id}", web::get().to(get_plugin))
+                .route("/plugins/{id}/config-schema", web::get().to(config_schema))
+                .route(
+                    "/plugins/{id}/validate-config",
+                    web::post().to(validate_config),
+                )
                 .route("/plugins/{id}", web::delete().to(unload_plugin))
                 .route("/plugins/{id}/{action}", web::post().to(plugin_action))
                 .route("/actors", web::get().to(health::actors))
@@ -157,8 +166,90 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     })
 }
 
+/// Metadata of every plugin (as Krawall's list, without config schemas) plus its state.
 async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.plugins.list())
+    let plugins: Vec<serde_json::Value> = state
+        .plugins
+        .list()
+        .into_iter()
+        .map(|view| {
+            let mut value = json!(view);
+            if let Some(map) = value.as_object_mut() {
+                map.remove("configSchema");
+            }
+            value
+        })
+        .collect();
+    HttpResponse::Ok().json(plugins)
+}
+
+/// `GET /api/plugins/{id}/config-schema`.
+async fn config_schema(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let manifest = state
+        .plugins
+        .manifest(&id)
+        .ok_or(ApiError::PluginNotFound(id))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pluginId": manifest.id,
+        "pluginName": manifest.name,
+        "configSchema": manifest.config_schema,
+    })))
+}
+
+/// `POST /api/plugins/{id}/validate-config`: the body is the raw config. Always 200 with
+/// `{valid, errors}` for a known plugin, as in Krawall.
+async fn validate_config(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    config: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let manifest = state
+        .plugins
+        .manifest(&id)
+        .ok_or(ApiError::PluginNotFound(id))?;
+    let errors = crate::plugin::config::validate(&manifest.config_schema, &config);
+    Ok(HttpResponse::Ok().json(json!({ "valid": errors.is_empty(), "errors": errors })))
+}
+
+/// Query of `GET /api/plugins/order`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderQuery {
+    connector: String,
+}
+
+/// `GET /api/plugins/order?connector=HTTP_REST`: the compatible plugins in pipeline order
+/// (ascending priority, ties in registration order).
+async fn plugin_order(
+    state: web::Data<AppState>,
+    query: web::Query<OrderQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let connector = query.into_inner().connector;
+    if !crate::plugin::CONNECTOR_TYPES.contains(&connector.as_str()) {
+        return Err(ApiError::InvalidQuery(format!(
+            "connector '{connector}' is not one of: {}",
+            crate::plugin::CONNECTOR_TYPES.join(", ")
+        )));
+    }
+    let order: Vec<serde_json::Value> = state
+        .plugins
+        .pipeline_order(&connector)
+        .into_iter()
+        .map(|view| {
+            json!({
+                "id": view.manifest["id"],
+                "name": view.manifest["name"],
+                "priority": view.manifest["priority"],
+                "state": view.state,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "connector": connector, "plugins": order })))
 }
 
 async fn get_plugin(

@@ -474,17 +474,19 @@ mod delivery_tests {
         let handle = BrokerHandle::new(2, 1024);
         let mut slow = handle.subscribe(&["x.*"]).unwrap();
         let mut other = handle.subscribe(&["*"]).unwrap();
-        let _running = BrokerFactory { handle: handle.clone() }
-            .start(StartArgs {
-                id: "broker".into(),
-                path: "root/broker".into(),
-                generation: 1,
-                phase: StartPhase::Boot,
-                placement: crate::supervisor::child::Placement::Shared,
-                guard: DownGuard::detached("broker"),
-            })
-            .await
-            .unwrap();
+        let _running = BrokerFactory {
+            handle: handle.clone(),
+        }
+        .start(StartArgs {
+            id: "broker".into(),
+            path: "root/broker".into(),
+            generation: 1,
+            phase: StartPhase::Boot,
+            placement: crate::supervisor::child::Placement::Shared,
+            guard: DownGuard::detached("broker"),
+        })
+        .await
+        .unwrap();
         for i in 0..10 {
             handle.publish(Event::custom("x.tick", serde_json::json!(i)).unwrap());
             // The other subscriber keeps up: it reads every event.

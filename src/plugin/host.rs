@@ -453,6 +453,23 @@ impl PluginHost {
         self.read().iter().map(|e| self.view(e)).collect()
     }
 
+    /// Plugins compatible with `connector`, in pipeline order: ascending priority, ties in
+    /// registration order (a stable sort).
+    pub fn pipeline_order(&self, connector: &str) -> Vec<PluginView> {
+        let entries = self.read();
+        let mut compatible: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| {
+                e.manifest
+                    .compatible_connectors
+                    .iter()
+                    .any(|c| c == connector)
+            })
+            .collect();
+        compatible.sort_by_key(|e| e.manifest.priority);
+        compatible.into_iter().map(|e| self.view(e)).collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<PluginView> {
         self.read()
             .iter()

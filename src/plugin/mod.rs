@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod builtin;
+pub mod config;
 pub mod deps;
 pub mod host;
 
@@ -23,6 +24,9 @@ use crate::broker::{BrokerHandle, Event};
 
 /// Version of the host API plugins are written against; a plugin declares the range it needs.
 pub const HOST_API_VERSION: Version = Version::new(1, 0, 0);
+
+/// Connector types a plugin may declare in `compatibleConnectors`.
+pub const CONNECTOR_TYPES: &[&str] = &["HTTP_REST", "WEBSOCKET", "GRPC", "SSE"];
 
 /// Default priority of connector plugins (Krawall: lower runs first).
 pub const DEFAULT_PRIORITY: u32 = 100;

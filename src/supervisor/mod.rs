@@ -863,10 +863,21 @@ mod tests {
     }
 
     impl ChildFactory for Factory {
-        fn start(&self, args: StartArgs) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+        fn start(
+            &self,
+            args: StartArgs,
+        ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
             self.starts.fetch_add(1, Ordering::SeqCst);
-            let panic_in = if args.generation <= self.fail_first { self.panic_in } else { PanicIn::Nowhere };
-            let addr = Worker { guard: args.guard, panic_in }.start();
+            let panic_in = if args.generation <= self.fail_first {
+                self.panic_in
+            } else {
+                PanicIn::Nowhere
+            };
+            let addr = Worker {
+                guard: args.guard,
+                panic_in,
+            }
+            .start();
             Box::pin(async move { Ok(Box::new(Running(addr)) as Box<dyn RunningChild>) })
         }
     }
@@ -881,7 +892,10 @@ mod tests {
             placement: Placement::Shared,
             on_exhausted: OnExhausted::Park,
             policy: RestartPolicy {
-                intensity: Intensity { max_restarts: 5, period: Duration::from_secs(10) },
+                intensity: Intensity {
+                    max_restarts: 5,
+                    period: Duration::from_secs(10),
+                },
                 backoff: Backoff {
                     min: Duration::from_millis(1),
                     max: Duration::from_millis(5),
@@ -894,30 +908,68 @@ mod tests {
         }
     }
 
-    async fn wait_for(health: &HealthRegistry, path: &str, check: impl Fn(&ActorRecord) -> bool) -> ActorRecord {
+    async fn wait_for(
+        health: &HealthRegistry,
+        path: &str,
+        check: impl Fn(&ActorRecord) -> bool,
+    ) -> ActorRecord {
         for _ in 0..500 {
             if let Some(row) = health.get(path).filter(|r| check(r)) {
                 return row;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        panic!("{path} never reached the expected state: {:?}", health.get(path));
+        panic!(
+            "{path} never reached the expected state: {:?}",
+            health.get(path)
+        );
     }
 
     #[actix_web::test]
     async fn panics_in_started_and_in_timers_are_detected_and_restarted_fresh() {
         install_panic_hook();
         let health = HealthRegistry::default();
-        let sup = Supervisor::new("t", Strategy::OneForOne, health.clone(), Arc::new(NoObserver), None).start();
-        for (id, panic_in) in [("in-started", PanicIn::Started), ("in-timer", PanicIn::Timer)] {
+        let sup = Supervisor::new(
+            "t",
+            Strategy::OneForOne,
+            health.clone(),
+            Arc::new(NoObserver),
+            None,
+        )
+        .start();
+        for (id, panic_in) in [
+            ("in-started", PanicIn::Started),
+            ("in-timer", PanicIn::Timer),
+        ] {
             let starts = Arc::new(AtomicU32::new(0));
-            let factory = Factory { panic_in, fail_first: 2, starts: starts.clone() };
-            let _ = sup.send(AddChild { spec: spec(id, factory), phase: StartPhase::Boot, disabled: false }).await;
-            let row = wait_for(&health, &format!("t/{id}"), |r| r.generation == 3 && r.state == ActorState::Running).await;
+            let factory = Factory {
+                panic_in,
+                fail_first: 2,
+                starts: starts.clone(),
+            };
+            let _ = sup
+                .send(AddChild {
+                    spec: spec(id, factory),
+                    phase: StartPhase::Boot,
+                    disabled: false,
+                })
+                .await;
+            let row = wait_for(&health, &format!("t/{id}"), |r| {
+                r.generation == 3 && r.state == ActorState::Running
+            })
+            .await;
             assert_eq!(row.restarts, 2, "{id}");
-            assert_eq!(starts.load(Ordering::SeqCst), 3, "{id}: built from the factory each time");
+            assert_eq!(
+                starts.load(Ordering::SeqCst),
+                3,
+                "{id}: built from the factory each time"
+            );
             let error = row.last_error.expect("last error").message;
-            let expected = if id == "in-started" { "panic in started" } else { "panic in a timer" };
+            let expected = if id == "in-started" {
+                "panic in started"
+            } else {
+                "panic in a timer"
+            };
             assert!(error.contains(expected), "{id}: {error}");
         }
     }
@@ -925,19 +977,41 @@ mod tests {
     #[actix_web::test]
     async fn late_reports_from_old_generations_are_ignored() {
         let health = HealthRegistry::default();
-        let sup = Supervisor::new("t", Strategy::OneForOne, health.clone(), Arc::new(NoObserver), None).start();
+        let sup = Supervisor::new(
+            "t",
+            Strategy::OneForOne,
+            health.clone(),
+            Arc::new(NoObserver),
+            None,
+        )
+        .start();
         let starts = Arc::new(AtomicU32::new(0));
-        let factory = Factory { panic_in: PanicIn::Nowhere, fail_first: 0, starts: starts.clone() };
-        sup.send(AddChild { spec: spec("w", factory), phase: StartPhase::Boot, disabled: false })
-            .await
-            .unwrap()
-            .unwrap();
+        let factory = Factory {
+            panic_in: PanicIn::Nowhere,
+            fail_first: 0,
+            starts: starts.clone(),
+        };
+        sup.send(AddChild {
+            spec: spec("w", factory),
+            phase: StartPhase::Boot,
+            disabled: false,
+        })
+        .await
+        .unwrap()
+        .unwrap();
         // A report for a generation that is not the current one changes nothing.
-        sup.send(ChildDown { id: "w".into(), generation: 7, reason: ExitReason::Panic("stale".into()) })
-            .await
-            .unwrap();
+        sup.send(ChildDown {
+            id: "w".into(),
+            generation: 7,
+            reason: ExitReason::Panic("stale".into()),
+        })
+        .await
+        .unwrap();
         let row = health.get("t/w").unwrap();
-        assert_eq!((row.state, row.generation, row.restarts), (ActorState::Running, 1, 0));
+        assert_eq!(
+            (row.state, row.generation, row.restarts),
+            (ActorState::Running, 1, 0)
+        );
         assert_eq!(starts.load(Ordering::SeqCst), 1);
     }
 }

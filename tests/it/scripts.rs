@@ -385,3 +385,87 @@ async fn plugins_are_managed_over_rest_and_disabled_ones_stay_disabled_across_re
     assert_eq!(pong(&mut app).await["version"], "3.0.0");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn config_schemas_validate_with_the_seed_messages_and_order_follows_priority() {
+    let dirs = Dirs::new();
+    for example in ["my-plugin", "response-logger", "astra-example"] {
+        dirs.copy_example(example);
+    }
+    let app = TestApp::spawn_in(dirs, &[], vec![]).await;
+
+    let (status, schema) = app.get("/api/plugins/response-logger/config-schema").await;
+    assert_eq!(status, 200);
+    assert_eq!(schema["pluginId"], "response-logger");
+    assert_eq!(schema["pluginName"], "Response Logger Plugin");
+    assert_eq!(
+        schema["configSchema"][0]["options"][1],
+        json!({"label": "Debug", "value": "debug"})
+    );
+
+    async fn validate(app: &TestApp, body: &'static str) -> (u16, Value) {
+        let mut resp = app
+            .client()
+            .post(app.url("/api/plugins/response-logger/validate-config"))
+            .insert_header(("content-type", "application/json"))
+            .send_body(body)
+            .await
+            .unwrap();
+        let bytes = resp.body().await.unwrap();
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }
+    assert_eq!(
+        validate(&app, r#"{"logLevel": "debug", "slowThresholdMs": 100}"#).await,
+        (200, json!({"valid": true, "errors": []}))
+    );
+    assert_eq!(
+        validate(&app, r#"{"logLevel": "trace", "slowThresholdMs": "fast"}"#).await,
+        (
+            200,
+            json!({"valid": false, "errors": [
+                "Field 'logLevel' must be one of: info, debug",
+                "Field 'slowThresholdMs' must be a number"
+            ]})
+        )
+    );
+    assert_eq!(
+        validate(&app, "null").await,
+        (
+            200,
+            json!({"valid": false, "errors": ["Config must be a non-null object"]})
+        )
+    );
+    assert_eq!(validate(&app, "{oops").await.0, 400);
+    assert_eq!(app.get("/api/plugins/ghost/config-schema").await.0, 404);
+
+    // The list is metadata without schemas; one plugin shows its schema.
+    let (_, list) = app.get("/api/plugins").await;
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p.get("configSchema").is_none()));
+    let (_, one) = app.get("/api/plugins/response-logger").await;
+    assert_eq!(one["configSchema"].as_array().unwrap().len(), 2);
+
+    let (_, order) = app.get("/api/plugins/order?connector=HTTP_REST").await;
+    let ids: Vec<&str> = order["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["my-plugin", "response-logger"]);
+    let (_, order) = app.get("/api/plugins/order?connector=GRPC").await;
+    assert_eq!(order["plugins"][0]["id"], "response-logger");
+    let (status, body) = app.get("/api/plugins/order?connector=FAX").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    assert_eq!(app.get("/api/plugins/order").await.0, 400);
+    app.stop().await;
+}
