@@ -18,6 +18,7 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use semver::Version;
@@ -162,8 +163,12 @@ pub fn factory(source: ScriptSource, limits: Limits, status: Arc<ScriptStatus>) 
     })
 }
 
+/// How often a script plugin's engine memory is measured for the API.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// One instance of a script plugin: its engine, or why it could not be loaded.
 pub struct ScriptPlugin {
+    sampled_at: Mutex<Option<Instant>>,
     manifest: PluginManifest,
     engine: Mutex<Result<Engine, ScriptError>>,
     bridge: Arc<Bridge>,
@@ -190,6 +195,7 @@ impl ScriptPlugin {
             Err(error) => (fallback_manifest(&source.id, &status), Err(error)),
         };
         ScriptPlugin {
+            sampled_at: Mutex::new(None),
             manifest,
             engine: Mutex::new(engine),
             bridge,
@@ -202,9 +208,14 @@ impl ScriptPlugin {
         let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         let engine = engine.as_ref().map_err(load_error)?;
         let result = engine.call(method, args);
-        self.status
-            .memory_bytes
-            .store(engine.memory_bytes(), Ordering::Relaxed);
+        // Measuring walks the whole engine heap: do it at most once a second, not per call.
+        let mut sampled = self.sampled_at.lock().unwrap_or_else(|e| e.into_inner());
+        if sampled.is_none_or(|at| at.elapsed() >= MEMORY_SAMPLE_EVERY) {
+            *sampled = Some(Instant::now());
+            self.status
+                .memory_bytes
+                .store(engine.memory_bytes(), Ordering::Relaxed);
+        }
         result.map_err(|e| {
             if e.is_fatal() {
                 PluginError::fatal(e.to_string())

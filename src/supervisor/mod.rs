@@ -370,7 +370,7 @@ impl Supervisor {
                 self.set_state(idx, ActorState::Restarting);
                 self.observer.restarting(&id, &reason, delay);
                 let generation = self.children[idx].generation;
-                ctx.run_later(delay, move |act, ctx| {
+                let restart = move |act: &mut Self, ctx: &mut Context<Self>| {
                     let Some(idx) = act.index(&id) else { return };
                     // Only if nothing else (a stop, a disable, a manual restart) happened meanwhile.
                     let child = &act.children[idx];
@@ -381,7 +381,13 @@ impl Supervisor {
                     {
                         act.begin_start(idx, StartPhase::Restart, ctx);
                     }
-                });
+                };
+                if delay.is_zero() {
+                    // A timer would round up to the next 1 ms tick.
+                    restart(self, ctx);
+                } else {
+                    ctx.run_later(delay, restart);
+                }
             }
             Decision::Stay => {
                 tracing::info!(parent: &self.span, child = %id, reason = %reason.describe(), "Child stopped; not restarted.");
