@@ -83,8 +83,9 @@ async fn both_contracts_and_the_seed_examples_load_unmodified() {
         logger["compatibleConnectors"],
         json!(["HTTP_REST", "WEBSOCKET", "GRPC", "SSE"])
     );
-    assert_eq!(logger["configSchema"][0]["key"], "logLevel");
-    assert_eq!(logger["configSchema"][1]["default"], 2000);
+    let (_, one) = app.get("/api/plugins/response-logger").await;
+    assert_eq!(one["configSchema"][0]["key"], "logLevel");
+    assert_eq!(one["configSchema"][1]["default"], 2000);
     let hooks = &logger["script"]["module"]["connectorPlugins"][0]["hooks"];
     assert_eq!(
         hooks,
