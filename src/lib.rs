@@ -22,6 +22,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod cli;
+pub mod connector;
 pub mod health;
 pub mod plugin;
 pub mod script;

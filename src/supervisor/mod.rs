@@ -836,7 +836,8 @@ mod tests {
     }
 
     struct Worker {
-        guard: DownGuard,
+        /// Reports the worker's death when it is dropped.
+        _guard: DownGuard,
         panic_in: PanicIn,
     }
 
@@ -853,7 +854,10 @@ mod tests {
         }
     }
 
-    struct Running(Addr<Worker>);
+    /// Holds the worker's address so it is not stopped for lack of one.
+    struct Running {
+        _addr: Addr<Worker>,
+    }
     impl RunningChild for Running {
         fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
             Box::pin(async { Ok(()) })
@@ -880,11 +884,11 @@ mod tests {
                 PanicIn::Nowhere
             };
             let addr = Worker {
-                guard: args.guard,
+                _guard: args.guard,
                 panic_in,
             }
             .start();
-            Box::pin(async move { Ok(Box::new(Running(addr)) as Box<dyn RunningChild>) })
+            Box::pin(async move { Ok(Box::new(Running { _addr: addr }) as Box<dyn RunningChild>) })
         }
     }
 

@@ -1,0 +1,387 @@
+//! Targets: the upstream endpoints sessions talk to, with Krawall's field names.
+//!
+//! Owns the target shape (`id`, `name`, `connectorType`, `endpoint`, `authType`, `authConfig`,
+//! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`), parsing
+//! targets from settings with *every* problem reported by its path, and the auth headers each
+//! auth type produces. Does not own sending (`connector::http`).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::template::{RequestTemplate, ResponseTemplate};
+use crate::plugin::config::MASK;
+
+/// Connector types this build can connect with. `WEBSOCKET`, `GRPC` and `SSE` are valid
+/// plugin compatibilities but have no connector yet.
+pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST"];
+
+/// How the connector authenticates upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthType {
+    #[default]
+    None,
+    BearerToken,
+    ApiKey,
+    BasicAuth,
+    CustomHeader,
+}
+
+/// A plugin a target (or a session) uses, with its config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginRef {
+    pub id: String,
+    #[serde(default = "empty_object")]
+    pub config: Value,
+    /// Overrides the plugin's own priority for this pipeline.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// A critical plugin's `beforeSend`/`afterReceive` failure fails the message.
+    #[serde(default)]
+    pub critical: bool,
+    /// Time a hook of this plugin may take (defaults to `sessions.hook_timeout_ms`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+/// An upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    pub connector_type: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub auth_type: AuthType,
+    #[serde(default)]
+    pub auth_config: Map<String, Value>,
+    pub request_template: RequestTemplate,
+    pub response_template: ResponseTemplate,
+    #[serde(default)]
+    pub protocol_config: Map<String, Value>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+impl Target {
+    /// The target as responses show it: credentials masked.
+    pub fn masked(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(auth) = value.get_mut("authConfig").and_then(Value::as_object_mut) {
+            for (key, v) in auth.iter_mut() {
+                if key == "headers" {
+                    if let Some(headers) = v.as_object_mut() {
+                        headers
+                            .values_mut()
+                            .for_each(|h| *h = Value::String(MASK.into()));
+                    }
+                } else if key != "headerName" && key != "username" {
+                    *v = Value::String(MASK.into());
+                }
+            }
+        }
+        value
+    }
+
+    /// Problems with this target (paths relative to it).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, field: &str, message: String| {
+            if !ok {
+                out.push((field.to_string(), message));
+            }
+        };
+        check(!self.id.trim().is_empty(), "id", "must not be empty".into());
+        check(
+            !self.name.trim().is_empty(),
+            "name",
+            "must not be empty".into(),
+        );
+        check(
+            SUPPORTED_CONNECTORS.contains(&self.connector_type.as_str()),
+            "connectorType",
+            format!(
+                "'{}' is not supported; supported: {}",
+                self.connector_type,
+                SUPPORTED_CONNECTORS.join(", ")
+            ),
+        );
+        let url_ok = self
+            .endpoint
+            .parse::<actix_web::http::Uri>()
+            .ok()
+            .is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+        check(
+            url_ok,
+            "endpoint",
+            format!("'{}' is not an http(s) URL", self.endpoint),
+        );
+        check(
+            self.timeout_ms > 0,
+            "timeoutMs",
+            "must be greater than 0".into(),
+        );
+        check(
+            !self.request_template.message_path.is_empty(),
+            "requestTemplate.messagePath",
+            "must not be empty".into(),
+        );
+        check(
+            !self.response_template.response_path.is_empty(),
+            "responseTemplate.responsePath",
+            "must not be empty".into(),
+        );
+        let has = |k: &str| {
+            self.auth_config
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
+        match self.auth_type {
+            AuthType::None => {}
+            AuthType::BearerToken => check(
+                has("token"),
+                "authConfig.token",
+                "is required for BEARER_TOKEN".into(),
+            ),
+            AuthType::ApiKey => {
+                check(
+                    has("apiKey"),
+                    "authConfig.apiKey",
+                    "is required for API_KEY".into(),
+                );
+                check(
+                    has("headerName"),
+                    "authConfig.headerName",
+                    "is required for API_KEY".into(),
+                );
+            }
+            AuthType::BasicAuth => {
+                check(
+                    has("username"),
+                    "authConfig.username",
+                    "is required for BASIC_AUTH".into(),
+                );
+                check(
+                    has("password"),
+                    "authConfig.password",
+                    "is required for BASIC_AUTH".into(),
+                );
+            }
+            AuthType::CustomHeader => check(
+                self.auth_config
+                    .get("headers")
+                    .is_some_and(Value::is_object),
+                "authConfig.headers",
+                "must be an object of header names to values for CUSTOM_HEADER".into(),
+            ),
+        }
+        if let Some(method) = self.protocol_config.get("method") {
+            check(
+                method.as_str().is_some_and(|m| {
+                    ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                        .contains(&m.to_ascii_uppercase().as_str())
+                }),
+                "protocolConfig.method",
+                format!("{method} is not one of GET, POST, PUT, PATCH, DELETE"),
+            );
+        }
+        out
+    }
+}
+
+/// Auth headers for `auth_type` (Krawall's `buildAuthHeaders`).
+pub fn auth_headers(
+    auth_type: AuthType,
+    auth_config: &Map<String, Value>,
+) -> Vec<(String, String)> {
+    let text = |k: &str| {
+        auth_config
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match auth_type {
+        AuthType::None => Vec::new(),
+        AuthType::BearerToken => {
+            vec![("Authorization".into(), format!("Bearer {}", text("token")))]
+        }
+        AuthType::ApiKey => vec![(text("headerName"), text("apiKey"))],
+        AuthType::BasicAuth => {
+            let pair = format!("{}:{}", text("username"), text("password"));
+            vec![(
+                "Authorization".into(),
+                format!("Basic {}", base64(pair.as_bytes())),
+            )]
+        }
+        AuthType::CustomHeader => auth_config
+            .get("headers")
+            .and_then(Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Parses targets given as JSON values (from settings and `targets.toml`), reporting every
+/// problem as `(path, message)` with paths like `targets[1].endpoint`.
+pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(String, String)>> {
+    let mut targets = Vec::new();
+    let mut problems = Vec::new();
+    let mut ids = HashSet::new();
+    for (path, value) in values {
+        match serde_json::from_value::<Target>(value.clone()) {
+            Ok(target) => {
+                for (field, message) in target.problems() {
+                    problems.push((format!("{path}.{field}"), message));
+                }
+                if !ids.insert(target.id.clone()) {
+                    problems.push((
+                        format!("{path}.id"),
+                        format!("'{}' is used by another target", target.id),
+                    ));
+                }
+                targets.push(target);
+            }
+            Err(error) => problems.push((path.clone(), error.to_string())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(targets)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn target(extra: Value) -> Value {
+        let mut base = json!({
+            "id": "t1", "name": "Mock", "connectorType": "HTTP_REST", "endpoint": "http://127.0.0.1:9/chat",
+            "requestTemplate": {"messagePath": "message"}, "responseTemplate": {"responsePath": "reply"}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        base
+    }
+
+    #[test]
+    fn a_minimal_target_parses_with_defaults() {
+        let targets = parse_targets(&[("targets[0]".into(), target(json!({})))]).unwrap();
+        assert_eq!(targets[0].timeout_ms, 30_000);
+        assert_eq!(targets[0].auth_type, AuthType::None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let bad = target(json!({
+            "id": "bad", "connectorType": "FAX", "endpoint": "ftp://x", "authType": "API_KEY", "authConfig": {"apiKey": "k"},
+            "timeoutMs": 0, "responseTemplate": {"responsePath": ""}
+        }));
+        let unknown = target(json!({"colour": "red"}));
+        let dup = target(json!({}));
+        let problems = parse_targets(&[
+            ("targets[0]".into(), bad),
+            ("targets[1]".into(), unknown),
+            ("targets[2]".into(), target(json!({}))),
+            ("targets[3]".into(), dup),
+        ])
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "targets[0].connectorType",
+                "targets[0].endpoint",
+                "targets[0].timeoutMs",
+                "targets[0].responseTemplate.responsePath",
+                "targets[0].authConfig.headerName",
+                "targets[1]",
+                "targets[3].id",
+            ]
+        );
+        assert!(problems[5].1.contains("colour"), "{:?}", problems[5]);
+    }
+
+    #[test]
+    fn auth_headers_per_type() {
+        let cfg = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            auth_headers(AuthType::BearerToken, &cfg(json!({"token": "t"}))),
+            [("Authorization".into(), "Bearer t".into())]
+        );
+        assert_eq!(
+            auth_headers(
+                AuthType::ApiKey,
+                &cfg(json!({"apiKey": "k", "headerName": "X-Key"}))
+            ),
+            [("X-Key".into(), "k".into())]
+        );
+        assert_eq!(
+            auth_headers(
+                AuthType::BasicAuth,
+                &cfg(json!({"username": "Aladdin", "password": "open sesame"}))
+            ),
+            [(
+                "Authorization".into(),
+                "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".into()
+            )]
+        );
+        assert_eq!(
+            auth_headers(
+                AuthType::CustomHeader,
+                &cfg(json!({"headers": {"X-A": "1"}}))
+            ),
+            [("X-A".into(), "1".into())]
+        );
+        assert!(auth_headers(AuthType::None, &cfg(json!({}))).is_empty());
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn credentials_are_masked() {
+        let t = parse_targets(&[("t".into(), target(json!({"authType": "API_KEY", "authConfig": {"apiKey": "sk-1", "headerName": "X-Key"}})))]).unwrap();
+        let masked = t[0].masked();
+        assert_eq!(
+            masked["authConfig"],
+            json!({"apiKey": MASK, "headerName": "X-Key"})
+        );
+    }
+}
