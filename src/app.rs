@@ -24,6 +24,7 @@ use crate::plugin::host::{
     Discovered, PluginHost, PluginTimings, PluginsSupervisorFactory, ScriptSettings,
 };
 use crate::plugin::PluginFactory;
+use crate::session::{SessionManager, SessionsSupervisorFactory};
 use crate::settings::Settings;
 use crate::supervisor::child::{
     install_panic_hook, ChildKind, ChildSpec, OnExhausted, Placement, StartPhase,
@@ -42,13 +43,15 @@ pub enum StartupError {
     },
     #[error("could not start {what}: {reason}")]
     Tree { what: &'static str, reason: String },
+    #[error("invalid targets ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
+    Targets(Vec<(String, String)>),
 }
 
 impl StartupError {
     /// Process exit code: 2 for problems the operator must fix in the setup, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartupError::Bind { .. } => 2,
+            StartupError::Bind { .. } | StartupError::Targets(_) => 2,
             StartupError::Tree { .. } => 1,
         }
     }
@@ -141,6 +144,8 @@ impl App {
         });
         let server_addr = Arc::new(OnceLock::new());
         let policy = settings.restart_policy();
+        // Targets first: a bad one is a setup problem (exit 2), reported before anything starts.
+        let targets = crate::connector::target::load(&settings).map_err(StartupError::Targets)?;
         let plugins = PluginHost::new(
             broker.clone(),
             health.clone(),
@@ -202,7 +207,14 @@ impl App {
             on_exhausted: OnExhausted::Escalate,
             policy: infra_policy,
             factory,
+            in_health: true,
         };
+        let sessions = SessionManager::new(
+            targets,
+            plugins.clone(),
+            broker.clone(),
+            settings.sessions.clone(),
+        );
         let children = [
             infra(
                 "broker",
@@ -220,12 +232,20 @@ impl App {
                     host: plugins.clone(),
                 }) as _,
             ),
+            infra(
+                "sessions",
+                ChildKind::Supervisor,
+                "supervisor",
+                Arc::new(SessionsSupervisorFactory {
+                    manager: sessions.clone(),
+                }) as _,
+            ),
         ];
         for spec in children {
-            let what = if spec.id == "broker" {
-                "the broker"
-            } else {
-                "the plugins supervisor"
+            let what = match spec.id.as_str() {
+                "broker" => "the broker",
+                "plugins" => "the plugins supervisor",
+                _ => "the sessions supervisor",
             };
             root.send(AddChild {
                 spec,
@@ -262,6 +282,7 @@ impl App {
             lifecycle: lifecycle.clone(),
             broker: broker.clone(),
             plugins: plugins.clone(),
+            sessions: sessions.clone(),
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
         });

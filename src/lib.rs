@@ -26,6 +26,7 @@ pub mod connector;
 pub mod health;
 pub mod plugin;
 pub mod script;
+pub mod session;
 pub mod settings;
 pub mod supervisor;
 pub mod telemetry;

@@ -33,14 +33,28 @@ pub const ENV_PROFILE: &str = "SWITCHYARD_PROFILE";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Targets declared inline (`[[targets]]`); checked by `connector::target`.
+    pub targets: Vec<toml::Value>,
     pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub plugins: PluginSettings,
     pub supervisor: SupervisorSettings,
     pub broker: BrokerSettings,
+    pub sessions: SessionSettings,
     pub hot_reload: HotReloadSettings,
     pub data: DataSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub targets_file: PathBuf,
+    pub hook_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub queue_capacity: usize,
+    pub after_receive_order: String,
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +299,28 @@ impl Settings {
             "plugins.script.max_stack_bytes",
             "must be at least 65536 (64 KiB)".into(),
         );
+        check(
+            matches!(
+                self.sessions.after_receive_order.as_str(),
+                "same" | "reverse"
+            ),
+            "sessions.after_receive_order",
+            format!(
+                "'{}' is not one of: same, reverse",
+                self.sessions.after_receive_order
+            ),
+        );
+        for (key, value) in [
+            ("sessions.hook_timeout_ms", self.sessions.hook_timeout_ms),
+            ("sessions.idle_timeout_ms", self.sessions.idle_timeout_ms),
+            (
+                "sessions.queue_capacity",
+                self.sessions.queue_capacity as u64,
+            ),
+            ("sessions.max_sessions", self.sessions.max_sessions as u64),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
         check(
             self.hot_reload.debounce_ms > 0,
             "hot_reload.debounce_ms",

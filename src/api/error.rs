@@ -30,6 +30,10 @@ pub enum ApiError {
     },
     #[error("plugin '{plugin}' did not start: {error}")]
     PluginStartFailed { plugin: String, error: String },
+    #[error("target '{0}' does not exist")]
+    TargetNotFound(String),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
     #[error("a valid admin bearer token is required")]
     Unauthorized,
     #[error("{0}")]
@@ -57,6 +61,20 @@ impl ApiError {
             ApiError::PluginSourceNotFound { .. } => "plugin_source_not_found",
             ApiError::ReloadFailed { .. } => "reload_failed",
             ApiError::PluginStartFailed { .. } => "plugin_start_failed",
+            ApiError::TargetNotFound(_) => "target_not_found",
+            ApiError::Session(e) => {
+                use crate::session::SessionError as S;
+                match e {
+                    S::TargetNotFound(_) => "target_not_found",
+                    S::SessionNotFound(_) => "session_not_found",
+                    S::InvalidPlugins(_) => "invalid_session_plugins",
+                    S::QueueFull(_) => "session_busy",
+                    S::TooManySessions(_) => "too_many_sessions",
+                    S::HookFailed { .. } => "plugin_hook_failed",
+                    S::Upstream(_) => "upstream_error",
+                    S::Ended { .. } => "session_ended",
+                }
+            }
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPath(_) => "invalid_path",
@@ -71,6 +89,23 @@ impl ApiError {
         match self {
             ApiError::PluginNotFound(id) => Some(json!({ "plugin": id })),
             ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
+            ApiError::TargetNotFound(id) => Some(json!({ "target": id })),
+            ApiError::Session(e) => {
+                use crate::session::SessionError as S;
+                match e {
+                    S::TargetNotFound(id) => Some(json!({ "target": id })),
+                    S::SessionNotFound(id) | S::QueueFull(id) => Some(json!({ "session": id })),
+                    S::InvalidPlugins(errors) => {
+                        Some(json!({ "field": "plugins", "errors": errors }))
+                    }
+                    S::HookFailed { plugin, hook, .. } => {
+                        Some(json!({ "plugin": plugin, "hook": hook }))
+                    }
+                    S::Upstream(e) => Some(json!({ "status": e.status() })),
+                    S::Ended { id, .. } => Some(json!({ "session": id })),
+                    S::TooManySessions(limit) => Some(json!({ "limit": limit })),
+                }
+            }
             ApiError::InvalidEvent { event, .. } => {
                 Some(json!({ "field": "event", "event": event }))
             }
@@ -101,6 +136,18 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            ApiError::TargetNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Session(e) => {
+                use crate::session::SessionError as S;
+                match e {
+                    S::TargetNotFound(_) | S::SessionNotFound(_) => StatusCode::NOT_FOUND,
+                    S::InvalidPlugins(_) => StatusCode::BAD_REQUEST,
+                    S::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+                    S::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    S::HookFailed { .. } | S::Upstream(_) => StatusCode::BAD_GATEWAY,
+                    S::Ended { .. } => StatusCode::GONE,
+                }
+            }
             ApiError::RouteNotFound { .. }
             | ApiError::PluginNotFound(_)
             | ApiError::PluginSourceNotFound { .. } => StatusCode::NOT_FOUND,

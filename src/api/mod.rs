@@ -15,6 +15,10 @@
 //! - `GET /api/actors` — the supervision tree.
 //! - `GET /api/events/catalogue` — every event the broker carries and who publishes it.
 //! - `POST /api/events` — publish a custom event `{event, data}` (host namespaces refused).
+//! - `GET /api/targets`, `GET /api/targets/{id}` — upstream targets (credentials masked).
+//! - `POST /api/sessions {targetId, plugins?}`, `GET /api/sessions`, `GET /api/sessions/{id}`,
+//!   `DELETE /api/sessions/{id}` — sessions; `POST /api/sessions/{id}/messages {message,
+//!   metadata?}` runs a message through the pipeline.
 //!
 //! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response
 //! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
@@ -22,6 +26,7 @@
 
 pub mod error;
 pub mod health;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -46,6 +51,7 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     pub broker: BrokerHandle,
     pub plugins: Arc<PluginHost>,
+    pub sessions: Arc<crate::session::SessionManager>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
 }
@@ -85,6 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/plugins/{id}", web::delete().to(unload_plugin))
                 .route("/plugins/{id}/{action}", web::post().to(plugin_action))
                 .route("/actors", web::get().to(health::actors))
+                .configure(sessions::configure)
                 .route("/events/catalogue", web::get().to(event_catalogue))
                 .route("/events", web::post().to(publish_event)),
         )

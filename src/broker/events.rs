@@ -203,6 +203,56 @@ impl Topic for PluginUnloaded {
     const NAME: &'static str = "plugin.unloaded";
 }
 
+/// A connector hook failed for a session. Published by the session actor; `critical` says
+/// whether the message failed or the plugin's change was skipped.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginHookFailed {
+    pub plugin: String,
+    pub hook: String,
+    pub session_id: String,
+    pub error: String,
+    pub critical: bool,
+}
+impl Topic for PluginHookFailed {
+    const NAME: &'static str = "plugin.hook_failed";
+}
+
+/// A session opened. Published by the session manager.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCreated {
+    pub session_id: String,
+    pub target_id: String,
+    pub plugins: Vec<String>,
+}
+impl Topic for SessionCreated {
+    const NAME: &'static str = "session.created";
+}
+
+/// A session closed (deleted, idle, or shutdown). Published by the session actor.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionClosed {
+    pub session_id: String,
+    pub reason: String,
+    pub message_count: u64,
+}
+impl Topic for SessionClosed {
+    const NAME: &'static str = "session.closed";
+}
+
+/// A session crashed; sessions are not restarted. Published by the sessions supervisor.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionFailed {
+    pub session_id: String,
+    pub reason: String,
+}
+impl Topic for SessionFailed {
+    const NAME: &'static str = "session.failed";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -235,6 +285,16 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         PluginUnloaded::NAME,
         "plugin host: a script plugin was unloaded",
+    ),
+    (
+        PluginHookFailed::NAME,
+        "session actor: a connector hook failed (skipped, or the message failed if critical)",
+    ),
+    (SessionCreated::NAME, "session manager: a session opened"),
+    (SessionClosed::NAME, "session actor: a session closed"),
+    (
+        SessionFailed::NAME,
+        "sessions supervisor: a session crashed (not restarted)",
     ),
 ];
 

@@ -285,6 +285,58 @@ pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(Str
     }
 }
 
+/// Every target the settings declare: inline `[[targets]]` first, then `targets_file` (if it
+/// exists). Problems are `(path, message)`, every one of them.
+pub fn load(settings: &crate::settings::Settings) -> Result<Vec<Target>, Vec<(String, String)>> {
+    let mut values: Vec<(String, Value)> = settings
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                format!("targets[{i}]"),
+                serde_json::to_value(v).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let file = &settings.sessions.targets_file;
+    if file.is_file() {
+        let parsed = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                text.parse::<toml::Table>()
+                    .map_err(|e| e.to_string().trim_end().to_string())
+            });
+        match parsed {
+            Ok(mut table) => {
+                let unknown: Vec<String> =
+                    table.keys().filter(|k| *k != "targets").cloned().collect();
+                if !unknown.is_empty() {
+                    return Err(vec![(
+                        file.display().to_string(),
+                        format!("unknown keys {unknown:?}; only [[targets]] entries belong here"),
+                    )]);
+                }
+                if let Some(toml::Value::Array(items)) = table.remove("targets") {
+                    for (i, item) in items.into_iter().enumerate() {
+                        values.push((
+                            format!("{}: targets[{i}]", file.display()),
+                            serde_json::to_value(item).unwrap_or(Value::Null),
+                        ));
+                    }
+                }
+            }
+            Err(error) => {
+                return Err(vec![(
+                    file.display().to_string(),
+                    format!("not valid TOML: {error}"),
+                )])
+            }
+        }
+    }
+    parse_targets(&values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

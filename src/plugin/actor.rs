@@ -16,7 +16,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::{Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
+use super::{Hook, HookContext, Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::{BrokerHandle, Event};
 use crate::health::MailboxGauge;
@@ -25,6 +25,7 @@ use crate::supervisor::child::{
     StartPhase,
 };
 use crate::supervisor::policy::ExitReason;
+use serde_json::Value;
 
 // ---- Messages -------------------------------------------------------------------------------
 
@@ -67,13 +68,14 @@ pub struct PluginActor {
 impl PluginActor {
     /// Runs one hook beside the mailbox. A panic in it becomes `Err` for the caller, and the
     /// actor stops with the panic as its exit reason, so the supervisor restarts it fresh.
-    fn run_hook<F>(
+    fn run_hook<F, T>(
         &mut self,
         hook: &'static str,
         fut: F,
-    ) -> ResponseActFuture<Self, Result<(), PluginError>>
+    ) -> ResponseActFuture<Self, Result<T, PluginError>>
     where
-        F: Future<Output = Result<(), PluginError>> + 'static,
+        F: Future<Output = Result<T, PluginError>> + 'static,
+        T: 'static,
     {
         let span = tracing::info_span!(parent: &self.span, "plugin_hook", hook);
         Box::pin(
@@ -182,6 +184,68 @@ impl Handler<StopPlugin> for PluginActor {
             ctx.stop();
             result
         }))
+    }
+}
+
+/// Run one connector hook for a session; the session's context for this plugin travels with
+/// the call and comes back changed.
+#[derive(Message)]
+#[rtype(result = "Result<HookReply, PluginError>")]
+pub struct CallHook {
+    pub connector_plugin: String,
+    pub hook: Hook,
+    pub input: Value,
+    pub ctx: HookContext,
+}
+
+/// What a connector hook gave back.
+#[derive(Debug)]
+pub struct HookReply {
+    /// `None`: the plugin has no such hook; its input passes through.
+    pub output: Option<Value>,
+    pub ctx: HookContext,
+}
+
+/// Tell a plugin that one of its hooks failed (Krawall's `onError`). A failure inside the
+/// plugin's handler is caught and logged; it never affects the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotifyError {
+    pub connector_plugin: String,
+    pub error: String,
+    pub hook: Hook,
+    pub ctx: HookContext,
+}
+
+impl Handler<CallHook> for PluginActor {
+    type Result = ResponseActFuture<Self, Result<HookReply, PluginError>>;
+
+    fn handle(&mut self, msg: CallHook, _ctx: &mut Context<Self>) -> Self::Result {
+        self.gauge.dequeued();
+        let plugin = self.plugin.clone();
+        self.run_hook(msg.hook.name(), async move {
+            let mut ctx = msg.ctx;
+            let output = plugin
+                .connector_hook(&msg.connector_plugin, msg.hook, msg.input, &mut ctx)
+                .await?;
+            Ok(HookReply { output, ctx })
+        })
+    }
+}
+
+impl Handler<NotifyError> for PluginActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NotifyError, _ctx: &mut Context<Self>) {
+        self.gauge.dequeued();
+        let plugin = self.plugin.clone();
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            plugin.on_error(&msg.connector_plugin, &msg.error, msg.hook, &msg.ctx)
+        }));
+        if let Err(payload) = call {
+            take_last_panic();
+            tracing::warn!(parent: &self.span, hook = msg.hook.name(), panic = %panic_message(&*payload), "onError itself panicked; ignored.");
+        }
     }
 }
 

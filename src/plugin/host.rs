@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::actor::{call, KillPlugin, PluginActor, PluginChildFactory, PluginRuntime, StartPlugin};
-use super::{deps, PluginFactory, PluginManifest};
+use super::{deps, ConnectorPluginInfo, PluginFactory, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::BrokerHandle;
 use crate::health::{ActorRecord, ActorState, HealthRegistry, LastError, MailboxGauge};
@@ -115,6 +115,8 @@ impl Discovered {
 
 struct Entry {
     manifest: PluginManifest,
+    /// Connector plugins it provides (a script module may register several).
+    connectors: Vec<ConnectorPluginInfo>,
     source: &'static str,
     factory: PluginFactory,
     placement: Placement,
@@ -262,6 +264,7 @@ impl PluginHost {
                 factory: entry.factory.clone(),
                 runtime: self.runtime.clone(),
             }),
+            in_health: true,
         }
     }
 
@@ -282,8 +285,10 @@ impl PluginHost {
         let mut entries: Vec<(Entry, Option<usize>)> = plugins
             .into_iter()
             .map(|d| {
+                let instance = (d.factory)();
                 let entry = Entry {
-                    manifest: (d.factory)().manifest(),
+                    manifest: instance.manifest(),
+                    connectors: instance.connector_plugins(),
                     source: d.source,
                     factory: d.factory,
                     placement: d.placement,
@@ -470,6 +475,39 @@ impl PluginHost {
         compatible.into_iter().map(|e| self.view(e)).collect()
     }
 
+    /// Resolves a connector plugin id (as sessions name it) to the plugin that provides it.
+    pub fn connector_plugin(&self, id: &str) -> Option<(String, ConnectorPluginInfo)> {
+        self.read()
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .find_map(|e| {
+                e.connectors
+                    .iter()
+                    .find(|c| c.id == id)
+                    .map(|c| (e.manifest.id.clone(), c.clone()))
+            })
+    }
+
+    /// Every connector plugin, in registration order.
+    pub fn connector_plugins(&self) -> Vec<(String, ConnectorPluginInfo)> {
+        self.read()
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .flat_map(|e| {
+                e.connectors
+                    .iter()
+                    .map(|c| (e.manifest.id.clone(), c.clone()))
+            })
+            .collect()
+    }
+
+    /// The running actor of plugin `id`.
+    pub fn running_addr(&self, id: &str) -> Option<PluginAddr> {
+        (self.state_of(id) == Some(ActorState::Running))
+            .then(|| self.runtime.addrs.get(id))
+            .flatten()
+    }
+
     pub fn get(&self, id: &str) -> Option<PluginView> {
         self.read()
             .iter()
@@ -523,8 +561,13 @@ impl PluginHost {
     fn refresh_manifest(&self, id: &str) {
         let mut entries = self.write();
         if let Some(entry) = entries.iter_mut().find(|e| e.manifest.id == id) {
-            if let Some(manifest) = entry.script.as_ref().and_then(|s| s.manifest()) {
-                entry.manifest = manifest;
+            if let Some(script) = &entry.script {
+                if let Some(manifest) = script.manifest() {
+                    entry.manifest = manifest;
+                }
+                if let Some(connectors) = script.connectors() {
+                    entry.connectors = connectors;
+                }
             }
         }
     }
@@ -627,8 +670,10 @@ impl PluginHost {
             }
         })?;
         let discovered = Discovered::script(source, (self.scripts.limits)(id));
+        let instance = (discovered.factory)();
         let entry = Entry {
-            manifest: (discovered.factory)().manifest(),
+            manifest: instance.manifest(),
+            connectors: instance.connector_plugins(),
             source: discovered.source,
             factory: discovered.factory,
             placement: discovered.placement,

@@ -204,6 +204,90 @@ pub trait Plugin: Send + Sync + 'static {
     async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
         Ok(())
     }
+
+    /// Krawall connector plugins this plugin provides. Native plugins provide at most one,
+    /// under their own id, when they declare compatible connectors.
+    fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
+        let m = self.manifest();
+        if m.compatible_connectors.is_empty() {
+            return Vec::new();
+        }
+        vec![ConnectorPluginInfo {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            priority: m.priority,
+            compatible_connectors: m.compatible_connectors.clone(),
+            config_schema: m.config_schema.clone(),
+        }]
+    }
+
+    /// Runs connector hook `hook` of connector plugin `connector_plugin`. `input` and the
+    /// result are JSON in Krawall's shapes:
+    /// - `initialize`, `onDisconnect`: input `null`; the result is ignored;
+    /// - `onConnect`: a `ConnectorConfig` in, the (changed) `ConnectorConfig` out;
+    /// - `beforeSend`: `{message, metadata}` in, `{message, metadata?}` out;
+    /// - `afterReceive`: `{response}` in, `{response, metadata?}` out.
+    ///
+    /// `ctx.state` is the plugin's per-session state: change it in place. `Ok(None)` means the
+    /// plugin has no such hook (its input passes through).
+    async fn connector_hook(
+        &self,
+        _connector_plugin: &str,
+        _hook: Hook,
+        _input: Value,
+        _ctx: &mut HookContext,
+    ) -> Result<Option<Value>, PluginError> {
+        Ok(None)
+    }
+
+    /// Krawall's synchronous `onError(error, hookName, ctx)`: told about a failed hook.
+    fn on_error(&self, _connector_plugin: &str, _error: &str, _hook: Hook, _ctx: &HookContext) {}
+}
+
+/// A connector hook (Krawall's lifecycle, in call order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Hook {
+    Initialize,
+    OnConnect,
+    BeforeSend,
+    AfterReceive,
+    OnDisconnect,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Initialize => "initialize",
+            Hook::OnConnect => "onConnect",
+            Hook::BeforeSend => "beforeSend",
+            Hook::AfterReceive => "afterReceive",
+            Hook::OnDisconnect => "onDisconnect",
+        }
+    }
+}
+
+/// Per-session, per-plugin context of a connector hook (Krawall's `PluginContext`). It lives in
+/// the session and travels with each call, so a restarted plugin keeps its sessions' state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookContext {
+    pub session_id: String,
+    pub target_id: String,
+    pub connector_type: String,
+    pub state: serde_json::Map<String, Value>,
+    pub plugin_config: serde_json::Map<String, Value>,
+}
+
+/// A connector plugin as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorPluginInfo {
+    pub id: String,
+    pub name: String,
+    pub priority: u32,
+    pub compatible_connectors: Vec<String>,
+    pub config_schema: Vec<ConfigField>,
 }
 
 /// Builds fresh plugin instances; the supervisor calls it again on every restart.

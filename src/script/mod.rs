@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 
 use crate::broker::Event;
 use crate::plugin::{
-    ConfigField, Plugin, PluginContext, PluginError, PluginFactory, PluginManifest,
+    ConfigField, ConnectorPluginInfo, Hook, HookContext, Plugin, PluginContext, PluginError,
+    PluginFactory, PluginManifest,
 };
 use engine::{Bridge, Engine, Limits, ModuleInfo, Registrations, ScriptError};
 
@@ -165,6 +166,35 @@ pub fn factory(source: ScriptSource, limits: Limits, status: Arc<ScriptStatus>) 
 
 /// How often a script plugin's engine memory is measured for the API.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The connector plugins a module registered, as the pipeline sees them.
+pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
+    info.connector_plugins
+        .iter()
+        .map(|c| ConnectorPluginInfo {
+            id: c["id"].as_str().unwrap_or_default().to_string(),
+            name: c["name"].as_str().unwrap_or_default().to_string(),
+            priority: c["priority"]
+                .as_f64()
+                .map(|p| p.max(0.0) as u32)
+                .unwrap_or(crate::plugin::DEFAULT_PRIORITY),
+            compatible_connectors: serde_json::from_value(c["compatibleConnectors"].clone())
+                .unwrap_or_default(),
+            config_schema: serde_json::from_value(c["configSchema"].clone()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+impl ScriptStatus {
+    /// Connector plugins of the newest good instance.
+    pub fn connectors(&self) -> Option<Vec<ConnectorPluginInfo>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| connector_infos(&c.1))
+    }
+}
 
 /// One instance of a script plugin: its engine, or why it could not be loaded.
 pub struct ScriptPlugin {
@@ -313,6 +343,49 @@ impl Plugin for ScriptPlugin {
 
     async fn stop(&self) -> Result<(), PluginError> {
         self.call("stop", &[]).map(|_| ())
+    }
+
+    fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
+        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        engine
+            .as_ref()
+            .map(|e| connector_infos(&e.info))
+            .unwrap_or_default()
+    }
+
+    async fn connector_hook(
+        &self,
+        connector_plugin: &str,
+        hook: Hook,
+        input: Value,
+        ctx: &mut HookContext,
+    ) -> Result<Option<Value>, PluginError> {
+        let args = [
+            json!(connector_plugin),
+            json!(hook.name()),
+            input,
+            json!(ctx),
+        ];
+        let reply = self.call("connector", &args)?;
+        if let Some(state) = reply.get("state").and_then(Value::as_object) {
+            ctx.state = state.clone();
+        }
+        if reply["skipped"].as_bool().unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(reply.get("result").cloned().unwrap_or(Value::Null)))
+    }
+
+    fn on_error(&self, connector_plugin: &str, error: &str, hook: Hook, ctx: &HookContext) {
+        let args = [
+            json!(connector_plugin),
+            json!(error),
+            json!(hook.name()),
+            json!(ctx),
+        ];
+        if let Err(e) = self.call("onError", &args) {
+            tracing::warn!(plugin = %self.manifest.id, hook = hook.name(), error = %e, "onError failed; ignored.");
+        }
     }
 
     async fn on_event(&self, event: &Event) -> Result<(), PluginError> {

@@ -75,6 +75,9 @@ pub struct ChildSpec {
     pub on_exhausted: OnExhausted,
     pub policy: RestartPolicy,
     pub factory: Arc<dyn ChildFactory>,
+    /// Whether the child gets its own row in `/health` (sessions are too many; they are
+    /// reported as an aggregate instead).
+    pub in_health: bool,
 }
 
 /// Builds a fresh instance of a child. Called again on every restart, so state never leaks from

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::health::{ActorRecord, ActorState, HealthRegistry, LastError};
 use child::{ChildSpec, DownGuard, OnExhausted, RunningChild, StartArgs, StartPhase};
-use policy::{Decision, ExitReason, RestartTracker};
+use policy::{Decision, ExitReason, RestartTracker, RestartType};
 
 /// How a supervisor reacts to one child's death.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub trait SupervisorObserver: Send + Sync + 'static {
     fn parked(&self, _id: &str, _restarts: u32, _reason: &ExitReason) {}
     /// A child whose budget is spent may not be parked: the service must stop.
     fn escalate(&self, _id: &str, _reason: &ExitReason) {}
+    /// A child ended and stays ended (temporary, or transient after a normal exit).
+    fn stopped(&self, _id: &str, _reason: &ExitReason) {}
 }
 
 /// An observer that only logs (what the default hooks do).
@@ -215,6 +217,9 @@ impl Supervisor {
     /// Writes child `idx` into the health table.
     fn report(&self, idx: usize) {
         let child = &self.children[idx];
+        if !child.spec.in_health {
+            return;
+        }
         let path = self.child_path(&child.spec.id);
         let kind = child.spec.kind.as_str();
         let role = child.spec.role;
@@ -390,8 +395,15 @@ impl Supervisor {
                 }
             }
             Decision::Stay => {
-                tracing::info!(parent: &self.span, child = %id, reason = %reason.describe(), "Child stopped; not restarted.");
-                self.set_state(idx, ActorState::Stopped);
+                tracing::debug!(parent: &self.span, child = %id, reason = %reason.describe(), "Child stopped; not restarted.");
+                self.observer.stopped(&id, &reason);
+                if self.children[idx].spec.restart == RestartType::Temporary {
+                    // Temporary children (sessions) are forgotten, or they would pile up.
+                    let child = self.children.remove(idx);
+                    self.health.remove(&self.child_path(&child.spec.id));
+                } else {
+                    self.set_state(idx, ActorState::Stopped);
+                }
             }
             Decision::GiveUp { restarts_in_period } => {
                 tracing::error!(parent: &self.span, child = %id, reason = %reason.describe(),
@@ -915,6 +927,7 @@ mod tests {
                 },
             },
             factory: Arc::new(factory),
+            in_health: true,
         }
     }
 

@@ -145,7 +145,13 @@ async fn health_and_actors_show_the_supervision_tree() {
     let (status, health) = app.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "pass");
-    for path in ["root", "root/broker", "root/plugins", "root/plugins/alpha"] {
+    for path in [
+        "root",
+        "root/broker",
+        "root/plugins",
+        "root/plugins/alpha",
+        "root/sessions",
+    ] {
         let check = &health["checks"][format!("actor:{path}")][0];
         assert_eq!(check["state"], "running", "{path}");
         assert!(check["uptimeS"].as_f64().is_some(), "{path}");
@@ -167,7 +173,7 @@ async fn health_and_actors_show_the_supervision_tree() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(children, ["broker", "plugins"]);
+    assert_eq!(children, ["broker", "plugins", "sessions"]);
     let plugins = &tree["children"][1]["children"];
     assert_eq!(plugins[0]["id"], "alpha");
     assert_eq!(plugins[0]["state"], "running");

@@ -146,6 +146,32 @@
     stop() {
       return state.plugin && isFn(state.plugin.stop) ? state.plugin.stop() : undefined;
     },
+    // A Krawall connector hook. The context is rebuilt from the session's copy for each call,
+    // and its (possibly changed) state is handed back.
+    async connector(id, hook, input, ctx) {
+      const plugin = registered.find((p) => p.id === id);
+      if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
+      if (!isFn(plugin[hook])) return { skipped: true, state: ctx.state };
+      const context = {
+        sessionId: ctx.sessionId,
+        targetId: ctx.targetId,
+        state: ctx.state,
+        pluginConfig: ctx.pluginConfig,
+        connector: { type: ctx.connectorType },
+      };
+      let result;
+      if (hook === "onConnect") result = await plugin.onConnect(input, context);
+      else if (hook === "beforeSend") result = await plugin.beforeSend(input.message, input.metadata, context);
+      else if (hook === "afterReceive") result = await plugin.afterReceive(input.response, context);
+      else await plugin[hook](context);
+      return { skipped: false, result: result === undefined ? null : result, state: context.state };
+    },
+    onError(id, message, hook, ctx) {
+      const plugin = registered.find((p) => p.id === id);
+      if (!plugin || !isFn(plugin.onError)) return;
+      const context = { sessionId: ctx.sessionId, targetId: ctx.targetId, state: ctx.state, pluginConfig: ctx.pluginConfig };
+      plugin.onError(new Error(message), hook, context);
+    },
     async dispatch(event) {
       for (const { pattern, handler } of handlers.slice()) {
         if (matches(pattern, event.event)) await handler(event.data, event);

@@ -1,0 +1,559 @@
+//! Sessions: a conversation with one upstream target through a pipeline of connector plugins.
+//!
+//! Owns the targets known to the service, checking a session's plugin list (unknown plugin,
+//! incompatible connector type, invalid config: every error at once), building its pipeline
+//! in priority order, opening sessions under the sessions supervisor (temporary children: a
+//! crashed session is not restarted, an event says why), and the registry the REST API uses.
+//! The per-message pipeline itself lives in `actor` (`SessionActor`).
+
+pub mod actor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::broker::events;
+use crate::broker::BrokerHandle;
+use crate::connector::target::{PluginRef, Target};
+use crate::connector::ConnectorError;
+use crate::health::MailboxGauge;
+use crate::plugin::config;
+use crate::plugin::host::PluginHost;
+use crate::plugin::{Hook, HookContext};
+use crate::settings::SessionSettings;
+use crate::supervisor::child::{
+    ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs,
+};
+use crate::supervisor::policy::{ExitReason, RestartPolicy, RestartType};
+use crate::supervisor::{
+    AddChild, RemoveChild, RunningSupervisor, Strategy, Supervisor, SupervisorObserver,
+};
+use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, Stage};
+
+/// Why a session request failed; `api::error` maps each to a status and code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("target '{0}' does not exist")]
+    TargetNotFound(String),
+    #[error("session '{0}' does not exist")]
+    SessionNotFound(String),
+    #[error("the session's plugins are not valid ({} problems)", .0.len())]
+    InvalidPlugins(Vec<String>),
+    #[error("session '{0}' is busy: its message queue is full")]
+    QueueFull(String),
+    #[error("too many sessions are open (the limit is {0})")]
+    TooManySessions(usize),
+    #[error("plugin '{plugin}' failed in {hook}: {message}")]
+    HookFailed {
+        plugin: String,
+        hook: &'static str,
+        message: String,
+    },
+    #[error("the upstream failed: {0}")]
+    Upstream(ConnectorError),
+    #[error("session '{id}' ended: {reason}")]
+    Ended { id: String, reason: String },
+}
+
+/// `POST /api/sessions` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSession {
+    pub target_id: String,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+/// A live session's handle in the registry.
+#[derive(Clone)]
+struct Handle {
+    addr: Addr<SessionActor>,
+    /// Messages accepted and not yet answered (the queue bound).
+    pending: Arc<AtomicUsize>,
+    /// The actor's latest info, written by the actor itself.
+    snapshot: Arc<RwLock<Option<SessionInfo>>>,
+}
+
+/// Shared between the manager and the sessions' factories.
+#[derive(Default)]
+struct Registry {
+    live: RwLock<HashMap<String, Handle>>,
+}
+
+/// Sessions and targets, for the REST API.
+pub struct SessionManager {
+    targets: RwLock<Vec<Target>>,
+    registry: Arc<Registry>,
+    supervisor: RwLock<Option<Addr<Supervisor>>>,
+    host: Arc<PluginHost>,
+    broker: BrokerHandle,
+    settings: SessionSettings,
+}
+
+impl SessionManager {
+    pub fn new(
+        targets: Vec<Target>,
+        host: Arc<PluginHost>,
+        broker: BrokerHandle,
+        settings: SessionSettings,
+    ) -> Arc<Self> {
+        Arc::new(SessionManager {
+            targets: RwLock::new(targets),
+            registry: Arc::new(Registry::default()),
+            supervisor: RwLock::new(None),
+            host,
+            broker,
+            settings,
+        })
+    }
+
+    pub fn targets(&self) -> Vec<Target> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn target(&self, id: &str) -> Option<Target> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    /// How many sessions are open.
+    pub fn count(&self) -> usize {
+        self.registry
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn handle(&self, id: &str) -> Result<Handle, SessionError> {
+        self.registry
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
+    }
+
+    /// Checks the plugin list of a session on `target` and builds its pipeline: target
+    /// plugins first, then the request's (a request entry replaces the target's of the same
+    /// id); ascending priority, ties in that order. Every problem is reported.
+    fn pipeline(
+        &self,
+        target: &Target,
+        requested: &[PluginRef],
+        session_id: &str,
+    ) -> Result<Vec<Stage>, SessionError> {
+        let mut refs: Vec<PluginRef> = target.plugins.clone();
+        for r in requested {
+            match refs.iter_mut().find(|t| t.id == r.id) {
+                Some(existing) => *existing = r.clone(),
+                None => refs.push(r.clone()),
+            }
+        }
+        let mut errors = Vec::new();
+        let mut stages = Vec::new();
+        for r in refs {
+            let Some((module, info)) = self.host.connector_plugin(&r.id) else {
+                errors.push(format!("Plugin '{}' is not registered", r.id));
+                continue;
+            };
+            if !info.compatible_connectors.contains(&target.connector_type) {
+                errors.push(format!(
+                    "Plugin '{}' is not compatible with connector type {} (it supports: {})",
+                    r.id,
+                    target.connector_type,
+                    info.compatible_connectors.join(", ")
+                ));
+                continue;
+            }
+            let problems = config::validate(&info.config_schema, &r.config);
+            if !problems.is_empty() {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("Plugin '{}': {p}", r.id)),
+                );
+                continue;
+            }
+            stages.push(Stage {
+                module,
+                priority: r.priority.unwrap_or(info.priority),
+                critical: r.critical,
+                timeout: Duration::from_millis(
+                    r.timeout_ms.unwrap_or(self.settings.hook_timeout_ms),
+                ),
+                masked_config: config::mask(&info.config_schema, &r.config),
+                ctx: HookContext {
+                    session_id: session_id.to_string(),
+                    target_id: target.id.clone(),
+                    connector_type: target.connector_type.clone(),
+                    state: Default::default(),
+                    plugin_config: config::bind(&info.config_schema, &r.config),
+                },
+                info,
+                failures: 0,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(SessionError::InvalidPlugins(errors));
+        }
+        stages.sort_by_key(|s| s.priority);
+        Ok(stages)
+    }
+
+    /// Opens a session: checks it, starts its actor under the sessions supervisor, runs every
+    /// plugin's `initialize`, then the `onConnect` chain, then connects.
+    pub async fn create(&self, request: CreateSession) -> Result<SessionInfo, SessionError> {
+        if self.count() >= self.settings.max_sessions {
+            return Err(SessionError::TooManySessions(self.settings.max_sessions));
+        }
+        let target = self
+            .target(&request.target_id)
+            .ok_or_else(|| SessionError::TargetNotFound(request.target_id.clone()))?;
+        let id = crate::util::random_id();
+        let stages = self.pipeline(&target, &request.plugins, &id)?;
+        let supervisor = self
+            .supervisor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| SessionError::Ended {
+                id: id.clone(),
+                reason: "the sessions supervisor is not running".into(),
+            })?;
+        let (tx, rx) = oneshot::channel();
+        let factory = SessionFactory {
+            prepared: Mutex::new(Some(Prepared {
+                target,
+                stages,
+                reply: tx,
+            })),
+            registry: self.registry.clone(),
+            host: self.host.clone(),
+            broker: self.broker.clone(),
+            settings: self.settings.clone(),
+        };
+        let spec = ChildSpec {
+            id: id.clone(),
+            kind: ChildKind::Worker,
+            role: "session",
+            restart: RestartType::Temporary,
+            shutdown_timeout: Duration::from_millis(
+                self.settings.hook_timeout_ms.saturating_mul(2),
+            ),
+            placement: Placement::Shared,
+            on_exhausted: OnExhausted::Park,
+            policy: RestartPolicy::default(),
+            factory: Arc::new(factory),
+            in_health: false,
+        };
+        let started = supervisor
+            .send(AddChild {
+                spec,
+                phase: crate::supervisor::child::StartPhase::Boot,
+                disabled: false,
+            })
+            .await;
+        // The factory answers with the typed error; the supervisor only with text.
+        let opened = rx.await.unwrap_or_else(|_| {
+            Err(SessionError::Ended {
+                id: id.clone(),
+                reason: "it stopped while opening".into(),
+            })
+        });
+        let outcome = opened.and_then(|()| match started {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(SessionError::Ended {
+                id: id.clone(),
+                reason,
+            }),
+            Err(e) => Err(SessionError::Ended {
+                id: id.clone(),
+                reason: e.to_string(),
+            }),
+        });
+        if let Err(error) = outcome {
+            let _ = supervisor.send(RemoveChild { id: id.clone() }).await;
+            self.registry
+                .live
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(error);
+        }
+        let info = self.describe(&id).await?;
+        self.broker.emit(&events::SessionCreated {
+            session_id: id.clone(),
+            target_id: info.target_id.clone(),
+            plugins: info.plugins.iter().map(|p| p.id.clone()).collect(),
+        });
+        Ok(info)
+    }
+
+    /// Runs one message through the session's pipeline. Messages to one session are handled
+    /// one at a time, in order; a full queue answers `QueueFull`.
+    pub async fn send(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+    ) -> Result<Value, SessionError> {
+        let handle = self.handle(id)?;
+        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
+        // One in progress plus `queue_capacity` waiting.
+        if queued > self.settings.queue_capacity {
+            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(SessionError::QueueFull(id.to_string()));
+        }
+        let result = handle.addr.send(SendMessage { message, metadata }).await;
+        handle.pending.fetch_sub(1, Ordering::AcqRel);
+        result.unwrap_or_else(|_| {
+            Err(SessionError::Ended {
+                id: id.to_string(),
+                reason: "it stopped (see the session.failed event)".into(),
+            })
+        })
+    }
+
+    pub async fn describe(&self, id: &str) -> Result<SessionInfo, SessionError> {
+        let handle = self.handle(id)?;
+        let info = handle
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        info.ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
+    }
+
+    /// Every open session, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let live = self.registry.live.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SessionInfo> = live
+            .values()
+            .filter_map(|h| h.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out
+    }
+
+    /// Closes a session: every plugin's `onDisconnect` runs (even if one fails), then the
+    /// connector disconnects and the actor stops.
+    pub async fn close(&self, id: &str) -> Result<Value, SessionError> {
+        let handle = self.handle(id)?;
+        let report = handle
+            .addr
+            .send(Close {
+                reason: "closed".into(),
+            })
+            .await
+            .map_err(|_| SessionError::SessionNotFound(id.to_string()))?;
+        self.registry
+            .live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(report)
+    }
+}
+
+/// What a session's factory needs once.
+struct Prepared {
+    target: Target,
+    stages: Vec<Stage>,
+    reply: oneshot::Sender<Result<(), SessionError>>,
+}
+
+/// Starts one session (temporary: its factory runs once).
+struct SessionFactory {
+    prepared: Mutex<Option<Prepared>>,
+    registry: Arc<Registry>,
+    host: Arc<PluginHost>,
+    broker: BrokerHandle,
+    settings: SessionSettings,
+}
+
+struct RunningSession {
+    addr: Addr<SessionActor>,
+    gauge: Arc<MailboxGauge>,
+}
+
+impl RunningChild for RunningSession {
+    fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+        let addr = self.addr.clone();
+        async move {
+            let _ = addr
+                .send(Close {
+                    reason: "shutdown".into(),
+                })
+                .await;
+            Ok(())
+        }
+        .boxed_local()
+    }
+
+    fn kill(&self) {
+        self.addr.do_send(Close {
+            reason: "shutdown".into(),
+        });
+    }
+
+    fn mailbox(&self) -> Option<Arc<MailboxGauge>> {
+        Some(self.gauge.clone())
+    }
+}
+
+impl ChildFactory for SessionFactory {
+    fn start(
+        &self,
+        args: StartArgs,
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+        let Some(prepared) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return async { Err("a session is never restarted".to_string()) }.boxed_local();
+        };
+        let gauge = MailboxGauge::new(self.settings.queue_capacity + 1);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let snapshot = Arc::new(RwLock::new(None));
+        let actor = SessionActor::new(
+            args.id.clone(),
+            prepared.target,
+            prepared.stages,
+            SessionDeps {
+                host: self.host.clone(),
+                broker: self.broker.clone(),
+                settings: self.settings.clone(),
+            },
+            args.guard,
+            snapshot.clone(),
+        );
+        let addr = actor.start();
+        let registry = self.registry.clone();
+        let id = args.id;
+        async move {
+            let opened = addr.send(Open).await.unwrap_or_else(|_| {
+                Err(SessionError::Ended {
+                    id: id.clone(),
+                    reason: "it crashed while opening".into(),
+                })
+            });
+            if let Err(error) = &opened {
+                let _ = prepared.reply.send(Err(error.clone()));
+                return Err(error.to_string());
+            }
+            registry
+                .live
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    id,
+                    Handle {
+                        addr: addr.clone(),
+                        pending,
+                        snapshot,
+                    },
+                );
+            let _ = prepared.reply.send(Ok(()));
+            Ok(Box::new(RunningSession { addr, gauge }) as Box<dyn RunningChild>)
+        }
+        .boxed_local()
+    }
+}
+
+/// Publishes `session.failed` for sessions that crashed and forgets every ended session.
+struct SessionsObserver {
+    registry: Arc<Registry>,
+    broker: BrokerHandle,
+}
+
+impl SupervisorObserver for SessionsObserver {
+    fn stopped(&self, id: &str, reason: &ExitReason) {
+        self.registry
+            .live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if reason.is_abnormal() {
+            tracing::warn!(session = id, reason = %reason.describe(), "Session crashed; it is not restarted.");
+            self.broker.emit(&events::SessionFailed {
+                session_id: id.to_string(),
+                reason: reason.describe(),
+            });
+        }
+    }
+}
+
+/// Starts the sessions supervisor under the root.
+pub struct SessionsSupervisorFactory {
+    pub manager: Arc<SessionManager>,
+}
+
+impl ChildFactory for SessionsSupervisorFactory {
+    fn start(
+        &self,
+        args: StartArgs,
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+        let manager = self.manager.clone();
+        // A restarted sessions supervisor starts empty: sessions are temporary.
+        manager
+            .registry
+            .live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let observer = Arc::new(SessionsObserver {
+            registry: manager.registry.clone(),
+            broker: manager.broker.clone(),
+        });
+        let addr = Supervisor::new(
+            args.path,
+            Strategy::OneForOne,
+            crate::health::HealthRegistry::default(),
+            observer,
+            Some(args.guard),
+        )
+        .start();
+        *manager
+            .supervisor
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+        async move { Ok(Box::new(RunningSupervisor(addr)) as Box<dyn RunningChild>) }.boxed_local()
+    }
+}
+
+/// A hook outcome in a message's answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookOutcome {
+    pub plugin: String,
+    pub hook: Hook,
+    /// `ok`, `passthrough` (the plugin has no such hook) or `failed`.
+    pub outcome: &'static str,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The JSON of a message reply (kept here so the actor and the API agree).
+pub fn reply_json(content: &str, metadata: Value, outcomes: &[HookOutcome]) -> Value {
+    json!({ "content": content, "metadata": metadata, "plugins": outcomes })
+}
