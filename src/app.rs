@@ -32,6 +32,10 @@ use crate::supervisor::child::{
 use crate::supervisor::policy::{ExitReason, Intensity, RestartPolicy, RestartType};
 use crate::supervisor::{AddChild, StopAll, Strategy, Supervisor, SupervisorObserver};
 
+/// Audit entries kept per session, and sessions kept in the audit log.
+const AUDIT_ENTRIES_PER_SESSION: usize = 1_000;
+const AUDIT_SESSIONS: usize = 10_000;
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -261,7 +265,9 @@ impl App {
         }
 
         // Discover and init plugins, in dependency order.
-        let selected = builtin::catalogue()
+        let audit =
+            crate::plugin::connectors::AuditLog::new(AUDIT_ENTRIES_PER_SESSION, AUDIT_SESSIONS);
+        let selected = builtin::catalogue(audit.clone())
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
             .map(|(_, factory)| Discovered::native(factory));
@@ -283,6 +289,7 @@ impl App {
             broker: broker.clone(),
             plugins: plugins.clone(),
             sessions: sessions.clone(),
+            audit: audit.clone(),
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
         });

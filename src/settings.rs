@@ -249,7 +249,7 @@ impl Settings {
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }
-        let known = crate::plugin::builtin::known_ids();
+        let known = crate::plugin::builtin::KNOWN_IDS;
         for id in &self.plugins.native {
             check(
                 known.contains(&id.as_str()),

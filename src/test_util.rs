@@ -108,7 +108,7 @@ pub fn fault_plugin_with(
     })
 }
 
-#[async_trait]
+#[async_trait(?Send)]
 impl Plugin for FaultPlugin {
     fn manifest(&self) -> PluginManifest {
         self.manifest.clone()

@@ -52,6 +52,7 @@ pub struct AppState {
     pub broker: BrokerHandle,
     pub plugins: Arc<PluginHost>,
     pub sessions: Arc<crate::session::SessionManager>,
+    pub audit: Arc<crate::plugin::connectors::AuditLog>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
 }

@@ -14,7 +14,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sessions", web::get().to(list_sessions))
         .route("/sessions/{id}", web::get().to(get_session))
         .route("/sessions/{id}", web::delete().to(close_session))
-        .route("/sessions/{id}/messages", web::post().to(send_message));
+        .route("/sessions/{id}/messages", web::post().to(send_message))
+        .route("/sessions/{id}/audit", web::get().to(audit));
 }
 
 async fn list_targets(state: web::Data<AppState>) -> HttpResponse {
@@ -95,4 +96,22 @@ async fn send_message(
         .send(&id, body.message, body.metadata)
         .await?;
     Ok(HttpResponse::Ok().json(reply))
+}
+
+/// `GET /api/sessions/{id}/audit`: what the audit plugin recorded (also after the session closed).
+async fn audit(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match state.audit.get(&id) {
+        Some(entries) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionId": id, "entries": entries })))
+        }
+        None => {
+            // A live session without the audit plugin (or without messages yet) has no entries.
+            state.sessions.describe(&id).await?;
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionId": id, "entries": [] })))
+        }
+    }
 }

@@ -30,7 +30,8 @@ thread_local! {
         .finish();
 }
 
-fn client() -> awc::Client {
+/// This thread's pooled HTTP client (plugins making HTTP calls share it too).
+pub fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
 }
 
@@ -125,7 +126,15 @@ impl Connector for HttpConnector {
         let body = build_request(&self.config.request_template, message, variables);
         let timeout = Duration::from_millis(self.config.timeout);
         let started = Instant::now();
-        let request = self.request(self.method.clone(), &self.url, timeout);
+        let mut request = self.request(self.method.clone(), &self.url, timeout);
+        // `$headers` in a plugin's metadata overrides headers for this send (a refreshed token).
+        if let Some(extra) = variables.get("$headers").and_then(Value::as_object) {
+            for (name, value) in extra {
+                if let Some(value) = value.as_str() {
+                    request = request.insert_header((name.as_str(), value));
+                }
+            }
+        }
         let sent = if self.method == Method::GET {
             // A GET carries the payload's top-level fields as query parameters.
             let query: Vec<(String, String)> = body

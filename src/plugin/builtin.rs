@@ -1,6 +1,7 @@
 //! The native plugins compiled into switchyard, selectable with `plugins.native`.
 //!
-//! Owns the list of compiled-in plugins and the two examples `cargo run` loads: `event-logger`
+//! Owns the list of compiled-in plugins (Krawall's connector plugins live in `connectors`)
+//! and the two examples `cargo run` loads: `event-logger`
 //! (subscribes to every `plugin.*` event and logs it) and `hello` (depends on `event-logger`,
 //! greets on start, says goodbye on stop, so the boot and LIFO shutdown order show in the log).
 
@@ -10,32 +11,43 @@ use async_trait::async_trait;
 use semver::Version;
 use serde_json::json;
 
+use super::connectors::AuditLog;
 use super::{Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
 use crate::broker::Event;
 
-/// Every compiled-in native plugin, by id.
-pub fn catalogue() -> Vec<(&'static str, PluginFactory)> {
-    vec![
-        (
-            "event-logger",
-            Arc::new(|| Arc::new(EventLogger) as Arc<dyn Plugin>),
-        ),
-        (
-            "hello",
-            Arc::new(|| Arc::new(Hello::default()) as Arc<dyn Plugin>),
-        ),
-    ]
-}
+/// Ids accepted in `plugins.native`, in registration order: Krawall's four connector plugins
+/// (openai before anthropic, as Krawall imports them), then the two examples.
+pub const KNOWN_IDS: &[&str] = &[
+    "multi-step-auth",
+    "openai",
+    "anthropic",
+    "audit",
+    "event-logger",
+    "hello",
+];
 
-/// Ids accepted in `plugins.native`.
-pub fn known_ids() -> Vec<&'static str> {
-    catalogue().into_iter().map(|(id, _)| id).collect()
+/// Every compiled-in native plugin, by id, in registration order.
+pub fn catalogue(audit: Arc<AuditLog>) -> Vec<(&'static str, PluginFactory)> {
+    let mut all: Vec<(&'static str, PluginFactory)> = KNOWN_IDS[..4]
+        .iter()
+        .copied()
+        .zip(super::connectors::catalogue(audit))
+        .collect();
+    all.push((
+        "event-logger",
+        Arc::new(|| Arc::new(EventLogger) as Arc<dyn Plugin>),
+    ));
+    all.push((
+        "hello",
+        Arc::new(|| Arc::new(Hello::default()) as Arc<dyn Plugin>),
+    ));
+    all
 }
 
 /// Logs every plugin lifecycle event it sees on the bus.
 pub struct EventLogger;
 
-#[async_trait]
+#[async_trait(?Send)]
 impl Plugin for EventLogger {
     fn manifest(&self) -> PluginManifest {
         PluginManifest::new("event-logger", Version::new(1, 0, 0))
@@ -59,7 +71,7 @@ pub struct Hello {
     ctx: std::sync::OnceLock<PluginContext>,
 }
 
-#[async_trait]
+#[async_trait(?Send)]
 impl Plugin for Hello {
     fn manifest(&self) -> PluginManifest {
         PluginManifest::new("hello", Version::new(1, 0, 0))

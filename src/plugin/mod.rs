@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod builtin;
 pub mod config;
+pub mod connectors;
 pub mod deps;
 pub mod host;
 
@@ -180,7 +181,7 @@ impl PluginManifest {
 
 /// A plugin. Hooks run on the plugin's own actor; all have defaults, so a plugin implements only
 /// what it uses. The connector hooks of the session pipeline are added beside these.
-#[async_trait]
+#[async_trait(?Send)]
 pub trait Plugin: Send + Sync + 'static {
     fn manifest(&self) -> PluginManifest;
 

@@ -304,7 +304,7 @@ fn manifest_of(id: &str, info: &ModuleInfo) -> Result<PluginManifest, String> {
     Ok(manifest)
 }
 
-#[async_trait]
+#[async_trait(?Send)]
 impl Plugin for ScriptPlugin {
     fn manifest(&self) -> PluginManifest {
         self.manifest.clone()

@@ -42,7 +42,7 @@ fn a_bad_config_file_exits_2_naming_every_problem() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("plugins.native: unknown native plugin 'nope'; known: event-logger, hello"),
+        stderr.contains("plugins.native: unknown native plugin 'nope'; known: multi-step-auth, openai, anthropic, audit, event-logger, hello"),
         "{stderr}"
     );
 }
@@ -136,8 +136,9 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
     reader.join().unwrap();
     lines.extend(rx.try_iter());
     assert_eq!(code, Some(0), "{lines:#?}");
-    // JSON log lines: the example plugins stop LIFO: the shipped script examples (discovered
-    // after the native ones), then hello, which depends on event-logger.
+    // JSON log lines: every default plugin stops LIFO: the shipped script examples (discovered
+    // after the native ones), then hello (which depends on event-logger), then the connector
+    // plugins in reverse registration order.
     let stops: Vec<String> = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -151,7 +152,11 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
             "my-plugin",
             "astra-example",
             "hello",
-            "event-logger"
+            "event-logger",
+            "audit",
+            "anthropic",
+            "openai",
+            "multi-step-auth"
         ],
         "{lines:#?}"
     );
