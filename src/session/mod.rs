@@ -150,9 +150,9 @@ impl SessionManager {
             .ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
     }
 
-    /// Checks the plugin list of a session on `target` and builds its pipeline: target
-    /// plugins first, then the request's (a request entry replaces the target's of the same
-    /// id); ascending priority, ties in that order. Every problem is reported.
+    /// Checks the plugin list of a session on `target` and builds its pipeline from the
+    /// target's plugins and the request's (a request entry replaces the target's of the same
+    /// id): ascending priority, ties in registration order. Every problem is reported.
     fn pipeline(
         &self,
         target: &Target,
@@ -213,7 +213,21 @@ impl SessionManager {
         if !errors.is_empty() {
             return Err(SessionError::InvalidPlugins(errors));
         }
-        stages.sort_by_key(|s| s.priority);
+        // Ascending priority; ties in registration order (Krawall's stable sort over its
+        // registry), whatever order the request listed them in.
+        let registered: Vec<String> = self
+            .host
+            .connector_plugins()
+            .into_iter()
+            .map(|(_, c)| c.id)
+            .collect();
+        let position = |id: &str| {
+            registered
+                .iter()
+                .position(|r| r == id)
+                .unwrap_or(usize::MAX)
+        };
+        stages.sort_by_key(|s| (s.priority, position(&s.info.id)));
         Ok(stages)
     }
 

@@ -5,6 +5,8 @@ mod api;
 mod common;
 mod config;
 mod lifecycle;
+mod mock;
 mod scripts;
+mod sessions;
 mod shutdown;
 mod supervision;
