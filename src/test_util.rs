@@ -176,3 +176,23 @@ impl Plugin for FaultPlugin {
         Ok(())
     }
 }
+
+/// A connector plugin with no hooks: every call passes through (pipeline-overhead fixture).
+pub struct NoopConnector {
+    id: String,
+}
+
+/// A factory for a no-op connector plugin named `id`, compatible with HTTP_REST.
+pub fn noop_connector(id: &str) -> PluginFactory {
+    let id = id.to_string();
+    Arc::new(move || Arc::new(NoopConnector { id: id.clone() }) as Arc<dyn Plugin>)
+}
+
+#[async_trait(?Send)]
+impl Plugin for NoopConnector {
+    fn manifest(&self) -> PluginManifest {
+        let mut m = PluginManifest::new(&self.id, Version::new(1, 0, 0));
+        m.compatible_connectors = vec!["HTTP_REST".into()];
+        m
+    }
+}

@@ -162,3 +162,32 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
     );
     assert!(lines.iter().any(|l| l.contains("\"Stopped.\"")));
 }
+
+#[test]
+fn bad_targets_exit_2_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.toml");
+    std::fs::write(
+        &path,
+        "[[targets]]\nid = \"a\"\nname = \"A\"\nconnectorType = \"FAX\"\nendpoint = \"nowhere\"\nrequestTemplate = { messagePath = \"m\" }\nresponseTemplate = { responsePath = \"r\" }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &["--bind", "127.0.0.1:0"],
+        &[
+            ("SWITCHYARD__SESSIONS__TARGETS_FILE", path.to_str().unwrap()),
+            ("SWITCHYARD__PLUGINS__NATIVE", "[]"),
+            ("SWITCHYARD__PLUGINS__DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid targets (2 problems)"), "{stderr}");
+    assert!(
+        stderr.contains("targets[0].connectorType: 'FAX' is not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("targets[0].endpoint: 'nowhere' is not an http(s) URL"),
+        "{stderr}"
+    );
+}

@@ -620,3 +620,74 @@ async fn one_message_at_a_time_and_a_full_queue_answers_429() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn connect_failures_secrets_reverse_order_and_health_checks() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    dirs.write("no-connect", "index.js", "import { PluginLoader } from './loader'; PluginLoader.register({ id: 'no-connect', name: 'N', description: '', version: '1.0.0', compatibleConnectors: ['HTTP_REST'], async onConnect(config, ctx) { throw new Error('handshake refused'); } });");
+    dirs.write("keyed", "index.js", "import { PluginLoader } from './loader'; PluginLoader.register({ id: 'keyed', name: 'K', description: '', version: '1.0.0', compatibleConnectors: ['HTTP_REST'], configSchema: [{ key: 'apiKey', label: 'Key', type: 'string', required: true, description: '', secret: true }] });");
+    dirs.write("ta", "index.js", &tagger("ta", 10, ""));
+    dirs.write("tb", "index.js", &tagger("tb", 20, ""));
+    let env = [("SWITCHYARD__SESSIONS__AFTER_RECEIVE_ORDER", "reverse")];
+    let app = start(dirs, json!([target("chat", &mock, "/chat")]), &env, "[]").await;
+
+    // initialize/onConnect failures fail the session, naming plugin and hook.
+    let (status, body) = post(
+        &app,
+        "/api/sessions",
+        json!({ "targetId": "chat", "plugins": [{ "id": "no-connect" }] }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("plugin_hook_failed")),
+        "{body}"
+    );
+    assert_eq!(
+        body["details"],
+        json!({ "plugin": "no-connect", "hook": "onConnect" })
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("handshake refused"));
+    let (_, list) = app.get("/api/sessions").await;
+    assert_eq!(list, json!([]), "a session that failed to open is gone");
+
+    // Secret config values never come back.
+    let id = open(&app, json!({ "targetId": "chat", "plugins": [{ "id": "keyed", "config": { "apiKey": "sk-live-123" } }, { "id": "ta" }, { "id": "tb" }] })).await;
+    let (_, info) = app.get(&format!("/api/sessions/{id}")).await;
+    let keyed = info["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "keyed")
+        .unwrap();
+    assert_eq!(keyed["config"]["apiKey"], "********");
+    assert!(!info.to_string().contains("sk-live-123"));
+
+    // afterReceive in reverse (onion) order when configured.
+    let (_, reply) = say(&app, &id, "x").await;
+    assert_eq!(reply["content"], "echo: x [ta] [tb] <tb> <ta>");
+
+    // The connector's health check.
+    let config = |endpoint: String| switchyard::connector::ConnectorConfig {
+        endpoint,
+        auth_type: Default::default(),
+        auth_config: Default::default(),
+        request_template: Default::default(),
+        response_template: Default::default(),
+        protocol_config: Default::default(),
+        timeout: 1000,
+    };
+    let up = switchyard::connector::connect("HTTP_REST", config(mock.url("/chat"))).unwrap();
+    assert!(up.health_check().await.healthy);
+    let down =
+        switchyard::connector::connect("HTTP_REST", config("http://127.0.0.1:9/x".into())).unwrap();
+    let status = down.health_check().await;
+    assert!(!status.healthy);
+    assert_eq!(status.error.as_deref(), Some("Cannot reach endpoint"));
+    app.stop().await;
+    mock.stop().await;
+}
