@@ -109,6 +109,9 @@ pub struct SessionActor {
     target: Target,
     stages: Vec<Stage>,
     connector: Option<Rc<dyn Connector>>,
+    /// A plugin set the connection's credentials in `onConnect`; after an upstream 401 the
+    /// chain runs once more (re-authenticating) and the message is sent again once.
+    reauth_on_401: bool,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
     settings: SessionSettings,
@@ -142,6 +145,7 @@ impl SessionActor {
             target,
             stages,
             connector: None,
+            reauth_on_401: false,
             host,
             broker,
             settings,
@@ -240,6 +244,49 @@ fn notify_error(host: &PluginHost, stage: &Stage, hook: Hook, error: &str) {
     }
 }
 
+fn hook_failed(stage: &Stage, hook: Hook, message: String) -> SessionError {
+    SessionError::HookFailed {
+        plugin: stage.info.id.clone(),
+        hook: hook.name(),
+        message,
+    }
+}
+
+/// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
+/// connector with the final config. Used to open, and once more after an upstream 401.
+async fn connect_chain(
+    host: &PluginHost,
+    stages: &mut [Stage],
+    target: &Target,
+) -> Result<(Box<dyn Connector>, bool), SessionError> {
+    let mut config = serde_json::to_value(ConnectorConfig::from(target)).unwrap_or(Value::Null);
+    let mut changed_by_plugin = false;
+    for stage in stages.iter_mut() {
+        match call(host, stage, Hook::OnConnect, config.clone()).await {
+            Ok(None) => {}
+            Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
+                Ok(_) => {
+                    changed_by_plugin |= changed != config;
+                    config = changed;
+                }
+                Err(e) => {
+                    let error = format!("onConnect returned an invalid connector config: {e}");
+                    notify_error(host, stage, Hook::OnConnect, &error);
+                    return Err(hook_failed(stage, Hook::OnConnect, error));
+                }
+            },
+            Err(error) => {
+                notify_error(host, stage, Hook::OnConnect, &error);
+                return Err(hook_failed(stage, Hook::OnConnect, error));
+            }
+        }
+    }
+    let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
+    let connector =
+        connector::connect(&target.connector_type, config).map_err(SessionError::Upstream)?;
+    Ok((connector, changed_by_plugin))
+}
+
 fn merge(into: &mut Map<String, Value>, from: Option<&Value>) {
     if let Some(Value::Object(map)) = from {
         for (k, v) in map {
@@ -277,54 +324,23 @@ impl Handler<Open> for SessionActor {
         let host = self.host.clone();
         let target = self.target.clone();
         let open = async move {
-            let fail = |stage: &Stage, hook: Hook, message: String| SessionError::HookFailed {
-                plugin: stage.info.id.clone(),
-                hook: hook.name(),
-                message,
-            };
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
                 if let Err(error) = call(&host, stage, Hook::Initialize, Value::Null).await {
                     notify_error(&host, stage, Hook::Initialize, &error);
-                    let error = fail(stage, Hook::Initialize, error);
+                    let error = hook_failed(stage, Hook::Initialize, error);
                     return (stages, Err(error));
                 }
             }
-            let mut config =
-                serde_json::to_value(ConnectorConfig::from(&target)).unwrap_or(Value::Null);
-            for i in 0..stages.len() {
-                let stage = &mut stages[i];
-                match call(&host, stage, Hook::OnConnect, config.clone()).await {
-                    Ok(None) => {}
-                    Ok(Some(changed)) => {
-                        match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
-                            Ok(_) => config = changed,
-                            Err(e) => {
-                                let error =
-                                    format!("onConnect returned an invalid connector config: {e}");
-                                notify_error(&host, stage, Hook::OnConnect, &error);
-                                let error = fail(stage, Hook::OnConnect, error);
-                                return (stages, Err(error));
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        notify_error(&host, stage, Hook::OnConnect, &error);
-                        let error = fail(stage, Hook::OnConnect, error);
-                        return (stages, Err(error));
-                    }
-                }
-            }
-            let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
-            let connector =
-                connector::connect(&target.connector_type, config).map_err(SessionError::Upstream);
+            let connector = connect_chain(&host, &mut stages, &target).await;
             (stages, connector)
         };
         AtomicResponse::new(Box::pin(open.into_actor(self).map(|(stages, connector), act, ctx| {
             act.stages = stages;
             match connector {
-                Ok(connector) => {
+                Ok((connector, reauth)) => {
                     act.connector = Some(Rc::from(connector));
+                    act.reauth_on_401 = reauth;
                     act.state = "open";
                     act.publish();
                     tracing::info!(parent: &act.span, plugins = act.stages.len(), "Session open.");
@@ -361,6 +377,8 @@ impl Handler<SendMessage> for SessionActor {
         let host = self.host.clone();
         let broker = self.broker.clone();
         let reverse = self.settings.after_receive_order == "reverse";
+        let reauth = self.reauth_on_401;
+        let target = self.target.clone();
         let session_id = self.id.clone();
         let pipeline = async move {
             let mut outcomes = Vec::new();
@@ -436,15 +454,26 @@ impl Handler<SendMessage> for SessionActor {
                         if let Some(fatal) =
                             failed(stage, Hook::BeforeSend, error, began, &mut outcomes)
                         {
-                            return (stages, Err(fatal));
+                            return (stages, Err(fatal), None);
                         }
                     }
                 }
             }
 
-            let response = match connector.send_message(&message, &extensions).await {
+            let mut reconnected = None;
+            let mut sent = connector.send_message(&message, &extensions).await;
+            if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
+                match connect_chain(&host, &mut stages, &target).await {
+                    Ok((fresh, _)) => {
+                        sent = fresh.send_message(&message, &extensions).await;
+                        reconnected = Some(fresh);
+                    }
+                    Err(error) => return (stages, Err(error), None),
+                }
+            }
+            let response = match sent {
                 Ok(response) => response,
-                Err(error) => return (stages, Err(SessionError::Upstream(error))),
+                Err(error) => return (stages, Err(SessionError::Upstream(error)), reconnected),
             };
             let mut response = serde_json::to_value(response).unwrap_or(Value::Null);
 
@@ -480,7 +509,7 @@ impl Handler<SendMessage> for SessionActor {
                         if let Some(fatal) =
                             failed(stage, Hook::AfterReceive, error, began, &mut outcomes)
                         {
-                            return (stages, Err(fatal));
+                            return (stages, Err(fatal), reconnected);
                         }
                     }
                 }
@@ -496,18 +525,15 @@ impl Handler<SendMessage> for SessionActor {
                     }
                 }
             }
-            (
-                stages,
-                Ok(reply_json(
-                    &content,
-                    Value::Object(reply_metadata),
-                    &outcomes,
-                )),
-            )
+            let reply = reply_json(&content, Value::Object(reply_metadata), &outcomes);
+            (stages, Ok(reply), reconnected)
         };
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
-            |(stages, result), act, _| {
+            |(stages, result, reconnected), act, _| {
                 act.stages = stages;
+                if let Some(fresh) = reconnected {
+                    act.connector = Some(Rc::from(fresh));
+                }
                 if result.is_err() {
                     act.errors += 1;
                 }

@@ -88,6 +88,11 @@ impl MockUpstream {
             .collect()
     }
 
+    /// Issues a token out of band, making every earlier one invalid.
+    pub fn rotate_token(&self) {
+        self.state.tokens.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn tokens_issued(&self) -> u64 {
         self.state.tokens.load(Ordering::SeqCst)
     }
@@ -149,7 +154,9 @@ async fn answer(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> 
             "usage": { "input_tokens": 3, "output_tokens": 4 }
         })),
         ["secure"] => {
-            let ok = req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer tok-"));
+            // Only the newest token is valid.
+            let newest = format!("Bearer tok-{}", state.tokens.load(Ordering::SeqCst));
+            let ok = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(newest.as_str());
             if ok {
                 HttpResponse::Ok().json(json!({ "reply": "secret ok" }))
             } else {

@@ -295,6 +295,28 @@ async fn the_built_in_plugins_do_what_krawall_documents_and_more() {
         mock.tokens_issued() >= 2,
         "the expiring token was refreshed before the send"
     );
+
+    // Without an expiry, a 401 makes the session re-authenticate once and send again.
+    let id = open(
+        &app,
+        json!({ "targetId": "secure", "plugins": [{ "id": "multi-step-auth", "config": {
+            "authEndpoint": mock.url("/auth/token"), "tokenPath": "data.token"
+        } }] }),
+    )
+    .await;
+    mock.rotate_token();
+    let before = mock.requests("/secure").len();
+    let (status, reply) = say(&app, &id, "again").await;
+    assert_eq!(
+        (status, reply["content"].as_str()),
+        (200, Some("secret ok")),
+        "{reply}"
+    );
+    assert_eq!(
+        mock.requests("/secure").len(),
+        before + 2,
+        "one 401, then one retry"
+    );
     app.stop().await;
     mock.stop().await;
 }
