@@ -126,6 +126,7 @@ pub struct App {
     health: HealthRegistry,
     broker: BrokerHandle,
     plugins: Arc<PluginHost>,
+    sessions: Arc<SessionManager>,
     /// Keeps the hot-reload watcher alive while the app runs.
     _watcher: Option<crate::script::watch::WatchGuard>,
     signals: Option<Signals>,
@@ -345,6 +346,7 @@ impl App {
             health,
             broker,
             plugins,
+            sessions,
             _watcher: watcher,
             signals,
         })
@@ -369,6 +371,10 @@ impl App {
 
     pub fn plugins(&self) -> Arc<PluginHost> {
         self.plugins.clone()
+    }
+
+    pub fn sessions(&self) -> Arc<SessionManager> {
+        self.sessions.clone()
     }
 
     /// Serves until SIGINT/SIGTERM, a [`ShutdownHandle`] trigger, or a fatal escalation, then

@@ -599,3 +599,18 @@ impl Handler<Close> for SessionActor {
         })))
     }
 }
+
+/// Test hook: make the session actor panic, to exercise its supervision.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CrashSession;
+
+#[cfg(any(test, feature = "test-util"))]
+impl Handler<CrashSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CrashSession, _ctx: &mut Context<Self>) {
+        panic!("session crash requested by a test");
+    }
+}

@@ -366,6 +366,13 @@ impl SessionManager {
         out
     }
 
+    /// Test hook: crash a session's actor.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn crash(&self, id: &str) -> Result<(), SessionError> {
+        self.handle(id)?.addr.do_send(actor::CrashSession);
+        Ok(())
+    }
+
     /// Closes a session: every plugin's `onDisconnect` runs (even if one fails), then the
     /// connector disconnects and the actor stops.
     pub async fn close(&self, id: &str) -> Result<Value, SessionError> {

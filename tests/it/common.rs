@@ -106,6 +106,7 @@ pub struct TestApp {
     pub events: Subscription,
     pub shutdown: ShutdownHandle,
     pub health: switchyard::health::HealthRegistry,
+    pub sessions: Arc<switchyard::session::SessionManager>,
     run: actix_web::rt::task::JoinHandle<ExitReport>,
     client: awc::Client,
 }
@@ -141,6 +142,7 @@ impl TestApp {
         let addr = app.addr();
         let shutdown = app.shutdown_handle();
         let health = app.health();
+        let sessions = app.sessions();
         let run = actix_web::rt::spawn(app.run_until_stopped());
         TestApp {
             _dirs: dirs,
@@ -149,6 +151,7 @@ impl TestApp {
             events,
             shutdown,
             health,
+            sessions,
             run,
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(10))

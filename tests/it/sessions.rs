@@ -713,3 +713,33 @@ async fn connect_failures_secrets_reverse_order_and_health_checks() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn a_crashed_session_is_not_restarted_and_an_event_says_why() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let mut app = start(dirs, json!([target("chat", &mock, "/chat")]), &[], "[]").await;
+    let id = open(&app, json!({ "targetId": "chat" })).await;
+    assert_eq!(say(&app, &id, "hi").await.0, 200);
+    app.sessions.crash(&id).unwrap();
+    let failed = app.next_event("session.failed").await;
+    assert_eq!(failed.data["sessionId"], id.as_str());
+    assert!(
+        failed.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session crash requested"),
+        "{}",
+        failed.data
+    );
+    let (status, body) = say(&app, &id, "again").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("session_not_found"))
+    );
+    // Other sessions and the service carry on.
+    let other = open(&app, json!({ "targetId": "chat" })).await;
+    assert_eq!(say(&app, &other, "fine").await.0, 200);
+    app.stop().await;
+    mock.stop().await;
+}
