@@ -12,7 +12,7 @@ use awc::error::SendRequestError;
 use awc::http::Method;
 use serde_json::{Map, Value};
 
-use super::target::auth_headers;
+use super::target::{auth_headers, text_pairs};
 use super::template::{build_request, extract_content, extract_error, extract_usage};
 use super::{
     Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus, ResponseMetadata,
@@ -60,19 +60,8 @@ impl HttpConnector {
             .map_err(|e| ConnectorError::Config(format!("endpoint '{url}': {e}")))?;
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         headers.extend(auth_headers(config.auth_type, &config.auth_config));
-        if let Some(extra) = config
-            .protocol_config
-            .get("headers")
-            .and_then(Value::as_object)
-        {
-            headers.extend(extra.iter().map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            }));
+        if let Some(extra) = config.protocol_config.get("headers") {
+            headers.extend(text_pairs(extra));
         }
         Ok(HttpConnector {
             config,
@@ -137,21 +126,7 @@ impl Connector for HttpConnector {
         }
         let sent = if self.method == Method::GET {
             // A GET carries the payload's top-level fields as query parameters.
-            let query: Vec<(String, String)> = body
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(str::to_owned)
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let query = text_pairs(&body);
             let request = request
                 .query(&query)
                 .map_err(|e| ConnectorError::Config(e.to_string()))?;

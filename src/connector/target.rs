@@ -233,21 +233,29 @@ pub fn auth_headers(
         }
         AuthType::CustomHeader => auth_config
             .get("headers")
-            .and_then(Value::as_object)
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
+            .map(text_pairs)
             .unwrap_or_default(),
     }
+}
+
+/// A JSON object as `(name, text)` pairs: strings as they are, other values as JSON text.
+/// Used for header maps and for query parameters.
+pub fn text_pairs(object: &Value) -> Vec<(String, String)> {
+    object
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -163,25 +163,11 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// POSTs (an empty body) and returns status and JSON.
-    pub async fn post(&self, path: &str) -> (u16, Value) {
+    /// Sends a request without a body and returns status and JSON (`Null` if not JSON).
+    async fn call(&self, method: awc::http::Method, path: &str) -> (u16, Value) {
         let mut resp = self
             .client
-            .post(self.url(path))
-            .send()
-            .await
-            .expect("request");
-        let body = resp.body().await.expect("body");
-        (
-            resp.status().as_u16(),
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
-    }
-
-    pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let mut resp = self
-            .client
-            .delete(self.url(path))
+            .request(method, self.url(path))
             .send()
             .await
             .expect("request");
@@ -193,17 +179,16 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let mut resp = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request");
-        let body = resp.body().await.expect("body");
-        (
-            resp.status().as_u16(),
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        self.call(awc::http::Method::GET, path).await
+    }
+
+    /// POSTs an empty body.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        self.call(awc::http::Method::POST, path).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(awc::http::Method::DELETE, path).await
     }
 
     pub fn client(&self) -> &awc::Client {
