@@ -26,6 +26,8 @@ use crate::plugin::host::{
 use crate::plugin::PluginFactory;
 use crate::session::{SessionManager, SessionsSupervisorFactory};
 use crate::settings::Settings;
+use crate::store::writer::{StoreHandle, StoreWriterFactory, WriterSettings};
+use crate::store::Store;
 use crate::supervisor::child::{
     install_panic_hook, ChildKind, ChildSpec, OnExhausted, Placement, StartPhase,
 };
@@ -47,6 +49,8 @@ pub enum StartupError {
     },
     #[error("could not start {what}: {reason}")]
     Tree { what: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("invalid targets ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
     Targets(Vec<(String, String)>),
 }
@@ -55,7 +59,7 @@ impl StartupError {
     /// Process exit code: 2 for problems the operator must fix in the setup, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartupError::Bind { .. } | StartupError::Targets(_) => 2,
+            StartupError::Bind { .. } | StartupError::Targets(_) | StartupError::Store(_) => 2,
             StartupError::Tree { .. } => 1,
         }
     }
@@ -151,6 +155,29 @@ impl App {
         let policy = settings.restart_policy();
         // Targets first: a bad one is a setup problem (exit 2), reported before anything starts.
         let targets = crate::connector::target::load(&settings).map_err(StartupError::Targets)?;
+        // The store next: a database that cannot be opened is a setup problem (exit 2).
+        let store = if settings.store.enabled {
+            let store = Store::open(&settings.store.path).await?;
+            let interrupted = store
+                .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
+                .await?;
+            if interrupted > 0 {
+                tracing::info!(
+                    sessions = interrupted,
+                    "Sessions left open by the last run are marked interrupted."
+                );
+            }
+            Some(StoreHandle::new(
+                store,
+                WriterSettings {
+                    batch_window: Duration::from_millis(settings.store.batch_window_ms),
+                    batch_max_rows: settings.store.batch_max_rows,
+                    queue_capacity: settings.store.queue_capacity,
+                },
+            ))
+        } else {
+            None
+        };
         let plugins = PluginHost::new(
             broker.clone(),
             health.clone(),
@@ -219,8 +246,9 @@ impl App {
             plugins.clone(),
             broker.clone(),
             settings.sessions.clone(),
+            store.clone(),
         );
-        let children = [
+        let mut children = vec![
             infra(
                 "broker",
                 ChildKind::Worker,
@@ -246,9 +274,18 @@ impl App {
                 }) as _,
             ),
         ];
+        if let Some(handle) = &store {
+            // After the broker, before plugins and sessions: it stops after them and flushes
+            // what they wrote.
+            let writer = Arc::new(StoreWriterFactory {
+                handle: handle.clone(),
+            });
+            children.insert(1, infra("store", ChildKind::Worker, "store", writer as _));
+        }
         for spec in children {
             let what = match spec.id.as_str() {
                 "broker" => "the broker",
+                "store" => "the store writer",
                 "plugins" => "the plugins supervisor",
                 _ => "the sessions supervisor",
             };
@@ -291,6 +328,7 @@ impl App {
             plugins: plugins.clone(),
             sessions: sessions.clone(),
             audit: audit.clone(),
+            store: store.clone(),
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
         });

@@ -28,6 +28,7 @@ pub mod plugin;
 pub mod script;
 pub mod session;
 pub mod settings;
+pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]

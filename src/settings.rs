@@ -42,6 +42,7 @@ pub struct Settings {
     pub supervisor: SupervisorSettings,
     pub broker: BrokerSettings,
     pub sessions: SessionSettings,
+    pub store: StoreSettings,
     pub hot_reload: HotReloadSettings,
     pub data: DataSettings,
 }
@@ -109,6 +110,16 @@ pub struct ScriptLimitOverrides {
     pub memory_limit_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub max_stack_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub batch_window_ms: u64,
+    pub batch_max_rows: usize,
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +329,9 @@ impl Settings {
                 self.sessions.queue_capacity as u64,
             ),
             ("sessions.max_sessions", self.sessions.max_sessions as u64),
+            ("store.batch_window_ms", self.store.batch_window_ms),
+            ("store.batch_max_rows", self.store.batch_max_rows as u64),
+            ("store.queue_capacity", self.store.queue_capacity as u64),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }

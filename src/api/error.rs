@@ -32,6 +32,8 @@ pub enum ApiError {
     PluginStartFailed { plugin: String, error: String },
     #[error("target '{0}' does not exist")]
     TargetNotFound(String),
+    #[error("the store is off (store.enabled = false): transcripts are not kept")]
+    StoreDisabled,
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
     #[error("a valid admin bearer token is required")]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::ReloadFailed { .. } => "reload_failed",
             ApiError::PluginStartFailed { .. } => "plugin_start_failed",
             ApiError::TargetNotFound(_) => "target_not_found",
+            ApiError::StoreDisabled => "store_disabled",
             ApiError::Session(e) => {
                 use crate::session::SessionError as S;
                 match e {
@@ -137,6 +140,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::TargetNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::StoreDisabled => StatusCode::CONFLICT,
             ApiError::Session(e) => {
                 use crate::session::SessionError as S;
                 match e {

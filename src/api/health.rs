@@ -120,6 +120,21 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "broker:events".into(),
         json!([{ "componentType": "component", "status": "pass", "observedValue": broker }]),
     );
+    if let Some(store) = &state.store {
+        let stats = store.stats();
+        let status = if stats.degraded { "warn" } else { "pass" };
+        if status == "warn" && worst == "pass" {
+            worst = "warn";
+        }
+        checks.insert(
+            "store:writes".into(),
+            json!([{ "componentType": "datastore", "status": status, "observedValue": stats }]),
+        );
+    }
+    checks.insert(
+        "sessions:count".into(),
+        json!([{ "componentType": "component", "status": "pass", "observedValue": state.sessions.count() }]),
+    );
     let phase = state.lifecycle.phase();
     if phase != Phase::Ready && worst == "pass" {
         worst = "warn";

@@ -53,6 +53,7 @@ pub struct AppState {
     pub plugins: Arc<PluginHost>,
     pub sessions: Arc<crate::session::SessionManager>,
     pub audit: Arc<crate::plugin::connectors::AuditLog>,
+    pub store: Option<crate::store::writer::StoreHandle>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
 }

@@ -15,7 +15,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{id}", web::get().to(get_session))
         .route("/sessions/{id}", web::delete().to(close_session))
         .route("/sessions/{id}/messages", web::post().to(send_message))
-        .route("/sessions/{id}/audit", web::get().to(audit));
+        .route("/sessions/{id}/audit", web::get().to(audit))
+        .route("/sessions/{id}/messages", web::get().to(transcript));
 }
 
 async fn list_targets(state: web::Data<AppState>) -> HttpResponse {
@@ -55,15 +56,146 @@ async fn create_session(
     Ok(HttpResponse::Created().json(info))
 }
 
-async fn list_sessions(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.sessions.list())
+/// Pagination: `limit` (1–500, default 50) and `offset` (default 0), and the filters.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    target_id: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
+impl Page {
+    fn bounds(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::InvalidQuery(format!(
+                "limit must be between 1 and 500, got {limit}"
+            )));
+        }
+        if offset < 0 {
+            return Err(ApiError::InvalidQuery(format!(
+                "offset must not be negative, got {offset}"
+            )));
+        }
+        Ok((limit, offset))
+    }
+}
+
+fn internal(error: crate::store::StoreError) -> ApiError {
+    ApiError::Internal(error.to_string())
+}
+
+/// `GET /api/sessions?targetId=&state=&limit=&offset=` → `{items, total, limit, offset}`,
+/// newest first. From the store when it is on (ended sessions included), else the live ones.
+async fn list_sessions(
+    state: web::Data<AppState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let page = page.into_inner();
+    let (limit, offset) = page.bounds()?;
+    if let Some(wanted) = &page.state {
+        const STATES: &[&str] = &["open", "closed", "failed", "interrupted"];
+        if !STATES.contains(&wanted.as_str()) {
+            return Err(ApiError::InvalidQuery(format!(
+                "state '{wanted}' is not one of: {}",
+                STATES.join(", ")
+            )));
+        }
+    }
+    let (items, total): (Vec<Value>, i64) = match state.sessions.store() {
+        Some(store) => {
+            let filter = crate::store::SessionFilter {
+                target_id: page.target_id.clone(),
+                state: page.state.clone(),
+            };
+            let (rows, total) = store
+                .store()
+                .sessions(&filter, limit, offset)
+                .await
+                .map_err(internal)?;
+            (
+                rows.into_iter().map(|r| serde_json::json!(r)).collect(),
+                total,
+            )
+        }
+        None => {
+            let mut live: Vec<_> = state
+                .sessions
+                .list()
+                .into_iter()
+                .filter(|s| page.target_id.as_ref().is_none_or(|t| *t == s.target_id))
+                .filter(|s| page.state.as_ref().is_none_or(|st| st == s.state))
+                .collect();
+            live.reverse();
+            let total = live.len() as i64;
+            let items = live
+                .into_iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .map(|s| serde_json::json!(s))
+                .collect();
+            (items, total)
+        }
+    };
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
+    ))
+}
+
+/// A live session's snapshot, or the stored row of an ended one.
 async fn get_session(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.sessions.describe(&id).await?))
+    match state.sessions.describe(&id).await {
+        Ok(info) => Ok(HttpResponse::Ok().json(info)),
+        Err(not_live) => {
+            let stored = match state.sessions.store() {
+                Some(store) => store.store().session(&id).await.map_err(internal)?,
+                None => None,
+            };
+            stored
+                .map(|row| HttpResponse::Ok().json(row))
+                .ok_or(ApiError::Session(not_live))
+        }
+    }
+}
+
+/// `GET /api/sessions/{id}/messages?limit=&offset=`: the stored transcript, oldest first.
+async fn transcript(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (limit, offset) = page.bounds()?;
+    let store = state.sessions.store().ok_or(ApiError::StoreDisabled)?;
+    if store
+        .store()
+        .session(&id)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(ApiError::Session(
+            crate::session::SessionError::SessionNotFound(id),
+        ));
+    }
+    let (items, total) = store
+        .store()
+        .messages(&id, limit, offset)
+        .await
+        .map_err(internal)?;
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
+    ))
 }
 
 async fn close_session(

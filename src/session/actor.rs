@@ -25,6 +25,7 @@ use crate::plugin::actor::{CallHook, NotifyError};
 use crate::plugin::host::PluginHost;
 use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
 use crate::settings::SessionSettings;
+use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
 
@@ -50,6 +51,8 @@ pub struct SessionDeps {
     pub host: Arc<PluginHost>,
     pub broker: BrokerHandle,
     pub settings: SessionSettings,
+    /// Where sessions and transcripts are persisted, when the store is on.
+    pub store: Option<StoreHandle>,
 }
 
 /// A session as `GET /api/sessions/{id}` shows it.
@@ -112,6 +115,7 @@ pub struct SessionActor {
     /// A plugin set the connection's credentials in `onConnect`; after an upstream 401 the
     /// chain runs once more (re-authenticating) and the message is sent again once.
     reauth_on_401: bool,
+    store: Option<StoreHandle>,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
     settings: SessionSettings,
@@ -138,6 +142,7 @@ impl SessionActor {
             host,
             broker,
             settings,
+            store,
         } = deps;
         let span = tracing::info_span!("session", session.id = %id, target.id = %target.id);
         SessionActor {
@@ -146,6 +151,7 @@ impl SessionActor {
             stages,
             connector: None,
             reauth_on_401: false,
+            store,
             host,
             broker,
             settings,
@@ -287,6 +293,49 @@ async fn connect_chain(
     Ok((connector, changed_by_plugin))
 }
 
+/// The transcript write for one message and its outcome.
+fn transcript(
+    session_id: &str,
+    index: u64,
+    sent: String,
+    result: &Result<Value, SessionError>,
+) -> Write {
+    let at = crate::util::rfc3339(SystemTime::now());
+    match result {
+        Ok(reply) => {
+            let metadata = &reply["metadata"];
+            let usage = metadata.get("tokenUsage").filter(|u| !u.is_null()).cloned();
+            Write::Exchange {
+                session_id: session_id.to_string(),
+                index,
+                sent,
+                received: reply["content"].as_str().map(str::to_owned),
+                metadata: Some(metadata.clone()),
+                response_time_ms: metadata["responseTimeMs"].as_u64(),
+                tokens: usage
+                    .as_ref()
+                    .and_then(|u| u["totalTokens"].as_u64())
+                    .unwrap_or(0),
+                token_usage: usage,
+                error: None,
+                at,
+            }
+        }
+        Err(error) => Write::Exchange {
+            session_id: session_id.to_string(),
+            index,
+            sent,
+            received: None,
+            metadata: None,
+            response_time_ms: None,
+            token_usage: None,
+            tokens: 0,
+            error: Some(error.to_string()),
+            at,
+        },
+    }
+}
+
 fn merge(into: &mut Map<String, Value>, from: Option<&Value>) {
     if let Some(Value::Object(map)) = from {
         for (k, v) in map {
@@ -343,6 +392,15 @@ impl Handler<Open> for SessionActor {
                     act.reauth_on_401 = reauth;
                     act.state = "open";
                     act.publish();
+                    if let Some(store) = &act.store {
+                        let info = act.info();
+                        store.write(Write::SessionOpened {
+                            id: act.id.clone(),
+                            target_id: act.target.id.clone(),
+                            plugins: serde_json::to_value(&info.plugins).unwrap_or(Value::Null),
+                            at: info.created_at,
+                        });
+                    }
                     tracing::info!(parent: &act.span, plugins = act.stages.len(), "Session open.");
                     Ok(())
                 }
@@ -373,6 +431,7 @@ impl Handler<SendMessage> for SessionActor {
         let index = self.messages;
         self.messages += 1;
         self.publish();
+        let sent = msg.message.clone();
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
         let broker = self.broker.clone();
@@ -529,13 +588,17 @@ impl Handler<SendMessage> for SessionActor {
             (stages, Ok(reply), reconnected)
         };
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
-            |(stages, result, reconnected), act, _| {
+            move |(stages, result, reconnected), act, _| {
                 act.stages = stages;
                 if let Some(fresh) = reconnected {
                     act.connector = Some(Rc::from(fresh));
                 }
                 if result.is_err() {
                     act.errors += 1;
+                }
+                if let Some(store) = &act.store {
+                    // Queued, not awaited: the caller never waits for the database.
+                    store.write(transcript(&act.id, index, sent, &result));
                 }
                 act.last_activity = (Instant::now(), SystemTime::now());
                 act.publish();
@@ -588,6 +651,14 @@ impl Handler<Close> for SessionActor {
             act.state = "closed";
             act.publish();
             tracing::info!(parent: &act.span, reason = %msg.reason, messages = act.messages, "Session closed.");
+            if let Some(store) = &act.store {
+                store.write(Write::SessionEnded {
+                    id: act.id.clone(),
+                    state: "closed",
+                    reason: msg.reason.clone(),
+                    at: crate::util::rfc3339(SystemTime::now()),
+                });
+            }
             act.broker.emit(&events::SessionClosed {
                 session_id: act.id.clone(),
                 reason: msg.reason.clone(),

@@ -29,6 +29,7 @@ use crate::plugin::config;
 use crate::plugin::host::PluginHost;
 use crate::plugin::{Hook, HookContext};
 use crate::settings::SessionSettings;
+use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::{
     ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs,
 };
@@ -96,6 +97,7 @@ pub struct SessionManager {
     host: Arc<PluginHost>,
     broker: BrokerHandle,
     settings: SessionSettings,
+    store: Option<StoreHandle>,
 }
 
 impl SessionManager {
@@ -104,6 +106,7 @@ impl SessionManager {
         host: Arc<PluginHost>,
         broker: BrokerHandle,
         settings: SessionSettings,
+        store: Option<StoreHandle>,
     ) -> Arc<Self> {
         Arc::new(SessionManager {
             targets: RwLock::new(targets),
@@ -112,7 +115,13 @@ impl SessionManager {
             host,
             broker,
             settings,
+            store,
         })
+    }
+
+    /// The store, when sessions are persisted.
+    pub fn store(&self) -> Option<&StoreHandle> {
+        self.store.as_ref()
     }
 
     pub fn targets(&self) -> Vec<Target> {
@@ -262,6 +271,7 @@ impl SessionManager {
             host: self.host.clone(),
             broker: self.broker.clone(),
             settings: self.settings.clone(),
+            store: self.store.clone(),
         };
         let spec = ChildSpec {
             id: id.clone(),
@@ -312,6 +322,10 @@ impl SessionManager {
             return Err(error);
         }
         let info = self.describe(&id).await?;
+        // Opening is not the message path either: once created, the session is listed.
+        if let Some(store) = &self.store {
+            store.flush().await;
+        }
         self.broker.emit(&events::SessionCreated {
             session_id: id.clone(),
             target_id: info.target_id.clone(),
@@ -389,6 +403,11 @@ impl SessionManager {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        // Not the message path: the caller may wait for the "closed" row to be written, so
+        // reading the session right after closing it is consistent.
+        if let Some(store) = &self.store {
+            store.flush().await;
+        }
         Ok(report)
     }
 }
@@ -407,6 +426,7 @@ struct SessionFactory {
     host: Arc<PluginHost>,
     broker: BrokerHandle,
     settings: SessionSettings,
+    store: Option<StoreHandle>,
 }
 
 struct RunningSession {
@@ -463,6 +483,7 @@ impl ChildFactory for SessionFactory {
                 host: self.host.clone(),
                 broker: self.broker.clone(),
                 settings: self.settings.clone(),
+                store: self.store.clone(),
             },
             args.guard,
             snapshot.clone(),
@@ -504,6 +525,7 @@ impl ChildFactory for SessionFactory {
 struct SessionsObserver {
     registry: Arc<Registry>,
     broker: BrokerHandle,
+    store: Option<StoreHandle>,
 }
 
 impl SupervisorObserver for SessionsObserver {
@@ -519,6 +541,14 @@ impl SupervisorObserver for SessionsObserver {
                 session_id: id.to_string(),
                 reason: reason.describe(),
             });
+            if let Some(store) = &self.store {
+                store.write(Write::SessionEnded {
+                    id: id.to_string(),
+                    state: "failed",
+                    reason: reason.describe(),
+                    at: crate::util::rfc3339(std::time::SystemTime::now()),
+                });
+            }
         }
     }
 }
@@ -544,6 +574,7 @@ impl ChildFactory for SessionsSupervisorFactory {
         let observer = Arc::new(SessionsObserver {
             registry: manager.registry.clone(),
             broker: manager.broker.clone(),
+            store: manager.store.clone(),
         });
         let addr = Supervisor::new(
             args.path,

@@ -173,7 +173,7 @@ async fn health_and_actors_show_the_supervision_tree() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(children, ["broker", "plugins", "sessions"]);
+    assert_eq!(children, ["broker", "plugins", "sessions", "store"]);
     let plugins = &tree["children"][1]["children"];
     assert_eq!(plugins[0]["id"], "alpha");
     assert_eq!(plugins[0]["state"], "running");

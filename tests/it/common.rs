@@ -73,6 +73,10 @@ pub fn settings(dirs: &Dirs, env: &[(&str, &str)]) -> Settings {
             "SWITCHYARD__DATA__DIR".into(),
             dirs.data().display().to_string(),
         ),
+        (
+            "SWITCHYARD__STORE__PATH".into(),
+            dirs.data().join("switchyard.db").display().to_string(),
+        ),
         ("SWITCHYARD__PLUGINS__NATIVE".into(), "[]".into()),
         ("SWITCHYARD__SUPERVISOR__BACKOFF_MIN_MS".into(), "10".into()),
         ("SWITCHYARD__SUPERVISOR__BACKOFF_MAX_MS".into(), "50".into()),

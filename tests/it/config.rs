@@ -90,7 +90,15 @@ fn check_config_prints_the_effective_settings_with_the_token_masked() {
 fn an_address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, _, stderr) = run(&["--bind", &addr], &[("SWITCHYARD__PLUGINS__NATIVE", "[]")]);
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("switchyard.db");
+    let (code, _, stderr) = run(
+        &["--bind", &addr],
+        &[
+            ("SWITCHYARD__PLUGINS__NATIVE", "[]"),
+            ("SWITCHYARD__STORE__PATH", db.to_str().unwrap()),
+        ],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {addr}")),
@@ -106,6 +114,7 @@ fn sigterm_stops_the_example_plugins_in_reverse_order_and_exits_0() {
         .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("SWITCHYARD__DATA__DIR", data.path())
+        .env("SWITCHYARD__STORE__PATH", data.path().join("switchyard.db"))
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -190,4 +199,22 @@ fn bad_targets_exit_2_naming_every_problem() {
         stderr.contains("targets[0].endpoint: 'nowhere' is not an http(s) URL"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    // The database's parent "directory" is a file.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let db = blocker.join("switchyard.db");
+    let (code, _, stderr) = run(
+        &["--bind", "127.0.0.1:0"],
+        &[
+            ("SWITCHYARD__STORE__PATH", db.to_str().unwrap()),
+            ("SWITCHYARD__PLUGINS__NATIVE", "[]"),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot open the database at"), "{stderr}");
 }

@@ -9,4 +9,5 @@ mod mock;
 mod scripts;
 mod sessions;
 mod shutdown;
+mod store;
 mod supervision;

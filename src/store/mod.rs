@@ -1,0 +1,267 @@
+//! The store: sessions and transcripts in an embedded SQLite database (sqlx).
+//!
+//! Owns opening the database (WAL mode, created if missing), the embedded migrations, and the
+//! read queries the API uses (sessions with filters and pagination, a session's messages).
+//! Writes go through the batched writer actor (`writer`) so the message path never waits for
+//! the database. Queries are plain SQL through sqlx, so the same code can move to PostgreSQL.
+
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// The migrations, compiled in: the binary needs no files next to it.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "sessions",
+    include_str!("../../migrations/0001_sessions.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        (*name).into(),
+                        MigrationType::Simple,
+                        (*sql).into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the database at {path} up to date: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The database. Cheap to clone (a connection pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Filters of `GET /api/sessions`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub target_id: Option<String>,
+    pub state: Option<String>,
+}
+
+/// A session as the store keeps it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    pub id: String,
+    pub target_id: String,
+    pub state: String,
+    pub plugins: Value,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub message_count: i64,
+    pub total_tokens: i64,
+    pub avg_response_time_ms: i64,
+    pub error_count: i64,
+}
+
+/// One transcript row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRow {
+    pub id: i64,
+    pub message_index: i64,
+    pub direction: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_time_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_usage: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+fn json_column(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let fail = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(fail)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(fail)?;
+        let migrate = |source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        };
+        Migrator::new(Embedded)
+            .await
+            .map_err(migrate)?
+            .run(&pool)
+            .await
+            .map_err(migrate)?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Marks sessions that were open when the process stopped as `interrupted`.
+    pub async fn mark_interrupted(&self, at: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE sessions SET state = 'interrupted', ended_at = ?, end_reason = 'the service stopped' WHERE state = 'open'")
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Sessions matching `filter`, newest first, and how many match in all.
+    pub async fn sessions(
+        &self,
+        filter: &SessionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
+        const WHERE: &str = "WHERE (?1 IS NULL OR target_id = ?1) AND (?2 IS NULL OR state = ?2)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM sessions {WHERE}"))
+            .bind(&filter.target_id)
+            .bind(&filter.state)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM sessions {WHERE} ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(&filter.target_id)
+        .bind(&filter.state)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows.iter().map(session_row).collect(), total))
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(session_row))
+    }
+
+    /// A session's transcript, oldest first, and its length.
+    pub async fn messages(
+        &self,
+        session_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<MessageRow>, i64), StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM messages WHERE session_id = ? ORDER BY id LIMIT ? OFFSET ?")
+                .bind(session_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+        let messages = rows
+            .iter()
+            .map(|r| MessageRow {
+                id: r.get("id"),
+                message_index: r.get("message_index"),
+                direction: r.get("direction"),
+                content: r.get("content"),
+                metadata: json_column(r.get("metadata")),
+                response_time_ms: r.get("response_time_ms"),
+                token_usage: json_column(r.get("token_usage")),
+                error: r.get("error"),
+                created_at: r.get("created_at"),
+            })
+            .collect();
+        Ok((messages, total))
+    }
+}
+
+fn session_row(r: &sqlx::sqlite::SqliteRow) -> SessionRow {
+    let messages: i64 = r.get("message_count");
+    let total_ms: i64 = r.get("total_response_ms");
+    SessionRow {
+        id: r.get("id"),
+        target_id: r.get("target_id"),
+        state: r.get("state"),
+        plugins: json_column(r.get("plugins")).unwrap_or(Value::Null),
+        created_at: r.get("created_at"),
+        ended_at: r.get("ended_at"),
+        end_reason: r.get("end_reason"),
+        summary: Summary {
+            message_count: messages,
+            total_tokens: r.get("total_tokens"),
+            avg_response_time_ms: if messages > 0 { total_ms / messages } else { 0 },
+            error_count: r.get("error_count"),
+        },
+    }
+}

@@ -1,0 +1,254 @@
+//! The store: sessions and transcripts in SQLite survive restarts; failures degrade, never crash.
+
+use serde_json::{json, Value};
+
+use crate::common::{eventually, Dirs, TestApp};
+use crate::mock::MockUpstream;
+
+fn openai_target(mock: &MockUpstream, id: &str) -> Value {
+    json!({
+        "id": id, "name": id, "connectorType": "HTTP_REST", "endpoint": mock.url("/openai"),
+        "requestTemplate": { "messagePath": "input", "structure": { "messages": "${messages}" } },
+        "responseTemplate": { "responsePath": "$.choices[0].message.content", "tokenUsagePath": "$.usage" }
+    })
+}
+
+fn env(dirs: &Dirs, targets: Value) -> Vec<(&'static str, String)> {
+    let path = dirs.root.path().join("targets.toml");
+    std::fs::write(
+        &path,
+        toml::to_string(&json!({ "targets": targets })).unwrap(),
+    )
+    .unwrap();
+    vec![
+        (
+            "SWITCHYARD__SESSIONS__TARGETS_FILE",
+            path.display().to_string(),
+        ),
+        ("SWITCHYARD__PLUGINS__NATIVE", r#"["openai"]"#.to_string()),
+    ]
+}
+
+async fn spawn(dirs: std::sync::Arc<Dirs>, env: &[(&'static str, String)]) -> TestApp {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    TestApp::spawn_in(dirs, &env, vec![]).await
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let mut resp = app
+        .client()
+        .post(app.url(path))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let bytes = resp.body().await.unwrap();
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn open(app: &TestApp, target: &str) -> String {
+    let (status, body) = post(app, "/api/sessions", json!({ "targetId": target, "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }] })).await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn transcripts_survive_a_graceful_restart() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let env = env(&dirs, json!([openai_target(&mock, "gpt")]));
+    let app = spawn(dirs.clone(), &env).await;
+    let id = open(&app, "gpt").await;
+    for text in ["one", "two"] {
+        let (status, _) = post(
+            &app,
+            &format!("/api/sessions/{id}/messages"),
+            json!({ "message": text }),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    // Graceful stop: sessions close, then the writer flushes before it stops.
+    app.stop().await;
+
+    let app = spawn(dirs, &env).await;
+    let (status, session) = app.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["state"], "closed");
+    assert_eq!(session["endReason"], "shutdown");
+    assert_eq!(session["summary"]["messageCount"], 2);
+    assert_eq!(
+        session["summary"]["totalTokens"], 24,
+        "12 per exchange, counted once"
+    );
+    assert_eq!(session["plugins"][0]["id"], "openai");
+    let (_, transcript) = app.get(&format!("/api/sessions/{id}/messages")).await;
+    assert_eq!(transcript["total"], 4);
+    let rows: Vec<String> = transcript["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["direction"].as_str().unwrap(),
+                m["content"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "sent:one",
+            "received:openai says: one",
+            "sent:two",
+            "received:openai says: two"
+        ]
+    );
+    assert_eq!(transcript["items"][1]["tokenUsage"]["totalTokens"], 12);
+    let (_, page) = app
+        .get(&format!("/api/sessions/{id}/messages?limit=1&offset=3"))
+        .await;
+    assert_eq!(page["items"][0]["content"], "openai says: two");
+    app.stop().await;
+    mock.stop().await;
+}
+
+#[actix_web::test]
+async fn sessions_open_when_the_process_died_are_marked_interrupted() {
+    let dirs = Dirs::new();
+    let db = dirs.data().join("switchyard.db");
+    // A row left `open` by a process that was killed.
+    let store = switchyard::store::Store::open(&db).await.unwrap();
+    sqlx::query("INSERT INTO sessions (id, target_id, state, plugins, created_at) VALUES ('lost', 't', 'open', '[]', '2026-01-01T00:00:00Z')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.pool().close().await;
+
+    let app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    let (_, list) = app.get("/api/sessions?state=interrupted").await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["id"], "lost");
+    assert_eq!(list["items"][0]["endReason"], "the service stopped");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn sessions_are_listed_with_filters_and_pagination() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let env = env(
+        &dirs,
+        json!([openai_target(&mock, "a"), openai_target(&mock, "b")]),
+    );
+    let app = spawn(dirs, &env).await;
+    let mut on_a = Vec::new();
+    for _ in 0..5 {
+        on_a.push(open(&app, "a").await);
+    }
+    let on_b = open(&app, "b").await;
+    for id in &on_a[..2] {
+        assert_eq!(app.delete(&format!("/api/sessions/{id}")).await.0, 200);
+    }
+
+    let (_, page) = app.get("/api/sessions?targetId=a&limit=2&offset=1").await;
+    assert_eq!(
+        (
+            page["total"].as_i64(),
+            page["limit"].as_i64(),
+            page["offset"].as_i64()
+        ),
+        (Some(5), Some(2), Some(1))
+    );
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [on_a[3].as_str(), on_a[2].as_str()], "newest first");
+    let (_, closed) = app.get("/api/sessions?state=closed").await;
+    assert_eq!(closed["total"], 2);
+    let (_, open_b) = app.get("/api/sessions?targetId=b&state=open").await;
+    assert_eq!(open_b["items"][0]["id"], on_b.as_str());
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "offset=-1",
+        "state=sleeping",
+        "page=2",
+    ] {
+        let (status, body) = app.get(&format!("/api/sessions?{bad}")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(app.get("/api/sessions/nope/messages").await.0, 404);
+    app.stop().await;
+    mock.stop().await;
+}
+
+#[actix_web::test]
+async fn write_failures_degrade_health_but_messages_still_flow() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let env = env(&dirs, json!([openai_target(&mock, "gpt")]));
+    let app = spawn(dirs.clone(), &env).await;
+    let id = open(&app, "gpt").await;
+    // Break the database under the running service (a root test cannot make a file
+    // read-only for itself, so the table the writer needs goes away instead).
+    let other = switchyard::store::Store::open(&dirs.data().join("switchyard.db"))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE messages")
+        .execute(other.pool())
+        .await
+        .unwrap();
+
+    let (status, reply) = post(
+        &app,
+        &format!("/api/sessions/{id}/messages"),
+        json!({ "message": "still here?" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["content"].as_str()),
+        (200, Some("openai says: still here?"))
+    );
+    eventually("the store is reported degraded", || async {
+        let (_, health) = app.get("/health").await;
+        health["checks"]["store:writes"][0]["status"] == "warn"
+    })
+    .await;
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200, "degraded, not failed");
+    assert_eq!(health["status"], "warn");
+    let writes = &health["checks"]["store:writes"][0]["observedValue"];
+    assert!(writes["failedBatches"].as_u64().unwrap() >= 1, "{writes}");
+    assert!(
+        writes["retries"].as_u64().unwrap() >= 2,
+        "retried before giving up: {writes}"
+    );
+    assert!(
+        writes["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("no such table"),
+        "{writes}"
+    );
+    // The session itself keeps working.
+    let (status, _) = post(
+        &app,
+        &format!("/api/sessions/{id}/messages"),
+        json!({ "message": "and now?" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.stop().await;
+    mock.stop().await;
+}
