@@ -153,9 +153,10 @@ impl StoreHandle {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        match addr.map(|a| a.try_send(Enqueue(write))) {
-            Some(Ok(())) => self.gauge.enqueued(),
-            _ => {
+        let queued = addr.is_some_and(|a| a.try_send(Enqueue(write)).is_ok());
+        match queued {
+            true => self.gauge.enqueued(),
+            false => {
                 self.gauge.dropped();
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.stats.failed(
