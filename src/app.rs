@@ -173,6 +173,11 @@ impl App {
                     batch_window: Duration::from_millis(settings.store.batch_window_ms),
                     batch_max_rows: settings.store.batch_max_rows,
                     queue_capacity: settings.store.queue_capacity,
+                    audit_retention: (settings.store.audit_retention_days > 0)
+                        .then(|| Duration::from_secs(settings.store.audit_retention_days * 86_400)),
+                    audit_max_rows: (settings.store.audit_max_rows > 0)
+                        .then_some(settings.store.audit_max_rows as i64),
+                    prune_interval: Duration::from_millis(settings.store.prune_interval_ms),
                 },
             ))
         } else {
@@ -303,8 +308,11 @@ impl App {
         }
 
         // Discover and init plugins, in dependency order.
-        let audit =
-            crate::plugin::connectors::AuditLog::new(AUDIT_ENTRIES_PER_SESSION, AUDIT_SESSIONS);
+        let audit = crate::plugin::connectors::AuditLog::new(
+            AUDIT_ENTRIES_PER_SESSION,
+            AUDIT_SESSIONS,
+            store.clone(),
+        );
         let selected = builtin::catalogue(audit.clone())
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))

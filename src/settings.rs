@@ -120,6 +120,9 @@ pub struct StoreSettings {
     pub batch_window_ms: u64,
     pub batch_max_rows: usize,
     pub queue_capacity: usize,
+    pub audit_retention_days: u64,
+    pub audit_max_rows: u64,
+    pub prune_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -332,6 +335,7 @@ impl Settings {
             ("store.batch_window_ms", self.store.batch_window_ms),
             ("store.batch_max_rows", self.store.batch_max_rows as u64),
             ("store.queue_capacity", self.store.queue_capacity as u64),
+            ("store.prune_interval_ms", self.store.prune_interval_ms),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }

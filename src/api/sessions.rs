@@ -236,7 +236,7 @@ async fn audit(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match state.audit.get(&id) {
+    match state.audit.entries(&id).await.map_err(internal)? {
         Some(entries) => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionId": id, "entries": entries })))
         }

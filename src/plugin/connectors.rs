@@ -486,12 +486,15 @@ pub struct AuditEntry {
     pub token_usage: Option<Value>,
 }
 
-/// The audit log: bounded per session and in sessions kept. It outlives plugin restarts and
-/// closed sessions (Krawall kept it unbounded in memory; persistence comes with the store).
+/// The audit log. With the store on, entries are written to the database (kept by the
+/// retention rules, read back after restarts); without it, they stay in memory, bounded per
+/// session and in sessions kept. Either way it outlives plugin restarts and closed sessions
+/// (Krawall kept it in memory, unbounded, lost on restart).
 pub struct AuditLog {
     per_session: usize,
     sessions: usize,
     entries: Mutex<AuditEntries>,
+    store: Option<crate::store::writer::StoreHandle>,
 }
 
 /// Entries by session, and sessions in the order they first appeared (to evict the oldest).
@@ -502,15 +505,24 @@ struct AuditEntries {
 }
 
 impl AuditLog {
-    pub fn new(per_session: usize, sessions: usize) -> Arc<Self> {
+    pub fn new(
+        per_session: usize,
+        sessions: usize,
+        store: Option<crate::store::writer::StoreHandle>,
+    ) -> Arc<Self> {
         Arc::new(AuditLog {
             per_session,
             sessions,
             entries: Mutex::new(AuditEntries::default()),
+            store,
         })
     }
 
     fn push(&self, entry: AuditEntry) {
+        if let Some(store) = &self.store {
+            store.write(crate::store::writer::Write::Audit(entry));
+            return;
+        }
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let AuditEntries {
             by_session: map,
@@ -531,7 +543,23 @@ impl AuditLog {
         }
     }
 
-    /// A session's entries, oldest first; `None` when the log has none for it.
+    /// A session's entries, oldest first (from the store when it is on); `None` when there
+    /// are none.
+    pub async fn entries(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Vec<AuditEntry>>, crate::store::StoreError> {
+        match &self.store {
+            Some(store) => {
+                store.flush().await;
+                let entries = store.store().audit(session_id).await?;
+                Ok((!entries.is_empty()).then_some(entries))
+            }
+            None => Ok(self.get(session_id)),
+        }
+    }
+
+    /// A session's entries in memory, oldest first; `None` when the log has none for it.
     pub fn get(&self, session_id: &str) -> Option<Vec<AuditEntry>> {
         let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         guard
@@ -613,7 +641,7 @@ mod tests {
 
     #[test]
     fn the_audit_log_is_bounded() {
-        let log = AuditLog::new(3, 2);
+        let log = AuditLog::new(3, 2, None);
         let entry = |s: &str, m: &str| AuditEntry {
             timestamp: String::new(),
             direction: "sent",

@@ -19,11 +19,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 /// The migrations, compiled in: the binary needs no files next to it.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "sessions",
-    include_str!("../../migrations/0001_sessions.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "sessions",
+        include_str!("../../migrations/0001_sessions.sql"),
+    ),
+    (2, "audit", include_str!("../../migrations/0002_audit.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -243,6 +246,62 @@ impl Store {
             })
             .collect();
         Ok((messages, total))
+    }
+}
+
+impl Store {
+    /// A session's audit entries, oldest first (`None`: none recorded).
+    pub async fn audit(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<crate::plugin::connectors::AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE session_id = ? ORDER BY id")
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::plugin::connectors::AuditEntry {
+                timestamp: r.get("created_at"),
+                direction: if r.get::<String, _>("direction") == "sent" {
+                    "sent"
+                } else {
+                    "received"
+                },
+                session_id: r.get("session_id"),
+                target_id: r.get("target_id"),
+                message: r.get("message"),
+                response_content: r.get("response_content"),
+                response_time_ms: r
+                    .get::<Option<i64>, _>("response_time_ms")
+                    .map(|v| v.max(0) as u64),
+                token_usage: json_column(r.get("token_usage")),
+            })
+            .collect())
+    }
+
+    /// Applies the audit retention rules; returns how many entries went.
+    pub async fn prune_audit(
+        &self,
+        older_than: Option<&str>,
+        max_rows: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        if let Some(cutoff) = older_than {
+            removed += sqlx::query("DELETE FROM audit WHERE created_at < ?")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if let Some(max) = max_rows {
+            removed += sqlx::query("DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)")
+                .bind(max)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
     }
 }
 

@@ -48,6 +48,7 @@ pub enum Write {
         reason: String,
         at: String,
     },
+    Audit(crate::plugin::connectors::AuditEntry),
 }
 
 /// Queue one write.
@@ -125,6 +126,11 @@ pub struct WriterSettings {
     pub batch_window: Duration,
     pub batch_max_rows: usize,
     pub queue_capacity: usize,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Option<Duration>,
+    /// At most this many audit entries are kept.
+    pub audit_max_rows: Option<i64>,
+    pub prune_interval: Duration,
 }
 
 impl StoreHandle {
@@ -249,6 +255,19 @@ async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> 
                     .execute(&mut *tx)
                     .await?;
             }
+            Write::Audit(entry) => {
+                sqlx::query("INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                    .bind(&entry.session_id)
+                    .bind(&entry.target_id)
+                    .bind(entry.direction)
+                    .bind(&entry.message)
+                    .bind(&entry.response_content)
+                    .bind(entry.response_time_ms.map(|v| v as i64))
+                    .bind(entry.token_usage.as_ref().map(Value::to_string))
+                    .bind(&entry.timestamp)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Write::SessionEnded {
                 id,
                 state,
@@ -318,11 +337,40 @@ impl StoreWriter {
     }
 }
 
+impl StoreWriter {
+    /// Applies the audit retention rules, between batches (the writer owns all writes).
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        let settings = self.handle.settings;
+        let cutoff = settings
+            .audit_retention
+            .and_then(|age| std::time::SystemTime::now().checked_sub(age))
+            .map(crate::util::rfc3339);
+        let store = self.handle.store.clone();
+        let prune = async move {
+            match store
+                .prune_audit(cutoff.as_deref(), settings.audit_max_rows)
+                .await
+            {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "Old audit entries pruned."),
+                Err(error) => {
+                    tracing::warn!(%error, "Pruning audit entries failed; will try again.")
+                }
+            }
+        };
+        ctx.wait(prune.into_actor(self));
+    }
+}
+
 impl Actor for StoreWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.handle.settings.queue_capacity);
+        let settings = self.handle.settings;
+        if settings.audit_retention.is_some() || settings.audit_max_rows.is_some() {
+            ctx.run_interval(settings.prune_interval, |act, ctx| act.prune(ctx));
+        }
     }
 }
 

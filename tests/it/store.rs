@@ -252,3 +252,78 @@ async fn write_failures_degrade_health_but_messages_still_flow() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn audit_entries_persist_across_restarts_and_retention_prunes_them() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let mut env = env(&dirs, json!([openai_target(&mock, "gpt")]));
+    env.push((
+        "SWITCHYARD__PLUGINS__NATIVE",
+        r#"["openai", "audit"]"#.to_string(),
+    ));
+    let app = spawn(dirs.clone(), &env).await;
+    let (status, body) = post(&app, "/api/sessions", json!({ "targetId": "gpt", "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }, { "id": "audit" }] })).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    for text in ["a", "b", "c"] {
+        assert_eq!(
+            post(
+                &app,
+                &format!("/api/sessions/{id}/messages"),
+                json!({ "message": text })
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    app.stop().await;
+
+    // After a restart the entries are read back from the database.
+    let app = spawn(dirs.clone(), &env).await;
+    let (status, audit) = app.get(&format!("/api/sessions/{id}/audit")).await;
+    assert_eq!(status, 200, "{audit}");
+    let entries: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["direction"].as_str().unwrap(),
+                e["message"]
+                    .as_str()
+                    .or(e["responseContent"].as_str())
+                    .unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "sent:a",
+            "received:openai says: a",
+            "sent:b",
+            "received:openai says: b",
+            "sent:c",
+            "received:openai says: c"
+        ]
+    );
+    assert_eq!(audit["entries"][1]["tokenUsage"]["totalTokens"], 12);
+    app.stop().await;
+
+    // Retention keeps the newest `audit_max_rows`.
+    env.push(("SWITCHYARD__STORE__AUDIT_MAX_ROWS", "2".to_string()));
+    env.push(("SWITCHYARD__STORE__PRUNE_INTERVAL_MS", "20".to_string()));
+    let app = spawn(dirs, &env).await;
+    eventually("old audit entries are pruned", || async {
+        let (_, audit) = app.get(&format!("/api/sessions/{id}/audit")).await;
+        audit["entries"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let (_, audit) = app.get(&format!("/api/sessions/{id}/audit")).await;
+    assert_eq!(audit["entries"][0]["message"], "c", "the newest stay");
+    app.stop().await;
+    mock.stop().await;
+}
