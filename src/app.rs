@@ -51,6 +51,10 @@ pub enum StartupError {
     Tree { what: &'static str, reason: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Secrets(#[from] crate::store::secrets::SecretError),
+    #[error("cannot load the stored targets: {0}")]
+    StoredTargets(String),
     #[error("invalid targets ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
     Targets(Vec<(String, String)>),
 }
@@ -59,7 +63,11 @@ impl StartupError {
     /// Process exit code: 2 for problems the operator must fix in the setup, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartupError::Bind { .. } | StartupError::Targets(_) | StartupError::Store(_) => 2,
+            StartupError::Bind { .. }
+            | StartupError::Targets(_)
+            | StartupError::Store(_)
+            | StartupError::Secrets(_)
+            | StartupError::StoredTargets(_) => 2,
             StartupError::Tree { .. } => 1,
         }
     }
@@ -246,6 +254,21 @@ impl App {
             factory,
             in_health: true,
         };
+        let persistence = match &store {
+            Some(handle) => {
+                let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
+                Some(crate::connector::registry::Persistence {
+                    store: handle.store().clone(),
+                    secrets: crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
+                })
+            }
+            None => None,
+        };
+        let targets = Arc::new(
+            crate::connector::registry::TargetRegistry::load(targets, persistence)
+                .await
+                .map_err(StartupError::StoredTargets)?,
+        );
         let sessions = SessionManager::new(
             targets,
             plugins.clone(),

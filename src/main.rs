@@ -22,8 +22,10 @@ async fn main() {
     };
     if check_only {
         let mut shown = settings.clone();
-        if !shown.server.admin_token.is_empty() {
-            shown.server.admin_token = "********".into();
+        for secret in [&mut shown.server.admin_token, &mut shown.store.secret_key] {
+            if !secret.is_empty() {
+                *secret = "********".into();
+            }
         }
         print!("{}", toml::to_string_pretty(&shown).unwrap_or_default());
         return;

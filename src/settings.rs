@@ -27,6 +27,8 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "SWITCHYARD__";
 /// Shorthand for `server.admin_token`, as operators expect for a secret.
 pub const ENV_ADMIN_TOKEN: &str = "SWITCHYARD_ADMIN_TOKEN";
+/// Shorthand for `store.secret_key`.
+pub const ENV_SECRET_KEY: &str = "SWITCHYARD_SECRET_KEY";
 /// Selects the profile file when `--profile` is not given.
 pub const ENV_PROFILE: &str = "SWITCHYARD_PROFILE";
 
@@ -123,6 +125,7 @@ pub struct StoreSettings {
     pub audit_retention_days: u64,
     pub audit_max_rows: u64,
     pub prune_interval_ms: u64,
+    pub secret_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -486,6 +489,12 @@ fn merge_sources(
             set(
                 &mut merged,
                 &["server", "admin_token"],
+                Value::String(raw.clone()),
+            );
+        } else if name == ENV_SECRET_KEY {
+            set(
+                &mut merged,
+                &["store", "secret_key"],
                 Value::String(raw.clone()),
             );
         } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {

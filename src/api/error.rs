@@ -35,6 +35,8 @@ pub enum ApiError {
     #[error("the store is off (store.enabled = false): transcripts are not kept")]
     StoreDisabled,
     #[error(transparent)]
+    Target(#[from] crate::connector::registry::TargetError),
+    #[error(transparent)]
     Session(#[from] crate::session::SessionError),
     #[error("a valid admin bearer token is required")]
     Unauthorized,
@@ -65,6 +67,15 @@ impl ApiError {
             ApiError::PluginStartFailed { .. } => "plugin_start_failed",
             ApiError::TargetNotFound(_) => "target_not_found",
             ApiError::StoreDisabled => "store_disabled",
+            ApiError::Target(e) => {
+                use crate::connector::registry::TargetError as T;
+                match e {
+                    T::NotFound(_) => "target_not_found",
+                    T::Invalid(_) => "invalid_target",
+                    T::Conflict(_) => "target_conflict",
+                    T::Store(_) => "internal_error",
+                }
+            }
             ApiError::Session(e) => {
                 use crate::session::SessionError as S;
                 match e {
@@ -93,6 +104,14 @@ impl ApiError {
             ApiError::PluginNotFound(id) => Some(json!({ "plugin": id })),
             ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
             ApiError::TargetNotFound(id) => Some(json!({ "target": id })),
+            ApiError::Target(e) => {
+                use crate::connector::registry::TargetError as T;
+                match e {
+                    T::NotFound(id) => Some(json!({ "target": id })),
+                    T::Invalid(errors) => Some(json!({ "field": "target", "errors": errors })),
+                    _ => None,
+                }
+            }
             ApiError::Session(e) => {
                 use crate::session::SessionError as S;
                 match e {
@@ -141,6 +160,15 @@ impl ResponseError for ApiError {
         match self {
             ApiError::TargetNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::StoreDisabled => StatusCode::CONFLICT,
+            ApiError::Target(e) => {
+                use crate::connector::registry::TargetError as T;
+                match e {
+                    T::NotFound(_) => StatusCode::NOT_FOUND,
+                    T::Invalid(_) => StatusCode::BAD_REQUEST,
+                    T::Conflict(_) => StatusCode::CONFLICT,
+                    T::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
             ApiError::Session(e) => {
                 use crate::session::SessionError as S;
                 match e {

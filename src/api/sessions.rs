@@ -9,7 +9,11 @@ use crate::session::CreateSession;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/targets", web::get().to(list_targets))
+        .route("/targets", web::post().to(create_target))
         .route("/targets/{id}", web::get().to(get_target))
+        .route("/targets/{id}", web::put().to(update_target))
+        .route("/targets/{id}", web::delete().to(delete_target))
+        .route("/targets/{id}/test", web::post().to(test_target))
         .route("/sessions", web::post().to(create_session))
         .route("/sessions", web::get().to(list_sessions))
         .route("/sessions/{id}", web::get().to(get_session))
@@ -20,13 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn list_targets(state: web::Data<AppState>) -> HttpResponse {
-    let targets: Vec<Value> = state
-        .sessions
-        .targets()
-        .iter()
-        .map(|t| t.masked())
-        .collect();
-    HttpResponse::Ok().json(targets)
+    HttpResponse::Ok().json(state.sessions.targets().views())
 }
 
 async fn get_target(
@@ -34,11 +32,62 @@ async fn get_target(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let target = state
+    let view = state
         .sessions
-        .target(&id)
+        .targets()
+        .view_of(&id)
         .ok_or(ApiError::TargetNotFound(id))?;
-    Ok(HttpResponse::Ok().json(target.masked()))
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn create_target(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let view = state.sessions.targets().create(body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn update_target(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let view = state
+        .sessions
+        .targets()
+        .update(&id, body.into_inner())
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn delete_target(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    state.sessions.targets().delete(&id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+}
+
+/// Body of `POST /api/targets/{id}/test`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn test_target(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<TestBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let message = body
+        .and_then(|b| b.into_inner().message)
+        .unwrap_or_else(|| "Hello from switchyard".into());
+    let result = state.sessions.targets().test(&id, &message).await?;
+    Ok(HttpResponse::Ok().json(result))
 }
 
 async fn create_session(

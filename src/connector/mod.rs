@@ -6,6 +6,7 @@
 //! HTTP_REST connector (`http`). Does not own sessions or plugins.
 
 pub mod http;
+pub mod registry;
 pub mod target;
 pub mod template;
 

@@ -77,24 +77,49 @@ pub struct Target {
     pub plugins: Vec<PluginRef>,
 }
 
+/// Applies `f` to every credential value in an `authConfig`: everything but `headerName` and
+/// `username`, and each value of `headers`.
+fn for_each_secret(auth_config: &mut Map<String, Value>, f: &mut impl FnMut(&mut Value)) {
+    for (key, value) in auth_config.iter_mut() {
+        if key == "headers" {
+            if let Some(headers) = value.as_object_mut() {
+                headers.values_mut().for_each(&mut *f);
+            }
+        } else if key != "headerName" && key != "username" {
+            f(value);
+        }
+    }
+}
+
 impl Target {
     /// The target as responses show it: credentials masked.
     pub fn masked(&self) -> Value {
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Some(auth) = value.get_mut("authConfig").and_then(Value::as_object_mut) {
-            for (key, v) in auth.iter_mut() {
-                if key == "headers" {
-                    if let Some(headers) = v.as_object_mut() {
-                        headers
-                            .values_mut()
-                            .for_each(|h| *h = Value::String(MASK.into()));
-                    }
-                } else if key != "headerName" && key != "username" {
-                    *v = Value::String(MASK.into());
+        let mut copy = self.clone();
+        for_each_secret(&mut copy.auth_config, &mut |v| {
+            *v = Value::String(MASK.into())
+        });
+        serde_json::to_value(copy).unwrap_or(Value::Null)
+    }
+
+    /// A copy with every credential string passed through `f` (encrypting or decrypting).
+    pub fn map_secrets<E>(
+        &self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<Target, E> {
+        let mut copy = self.clone();
+        let mut failure = None;
+        for_each_secret(&mut copy.auth_config, &mut |v| {
+            if let (Some(text), None) = (v.as_str(), &failure) {
+                match f(text) {
+                    Ok(mapped) => *v = Value::String(mapped),
+                    Err(e) => failure = Some(e),
                 }
             }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(copy),
         }
-        value
     }
 
     /// Problems with this target (paths relative to it).

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
+use crate::connector::registry::TargetRegistry;
 use crate::connector::target::{PluginRef, Target};
 use crate::connector::ConnectorError;
 use crate::health::MailboxGauge;
@@ -91,7 +92,7 @@ struct Registry {
 
 /// Sessions and targets, for the REST API.
 pub struct SessionManager {
-    targets: RwLock<Vec<Target>>,
+    targets: Arc<TargetRegistry>,
     registry: Arc<Registry>,
     supervisor: RwLock<Option<Addr<Supervisor>>>,
     host: Arc<PluginHost>,
@@ -102,14 +103,14 @@ pub struct SessionManager {
 
 impl SessionManager {
     pub fn new(
-        targets: Vec<Target>,
+        targets: Arc<TargetRegistry>,
         host: Arc<PluginHost>,
         broker: BrokerHandle,
         settings: SessionSettings,
         store: Option<StoreHandle>,
     ) -> Arc<Self> {
         Arc::new(SessionManager {
-            targets: RwLock::new(targets),
+            targets,
             registry: Arc::new(Registry::default()),
             supervisor: RwLock::new(None),
             host,
@@ -124,20 +125,13 @@ impl SessionManager {
         self.store.as_ref()
     }
 
-    pub fn targets(&self) -> Vec<Target> {
-        self.targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The targets the service knows.
+    pub fn targets(&self) -> &TargetRegistry {
+        &self.targets
     }
 
     pub fn target(&self, id: &str) -> Option<Target> {
-        self.targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|t| t.id == id)
-            .cloned()
+        self.targets.get(id)
     }
 
     /// How many sessions are open.

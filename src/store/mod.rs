@@ -5,6 +5,7 @@
 //! Writes go through the batched writer actor (`writer`) so the message path never waits for
 //! the database. Queries are plain SQL through sqlx, so the same code can move to PostgreSQL.
 
+pub mod secrets;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0001_sessions.sql"),
     ),
     (2, "audit", include_str!("../../migrations/0002_audit.sql")),
+    (
+        3,
+        "targets",
+        include_str!("../../migrations/0003_targets.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -302,6 +308,55 @@ impl Store {
                 .rows_affected();
         }
         Ok(removed)
+    }
+}
+
+/// A stored target: its JSON (credentials encrypted) and its last test.
+pub struct StoredTarget {
+    pub body: Value,
+    pub last_test: Option<Value>,
+}
+
+impl Store {
+    pub async fn targets(&self) -> Result<Vec<StoredTarget>, StoreError> {
+        let rows = sqlx::query("SELECT body, last_test FROM targets ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredTarget {
+                body: json_column(r.get("body")).unwrap_or(Value::Null),
+                last_test: json_column(r.get("last_test")),
+            })
+            .collect())
+    }
+
+    /// Inserts or replaces target `id` (its body with credentials already encrypted).
+    pub async fn save_target(&self, id: &str, body: &Value, at: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO targets (id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")
+            .bind(id)
+            .bind(body.to_string())
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_target(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM targets WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_last_test(&self, id: &str, result: &Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE targets SET last_test = ? WHERE id = ?")
+            .bind(result.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

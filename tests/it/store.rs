@@ -327,3 +327,121 @@ async fn audit_entries_persist_across_restarts_and_retention_prunes_them() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn targets_over_rest_persist_with_credentials_encrypted() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let mut env = env(&dirs, json!([openai_target(&mock, "configured")]));
+    env.push(("SWITCHYARD__PLUGINS__NATIVE", "[]".to_string()));
+    let app = spawn(dirs.clone(), &env).await;
+    let target = json!({
+        "id": "api-chat", "name": "API chat", "connectorType": "HTTP_REST", "endpoint": mock.url("/chat"),
+        "authType": "BEARER_TOKEN", "authConfig": { "token": "sk-live-9" },
+        "requestTemplate": { "messagePath": "message" }, "responseTemplate": { "responsePath": "reply" }
+    });
+    let (status, created) = post(&app, "/api/targets", target.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["authConfig"]["token"], "********");
+    assert_eq!(created["source"], "api");
+    assert_eq!(post(&app, "/api/targets", target.clone()).await.0, 409);
+
+    // Every problem at once.
+    let (status, body) = post(&app, "/api/targets", json!({ "id": "x", "name": "", "connectorType": "FAX", "endpoint": "nope", "requestTemplate": { "messagePath": "m" }, "responseTemplate": { "responsePath": "r" } })).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    assert_eq!(
+        body["details"]["errors"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+
+    // Configured targets are read-only.
+    let mut resp = app
+        .client()
+        .put(app.url("/api/targets/configured"))
+        .send_json(&json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let bytes = resp.body().await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap()["code"],
+        "target_conflict"
+    );
+    assert_eq!(app.delete("/api/targets/configured").await.0, 409);
+
+    // The test endpoint: connect, health, one message; kept as lastTest.
+    let (status, result) = post(
+        &app,
+        "/api/targets/api-chat/test",
+        json!({ "message": "ping" }),
+    )
+    .await;
+    assert_eq!(
+        (status, result["ok"].as_bool()),
+        (200, Some(true)),
+        "{result}"
+    );
+    assert_eq!(result["message"]["content"], "echo: ping");
+    assert_eq!(
+        mock.requests("/chat")
+            .last()
+            .unwrap()
+            .header("authorization"),
+        Some("Bearer sk-live-9")
+    );
+    app.stop().await;
+
+    // Stored encrypted: the raw row never holds the token in clear.
+    let store = switchyard::store::Store::open(&dirs.data().join("switchyard.db"))
+        .await
+        .unwrap();
+    let body: String = sqlx::query_scalar("SELECT body FROM targets WHERE id = 'api-chat'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!body.contains("sk-live-9"), "{body}");
+    assert!(body.contains("enc:v1:"), "{body}");
+    store.pool().close().await;
+
+    // After a restart the target is back (masked), with its last test, and it still works.
+    let app = spawn(dirs, &env).await;
+    let (status, again) = app.get("/api/targets/api-chat").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["authConfig"]["token"], "********");
+    assert_eq!(again["lastTest"]["ok"], true);
+    // A PUT may send the mask back: the stored secret is kept.
+    let mut update = again.clone();
+    update["name"] = json!("Renamed");
+    for key in ["source", "lastTest"] {
+        update.as_object_mut().unwrap().remove(key);
+    }
+    let mut resp = app
+        .client()
+        .put(app.url("/api/targets/api-chat"))
+        .send_json(&update)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body().await);
+    let (status, result) = post(&app, "/api/targets/api-chat/test", json!({})).await;
+    assert_eq!(
+        (status, result["ok"].as_bool()),
+        (200, Some(true)),
+        "{result}"
+    );
+    assert_eq!(
+        mock.requests("/chat")
+            .last()
+            .unwrap()
+            .header("authorization"),
+        Some("Bearer sk-live-9")
+    );
+    assert_eq!(app.delete("/api/targets/api-chat").await.0, 200);
+    assert_eq!(app.get("/api/targets/api-chat").await.0, 404);
+    app.stop().await;
+    mock.stop().await;
+}

@@ -1,0 +1,306 @@
+//! The targets the service knows: from the settings (read-only) and created over REST
+//! (persisted in the store with credentials encrypted, when the store is on).
+//!
+//! Owns create/update/delete with every validation problem reported, the read-only rule for
+//! configured targets, the connection test (connect, health check, one message) and its stored
+//! result. Does not own sessions or the wire protocol.
+
+use std::sync::RwLock;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use super::target::{parse_targets, Target};
+use crate::store::secrets::Secrets;
+use crate::store::Store;
+
+/// Why a target request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("target '{0}' does not exist")]
+    NotFound(String),
+    #[error("the target is not valid ({} problems)", .0.len())]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the target could not be saved: {0}")]
+    Store(String),
+}
+
+/// Where a target comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `[[targets]]` or the targets file: read-only over REST.
+    Config,
+    Api,
+}
+
+struct Entry {
+    target: Target,
+    source: Source,
+    last_test: Option<Value>,
+}
+
+/// Persistence of API targets: the store and the key for their credentials.
+pub struct Persistence {
+    pub store: Store,
+    pub secrets: Secrets,
+}
+
+pub struct TargetRegistry {
+    entries: RwLock<Vec<Entry>>,
+    persistence: Option<Persistence>,
+}
+
+impl TargetRegistry {
+    /// Configured targets, then the stored ones (a stored target whose id a configured one
+    /// uses is ignored, with a warning).
+    pub async fn load(
+        configured: Vec<Target>,
+        persistence: Option<Persistence>,
+    ) -> Result<TargetRegistry, String> {
+        let mut entries: Vec<Entry> = configured
+            .into_iter()
+            .map(|target| Entry {
+                target,
+                source: Source::Config,
+                last_test: None,
+            })
+            .collect();
+        if let Some(p) = &persistence {
+            let stored = p.store.targets().await.map_err(|e| e.to_string())?;
+            for row in stored {
+                let target: Target = serde_json::from_value(row.body)
+                    .map_err(|e| format!("a stored target is unreadable: {e}"))?;
+                if entries.iter().any(|e| e.target.id == target.id) {
+                    tracing::warn!(target = %target.id, "A stored target has the id of a configured one; the configured one wins.");
+                    continue;
+                }
+                let target = target
+                    .map_secrets(|s| p.secrets.decrypt(s))
+                    .map_err(|e| format!("target '{}': {e}", target.id))?;
+                entries.push(Entry {
+                    target,
+                    source: Source::Api,
+                    last_test: row.last_test,
+                });
+            }
+        }
+        Ok(TargetRegistry {
+            entries: RwLock::new(entries),
+            persistence,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Target> {
+        self.read()
+            .iter()
+            .find(|e| e.target.id == id)
+            .map(|e| e.target.clone())
+    }
+
+    fn view(entry: &Entry) -> Value {
+        let mut value = entry.target.masked();
+        value["source"] = json!(if entry.source == Source::Config {
+            "config"
+        } else {
+            "api"
+        });
+        if let Some(test) = &entry.last_test {
+            value["lastTest"] = test.clone();
+        }
+        value
+    }
+
+    /// Every target as responses show it (credentials masked, `source`, `lastTest`).
+    pub fn views(&self) -> Vec<Value> {
+        self.read().iter().map(Self::view).collect()
+    }
+
+    pub fn view_of(&self, id: &str) -> Option<Value> {
+        self.read()
+            .iter()
+            .find(|e| e.target.id == id)
+            .map(Self::view)
+    }
+
+    fn parse(body: Value) -> Result<Target, TargetError> {
+        let mut targets = parse_targets(&[("target".to_string(), body)]).map_err(|problems| {
+            TargetError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(path, m)| format!("{path}: {m}"))
+                    .collect(),
+            )
+        })?;
+        Ok(targets.remove(0))
+    }
+
+    async fn persist(&self, target: &Target) -> Result<(), TargetError> {
+        if let Some(p) = &self.persistence {
+            let sealed = target
+                .map_secrets(|s| Ok::<_, std::convert::Infallible>(p.secrets.encrypt(s)))
+                .unwrap_or_else(|never| match never {});
+            let body = serde_json::to_value(&sealed).unwrap_or(Value::Null);
+            p.store
+                .save_target(&target.id, &body, &crate::util::rfc3339(SystemTime::now()))
+                .await
+                .map_err(|e| TargetError::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, body: Value) -> Result<Value, TargetError> {
+        let target = Self::parse(body)?;
+        if self.get(&target.id).is_some() {
+            return Err(TargetError::Conflict(format!(
+                "a target '{}' already exists",
+                target.id
+            )));
+        }
+        self.persist(&target).await?;
+        let entry = Entry {
+            target,
+            source: Source::Api,
+            last_test: None,
+        };
+        let view = Self::view(&entry);
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
+        Ok(view)
+    }
+
+    fn editable(&self, id: &str) -> Result<(), TargetError> {
+        match self
+            .read()
+            .iter()
+            .find(|e| e.target.id == id)
+            .map(|e| e.source)
+        {
+            None => Err(TargetError::NotFound(id.to_string())),
+            Some(Source::Config) => Err(TargetError::Conflict(format!(
+                "target '{id}' is declared in the settings and is read-only over REST"
+            ))),
+            Some(Source::Api) => Ok(()),
+        }
+    }
+
+    /// Replaces target `id`. Credentials given as the mask keep their stored values, so a
+    /// client can send back what it read.
+    pub async fn update(&self, id: &str, mut body: Value) -> Result<Value, TargetError> {
+        self.editable(id)?;
+        match body.get("id").and_then(Value::as_str) {
+            Some(given) if given != id => {
+                return Err(TargetError::Invalid(vec![format!(
+                    "target.id: '{given}' does not match the path's '{id}'"
+                )]))
+            }
+            _ => body["id"] = json!(id),
+        }
+        let current = self
+            .get(id)
+            .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
+        keep_masked_secrets(&mut body, &current.auth_config);
+        let target = Self::parse(body)?;
+        self.persist(&target).await?;
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let entry = entries
+            .iter_mut()
+            .find(|e| e.target.id == id)
+            .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
+        entry.target = target;
+        Ok(Self::view(entry))
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), TargetError> {
+        self.editable(id)?;
+        if let Some(p) = &self.persistence {
+            p.store
+                .delete_target(id)
+                .await
+                .map_err(|e| TargetError::Store(e.to_string()))?;
+        }
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| e.target.id != id);
+        Ok(())
+    }
+
+    /// Connects, checks health and sends one message; the result is kept as `lastTest`.
+    pub async fn test(&self, id: &str, message: &str) -> Result<Value, TargetError> {
+        let target = self
+            .get(id)
+            .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
+        let started = Instant::now();
+        let result = match super::connect(
+            &target.connector_type,
+            super::ConnectorConfig::from(&target),
+        ) {
+            Err(error) => json!({ "ok": false, "error": error.to_string() }),
+            Ok(connector) => {
+                let health = connector.health_check().await;
+                let sent = match connector.send_message(message, &Map::new()).await {
+                    Ok(reply) => {
+                        json!({ "ok": true, "content": reply.content, "responseTimeMs": reply.metadata.response_time_ms })
+                    }
+                    Err(error) => {
+                        json!({ "ok": false, "error": error.to_string(), "status": error.status() })
+                    }
+                };
+                json!({ "ok": sent["ok"] == true, "health": health, "message": sent })
+            }
+        };
+        let mut result = result;
+        result["testedAt"] = json!(crate::util::rfc3339(SystemTime::now()));
+        result["durationMs"] = json!(started.elapsed().as_millis() as u64);
+        let persisted = self
+            .read()
+            .iter()
+            .any(|e| e.target.id == id && e.source == Source::Api);
+        if let (Some(p), true) = (&self.persistence, persisted) {
+            p.store
+                .set_last_test(id, &result)
+                .await
+                .map_err(|e| TargetError::Store(e.to_string()))?;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.iter_mut().find(|e| e.target.id == id) {
+            entry.last_test = Some(result.clone());
+        }
+        Ok(result)
+    }
+}
+
+/// Replaces masked credential values in `body` with the current ones.
+fn keep_masked_secrets(body: &mut Value, current: &Map<String, Value>) {
+    let Some(auth) = body.get_mut("authConfig").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (key, value) in auth.iter_mut() {
+        if key == "headers" {
+            if let (Some(headers), Some(old)) = (
+                value.as_object_mut(),
+                current.get("headers").and_then(Value::as_object),
+            ) {
+                for (name, v) in headers.iter_mut() {
+                    if v == crate::plugin::config::MASK {
+                        if let Some(previous) = old.get(name) {
+                            *v = previous.clone();
+                        }
+                    }
+                }
+            }
+        } else if value == crate::plugin::config::MASK {
+            if let Some(previous) = current.get(key) {
+                *value = previous.clone();
+            }
+        }
+    }
+}

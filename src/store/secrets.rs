@@ -1,0 +1,164 @@
+//! Credentials at rest: AES-256-GCM with a key from `SWITCHYARD_SECRET_KEY` or a key file.
+//!
+//! Owns the key (from the environment as 64 hex digits or base64 of 32 bytes, else
+//! `<data.dir>/secret.key`, created on first run with permissions 0600) and turning a secret
+//! into `enc:v1:<base64(nonce ‖ ciphertext)>` and back. Does not decide which fields are
+//! secret (`connector::target`).
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+/// Environment variable with the key.
+pub const ENV_SECRET_KEY: &str = "SWITCHYARD_SECRET_KEY";
+const PREFIX: &str = "enc:v1:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{ENV_SECRET_KEY} must be 32 bytes as 64 hex digits or base64")]
+    BadKey,
+    #[error("the key file {path} is not a 32-byte base64 key")]
+    BadKeyFile { path: String },
+    #[error("cannot create the key file {path}: {error}")]
+    KeyFile { path: String, error: std::io::Error },
+    #[error("a stored secret could not be decrypted (a different key?)")]
+    Decrypt,
+}
+
+/// Encrypts and decrypts credential values.
+#[derive(Clone)]
+pub struct Secrets {
+    cipher: Aes256Gcm,
+}
+
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?
+    } else {
+        STANDARD.decode(text).ok()?
+    };
+    bytes.try_into().ok()
+}
+
+impl Secrets {
+    /// The key from `env_key`, else from (or into) `<data_dir>/secret.key`.
+    pub fn load(env_key: Option<&str>, data_dir: &Path) -> Result<Secrets, SecretError> {
+        let key = match env_key {
+            Some(text) => parse_key(text).ok_or(SecretError::BadKey)?,
+            None => Self::key_file(&data_dir.join("secret.key"))?,
+        };
+        Ok(Secrets {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+        })
+    }
+
+    fn key_file(path: &Path) -> Result<[u8; 32], SecretError> {
+        let shown = path.display().to_string();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return parse_key(&text).ok_or(SecretError::BadKeyFile { path: shown });
+        }
+        let key = Aes256Gcm::generate_key(OsRng);
+        let fail = |error| SecretError::KeyFile {
+            path: shown.clone(),
+            error,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        write_private(path, STANDARD.encode(key).as_bytes()).map_err(fail)?;
+        tracing::info!(path = %shown, "Created a new secret key for credentials at rest.");
+        Ok(key.into())
+    }
+
+    pub fn encrypt(&self, plain: &str) -> String {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, plain.as_bytes())
+            .expect("AES-GCM encryption does not fail");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        format!("{PREFIX}{}", STANDARD.encode(out))
+    }
+
+    /// Decrypts what `encrypt` made; other text is returned as it is (plain values).
+    pub fn decrypt(&self, text: &str) -> Result<String, SecretError> {
+        let Some(encoded) = text.strip_prefix(PREFIX) else {
+            return Ok(text.to_string());
+        };
+        let bytes = STANDARD.decode(encoded).map_err(|_| SecretError::Decrypt)?;
+        if bytes.len() < 12 {
+            return Err(SecretError::Decrypt);
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| SecretError::Decrypt)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Decrypt)
+    }
+}
+
+/// Writes a file only its owner can read (0600 on Unix).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(bytes)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_a_fresh_nonce_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Secrets::load(None, dir.path()).unwrap();
+        let a = secrets.encrypt("sk-123");
+        let b = secrets.encrypt("sk-123");
+        assert_ne!(a, b);
+        assert!(!a.contains("sk-123"));
+        assert_eq!(secrets.decrypt(&a).unwrap(), "sk-123");
+        assert_eq!(secrets.decrypt("plain").unwrap(), "plain");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_file_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = Secrets::load(None, dir.path()).unwrap();
+        let sealed = first.encrypt("x");
+        let mode = std::fs::metadata(dir.path().join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Secrets::load(None, dir.path()).unwrap();
+        assert_eq!(again.decrypt(&sealed).unwrap(), "x");
+        let other = Secrets::load(Some(&"ab".repeat(32)), dir.path()).unwrap();
+        assert!(matches!(other.decrypt(&sealed), Err(SecretError::Decrypt)));
+        assert!(matches!(
+            Secrets::load(Some("short"), dir.path()),
+            Err(SecretError::BadKey)
+        ));
+    }
+}
