@@ -160,19 +160,15 @@ impl StoreHandle {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let queued = addr.is_some_and(|a| a.try_send(Enqueue(write)).is_ok());
-        match queued {
-            true => self.gauge.enqueued(),
-            false => {
-                self.gauge.dropped();
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                self.stats.failed(
-                    "a write was dropped: the writer's queue was full or it was restarting".into(),
-                );
-                tracing::warn!(
-                    "Store write dropped: the writer's queue is full or it is restarting."
-                );
-            }
+        if queued {
+            self.gauge.enqueued();
+            return;
         }
+        self.gauge.dropped();
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .failed("a write was dropped: the writer's queue was full or it was restarting".into());
+        tracing::warn!("Store write dropped: the writer's queue is full or it is restarting.");
     }
 
     /// Waits until everything queued so far is written (tests, benchmarks).

@@ -191,6 +191,21 @@ impl TestApp {
         self.call(awc::http::Method::POST, path).await
     }
 
+    /// POSTs `body` as JSON and returns status and JSON.
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut resp = self
+            .client
+            .post(self.url(path))
+            .send_json(&body)
+            .await
+            .expect("request");
+        let bytes = resp.body().limit(1 << 22).await.expect("body");
+        (
+            resp.status().as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.call(awc::http::Method::DELETE, path).await
     }

@@ -67,29 +67,14 @@ async fn start(
     TestApp::spawn_in(dirs, &all, vec![]).await
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let mut resp = app
-        .client()
-        .post(app.url(path))
-        .send_json(&body)
-        .await
-        .expect("request");
-    let bytes = resp.body().limit(1 << 22).await.expect("body");
-    (
-        resp.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 async fn open(app: &TestApp, body: Value) -> String {
-    let (status, session) = post(app, "/api/sessions", body).await;
+    let (status, session) = app.post_json("/api/sessions", body).await;
     assert_eq!(status, 201, "{session}");
     session["id"].as_str().unwrap().to_string()
 }
 
 async fn say(app: &TestApp, id: &str, message: &str) -> (u16, Value) {
-    post(
-        app,
+    app.post_json(
         &format!("/api/sessions/{id}/messages"),
         json!({ "message": message }),
     )
@@ -334,16 +319,16 @@ async fn bad_plugin_lists_are_refused_with_every_error() {
         r#"["openai"]"#,
     )
     .await;
-    let (status, body) = post(
-        &app,
-        "/api/sessions",
-        json!({ "targetId": "chat", "plugins": [
+    let (status, body) = app
+        .post_json(
+            "/api/sessions",
+            json!({ "targetId": "chat", "plugins": [
         { "id": "ghost" },
         { "id": "ws-only" },
         { "id": "openai", "config": { "model": "gpt-5", "temperature": "hot" } }
     ] }),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (400, Some("invalid_session_plugins")),
@@ -358,12 +343,16 @@ async fn bad_plugin_lists_are_refused_with_every_error() {
         "Plugin 'openai': Field 'temperature' must be a number"
     ])
     );
-    let (status, body) = post(&app, "/api/sessions", json!({ "targetId": "nope" })).await;
+    let (status, body) = app
+        .post_json("/api/sessions", json!({ "targetId": "nope" }))
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (404, Some("target_not_found"))
     );
-    let (status, body) = post(&app, "/api/sessions", json!({ "target": "chat" })).await;
+    let (status, body) = app
+        .post_json("/api/sessions", json!({ "target": "chat" }))
+        .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_json")));
     assert_eq!(say(&app, "missing", "x").await.0, 404);
     app.stop().await;
@@ -666,12 +655,12 @@ async fn connect_failures_secrets_reverse_order_and_health_checks() {
     let app = start(dirs, json!([target("chat", &mock, "/chat")]), &env, "[]").await;
 
     // initialize/onConnect failures fail the session, naming plugin and hook.
-    let (status, body) = post(
-        &app,
-        "/api/sessions",
-        json!({ "targetId": "chat", "plugins": [{ "id": "no-connect" }] }),
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            "/api/sessions",
+            json!({ "targetId": "chat", "plugins": [{ "id": "no-connect" }] }),
+        )
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (502, Some("plugin_hook_failed")),

@@ -34,22 +34,8 @@ async fn spawn(dirs: std::sync::Arc<Dirs>, env: &[(&'static str, String)]) -> Te
     TestApp::spawn_in(dirs, &env, vec![]).await
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let mut resp = app
-        .client()
-        .post(app.url(path))
-        .send_json(&body)
-        .await
-        .unwrap();
-    let bytes = resp.body().await.unwrap();
-    (
-        resp.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 async fn open(app: &TestApp, target: &str) -> String {
-    let (status, body) = post(app, "/api/sessions", json!({ "targetId": target, "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }] })).await;
+    let (status, body) = app.post_json("/api/sessions", json!({ "targetId": target, "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }] })).await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().to_string()
 }
@@ -62,12 +48,12 @@ async fn transcripts_survive_a_graceful_restart() {
     let app = spawn(dirs.clone(), &env).await;
     let id = open(&app, "gpt").await;
     for text in ["one", "two"] {
-        let (status, _) = post(
-            &app,
-            &format!("/api/sessions/{id}/messages"),
-            json!({ "message": text }),
-        )
-        .await;
+        let (status, _) = app
+            .post_json(
+                &format!("/api/sessions/{id}/messages"),
+                json!({ "message": text }),
+            )
+            .await;
         assert_eq!(status, 200);
     }
     // Graceful stop: sessions close, then the writer flushes before it stops.
@@ -210,12 +196,12 @@ async fn write_failures_degrade_health_but_messages_still_flow() {
         .await
         .unwrap();
 
-    let (status, reply) = post(
-        &app,
-        &format!("/api/sessions/{id}/messages"),
-        json!({ "message": "still here?" }),
-    )
-    .await;
+    let (status, reply) = app
+        .post_json(
+            &format!("/api/sessions/{id}/messages"),
+            json!({ "message": "still here?" }),
+        )
+        .await;
     assert_eq!(
         (status, reply["content"].as_str()),
         (200, Some("openai says: still here?"))
@@ -242,12 +228,12 @@ async fn write_failures_degrade_health_but_messages_still_flow() {
         "{writes}"
     );
     // The session itself keeps working.
-    let (status, _) = post(
-        &app,
-        &format!("/api/sessions/{id}/messages"),
-        json!({ "message": "and now?" }),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/api/sessions/{id}/messages"),
+            json!({ "message": "and now?" }),
+        )
+        .await;
     assert_eq!(status, 200);
     app.stop().await;
     mock.stop().await;
@@ -263,13 +249,12 @@ async fn audit_entries_persist_across_restarts_and_retention_prunes_them() {
         r#"["openai", "audit"]"#.to_string(),
     ));
     let app = spawn(dirs.clone(), &env).await;
-    let (status, body) = post(&app, "/api/sessions", json!({ "targetId": "gpt", "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }, { "id": "audit" }] })).await;
+    let (status, body) = app.post_json("/api/sessions", json!({ "targetId": "gpt", "plugins": [{ "id": "openai", "config": { "model": "gpt-4o" } }, { "id": "audit" }] })).await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
     for text in ["a", "b", "c"] {
         assert_eq!(
-            post(
-                &app,
+            app.post_json(
                 &format!("/api/sessions/{id}/messages"),
                 json!({ "message": text })
             )
@@ -340,14 +325,14 @@ async fn targets_over_rest_persist_with_credentials_encrypted() {
         "authType": "BEARER_TOKEN", "authConfig": { "token": "sk-live-9" },
         "requestTemplate": { "messagePath": "message" }, "responseTemplate": { "responsePath": "reply" }
     });
-    let (status, created) = post(&app, "/api/targets", target.clone()).await;
+    let (status, created) = app.post_json("/api/targets", target.clone()).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["authConfig"]["token"], "********");
     assert_eq!(created["source"], "api");
-    assert_eq!(post(&app, "/api/targets", target.clone()).await.0, 409);
+    assert_eq!(app.post_json("/api/targets", target.clone()).await.0, 409);
 
     // Every problem at once.
-    let (status, body) = post(&app, "/api/targets", json!({ "id": "x", "name": "", "connectorType": "FAX", "endpoint": "nope", "requestTemplate": { "messagePath": "m" }, "responseTemplate": { "responsePath": "r" } })).await;
+    let (status, body) = app.post_json("/api/targets", json!({ "id": "x", "name": "", "connectorType": "FAX", "endpoint": "nope", "requestTemplate": { "messagePath": "m" }, "responseTemplate": { "responsePath": "r" } })).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (400, Some("invalid_target")),
@@ -375,12 +360,9 @@ async fn targets_over_rest_persist_with_credentials_encrypted() {
     assert_eq!(app.delete("/api/targets/configured").await.0, 409);
 
     // The test endpoint: connect, health, one message; kept as lastTest.
-    let (status, result) = post(
-        &app,
-        "/api/targets/api-chat/test",
-        json!({ "message": "ping" }),
-    )
-    .await;
+    let (status, result) = app
+        .post_json("/api/targets/api-chat/test", json!({ "message": "ping" }))
+        .await;
     assert_eq!(
         (status, result["ok"].as_bool()),
         (200, Some(true)),
@@ -427,7 +409,7 @@ async fn targets_over_rest_persist_with_credentials_encrypted() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body().await);
-    let (status, result) = post(&app, "/api/targets/api-chat/test", json!({})).await;
+    let (status, result) = app.post_json("/api/targets/api-chat/test", json!({})).await;
     assert_eq!(
         (status, result["ok"].as_bool()),
         (200, Some(true)),
