@@ -502,10 +502,13 @@ impl PluginHost {
     }
 
     /// The running actor of plugin `id`.
+    /// The running actor of plugin `id`. Called for every hook of every message, so it only
+    /// checks that the current actor is alive: a stopped, parked or disabled plugin's is not.
     pub fn running_addr(&self, id: &str) -> Option<PluginAddr> {
-        (self.state_of(id) == Some(ActorState::Running))
-            .then(|| self.runtime.addrs.get(id))
-            .flatten()
+        self.runtime
+            .addrs
+            .get(id)
+            .filter(|(addr, _)| addr.connected())
     }
 
     pub fn get(&self, id: &str) -> Option<PluginView> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchyard::test_util::{fault_plugin, Fault, Recorder};
 
-use crate::common::{eventually, Dirs, TestApp};
+use crate::common::{Dirs, TestApp};
 
 /// A gateway plugin that answers `test.ping` with its version, and misbehaves on demand.
 fn gateway(version: &str) -> String {
@@ -382,7 +382,6 @@ async fn plugins_are_managed_over_rest_and_disabled_ones_stay_disabled_across_re
         body["reload"],
         json!({ "oldVersion": "1.0.0", "newVersion": "3.0.0" })
     );
-    eventually("the new version answers", || async { true }).await;
     assert_eq!(pong(&mut app).await["version"], "3.0.0");
     app.stop().await;
 }
