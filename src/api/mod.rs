@@ -192,16 +192,23 @@ async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(plugins)
 }
 
+/// Plugin `id`'s manifest, or `plugin_not_found`.
+fn manifest_or_404(
+    state: &AppState,
+    id: String,
+) -> Result<crate::plugin::PluginManifest, ApiError> {
+    state
+        .plugins
+        .manifest(&id)
+        .ok_or(ApiError::PluginNotFound(id))
+}
+
 /// `GET /api/plugins/{id}/config-schema`.
 async fn config_schema(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let manifest = state
-        .plugins
-        .manifest(&id)
-        .ok_or(ApiError::PluginNotFound(id))?;
+    let manifest = manifest_or_404(&state, id.into_inner())?;
     Ok(HttpResponse::Ok().json(json!({
         "pluginId": manifest.id,
         "pluginName": manifest.name,
@@ -216,11 +223,7 @@ async fn validate_config(
     id: web::Path<String>,
     config: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let manifest = state
-        .plugins
-        .manifest(&id)
-        .ok_or(ApiError::PluginNotFound(id))?;
+    let manifest = manifest_or_404(&state, id.into_inner())?;
     let errors = crate::plugin::config::validate(&manifest.config_schema, &config);
     Ok(HttpResponse::Ok().json(json!({ "valid": errors.is_empty(), "errors": errors })))
 }
