@@ -57,6 +57,8 @@ pub enum StartupError {
     StoredTargets(String),
     #[error("invalid targets ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
     Targets(Vec<(String, String)>),
+    #[error("invalid agents ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
+    Agents(Vec<(String, String)>),
 }
 
 impl StartupError {
@@ -65,6 +67,7 @@ impl StartupError {
         match self {
             StartupError::Bind { .. }
             | StartupError::Targets(_)
+            | StartupError::Agents(_)
             | StartupError::Store(_)
             | StartupError::Secrets(_)
             | StartupError::StoredTargets(_) => 2,
@@ -163,6 +166,17 @@ impl App {
         let policy = settings.restart_policy();
         // Targets first: a bad one is a setup problem (exit 2), reported before anything starts.
         let targets = crate::connector::target::load(&settings).map_err(StartupError::Targets)?;
+        let declared: Vec<serde_json::Value> = settings
+            .agents
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
+            .collect();
+        let agents =
+            crate::agent::AgentRegistry::from_settings(&declared).map_err(StartupError::Agents)?;
+        let ext = crate::plugin::Extensions::new(
+            agents,
+            crate::inference::Inference::new(settings.inference_settings()),
+        );
         // The store next: a database that cannot be opened is a setup problem (exit 2).
         let store = if settings.store.enabled {
             let store = Store::open(&settings.store.path).await?;
@@ -210,6 +224,7 @@ impl App {
                 },
             },
             &settings.data.dir,
+            ext.clone(),
         );
 
         // The supervision tree: root (rest_for_one) → broker, plugins supervisor.
@@ -362,6 +377,18 @@ impl App {
             store: store.clone(),
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
+            ext: ext.clone(),
+            agents: crate::agent::runner::AgentRunner::new(
+                plugins.clone(),
+                broker.clone(),
+                settings.agent.clone(),
+                Duration::from_millis(settings.plugins.call_timeout_ms),
+            ),
+            call_timeout: Duration::from_millis(settings.plugins.call_timeout_ms),
+            streams: api::events::StreamSettings {
+                capacity: settings.broker.stream_capacity,
+                keep_alive: Duration::from_millis(settings.broker.stream_keepalive_ms),
+            },
         });
         let mut server = HttpServer::new(move || {
             let state = state.clone();

@@ -14,17 +14,23 @@
 //! - [`broker`] — the event-bus actor, its stable handle, and the event catalogue.
 //! - [`plugin`] — the `Plugin` trait, the plugin actor, dependency order, the host lifecycle.
 //! - [`script`] — JS/TS plugins: discovery, the QuickJS engine per plugin, TS stripping, hot reload.
+//! - [`route`], [`tool`], [`agent`] — what plugins register through their context: routes on the
+//!   dynamic router, tools with JSON Schema parameters, agent configs and the agent runner.
+//! - [`inference`] — OpenAI/Anthropic clients with retries, circuit breakers and fallbacks.
 //! - [`api`] — HTTP routes, middleware and the single `ApiError` table.
 //! - [`health`] — the snapshot table every probe reads; [`telemetry`] — log output.
 //! - `test_util` — fault plugins for supervision tests (feature `test-util`).
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod connector;
 pub mod health;
+pub mod inference;
 pub mod plugin;
+pub mod route;
 pub mod script;
 pub mod session;
 pub mod settings;
@@ -33,6 +39,7 @@ pub mod supervisor;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod tool;
 pub mod util;
 
 pub use app::{App, ExitReport, Options, ShutdownHandle, StartupError};

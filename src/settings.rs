@@ -37,6 +37,8 @@ pub const ENV_PROFILE: &str = "SWITCHYARD_PROFILE";
 pub struct Settings {
     /// Targets declared inline (`[[targets]]`); checked by `connector::target`.
     pub targets: Vec<toml::Value>,
+    /// Agents declared inline (`[[agents]]`); checked by `agent`.
+    pub agents: Vec<toml::Value>,
     pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
@@ -47,6 +49,38 @@ pub struct Settings {
     pub store: StoreSettings,
     pub hot_reload: HotReloadSettings,
     pub data: DataSettings,
+    pub inference: InferenceSection,
+    pub agent: AgentRunnerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSection {
+    pub max_retries: u32,
+    pub retry_base_delay_ms: u64,
+    pub request_timeout_ms: u64,
+    pub breaker_failure_threshold: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_open_ms: u64,
+    pub breaker_close_after: u32,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub endpoint: Option<String>,
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRunnerSettings {
+    pub max_tool_rounds: u32,
+    pub history_messages: usize,
+    pub max_sessions: usize,
+    pub turn_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +126,7 @@ pub struct PluginSettings {
     pub init_timeout_ms: u64,
     pub start_timeout_ms: u64,
     pub stop_timeout_ms: u64,
+    pub call_timeout_ms: u64,
     pub mailbox_capacity: usize,
     pub script: ScriptLimits,
     /// Per-plugin overrides of `script`.
@@ -158,6 +193,8 @@ pub struct SupervisorSettings {
 pub struct BrokerSettings {
     pub subscriber_capacity: usize,
     pub mailbox_capacity: usize,
+    pub stream_capacity: usize,
+    pub stream_keepalive_ms: u64,
 }
 
 /// Log output format.
@@ -216,6 +253,35 @@ impl Settings {
             memory_limit_bytes: o.memory_limit_bytes.unwrap_or(base.memory_limit_bytes),
             call_timeout: ms(o.call_timeout_ms.unwrap_or(base.call_timeout_ms)),
             max_stack_bytes: o.max_stack_bytes.unwrap_or(base.max_stack_bytes),
+        }
+    }
+
+    /// Retry, timeout and breaker settings of inference clients.
+    pub fn inference_settings(&self) -> crate::inference::InferenceSettings {
+        let i = &self.inference;
+        crate::inference::InferenceSettings {
+            max_retries: i.max_retries,
+            retry_base_delay: ms(i.retry_base_delay_ms),
+            request_timeout: ms(i.request_timeout_ms),
+            breaker: crate::inference::breaker::BreakerPolicy {
+                failure_threshold: i.breaker_failure_threshold,
+                window: ms(i.breaker_window_ms),
+                open_for: ms(i.breaker_open_ms),
+                close_after: i.breaker_close_after,
+            },
+            providers: i
+                .providers
+                .iter()
+                .map(|(name, p)| {
+                    (
+                        name.clone(),
+                        crate::inference::ProviderOverride {
+                            endpoint: p.endpoint.clone(),
+                            api_key_env: p.api_key_env.clone(),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -357,6 +423,44 @@ impl Settings {
             "broker.mailbox_capacity",
             "must be greater than 0".into(),
         );
+        for (key, value) in [
+            ("broker.stream_capacity", self.broker.stream_capacity as u64),
+            (
+                "broker.stream_keepalive_ms",
+                self.broker.stream_keepalive_ms,
+            ),
+            ("plugins.call_timeout_ms", self.plugins.call_timeout_ms),
+            (
+                "inference.request_timeout_ms",
+                self.inference.request_timeout_ms,
+            ),
+            (
+                "inference.breaker_failure_threshold",
+                self.inference.breaker_failure_threshold as u64,
+            ),
+            (
+                "inference.breaker_window_ms",
+                self.inference.breaker_window_ms,
+            ),
+            ("inference.breaker_open_ms", self.inference.breaker_open_ms),
+            (
+                "inference.breaker_close_after",
+                self.inference.breaker_close_after as u64,
+            ),
+            ("agent.max_tool_rounds", self.agent.max_tool_rounds as u64),
+            ("agent.history_messages", self.agent.history_messages as u64),
+            ("agent.max_sessions", self.agent.max_sessions as u64),
+            ("agent.turn_timeout_ms", self.agent.turn_timeout_ms),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
+        for name in self.inference.providers.keys() {
+            check(
+                crate::inference::provider(name).is_ok(),
+                &format!("inference.providers.{name}"),
+                crate::inference::provider(name).err().unwrap_or_default(),
+            );
+        }
         problems
     }
 }

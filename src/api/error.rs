@@ -50,6 +50,20 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    #[error("{method} is not allowed on {path}; allowed: {}", .allowed.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: Vec<String>,
+    },
+    #[error("plugin '{0}' is not running (restarting, failed or disabled)")]
+    PluginUnavailable(String),
+    #[error("plugin '{plugin}' failed to answer: {message}")]
+    PluginRouteFailed { plugin: String, message: String },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::runner::AgentError),
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -95,6 +109,31 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PluginUnavailable(_) => "plugin_unavailable",
+            ApiError::PluginRouteFailed { .. } => "plugin_route_failed",
+            ApiError::Tool(e) => {
+                use crate::tool::ToolError as T;
+                match e {
+                    T::NotFound(_) => "tool_not_found",
+                    T::InvalidParams { .. } => "invalid_tool_params",
+                    T::Failed { .. } => "tool_failed",
+                    T::Unavailable { .. } => "plugin_unavailable",
+                    T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => "invalid_tool",
+                }
+            }
+            ApiError::Agent(e) => {
+                use crate::agent::runner::AgentError as A;
+                use crate::inference::InferenceError as I;
+                match e {
+                    A::NotFound(_) => "agent_not_found",
+                    A::EmptyMessage | A::InvalidSessionId(_) => "invalid_chat_request",
+                    A::Timeout(_) => "agent_timeout",
+                    A::Inference(I::CircuitOpen { .. }) => "circuit_open",
+                    A::Inference(I::Config(_)) => "invalid_agent_model",
+                    A::Inference(_) => "inference_failed",
+                }
+            }
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -136,6 +175,43 @@ impl ApiError {
             | ApiError::PluginStartFailed { plugin, .. } => Some(json!({ "plugin": plugin })),
             ApiError::ReloadFailed { plugin, step, .. } => {
                 Some(json!({ "plugin": plugin, "step": step }))
+            }
+            ApiError::MethodNotAllowed { allowed, .. } => Some(json!({ "allowed": allowed })),
+            ApiError::PluginUnavailable(plugin) | ApiError::PluginRouteFailed { plugin, .. } => {
+                Some(json!({ "plugin": plugin }))
+            }
+            ApiError::Tool(e) => {
+                use crate::tool::ToolError as T;
+                match e {
+                    T::NotFound(tool) => Some(json!({ "tool": tool })),
+                    T::InvalidParams { tool, errors } => {
+                        Some(json!({ "tool": tool, "field": "params", "errors": errors }))
+                    }
+                    T::Failed { tool, plugin, .. } | T::Unavailable { tool, plugin } => {
+                        Some(json!({ "tool": tool, "plugin": plugin }))
+                    }
+                    _ => None,
+                }
+            }
+            ApiError::Agent(e) => {
+                use crate::agent::runner::AgentError as A;
+                use crate::inference::InferenceError as I;
+                match e {
+                    A::NotFound(id) => Some(json!({ "agent": id })),
+                    A::EmptyMessage => Some(json!({ "field": "message" })),
+                    A::InvalidSessionId(_) => Some(json!({ "field": "sessionId" })),
+                    A::Inference(I::Status {
+                        provider, status, ..
+                    }) => Some(json!({ "provider": provider, "status": status })),
+                    A::Inference(I::CircuitOpen {
+                        provider,
+                        retry_in_ms,
+                    }) => Some(json!({ "provider": provider, "retryInMs": retry_in_ms })),
+                    A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => {
+                        Some(json!({ "provider": provider }))
+                    }
+                    _ => None,
+                }
             }
             _ => None,
         }
@@ -194,6 +270,34 @@ impl ResponseError for ApiError {
             | ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PluginUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The plugin's own failure, reported as such (never the gateway's internals).
+            ApiError::PluginRouteFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Tool(e) => {
+                use crate::tool::ToolError as T;
+                match e {
+                    T::NotFound(_) => StatusCode::NOT_FOUND,
+                    T::InvalidParams { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    T::Failed { .. } => StatusCode::BAD_GATEWAY,
+                    T::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => {
+                        StatusCode::BAD_REQUEST
+                    }
+                }
+            }
+            ApiError::Agent(e) => {
+                use crate::agent::runner::AgentError as A;
+                use crate::inference::InferenceError as I;
+                match e {
+                    A::NotFound(_) => StatusCode::NOT_FOUND,
+                    A::EmptyMessage | A::InvalidSessionId(_) => StatusCode::BAD_REQUEST,
+                    A::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    A::Inference(I::CircuitOpen { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+                    A::Inference(I::Config(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+                    A::Inference(_) => StatusCode::BAD_GATEWAY,
+                }
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -209,6 +313,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allowed, .. } = self {
+            response.insert_header(("Allow", allowed.join(", ")));
         }
         response.json(body)
     }

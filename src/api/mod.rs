@@ -15,6 +15,13 @@
 //! - `GET /api/actors` — the supervision tree.
 //! - `GET /api/events/catalogue` — every event the broker carries and who publishes it.
 //! - `POST /api/events` — publish a custom event `{event, data}` (host namespaces refused).
+//! - `GET /api/events?pattern=plugin.*` — the broker's events as Server-Sent Events;
+//!   `GET /api/events/ws?pattern=…` — the same over a WebSocket (an actor per connection).
+//! - `GET /api/routes` — plugin routes with their owner; the routes themselves are served under
+//!   `/plugins/{id}/…` (or the absolute paths plugins declared) by the dynamic router.
+//! - `GET /api/tools`, `GET /api/tools/{name}`, `POST /api/tools/{name}/invoke {params}`.
+//! - `GET /api/agents`, `GET /api/agents/{id}`, `POST /api/agents/{id}/chat {message,
+//!   sessionId?}` — an agent turn: `{content, sessionId, toolsUsed, usage}`.
 //! - `GET /api/targets`, `GET /api/targets/{id}` — upstream targets (credentials masked).
 //! - `POST /api/sessions {targetId, plugins?}`, `GET /api/sessions`, `GET /api/sessions/{id}`,
 //!   `DELETE /api/sessions/{id}` — sessions; `POST /api/sessions/{id}/messages {message,
@@ -25,7 +32,10 @@
 //! extractor errors; does not own the state it shows.
 
 pub mod error;
+pub mod events;
+pub mod extensions;
 pub mod health;
+pub mod plugin_routes;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -56,6 +66,11 @@ pub struct AppState {
     pub store: Option<crate::store::writer::StoreHandle>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
+    pub ext: Arc<crate::plugin::Extensions>,
+    pub agents: Arc<crate::agent::runner::AgentRunner>,
+    /// Time a plugin route handler or tool call may take.
+    pub call_timeout: std::time::Duration,
+    pub streams: events::StreamSettings,
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -95,9 +110,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
                 .route("/actors", web::get().to(health::actors))
                 .configure(sessions::configure)
                 .route("/events/catalogue", web::get().to(event_catalogue))
-                .route("/events", web::post().to(publish_event)),
+                .route("/events", web::post().to(publish_event))
+                .route("/events", web::get().to(events::sse))
+                .route("/events/ws", web::get().to(events::websocket))
+                .configure(extensions::configure),
         )
-        .default_service(web::to(not_found));
+        .default_service(web::to(plugin_routes::dispatch));
 }
 
 /// Echoes a well-formed `X-Request-ID` or generates one, and stores it for the span and logs.
@@ -166,13 +184,6 @@ async fn require_admin(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-    })
 }
 
 /// Metadata of every plugin (as Krawall's list, without config schemas) plus its state.

@@ -253,6 +253,85 @@ impl Topic for SessionFailed {
     const NAME: &'static str = "session.failed";
 }
 
+/// A tool call finished, successfully or not (parameters that failed the schema included).
+/// Published by the tool registry, for REST invocations and agent turns alike.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolExecuted {
+    pub tool_name: String,
+    pub plugin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub params: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+impl Topic for ToolExecuted {
+    const NAME: &'static str = "tool.executed";
+}
+
+/// Token counts of an agent turn (Open Astra's webhook shape).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// An agent turn began. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStarted {
+    pub agent_id: String,
+    pub session_id: String,
+    pub surface: String,
+}
+impl Topic for AgentStarted {
+    const NAME: &'static str = "agent.started";
+}
+
+/// An agent turn answered. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCompleted {
+    pub agent_id: String,
+    pub session_id: String,
+    pub duration_ms: f64,
+    pub usage: Usage,
+    pub tool_call_count: u32,
+}
+impl Topic for AgentCompleted {
+    const NAME: &'static str = "agent.completed";
+}
+
+/// An agent turn failed (the model could not be reached or answered an error). Published by
+/// the agent runner; `consecutiveFailures` resets after any successful turn of the agent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentFailed {
+    pub agent_id: String,
+    pub session_id: String,
+    pub error: String,
+    pub consecutive_failures: u32,
+}
+impl Topic for AgentFailed {
+    const NAME: &'static str = "agent.failed";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -296,6 +375,16 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         SessionFailed::NAME,
         "sessions supervisor: a session crashed (not restarted)",
     ),
+    (
+        ToolExecuted::NAME,
+        "tool registry: a tool call finished (result or error, durationMs)",
+    ),
+    (AgentStarted::NAME, "agent runner: a turn began"),
+    (
+        AgentCompleted::NAME,
+        "agent runner: a turn answered (usage, toolCallCount)",
+    ),
+    (AgentFailed::NAME, "agent runner: a turn failed"),
 ];
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ pub struct Subscriber {
     queue: mpsc::Sender<Arc<Event>>,
     /// Shared with the `Subscription`, so the subscriber can see what it missed.
     dropped: Arc<AtomicU64>,
+    /// Remove the subscriber the first time its queue is full (remote streams: a client that
+    /// cannot keep up is disconnected rather than silently missing events).
+    evict_when_full: bool,
 }
 
 /// The event-bus actor. Started by its [`BrokerFactory`] under the root supervisor.
@@ -137,6 +140,7 @@ impl Handler<Publish> for Broker {
     fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) {
         self.shared.gauge.dequeued();
         let event = msg.0;
+        let mut evicted = Vec::new();
         self.subscribers.retain(|sub| {
             if !sub.patterns.iter().any(|p| p.matches(&event.event)) {
                 return true;
@@ -149,6 +153,10 @@ impl Handler<Publish> for Broker {
                         .stats
                         .delivery_dropped
                         .fetch_add(1, Ordering::Relaxed);
+                    if sub.evict_when_full {
+                        evicted.push(sub.id);
+                        return false;
+                    }
                     true
                 }
                 // The subscriber is gone.
@@ -156,6 +164,23 @@ impl Handler<Publish> for Broker {
             }
         });
         self.shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if !evicted.is_empty() {
+            // Dropping the handle's copy too closes the queue: the stream ends after what it
+            // already holds.
+            self.shared
+                .registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|s| !evicted.contains(&s.id));
+            self.shared
+                .stats
+                .subscribers_evicted
+                .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                count = evicted.len(),
+                "Event stream clients fell behind and were disconnected."
+            );
+        }
     }
 }
 
@@ -202,6 +227,7 @@ struct Stats {
     delivered: AtomicU64,
     publish_dropped: AtomicU64,
     delivery_dropped: AtomicU64,
+    subscribers_evicted: AtomicU64,
 }
 
 struct Shared {
@@ -226,6 +252,8 @@ pub struct BrokerStats {
     pub publish_dropped: u64,
     /// Deliveries dropped because a subscriber's queue was full.
     pub delivery_dropped: u64,
+    /// Stream clients disconnected because they fell behind.
+    pub subscribers_evicted: u64,
 }
 
 /// The stable way to reach the bus. Cheap to clone; survives broker restarts.
@@ -286,16 +314,36 @@ impl BrokerHandle {
     /// Subscribes to events matching any of `patterns`. Works before the broker runs and
     /// across its restarts.
     pub fn subscribe(&self, patterns: &[&str]) -> Result<Subscription, BrokerError> {
+        self.subscribe_with(patterns, self.shared.subscriber_capacity, false)
+    }
+
+    /// A subscription for a remote client: a queue of `capacity`, and the first event that
+    /// finds it full ends the subscription (the stream then ends after what it holds).
+    pub fn subscribe_stream(
+        &self,
+        patterns: &[&str],
+        capacity: usize,
+    ) -> Result<Subscription, BrokerError> {
+        self.subscribe_with(patterns, capacity, true)
+    }
+
+    fn subscribe_with(
+        &self,
+        patterns: &[&str],
+        capacity: usize,
+        evict_when_full: bool,
+    ) -> Result<Subscription, BrokerError> {
         let patterns = patterns
             .iter()
             .map(|p| Pattern::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let (tx, rx) = mpsc::channel(self.shared.subscriber_capacity);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let subscriber = Subscriber {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             patterns,
             queue: tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            evict_when_full,
         };
         let id = subscriber.id;
         let dropped = subscriber.dropped.clone();
@@ -324,6 +372,7 @@ impl BrokerHandle {
             delivered: s.delivered.load(Ordering::Relaxed),
             publish_dropped: s.publish_dropped.load(Ordering::Relaxed),
             delivery_dropped: s.delivery_dropped.load(Ordering::Relaxed),
+            subscribers_evicted: s.subscribers_evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -363,6 +412,11 @@ impl Subscription {
     /// Events this subscriber lost because its queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`Subscription::dropped`], readable after the stream is consumed.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 
     /// Turns the subscription into a stream (for `ctx.add_stream` in actors).

@@ -16,10 +16,14 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::{Hook, HookContext, Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
+use super::{
+    Extensions, Hook, HookContext, Plugin, PluginContext, PluginError, PluginFactory,
+    PluginManifest,
+};
 use crate::broker::events::{self, Phase};
 use crate::broker::{BrokerHandle, Event};
 use crate::health::MailboxGauge;
+use crate::route::{RouteRequest, RouteResponse};
 use crate::supervisor::child::{
     panic_message, take_last_panic, ChildFactory, DownGuard, Placement, RunningChild, StartArgs,
     StartPhase,
@@ -180,6 +184,11 @@ impl Handler<StopPlugin> for PluginActor {
                     });
                 }
             }
+            // A clean stop takes this instance's routes, tools and agents with it (a newer
+            // instance's, after a reload, stay).
+            act.ctx
+                .extensions()
+                .remove(&act.manifest.id, Some(act.ctx.instance()));
             act.guard.set_reason(ExitReason::Shutdown);
             ctx.stop();
             result
@@ -215,6 +224,47 @@ pub struct NotifyError {
     pub error: String,
     pub hook: Hook,
     pub ctx: HookContext,
+}
+
+/// Answer an HTTP request to one of the plugin's routes.
+#[derive(Message)]
+#[rtype(result = "Result<RouteResponse, PluginError>")]
+pub struct CallRoute {
+    pub handler: u32,
+    pub request: RouteRequest,
+}
+
+/// Run one of the plugin's tools (the parameters already passed its schema).
+#[derive(Message)]
+#[rtype(result = "Result<Value, PluginError>")]
+pub struct CallTool {
+    pub name: String,
+    pub params: Value,
+}
+
+impl Handler<CallRoute> for PluginActor {
+    type Result = ResponseActFuture<Self, Result<RouteResponse, PluginError>>;
+
+    fn handle(&mut self, msg: CallRoute, _ctx: &mut Context<Self>) -> Self::Result {
+        self.gauge.dequeued();
+        let plugin = self.plugin.clone();
+        self.run_hook("route", async move {
+            plugin.route(msg.handler, msg.request).await
+        })
+    }
+}
+
+impl Handler<CallTool> for PluginActor {
+    type Result = ResponseActFuture<Self, Result<Value, PluginError>>;
+
+    fn handle(&mut self, msg: CallTool, _ctx: &mut Context<Self>) -> Self::Result {
+        self.gauge.dequeued();
+        let plugin = self.plugin.clone();
+        self.run_hook(
+            "tool",
+            async move { plugin.tool(&msg.name, msg.params).await },
+        )
+    }
 }
 
 impl Handler<CallHook> for PluginActor {
@@ -254,6 +304,12 @@ impl Handler<KillPlugin> for PluginActor {
 
     fn handle(&mut self, msg: KillPlugin, ctx: &mut Context<Self>) {
         self.gauge.dequeued();
+        if msg.reason == ExitReason::Shutdown {
+            // Abandoned at stop: its registrations go as with a clean stop.
+            self.ctx
+                .extensions()
+                .remove(&self.manifest.id, Some(self.ctx.instance()));
+        }
         self.guard.set_reason(msg.reason);
         ctx.stop();
     }
@@ -289,6 +345,8 @@ pub struct PluginRuntime {
     pub mailbox_capacity: usize,
     /// Where the current address of each plugin's actor is kept (stable handles).
     pub addrs: Arc<crate::plugin::host::AddrTable>,
+    /// The routes, tools and agents plugins register.
+    pub ext: Arc<Extensions>,
 }
 
 /// Starts instances of one plugin for the plugins supervisor: a fresh plugin from its factory,
@@ -357,15 +415,16 @@ impl RunningChild for RunningPlugin {
 }
 
 /// Sends `msg` to a plugin actor and waits at most `timeout` for its answer.
-pub(crate) async fn call<M>(
+pub(crate) async fn call<M, T>(
     addr: &Addr<PluginActor>,
     gauge: &MailboxGauge,
     msg: M,
     hook: &str,
     timeout: Duration,
-) -> Result<(), PluginError>
+) -> Result<T, PluginError>
 where
-    M: Message<Result = Result<(), PluginError>> + Send + 'static,
+    M: Message<Result = Result<T, PluginError>> + Send + 'static,
+    T: Send + 'static,
     PluginActor: Handler<M>,
 {
     gauge.enqueued();
@@ -395,10 +454,16 @@ impl ChildFactory for PluginChildFactory {
         let gauge = MailboxGauge::new(rt.mailbox_capacity);
         let span =
             tracing::info_span!("plugin", plugin = %manifest.id, generation = args.generation);
+        let pctx = PluginContext::new(
+            &manifest.id,
+            rt.broker.clone(),
+            rt.server_addr.clone(),
+            rt.ext.clone(),
+        );
         let actor = PluginActor {
             plugin,
             manifest: manifest.clone(),
-            ctx: PluginContext::new(&manifest.id, rt.broker.clone(), rt.server_addr.clone()),
+            ctx: pctx.clone(),
             broker: rt.broker.clone(),
             guard: args.guard,
             gauge: gauge.clone(),
@@ -447,6 +512,11 @@ impl ChildFactory for PluginChildFactory {
             };
             if let Err(error) = call(&addr, &gauge, InitPlugin, "init", rt.init_timeout).await {
                 return Err(fail(init_phase, error));
+            }
+            // Routes, tools and agents switch to this instance together with its address, so
+            // a handler number always reaches the instance that registered it.
+            if let Err(reason) = rt.ext.install(&id, pctx.take_staged()) {
+                return Err(fail(init_phase, PluginError::new(reason).at_step("init")));
             }
             rt.addrs.set(&id, addr.clone(), gauge.clone());
             if phase == StartPhase::Reload {

@@ -176,6 +176,8 @@ pub struct PluginView {
     pub last_error: Option<LastError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<ScriptView>,
+    /// Routes, tools and agents it registered through its context.
+    pub registrations: crate::plugin::extensions::PluginRegistrations,
 }
 
 /// The persisted operator choices.
@@ -192,6 +194,7 @@ impl PluginHost {
         timings: PluginTimings,
         scripts: ScriptSettings,
         data_dir: &Path,
+        ext: Arc<crate::plugin::Extensions>,
     ) -> Arc<Self> {
         let state_file = data_dir.join("plugins.json");
         let disabled = match std::fs::read_to_string(&state_file) {
@@ -212,6 +215,7 @@ impl PluginHost {
                 start_timeout: timings.start_timeout,
                 mailbox_capacity: timings.mailbox_capacity,
                 addrs: Arc::new(AddrTable::default()),
+                ext,
             },
             timings,
             health,
@@ -504,6 +508,11 @@ impl PluginHost {
     /// The running actor of plugin `id`.
     /// The running actor of plugin `id`. Called for every hook of every message, so it only
     /// checks that the current actor is alive: a stopped, parked or disabled plugin's is not.
+    /// The routes, tools and agents plugins registered.
+    pub fn extensions(&self) -> &Arc<crate::plugin::Extensions> {
+        &self.runtime.ext
+    }
+
     pub fn running_addr(&self, id: &str) -> Option<PluginAddr> {
         self.runtime
             .addrs
@@ -530,6 +539,7 @@ impl PluginHost {
             restarts: row.as_ref().map(|r| r.restarts).unwrap_or(0),
             last_error: row.and_then(|r| r.last_error),
             script: entry.script.as_ref().map(|s| s.view()),
+            registrations: self.runtime.ext.of(&entry.manifest.id),
         }
     }
 
@@ -839,6 +849,7 @@ fn split_step(error: &str) -> ManageError {
 /// Turns the plugins supervisor's decisions into `plugin.*` events.
 pub struct PluginsObserver {
     pub broker: BrokerHandle,
+    pub ext: Arc<crate::plugin::Extensions>,
 }
 
 impl SupervisorObserver for PluginsObserver {
@@ -861,6 +872,8 @@ impl SupervisorObserver for PluginsObserver {
     }
 
     fn parked(&self, id: &str, restarts: u32, reason: &ExitReason) {
+        // A parked plugin serves nothing: its routes answer 404 and its tools are gone.
+        self.ext.remove(id, None);
         self.broker.emit(&events::PluginFailed {
             plugin: id.to_string(),
             restarts,
@@ -883,6 +896,7 @@ impl ChildFactory for PluginsSupervisorFactory {
         let host = self.host.clone();
         let observer = Arc::new(PluginsObserver {
             broker: host.broker().clone(),
+            ext: host.runtime.ext.clone(),
         });
         let addr = Supervisor::new(
             args.path,

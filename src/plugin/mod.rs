@@ -11,9 +11,11 @@ pub mod builtin;
 pub mod config;
 pub mod connectors;
 pub mod deps;
+pub mod extensions;
 pub mod host;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -21,7 +23,12 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::{Agent, AgentSource};
 use crate::broker::{BrokerHandle, Event};
+use crate::inference::{Client, ClientConfig};
+use crate::route::{Method, Route, RouteRequest, RouteResponse};
+use crate::tool::{Tool, ToolSpec};
+pub use extensions::{Extensions, Staged};
 
 /// Version of the host API plugins are written against; a plugin declares the range it needs.
 pub const HOST_API_VERSION: Version = Version::new(1, 0, 0);
@@ -243,6 +250,21 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Krawall's synchronous `onError(error, hookName, ctx)`: told about a failed hook.
     fn on_error(&self, _connector_plugin: &str, _error: &str, _hook: Hook, _ctx: &HookContext) {}
+
+    /// Answers a request to route `handler` (the number [`PluginContext::mount`] returned).
+    async fn route(&self, handler: u32, _req: RouteRequest) -> Result<RouteResponse, PluginError> {
+        Err(PluginError::new(format!(
+            "this plugin has no route handler #{handler}"
+        )))
+    }
+
+    /// Runs tool `name` (registered with [`PluginContext::register_tool`]) with parameters
+    /// that already passed its schema.
+    async fn tool(&self, name: &str, _params: Value) -> Result<Value, PluginError> {
+        Err(PluginError::new(format!(
+            "this plugin has no tool '{name}'"
+        )))
+    }
 }
 
 /// A connector hook (Krawall's lifecycle, in call order).
@@ -305,13 +327,21 @@ struct ContextInner {
     broker: BrokerHandle,
     server_addr: Arc<OnceLock<SocketAddr>>,
     subscriptions: Mutex<Vec<String>>,
+    ext: Arc<Extensions>,
+    /// Unique per plugin instance (each restart and reload makes a new one).
+    instance: u64,
+    /// Routes, tools and agents registered during `init`; installed together when it returns.
+    staged: Mutex<Option<Staged>>,
 }
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 impl PluginContext {
     pub(crate) fn new(
         plugin: &str,
         broker: BrokerHandle,
         server_addr: Arc<OnceLock<SocketAddr>>,
+        ext: Arc<Extensions>,
     ) -> Self {
         PluginContext {
             inner: Arc::new(ContextInner {
@@ -319,8 +349,119 @@ impl PluginContext {
                 broker,
                 server_addr,
                 subscriptions: Mutex::new(Vec::new()),
+                ext,
+                instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+                staged: Mutex::new(Some(Staged::default())),
             }),
         }
+    }
+
+    /// This plugin instance's number (a restart or reload gets a new one).
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
+    }
+
+    pub(crate) fn extensions(&self) -> &Arc<Extensions> {
+        &self.inner.ext
+    }
+
+    /// Registrations are staged during `init` only; `what` names the call for the error.
+    fn stage<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Extensions, &mut Staged) -> Result<T, String>,
+    ) -> Result<T, PluginError> {
+        let mut staged = self.inner.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let staged = staged
+            .as_mut()
+            .ok_or_else(|| PluginError::new(format!("{what} is only possible during init(ctx)")))?;
+        f(&self.inner.ext, staged).map_err(PluginError::new)
+    }
+
+    /// Mounts a route (Open Astra's `ctx.app.get(..)` and friends): under
+    /// `/plugins/<id><path>`, or at `path` itself when `absolute`. Returns the handler number
+    /// [`Plugin::route`] receives. Collisions with core routes or other plugins are refused.
+    pub fn mount(&self, method: Method, path: &str, absolute: bool) -> Result<u32, PluginError> {
+        let (plugin, instance) = (self.inner.plugin.clone(), self.inner.instance);
+        self.stage("mounting a route", |ext, staged| {
+            let handler = staged.routes.len() as u32;
+            let route = Route::new(&plugin, method, path, absolute, handler, instance)
+                .map_err(|e| e.to_string())?;
+            ext.routes
+                .check(&route, &staged.routes)
+                .map_err(|e| e.to_string())?;
+            staged.routes.push(route);
+            Ok(handler)
+        })
+    }
+
+    /// Registers a tool (Open Astra's `ctx.registerTool`); its name must be unique and its
+    /// parameters a valid JSON Schema.
+    pub fn register_tool(&self, spec: ToolSpec) -> Result<(), PluginError> {
+        let (plugin, instance) = (self.inner.plugin.clone(), self.inner.instance);
+        self.stage("registerTool", |ext, staged| {
+            let tool = Tool::new(spec, &plugin, instance).map_err(|e| e.to_string())?;
+            ext.tools
+                .check(&tool, &staged.tools)
+                .map_err(|e| e.to_string())?;
+            staged.tools.push(tool);
+            Ok(())
+        })
+    }
+
+    /// Registers an agent configuration (Open Astra's `ctx.registerAgentConfig`); every
+    /// problem in it is reported at once.
+    pub fn register_agent_config(&self, id: &str, config: &Value) -> Result<(), PluginError> {
+        let (plugin, instance) = (self.inner.plugin.clone(), self.inner.instance);
+        self.stage("registerAgentConfig", |ext, staged| {
+            let config = crate::agent::parse(Some(id), config).map_err(|errors| {
+                crate::agent::AgentConfigError::Invalid {
+                    id: id.to_string(),
+                    errors,
+                }
+                .to_string()
+            })?;
+            let agent = Agent {
+                config,
+                source: AgentSource::Plugin(plugin),
+                instance,
+            };
+            ext.agents
+                .check(&agent, &staged.agents)
+                .map_err(|e| e.to_string())?;
+            staged.agents.push(agent);
+            Ok(())
+        })
+    }
+
+    /// An inference client (Open Astra's `ctx.resolveClient`), cached by
+    /// `provider:modelId:endpoint`, with retries, the circuit breaker and the fallback.
+    pub fn resolve_client(&self, config: &ClientConfig) -> Result<Arc<Client>, PluginError> {
+        self.inner
+            .ext
+            .inference
+            .resolve(config)
+            .map_err(|e| PluginError::new(e.to_string()))
+    }
+
+    /// [`PluginContext::resolve_client`] from a script's JSON config.
+    pub fn resolve_client_json(&self, config: &Value) -> Result<Arc<Client>, PluginError> {
+        let config: ClientConfig = serde_json::from_value(config.clone()).map_err(|e| {
+            PluginError::new(format!(
+                "resolveClient(config): {e} (expected {{provider, modelId, endpoint?, temperature?, maxOutputTokens?, fallback?}})"
+            ))
+        })?;
+        self.resolve_client(&config)
+    }
+
+    /// Ends staging and hands over what `init` registered.
+    pub(crate) fn take_staged(&self) -> Staged {
+        self.inner
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     /// The plugin this context belongs to.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rquickjs::loader::{Loader, Resolver};
 use rquickjs::{
-    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Promise, Runtime, Value,
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value,
 };
 use serde_json::Value as Json;
 
@@ -58,15 +58,24 @@ impl ScriptError {
     }
 }
 
-/// What plugins registered through the Open Astra context; shown by the API and removed with
-/// the plugin.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Registrations {
-    pub tools: Vec<Json>,
-    pub agents: Vec<Json>,
-    pub routes: Vec<Json>,
-    pub clients: Vec<Json>,
+/// A host call a script started that finishes later (`resolveClient(..).chat(..)`): the
+/// plugin runs it between job-queue turns and settles the script's promise with the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostOp {
+    pub id: u64,
+    pub kind: String,
+    pub payload: Json,
+}
+
+/// Where a call into the engine stands.
+#[derive(Debug)]
+pub enum Step {
+    Done(Json),
+    /// The script waits on host calls; run them and `resume`.
+    Waiting {
+        call: u64,
+        ops: Vec<HostOp>,
+    },
 }
 
 /// Shared between the engine's native functions and the plugin: set once `init` runs.
@@ -74,7 +83,21 @@ pub struct Registrations {
 pub struct Bridge {
     pub plugin_id: String,
     pub ctx: OnceLock<PluginContext>,
-    pub registrations: Mutex<Registrations>,
+    ops: Mutex<Vec<HostOp>>,
+    next_op: AtomicU64,
+}
+
+impl Bridge {
+    pub fn new(plugin_id: &str) -> Self {
+        Bridge {
+            plugin_id: plugin_id.to_string(),
+            ..Bridge::default()
+        }
+    }
+
+    fn take_ops(&self) -> Vec<HostOp> {
+        std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Names of the host modules the seed files import (`./types`, `./loader`, `../base`, and the
@@ -95,6 +118,7 @@ pub struct Engine {
     runtime: Runtime,
     clock: Arc<Clock>,
     limits: Limits,
+    bridge: Arc<Bridge>,
     pub info: ModuleInfo,
 }
 
@@ -216,31 +240,111 @@ impl Engine {
             runtime,
             clock,
             limits,
+            bridge,
             info,
         })
     }
 
-    /// Calls `__switchyard.<method>(json args…)` and returns its JSON result. Promises are
-    /// driven until they settle; the whole call runs under the time budget.
+    /// Calls `__switchyard.<method>(json args…)` to the end. Host calls that finish later are
+    /// refused here (use [`Engine::start`] where they are allowed).
     pub fn call(&self, method: &str, args: &[Json]) -> Result<Json, ScriptError> {
-        self.clock.arm(self.limits.call_timeout);
-        let result = self.context.with(|ctx| -> Result<Json, ScriptError> {
-            let run = || -> rquickjs::Result<Json> {
-                let state: Object = ctx.globals().get("__switchyard")?;
-                let function: Function = state.get(method)?;
-                let mut js_args = rquickjs::function::Args::new(ctx.clone(), args.len());
-                for arg in args {
-                    let text = serde_json::to_string(arg).unwrap_or_else(|_| "null".into());
-                    js_args.push_arg(ctx.json_parse(text)?)?;
-                }
-                let value: Value = function.call_arg(js_args)?;
-                let value = match value.as_promise() {
-                    Some(promise) => settle(&ctx, promise)?,
-                    None => value,
+        match self.start(method, args)? {
+            Step::Done(value) => Ok(value),
+            Step::Waiting { call, ops } => {
+                let _ = self.run(|ctx| {
+                    let state: Object = ctx.globals().get("__switchyard")?;
+                    state
+                        .get::<_, Function>("abandon")?
+                        .call::<_, ()>((call,))?;
+                    Ok(Json::Null)
+                });
+                let kinds: Vec<&str> = ops.iter().map(|o| o.kind.as_str()).collect();
+                Err(internal(&format!(
+                    "{method}: host calls ({}) are not available here",
+                    kinds.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Starts `__switchyard.<method>(json args…)`. Promises are driven until they settle or
+    /// wait on host calls; each run of JS is under the time budget.
+    pub fn start(&self, method: &str, args: &[Json]) -> Result<Step, ScriptError> {
+        let begun = self.run(|ctx| {
+            let state: Object = ctx.globals().get("__switchyard")?;
+            let begin: Function = state.get("begin")?;
+            let list = rquickjs::Array::new(ctx.clone())?;
+            for (i, arg) in args.iter().enumerate() {
+                let text = serde_json::to_string(arg).unwrap_or_else(|_| "null".into());
+                list.set(i, ctx.json_parse(text)?)?;
+            }
+            let value: Value = begin.call((method, list))?;
+            to_json(ctx, value)
+        })?;
+        if begun["done"].as_bool().unwrap_or(false) {
+            self.bridge.take_ops();
+            return Ok(Step::Done(
+                begun.get("value").cloned().unwrap_or(Json::Null),
+            ));
+        }
+        let call = begun["id"].as_u64().unwrap_or(0);
+        self.poll(call)
+    }
+
+    /// Settles the host calls in `done` (`Ok` resolves, `Err` rejects) and drives the call on.
+    pub fn resume(
+        &self,
+        call: u64,
+        done: Vec<(u64, Result<Json, Json>)>,
+    ) -> Result<Step, ScriptError> {
+        self.run(|ctx| {
+            let state: Object = ctx.globals().get("__switchyard")?;
+            let complete: Function = state.get("complete")?;
+            for (id, outcome) in done {
+                let (ok, value) = match outcome {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e),
                 };
-                to_json(&ctx, value)
-            };
-            run()
+                let text = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
+                complete.call::<_, ()>((id, ok, ctx.json_parse(text)?))?;
+            }
+            Ok(Json::Null)
+        })?;
+        self.poll(call)
+    }
+
+    fn poll(&self, call: u64) -> Result<Step, ScriptError> {
+        let polled = self.run(|ctx| {
+            while ctx.execute_pending_job() {}
+            let state: Object = ctx.globals().get("__switchyard")?;
+            let poll: Function = state.get("poll")?;
+            let value: Value = poll.call((call,))?;
+            to_json(ctx, value)
+        })?;
+        if !polled["pending"].as_bool().unwrap_or(false) {
+            return Ok(Step::Done(
+                polled.get("value").cloned().unwrap_or(Json::Null),
+            ));
+        }
+        let ops = self.bridge.take_ops();
+        if ops.is_empty() {
+            let _ = self.run(|ctx| {
+                let state: Object = ctx.globals().get("__switchyard")?;
+                state
+                    .get::<_, Function>("abandon")?
+                    .call::<_, ()>((call,))?;
+                Ok(Json::Null)
+            });
+            return Err(internal("the hook returned a promise that never settles"));
+        }
+        Ok(Step::Waiting { call, ops })
+    }
+
+    /// Runs `f` inside the context under the time budget, mapping JS errors.
+    fn run(&self, f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<Json>) -> Result<Json, ScriptError> {
+        self.clock.arm(self.limits.call_timeout);
+        let result = self.context.with(|ctx| {
+            f(&ctx)
                 .catch(&ctx)
                 .map_err(|e| caught(e, &self.clock, self.limits))
         });
@@ -251,18 +355,6 @@ impl Engine {
     /// Bytes QuickJS has allocated for this engine.
     pub fn memory_bytes(&self) -> u64 {
         self.runtime.memory_usage().malloc_size.max(0) as u64
-    }
-}
-
-/// Drives the job queue until `promise` settles. A promise still pending once no job is left
-/// waits on something the host will never provide: that is an error, not a hang.
-fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> rquickjs::Result<Value<'js>> {
-    match promise.finish::<Value>() {
-        Err(rquickjs::Error::WouldBlock) => Err(rquickjs::Exception::throw_message(
-            ctx,
-            "the hook returned a promise that never settles",
-        )),
-        other => other,
     }
 }
 
@@ -392,18 +484,93 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
             },
         )?,
     )?;
+    // Registrations go through the plugin's context, which checks them (collisions, schemas)
+    // and stages them until `init` returns.
+    let context_of =
+        |b: &Arc<Bridge>, ctx: &Ctx<'_>, what: &str| -> rquickjs::Result<PluginContext> {
+            b.ctx.get().cloned().ok_or_else(|| {
+                rquickjs::Exception::throw_message(
+                    ctx,
+                    &format!("{what} is only available from init(ctx) on"),
+                )
+            })
+        };
+    let throw = |ctx: &Ctx<'_>, e: crate::plugin::PluginError| {
+        rquickjs::Exception::throw_message(ctx, &e.message)
+    };
     let b = bridge.clone();
     host.set(
-        "record",
-        Function::new(ctx.clone(), move |kind: String, entry: String| {
-            let entry: Json = serde_json::from_str(&entry).unwrap_or(Json::Null);
-            let mut r = b.registrations.lock().unwrap_or_else(|e| e.into_inner());
-            match kind.as_str() {
-                "tool" => r.tools.push(entry),
-                "agent" => r.agents.push(entry),
-                "route" => r.routes.push(entry),
-                _ => r.clients.push(entry),
-            }
+        "route",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>,
+                  method: String,
+                  path: String,
+                  absolute: bool|
+                  -> rquickjs::Result<u32> {
+                let pctx = context_of(&b, &ctx, "app.<method>()")?;
+                let method = crate::route::Method::parse(&method)
+                    .ok_or_else(|| rquickjs::Exception::throw_message(&ctx, "unknown method"))?;
+                pctx.mount(method, &path, absolute)
+                    .map_err(|e| throw(&ctx, e))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "tool",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>, spec: String| -> rquickjs::Result<()> {
+                let pctx = context_of(&b, &ctx, "registerTool()")?;
+                let spec: Json = serde_json::from_str(&spec).unwrap_or(Json::Null);
+                pctx.register_tool(crate::tool::ToolSpec {
+                    name: spec["name"].as_str().unwrap_or_default().to_string(),
+                    description: spec["description"].as_str().unwrap_or_default().to_string(),
+                    parameters: spec["parameters"].clone(),
+                })
+                .map_err(|e| throw(&ctx, e))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "agent",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>, id: String, config: String| -> rquickjs::Result<()> {
+                let pctx = context_of(&b, &ctx, "registerAgentConfig()")?;
+                let config: Json = serde_json::from_str(&config).unwrap_or(Json::Null);
+                pctx.register_agent_config(&id, &config)
+                    .map_err(|e| throw(&ctx, e))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "client",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'_>, config: String| -> rquickjs::Result<()> {
+                let pctx = context_of(&b, &ctx, "resolveClient()")?;
+                let config: Json = serde_json::from_str(&config).unwrap_or(Json::Null);
+                pctx.resolve_client_json(&config)
+                    .map(|_| ())
+                    .map_err(|e| throw(&ctx, e))
+            },
+        )?,
+    )?;
+    let b = bridge.clone();
+    host.set(
+        "request",
+        Function::new(ctx.clone(), move |kind: String, payload: String| -> u64 {
+            let id = b.next_op.fetch_add(1, Ordering::Relaxed) + 1;
+            let payload = serde_json::from_str(&payload).unwrap_or(Json::Null);
+            b.ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(HostOp { id, kind, payload });
+            id
         })?,
     )?;
     ctx.globals().set("__switchyard_host", host)?;

@@ -30,7 +30,8 @@ use crate::plugin::{
     ConfigField, ConnectorPluginInfo, Hook, HookContext, Plugin, PluginContext, PluginError,
     PluginFactory, PluginManifest,
 };
-use engine::{Bridge, Engine, Limits, ModuleInfo, Registrations, ScriptError};
+use crate::route::{RouteRequest, RouteResponse};
+use engine::{Bridge, Engine, HostOp, Limits, ModuleInfo, ScriptError, Step};
 
 /// A discovered plugin directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub fn source_for(root: &Path, id: &str) -> Option<ScriptSource> {
 pub struct ScriptStatus {
     pub source: ScriptSource,
     memory_bytes: AtomicU64,
-    current: Mutex<Option<(PluginManifest, ModuleInfo, Registrations)>>,
+    current: Mutex<Option<(PluginManifest, ModuleInfo)>>,
 }
 
 /// What the API shows about a script plugin.
@@ -114,8 +115,6 @@ pub struct ScriptView {
     pub engine_memory_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registrations: Option<Registrations>,
 }
 
 impl ScriptStatus {
@@ -151,8 +150,7 @@ impl ScriptStatus {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             engine_memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
-            module: current.as_ref().map(|c| c.1.clone()),
-            registrations: current.map(|c| c.2),
+            module: current.map(|c| c.1),
         }
     }
 }
@@ -198,6 +196,7 @@ impl ScriptStatus {
 
 /// One instance of a script plugin: its engine, or why it could not be loaded.
 pub struct ScriptPlugin {
+    busy: tokio::sync::Mutex<()>,
     sampled_at: Mutex<Option<Instant>>,
     manifest: PluginManifest,
     engine: Mutex<Result<Engine, ScriptError>>,
@@ -209,10 +208,7 @@ impl ScriptPlugin {
     /// Loads the module now (compile, evaluate, check contracts). A failure is kept and
     /// returned by `init`, so it surfaces as `plugin.error` with its file and line.
     pub fn load(source: &ScriptSource, limits: Limits, status: Arc<ScriptStatus>) -> ScriptPlugin {
-        let bridge = Arc::new(Bridge {
-            plugin_id: source.id.clone(),
-            ..Bridge::default()
-        });
+        let bridge = Arc::new(Bridge::new(&source.id));
         let engine = Engine::load(&source.dir, &source.entry, limits, bridge.clone());
         let (manifest, engine) = match engine {
             Ok(engine) => match manifest_of(&source.id, &engine.info) {
@@ -225,6 +221,7 @@ impl ScriptPlugin {
             Err(error) => (fallback_manifest(&source.id, &status), Err(error)),
         };
         ScriptPlugin {
+            busy: tokio::sync::Mutex::new(()),
             sampled_at: Mutex::new(None),
             manifest,
             engine: Mutex::new(engine),
@@ -233,12 +230,85 @@ impl ScriptPlugin {
         }
     }
 
-    /// Runs `method` on the engine; limit breaches are fatal.
+    /// Runs `method` on the engine to the end (no host calls); limit breaches are fatal.
     fn call(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
         let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         let engine = engine.as_ref().map_err(load_error)?;
         let result = engine.call(method, args);
-        // Measuring walks the whole engine heap: do it at most once a second, not per call.
+        self.sample_memory(engine);
+        result.map_err(plugin_error)
+    }
+
+    /// Runs `method` on the engine, performing the host calls it waits on (inference) between
+    /// turns of JS. Calls into one plugin are serialised: JS never runs on two at once.
+    async fn call_async(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
+        let _turn = self.busy.lock().await;
+        let mut step = self.with_engine(|e| e.start(method, args))?;
+        loop {
+            match step {
+                Step::Done(value) => return Ok(value),
+                Step::Waiting { call, ops } => {
+                    let done =
+                        futures::future::join_all(ops.into_iter().map(|op| self.perform(op))).await;
+                    step = self.with_engine(|e| e.resume(call, done))?;
+                }
+            }
+        }
+    }
+
+    fn with_engine(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<Step, ScriptError>,
+    ) -> Result<Step, PluginError> {
+        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = engine.as_ref().map_err(load_error)?;
+        let result = f(engine);
+        self.sample_memory(engine);
+        result.map_err(plugin_error)
+    }
+
+    /// Runs one host call for the script; the outcome settles its promise.
+    async fn perform(&self, op: HostOp) -> (u64, Result<Value, Value>) {
+        let outcome = match op.kind.as_str() {
+            "chat" => self.chat(&op.payload).await,
+            other => Err(json!({ "message": format!("unknown host call '{other}'") })),
+        };
+        (op.id, outcome)
+    }
+
+    async fn chat(&self, payload: &Value) -> Result<Value, Value> {
+        let fail = |code: &str, message: String| json!({ "code": code, "message": message });
+        let ctx = self.bridge.ctx.get().ok_or_else(|| {
+            fail(
+                "unavailable",
+                "resolveClient() needs init(ctx) first".into(),
+            )
+        })?;
+        let client = ctx
+            .resolve_client_json(&payload["config"])
+            .map_err(|e| fail("invalid_client_config", e.message))?;
+        let request: crate::inference::ChatRequest =
+            serde_json::from_value(payload["request"].clone()).map_err(|e| {
+                fail(
+                    "invalid_chat_request",
+                    format!("chat(messages, options): {e}"),
+                )
+            })?;
+        match client.chat(request).await {
+            Ok(response) => Ok(serde_json::to_value(response).unwrap_or(Value::Null)),
+            Err(error) => {
+                let code = match &error {
+                    crate::inference::InferenceError::CircuitOpen { .. } => "circuit_open",
+                    crate::inference::InferenceError::Config(_) => "invalid_client_config",
+                    _ => "inference_failed",
+                };
+                Err(fail(code, error.to_string()))
+            }
+        }
+    }
+
+    /// Measuring walks the whole engine heap: do it at most once a second, not per call.
+    fn sample_memory(&self, engine: &Engine) {
         let mut sampled = self.sampled_at.lock().unwrap_or_else(|e| e.into_inner());
         if sampled.is_none_or(|at| at.elapsed() >= MEMORY_SAMPLE_EVERY) {
             *sampled = Some(Instant::now());
@@ -246,13 +316,14 @@ impl ScriptPlugin {
                 .memory_bytes
                 .store(engine.memory_bytes(), Ordering::Relaxed);
         }
-        result.map_err(|e| {
-            if e.is_fatal() {
-                PluginError::fatal(e.to_string())
-            } else {
-                PluginError::new(e.to_string())
-            }
-        })
+    }
+}
+
+fn plugin_error(e: ScriptError) -> PluginError {
+    if e.is_fatal() {
+        PluginError::fatal(e.to_string())
+    } else {
+        PluginError::new(e.to_string())
     }
 }
 
@@ -312,7 +383,7 @@ impl Plugin for ScriptPlugin {
 
     async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
         let _ = self.bridge.ctx.set(ctx.clone());
-        self.call("init", &[]).map_err(|e| {
+        self.call_async("init", &[]).await.map_err(|e| {
             if e.step.is_some() {
                 e
             } else {
@@ -321,28 +392,35 @@ impl Plugin for ScriptPlugin {
         })?;
         let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(engine) = engine.as_ref() {
-            let registrations = self
-                .bridge
-                .registrations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
             *self
                 .status
                 .current
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) =
-                Some((self.manifest.clone(), engine.info.clone(), registrations));
+                Some((self.manifest.clone(), engine.info.clone()));
         }
         Ok(())
     }
 
     async fn start(&self) -> Result<(), PluginError> {
-        self.call("start", &[]).map(|_| ())
+        self.call_async("start", &[]).await.map(|_| ())
     }
 
     async fn stop(&self) -> Result<(), PluginError> {
-        self.call("stop", &[]).map(|_| ())
+        self.call_async("stop", &[]).await.map(|_| ())
+    }
+
+    async fn route(&self, handler: u32, req: RouteRequest) -> Result<RouteResponse, PluginError> {
+        let reply = self
+            .call_async("route", &[json!(handler), json!(req)])
+            .await?;
+        serde_json::from_value(reply).map_err(|e| {
+            PluginError::new(format!("the route handler's response is malformed: {e}"))
+        })
+    }
+
+    async fn tool(&self, name: &str, params: Value) -> Result<Value, PluginError> {
+        self.call_async("tool", &[json!(name), params]).await
     }
 
     fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
@@ -366,7 +444,7 @@ impl Plugin for ScriptPlugin {
             input,
             json!(ctx),
         ];
-        let reply = self.call("connector", &args)?;
+        let reply = self.call_async("connector", &args).await?;
         if let Some(state) = reply.get("state").and_then(Value::as_object) {
             ctx.state = state.clone();
         }
@@ -390,7 +468,7 @@ impl Plugin for ScriptPlugin {
 
     async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
         let event = json!({ "event": event.event, "timestamp": crate::util::rfc3339(event.timestamp), "data": event.data });
-        self.call("dispatch", &[event]).map(|_| ())
+        self.call_async("dispatch", &[event]).await.map(|_| ())
     }
 }
 

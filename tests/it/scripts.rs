@@ -102,15 +102,16 @@ async fn both_contracts_and_the_seed_examples_load_unmodified() {
         json!(["HTTP_REST"])
     );
 
-    // The Open Astra example used its context: registrations are recorded per plugin.
+    // The Open Astra example used its context: what it registered is listed per plugin.
     let astra = by_id("astra-example");
-    let reg = &astra["script"]["registrations"];
-    assert_eq!(reg["tools"][0]["name"], "greet");
-    assert_eq!(reg["agents"][0]["id"], "greeter");
-    assert_eq!(
-        reg["routes"][0],
-        json!({ "method": "GET", "path": "/hello" })
-    );
+    let reg = &astra["registrations"];
+    assert_eq!(reg["tools"], json!(["greet"]));
+    assert_eq!(reg["agents"], json!(["greeter"]));
+    assert_eq!(reg["routes"][0]["path"], "/plugins/astra-example/hello");
+    assert_eq!(reg["routes"][0]["method"], "GET");
+    // …and the route, the tool and the agent are live.
+    let (status, hello) = app.get("/plugins/astra-example/hello").await;
+    assert_eq!((status, hello), (200, json!({ "hello": "world" })));
     // …and its event handler runs on its own actor and reaches the bus both ways.
     app.publish("test.ping", json!({}));
     let (_, _) = app.post("/api/plugins/gw/restart").await;

@@ -35,21 +35,75 @@
     },
   });
 
-  const routes = [];
+  // Host calls that finish later (an inference call): the host runs them between job-queue
+  // turns and settles the promise with `complete`.
+  const pendingOps = new Map();
+  const request = (op, payload) => {
+    const id = host.request(op, JSON.stringify(payload));
+    return new Promise((resolve, reject) => pendingOps.set(id, { resolve, reject }));
+  };
+
+  // Express-like routes. Handlers live here; the host keeps the table and calls `route`.
+  const routeHandlers = new Map();
   const middleware = [];
-  const app = { use(handler) {
-    if (typeof handler !== "function") throw new TypeError("app.use(handler): handler must be a function");
-    middleware.push(handler);
-  } };
+  const app = {
+    use(prefix, handler) {
+      if (typeof prefix === "function") [prefix, handler] = ["/", prefix];
+      if (typeof prefix !== "string" || !prefix.startsWith("/")) throw new TypeError("app.use([path], handler): path must start with '/'");
+      if (typeof handler !== "function") throw new TypeError("app.use([path], handler): handler must be a function");
+      middleware.push({ prefix: prefix.replace(/\/+$/, ""), handler });
+    },
+  };
   for (const method of ["get", "post", "put", "patch", "delete"]) {
-    app[method] = (path, handler) => {
+    app[method] = (path, handler, options) => {
       if (typeof path !== "string" || !path.startsWith("/")) throw new TypeError(`app.${method}(path, handler): path must start with '/'`);
       if (typeof handler !== "function") throw new TypeError(`app.${method}(path, handler): handler must be a function`);
-      routes.push({ method: method.toUpperCase(), path, handler });
-      host.record("route", JSON.stringify({ method: method.toUpperCase(), path }));
+      const absolute = !!(options && options.absolute);
+      const index = host.route(method.toUpperCase(), path, absolute);
+      routeHandlers.set(index, handler);
     };
   }
   Object.freeze(app);
+
+  const makeReq = (r) => ({
+    ...r,
+    get(name) { return r.headers[String(name).toLowerCase()]; },
+    header(name) { return r.headers[String(name).toLowerCase()]; },
+  });
+  const makeRes = () => {
+    const out = { status: 200, headers: {}, body: { kind: "empty" }, sent: false };
+    const res = {
+      get sent() { return out.sent; },
+      get headersSent() { return out.sent; },
+      status(code) {
+        if (!Number.isInteger(code) || code < 100 || code > 599) throw new TypeError(`res.status(${code}): not an HTTP status`);
+        out.status = code;
+        return res;
+      },
+      set(name, value) {
+        if (typeof name === "object" && name) for (const [k, v] of Object.entries(name)) out.headers[k.toLowerCase()] = String(v);
+        else out.headers[String(name).toLowerCase()] = String(value);
+        return res;
+      },
+      header(name, value) { return res.set(name, value); },
+      json(value) {
+        out.body = { kind: "json", value: value === undefined ? null : value };
+        out.sent = true;
+        return res;
+      },
+      send(value) {
+        if (value === undefined || value === null) out.body = { kind: "empty" };
+        else if (typeof value === "string") out.body = { kind: "text", value };
+        else if (typeof value === "number" || typeof value === "boolean") out.body = { kind: "text", value: String(value) };
+        else out.body = { kind: "json", value };
+        out.sent = true;
+        return res;
+      },
+      end() { out.sent = true; return res; },
+      sendStatus(code) { res.status(code); return res.send(String(code)); },
+    };
+    return { res, out };
+  };
 
   const tools = new Map();
   const logger = Object.freeze({
@@ -65,20 +119,20 @@
     registerTool(tool) {
       if (!tool || typeof tool.name !== "string" || !tool.name) throw new TypeError("registerTool(tool): tool.name must be a non-empty string");
       if (typeof tool.execute !== "function") throw new TypeError(`registerTool: tool '${tool.name}' needs an execute(params) function`);
-      if (tools.has(tool.name)) throw new Error(`registerTool: tool '${tool.name}' is already registered by this plugin`);
+      host.tool(JSON.stringify({ name: tool.name, description: tool.description || "", parameters: tool.parameters === undefined ? null : tool.parameters }));
       tools.set(tool.name, tool);
-      host.record("tool", JSON.stringify({ name: tool.name, description: tool.description || "", parameters: tool.parameters || {} }));
     },
     registerAgentConfig(id, config) {
       if (typeof id !== "string" || !id) throw new TypeError("registerAgentConfig(id, config): id must be a non-empty string");
-      host.record("agent", JSON.stringify({ id, config: config === undefined ? null : config }));
+      host.agent(id, JSON.stringify(config === undefined ? null : config));
     },
     resolveClient(config) {
-      host.record("client", JSON.stringify(config === undefined ? null : config));
-      const unavailable = async () => {
-        throw new Error("inference calls are not available in this version of switchyard (the client was recorded)");
+      host.client(JSON.stringify(config === undefined ? null : config));
+      const chat = (messages, options) => {
+        const req = Array.isArray(messages) ? { ...(options || {}), messages } : messages;
+        return request("chat", { config, request: req });
       };
-      return Object.freeze({ config, chat: unavailable, complete: unavailable });
+      return Object.freeze({ config, chat });
     },
   });
 
@@ -86,6 +140,8 @@
   const isFn = (v) => typeof v === "function";
   const HOOKS = ["initialize", "onConnect", "beforeSend", "afterReceive", "onDisconnect", "onError"];
 
+  const calls = new Map();
+  let callSeq = 0;
   const state = {
     plugin: undefined,
     registered,
@@ -171,6 +227,61 @@
       if (!plugin || !isFn(plugin.onError)) return;
       const context = { sessionId: ctx.sessionId, targetId: ctx.targetId, state: ctx.state, pluginConfig: ctx.pluginConfig };
       plugin.onError(new Error(message), hook, context);
+    },
+    // Runs `method`; a promise is kept here and polled by the host between host calls.
+    begin(method, args) {
+      const value = state[method](...args);
+      if (!value || typeof value.then !== "function") return { done: true, value };
+      const id = ++callSeq;
+      const slot = { state: "pending" };
+      calls.set(id, slot);
+      value.then((v) => { slot.state = "ok"; slot.value = v; }, (e) => { slot.state = "err"; slot.error = e; });
+      return { done: false, id };
+    },
+    poll(id) {
+      const slot = calls.get(id);
+      if (!slot) throw new Error(`unknown call ${id}`);
+      if (slot.state === "pending") return { pending: true };
+      calls.delete(id);
+      if (slot.state === "err") throw slot.error;
+      return { pending: false, value: slot.value };
+    },
+    abandon(id) {
+      calls.delete(id);
+    },
+    complete(id, ok, value) {
+      const op = pendingOps.get(id);
+      if (!op) return;
+      pendingOps.delete(id);
+      if (ok) op.resolve(value);
+      else op.reject(Object.assign(new Error(value && value.message ? value.message : String(value)), { code: value && value.code }));
+    },
+    async route(index, r) {
+      const handler = routeHandlers.get(index);
+      if (!handler) throw new Error(`no route handler #${index}`);
+      const req = makeReq(r);
+      const { res, out } = makeRes();
+      const chain = middleware
+        .filter((m) => m.prefix === "" || r.mountPath === m.prefix || r.mountPath.startsWith(m.prefix + "/"))
+        .map((m) => m.handler);
+      chain.push(handler);
+      let returned;
+      for (const fn of chain) {
+        let next = false;
+        returned = await fn(req, res, () => { next = true; });
+        if (out.sent || !next) break;
+      }
+      if (!out.sent) {
+        if (returned === undefined) throw new Error(`${r.method} ${r.routePath}: the handler neither sent a response (res.json/res.send) nor returned a value`);
+        res.json(returned);
+      }
+      return { status: out.status, headers: out.headers, body: out.body };
+    },
+    async tool(name, params) {
+      const tool = tools.get(name);
+      if (!tool) throw new Error(`this plugin registered no tool '${name}'`);
+      const result = await tool.execute(params, { logger });
+      return result === undefined ? null : result;
     },
     async dispatch(event) {
       for (const { pattern, handler } of handlers.slice()) {
