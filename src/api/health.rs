@@ -131,6 +131,21 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             json!([{ "componentType": "datastore", "status": status, "observedValue": stats }]),
         );
     }
+    // One check per provider breaker: open is a warning (calls fail fast or use the fallback).
+    for breaker in state.ext.inference.breakers() {
+        use crate::inference::breaker::BreakerState;
+        let status = match breaker.state {
+            BreakerState::Closed => "pass",
+            BreakerState::HalfOpen | BreakerState::Open => "warn",
+        };
+        if status == "warn" && worst == "pass" {
+            worst = "warn";
+        }
+        checks.insert(
+            format!("inference:{}", breaker.provider),
+            json!([{ "componentType": "component", "status": status, "observedValue": breaker }]),
+        );
+    }
     checks.insert(
         "sessions:count".into(),
         json!([{ "componentType": "component", "status": "pass", "observedValue": state.sessions.count() }]),

@@ -166,6 +166,22 @@ impl Route {
             .join("/")
     }
 
+    /// Whether some request path would match both routes (same method or not). Another
+    /// plugin's route may not overlap; inside one plugin the most specific route wins.
+    fn overlaps(&self, other: &Route) -> bool {
+        let (a, b) = (&self.segments, &other.segments);
+        for i in 0..a.len().max(b.len()) {
+            match (a.get(i), b.get(i)) {
+                (Some(Segment::Rest(_)), _) | (_, Some(Segment::Rest(_))) => return true,
+                (Some(Segment::Literal(x)), Some(Segment::Literal(y))) if x != y => return false,
+                (Some(_), Some(_)) => {}
+                // Different lengths without a wildcard never match the same path.
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Path parameters when `path` matches this route.
     fn matches(&self, path: &[&str]) -> Option<BTreeMap<String, String>> {
         let mut params = BTreeMap::new();
@@ -350,13 +366,15 @@ impl RouteTable {
     /// plugin's registrations so far), answers the same requests.
     pub fn check(&self, route: &Route, pending: &[Route]) -> Result<(), RouteError> {
         let shape = route.shape();
-        let taken = self
-            .snapshot()
+        let table = self.snapshot();
+        let theirs = table
             .iter()
             .filter(|r| r.plugin != route.plugin)
-            .chain(pending.iter())
-            .find(|r| r.method == route.method && r.shape() == shape)
-            .map(|r| r.plugin.clone());
+            .find(|r| r.method == route.method && r.overlaps(route));
+        let mine = pending
+            .iter()
+            .find(|r| r.method == route.method && r.shape() == shape);
+        let taken = theirs.or(mine).map(|r| r.plugin.clone());
         match taken {
             Some(owner) => Err(RouteError::Collision {
                 method: route.method,
@@ -376,8 +394,12 @@ impl RouteTable {
             let clash = table
                 .iter()
                 .filter(|r| r.plugin != plugin)
-                .chain(&routes[..i])
-                .find(|r| r.method == route.method && r.shape() == shape);
+                .find(|r| r.method == route.method && r.overlaps(route))
+                .or_else(|| {
+                    routes[..i]
+                        .iter()
+                        .find(|r| r.method == route.method && r.shape() == shape)
+                });
             if let Some(r) = clash {
                 return Err(RouteError::Collision {
                     method: route.method,
@@ -601,6 +623,22 @@ mod tests {
         table
             .replace("a", vec![route("a", Method::Post, "/hooks/:id", true)])
             .unwrap();
+        // Overlapping patterns of different plugins are refused; inside one plugin they are
+        // fine (the most specific wins).
+        let overlap = route("b", Method::Post, "/hooks/stripe", true);
+        assert!(table.check(&overlap, &[]).is_err());
+        let wildcard = route("b", Method::Post, "/hooks/*rest", true);
+        assert!(
+            table.check(&wildcard, &[]).is_err(),
+            "a wildcard overlaps everything below it"
+        );
+        assert!(table
+            .check(&route("b", Method::Post, "/hooks/a/b", true), &[])
+            .is_ok());
+        let own = route("a", Method::Post, "/hooks/new", true);
+        assert!(table
+            .check(&own, &[route("a", Method::Post, "/hooks/:id", true)])
+            .is_ok());
         // Duplicates inside one plugin are refused too.
         let dup = route("c", Method::Get, "/x", false);
         assert!(table.check(&dup, std::slice::from_ref(&dup)).is_err());

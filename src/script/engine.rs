@@ -574,7 +574,10 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
         })?,
     )?;
     ctx.globals().set("__switchyard_host", host)?;
-    ctx.eval::<(), _>(PRELUDE)?;
+    // Named so stack locations skip it: errors point at the plugin's own line.
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("switchyard:prelude".into());
+    ctx.eval_with_options::<(), _>(PRELUDE, options)?;
     Ok(())
 }
 

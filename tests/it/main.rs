@@ -4,8 +4,10 @@
 mod api;
 mod common;
 mod config;
+mod extensions;
 mod lifecycle;
 mod mock;
+mod model;
 mod scripts;
 mod sessions;
 mod shutdown;
