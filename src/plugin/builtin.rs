@@ -3,17 +3,20 @@
 //! Owns the list of compiled-in plugins (Krawall's connector plugins live in `connectors`)
 //! and the two examples `cargo run` loads: `event-logger`
 //! (subscribes to every `plugin.*` event and logs it) and `hello` (depends on `event-logger`,
-//! greets on start, says goodbye on stop, so the boot and LIFO shutdown order show in the log).
+//! greets on start, says goodbye on stop, so the boot and LIFO shutdown order show in the log;
+//! it also shows the native side of the context: a route and a tool).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use semver::Version;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::connectors::AuditLog;
 use super::{Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
 use crate::broker::Event;
+use crate::route::{Method, RouteBody, RouteRequest, RouteResponse};
+use crate::tool::ToolSpec;
 
 /// Ids accepted in `plugins.native`, in registration order: Krawall's four connector plugins
 /// (openai before anthropic, as Krawall imports them), then the two examples.
@@ -65,7 +68,11 @@ impl Plugin for EventLogger {
     }
 }
 
-/// Greets once HTTP is up and says goodbye on shutdown.
+fn greeting(name: &str) -> String {
+    format!("Hello, {name}!")
+}
+
+/// Greets once HTTP is up and says goodbye on shutdown; serves a greeting route and tool.
 #[derive(Default)]
 pub struct Hello {
     ctx: std::sync::OnceLock<PluginContext>,
@@ -83,7 +90,39 @@ impl Plugin for Hello {
     async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
         ctx.logger().info("Initialised.");
         let _ = self.ctx.set(ctx.clone());
-        Ok(())
+        // GET /plugins/hello/greet/:name, handler #0.
+        ctx.mount(Method::Get, "/greet/:name", false)?;
+        ctx.register_tool(ToolSpec {
+            name: "hello".into(),
+            description: "Greets someone by name.".into(),
+            parameters: json!({
+                "type": "object",
+                "required": ["name"],
+                "properties": { "name": { "type": "string", "minLength": 1 } },
+                "additionalProperties": false,
+            }),
+        })
+    }
+
+    async fn route(&self, handler: u32, req: RouteRequest) -> Result<RouteResponse, PluginError> {
+        match handler {
+            0 => Ok(RouteResponse {
+                status: 200,
+                headers: Default::default(),
+                body: RouteBody::Json(json!({ "greeting": greeting(&req.params["name"]) })),
+            }),
+            other => Err(PluginError::new(format!("no route handler #{other}"))),
+        }
+    }
+
+    async fn tool(&self, name: &str, params: Value) -> Result<Value, PluginError> {
+        match name {
+            // The schema guarantees `name` is a non-empty string.
+            "hello" => {
+                Ok(json!({ "greeting": greeting(params["name"].as_str().unwrap_or_default()) }))
+            }
+            other => Err(PluginError::new(format!("no tool '{other}'"))),
+        }
     }
 
     async fn start(&self) -> Result<(), PluginError> {

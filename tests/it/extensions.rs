@@ -733,3 +733,87 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_the_others() {
     drop(slow);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn native_plugins_mount_routes_and_register_tools_through_the_same_context() {
+    let app = TestApp::spawn(
+        &[(
+            "SWITCHYARD__PLUGINS__NATIVE",
+            r#"["event-logger", "hello"]"#,
+        )],
+        vec![],
+        Default::default(),
+    )
+    .await;
+    let (status, greeting) = app.get("/plugins/hello/greet/Ada").await;
+    assert_eq!(
+        (status, greeting),
+        (200, json!({ "greeting": "Hello, Ada!" }))
+    );
+    let (status, done) = app
+        .post_json(
+            "/api/tools/hello/invoke",
+            json!({ "params": { "name": "Grace" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, &done["result"]),
+        (200, &json!({ "greeting": "Hello, Grace!" }))
+    );
+    assert_eq!(done["plugin"], "hello");
+    let (status, bad) = app
+        .post_json(
+            "/api/tools/hello/invoke",
+            json!({ "params": { "name": "" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (422, Some("invalid_tool_params"))
+    );
+    // Disabling the plugin takes its route and tool away; enabling brings them back.
+    assert_eq!(app.post("/api/plugins/hello/disable").await.0, 200);
+    assert_eq!(app.get("/plugins/hello/greet/Ada").await.0, 404);
+    assert_eq!(
+        app.post_json("/api/tools/hello/invoke", json!({})).await.0,
+        404
+    );
+    assert_eq!(app.post("/api/plugins/hello/enable").await.0, 200);
+    assert_eq!(app.get("/plugins/hello/greet/Ada").await.0, 200);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_route_that_breaks_its_time_budget_restarts_the_plugin_and_the_route_comes_back() {
+    let dirs = Dirs::new();
+    dirs.write(
+        "spin",
+        "index.js",
+        "let calls = 0;\nexport default { name: 'spin', version: '1.0.0', init(ctx) {\n  ctx.app.get('/loop', () => { while (true) {} });\n  ctx.app.get('/count', (req, res) => res.json({ calls: ++calls }));\n} };\n",
+    );
+    let mut app = TestApp::spawn_in(
+        dirs,
+        &[("SWITCHYARD__PLUGINS__SCRIPT__CALL_TIMEOUT_MS", "200")],
+        vec![],
+    )
+    .await;
+    assert_eq!(app.get("/plugins/spin/count").await.1["calls"], 1);
+    let (status, body) = app.get("/plugins/spin/loop").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("plugin_route_failed"))
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("time budget"),
+        "{body}"
+    );
+    let restarted = app.next_event("plugin.restarted").await;
+    assert_eq!(restarted.data["plugin"], "spin");
+    // A fresh engine answers: its state starts over.
+    eventually("the route answers again", || async {
+        app.get("/plugins/spin/count").await.0 == 200
+    })
+    .await;
+    assert_eq!(app.get("/livez").await.0, 200);
+    app.stop().await;
+}
