@@ -202,6 +202,44 @@ fn bad_targets_exit_2_naming_every_problem() {
 }
 
 #[test]
+fn bad_agents_exit_2_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agents.toml");
+    std::fs::write(
+        &config,
+        "[[agents]]\nid = \"Bad_Id\"\nmodel = { provider = \"bedrock\", modelId = \"m\", temperature = 3 }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[
+            ("SWITCHYARD__PLUGINS__NATIVE", "[]"),
+            ("SWITCHYARD__PLUGINS__DIR", dir.path().to_str().unwrap()),
+            ("SWITCHYARD__STORE__ENABLED", "false"),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid agents (3 problems)"), "{stderr}");
+    assert!(
+        stderr.contains("agents[0].id: 'Bad_Id' must be kebab-case"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("agents[0].model.provider: unknown provider 'bedrock'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("agents[0].model.temperature: 3 must be a number from 0 to 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_database_that_cannot_be_opened_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     // The database's parent "directory" is a file.
