@@ -1,0 +1,140 @@
+//! The benchmark harness (issue 7).
+//!
+//! `cargo bench --bench gateway` runs every scenario and rewrites the results section of
+//! `BENCHMARKS.md`; `cargo test --bench gateway -- --smoke` runs each scenario with tiny counts
+//! and fails if one errors (CI). `--only S1,S6` picks scenarios.
+//!
+//! Three processes: this harness (the load generator), the mock upstream and the gateway (this
+//! executable again, with `--role`). Every latency scenario alternates a direct call to the
+//! mock with the same call through the gateway, in the same run, and reports the difference:
+//! the median over the rounds, with the spread (min–max).
+
+mod load;
+mod procs;
+mod report;
+mod roles;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How much of everything a run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    pub rounds: usize,
+    pub s1_requests: u64,
+    pub ks: Vec<usize>,
+    pub s2_concurrency: Vec<usize>,
+    pub s2_duration: Duration,
+    pub s3_sessions: usize,
+    pub s3_duration: Duration,
+    pub s5_sessions: usize,
+    pub s5_scripts: usize,
+    pub s6_reloads: usize,
+    pub s7_crashes: usize,
+    pub s8_requests: u64,
+    pub only: Option<Vec<String>>,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            smoke: false,
+            rounds: 5,
+            s1_requests: 2_000,
+            ks: vec![0, 1, 4, 8, 16],
+            s2_concurrency: vec![1, 2, 4, 8, 16, 32, 64, 128],
+            s2_duration: Duration::from_millis(1_500),
+            s3_sessions: 1_000,
+            s3_duration: Duration::from_secs(10),
+            s5_sessions: 10_000,
+            s5_scripts: 20,
+            s6_reloads: 5,
+            s7_crashes: 5,
+            s8_requests: 2_000,
+            only: None,
+        }
+    }
+
+    fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            rounds: 1,
+            s1_requests: 30,
+            ks: vec![0, 1],
+            s2_concurrency: vec![1, 4],
+            s2_duration: Duration::from_millis(300),
+            s3_sessions: 20,
+            s3_duration: Duration::from_secs(1),
+            s5_sessions: 50,
+            s5_scripts: 2,
+            s6_reloads: 1,
+            s7_crashes: 1,
+            s8_requests: 30,
+            only: None,
+        }
+    }
+
+    pub fn runs(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s.eq_ignore_ascii_case(scenario)))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    if let Some(role) = value("--role") {
+        let spec = std::env::var("BENCH_SPEC").expect("BENCH_SPEC for a bench role");
+        match role.as_str() {
+            "mock" => roles::mock(serde_json::from_str(&spec).expect("mock spec")),
+            "gateway" => roles::gateway(serde_json::from_str(&spec).expect("gateway spec")),
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
+    let mut plan = if args.iter().any(|a| a == "--smoke") {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
+    plan.only = value("--only").map(|s| s.split(',').map(str::to_owned).collect());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = value("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("BENCHMARKS.md"));
+
+    let results = actix_web::rt::System::new().block_on(scenarios::run_all(&plan));
+    let json_dir = root.join("target/bench");
+    let _ = std::fs::create_dir_all(&json_dir);
+    let json_path = json_dir.join(if plan.smoke {
+        "smoke.json"
+    } else {
+        "results.json"
+    });
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&results).expect("results serialise"),
+    )
+    .expect("write the JSON results");
+    let markdown = report::markdown(&results);
+    println!("{markdown}");
+    eprintln!("JSON: {}", json_path.display());
+    if !plan.smoke && plan.only.is_none() {
+        report::update_benchmarks_md(&out, &markdown);
+        eprintln!("Updated {}", out.display());
+    }
+    if !results.failures.is_empty() {
+        eprintln!("Scenario failures:");
+        for f in &results.failures {
+            eprintln!("  - {f}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,515 @@
+//! Results: the JSON every run writes, the Markdown summary, and the targets beside them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::load::Summary;
+
+/// Median and range of one figure over rounds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        if values.is_empty() {
+            return Spread::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// `median (min–max)` with `digits` decimals.
+    pub fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.median,
+            self.min,
+            self.max,
+            d = digits
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub rustc: String,
+    pub commit: String,
+    pub profile: &'static str,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map(|kib| kib / 1024.0 / 1024.0)
+            .unwrap_or(0.0);
+        let run = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_gib,
+            kernel: run("uname", &["-r"]),
+            rustc: run("rustc", &["--version"]),
+            commit: run("git", &["rev-parse", "--short", "HEAD"]),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        }
+    }
+}
+
+/// One S1 configuration: added latency at c=1.
+#[derive(Debug, Clone, Serialize)]
+pub struct S1Row {
+    pub kind: String,
+    pub k: usize,
+    pub added_p50_us: Spread,
+    pub added_p99_us: Spread,
+    pub direct_p50_us: Spread,
+    pub gateway_p50_us: Spread,
+    pub gateway_p99_us: Spread,
+    /// Gateway CPU per message, all threads (core-µs).
+    pub core_us_per_msg: Spread,
+    pub errors: u64,
+    pub rounds: Vec<(Summary, Summary)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Slope {
+    pub kind: String,
+    pub us_per_hop_p50: f64,
+    pub us_per_hop_p99: f64,
+    pub core_us_per_hop: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S2Point {
+    pub concurrency: usize,
+    pub gateway_rps: Spread,
+    pub gateway_p99_us: Spread,
+    pub direct_rps: Spread,
+    pub direct_p99_us: Spread,
+    pub core_us_per_msg: Spread,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S2Series {
+    pub label: String,
+    pub points: Vec<S2Point>,
+    /// The highest median throughput with median p99 < 10 ms and no errors.
+    pub best: Option<(usize, f64, f64)>,
+    /// A constant-rate run at half the best throughput, latency from the intended send time.
+    pub open_loop: Option<OpenLoop>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoop {
+    pub rate: f64,
+    pub gateway: Summary,
+    pub direct: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S3 {
+    pub sessions: usize,
+    pub k: usize,
+    pub gateway: Summary,
+    pub direct: Summary,
+    pub core_us_per_msg: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S5 {
+    pub idle_rss_kib: u64,
+    pub sessions: usize,
+    pub bytes_per_session: f64,
+    pub scripts: usize,
+    pub kib_per_script: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S6 {
+    pub debounce_ms: u64,
+    pub save_to_new_version_ms: Spread,
+    pub after_debounce_ms: Spread,
+    pub failed: u64,
+    pub served: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S7 {
+    pub panic_to_next_served_ms: Spread,
+    pub lost: u64,
+    pub skipped_plugin: u64,
+    pub served: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S8 {
+    pub core_route_p50_us: Spread,
+    pub plugin_route_p50_us: Spread,
+    pub native_route_p50_us: Spread,
+    pub tool_lookup_p50_us: Spread,
+    pub script_tool_p50_us: Spread,
+    pub native_tool_p50_us: Spread,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    pub concurrency: usize,
+    pub rps: f64,
+    pub p99_us: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub machine: Option<Machine>,
+    pub command: String,
+    pub mock_ceiling: Option<Ceiling>,
+    pub s1: Vec<S1Row>,
+    pub s1_slopes: Vec<Slope>,
+    pub s2: Vec<S2Series>,
+    pub s3: Option<S3>,
+    pub s5: Option<S5>,
+    pub s6: Option<S6>,
+    pub s7: Option<S7>,
+    pub s8: Option<S8>,
+    pub notes: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+/// Least-squares slope of `y` over `x`.
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let num: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let den: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// The results section of BENCHMARKS.md.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    if let Some(m) = &r.machine {
+        let _ = writeln!(w, "Machine: {} × {} ({:.0} GiB RAM), Linux {}, {}, commit {}, {} build. Gateway, mock upstream and load generator share the machine (separate processes, not pinned).\n",
+            m.cores, m.cpu, m.memory_gib, m.kernel, m.rustc, m.commit, m.profile);
+    }
+    let _ = writeln!(w, "Command: `{}`\n", r.command);
+    if let Some(c) = &r.mock_ceiling {
+        let _ = writeln!(
+            w,
+            "Mock upstream ceiling (load generator → mock, c={}): **{:.0} req/s**, p99 {} µs.\n",
+            c.concurrency, c.rps, c.p99_us
+        );
+    }
+    if !r.s1.is_empty() {
+        let _ = writeln!(w, "### S1 — added latency at c=1, zero-delay upstream (gateway − direct, µs; median (min–max) over rounds)\n");
+        let _ = writeln!(w, "| chain | K | added p50 | added p99 | direct p50 | gateway p50 | gateway p99 | core-µs/msg | errors |");
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
+        for row in &r.s1 {
+            let cpu = if row.core_us_per_msg.max > 0.0 {
+                row.core_us_per_msg.show(1)
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.kind,
+                row.k,
+                row.added_p50_us.show(0),
+                row.added_p99_us.show(0),
+                row.direct_p50_us.show(0),
+                row.gateway_p50_us.show(0),
+                row.gateway_p99_us.show(0),
+                cpu,
+                row.errors
+            );
+        }
+        let _ = writeln!(w);
+        for s in &r.s1_slopes {
+            let _ = writeln!(w, "- {} chain: **{:.2} µs per plugin hop** at p50 ({:.2} at p99, {:.2} core-µs), least-squares over K.", s.kind, s.us_per_hop_p50, s.us_per_hop_p99, s.core_us_per_hop);
+        }
+        let _ = writeln!(w);
+    }
+    if !r.s2.is_empty() {
+        let _ = writeln!(w, "### S2 — concurrency sweep, zero-delay upstream (req/s and p99 µs, medians over rounds)\n");
+        for series in &r.s2 {
+            let _ = writeln!(w, "**{}**\n", series.label);
+            let _ = writeln!(w, "| c | gateway req/s | gateway p99 | direct req/s | direct p99 | core-µs/msg | errors |");
+            let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+            for p in &series.points {
+                let cpu = if p.core_us_per_msg.max > 0.0 {
+                    p.core_us_per_msg.show(1)
+                } else {
+                    "–".into()
+                };
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    p.concurrency,
+                    p.gateway_rps.show(0),
+                    p.gateway_p99_us.show(0),
+                    p.direct_rps.show(0),
+                    p.direct_p99_us.show(0),
+                    cpu,
+                    p.errors
+                );
+            }
+            match series.best {
+                Some((c, rps, p99)) => {
+                    let _ = writeln!(w, "\nBest with p99 < 10 ms and no errors: **{rps:.0} req/s** at c={c} (p99 {p99:.0} µs).\n");
+                }
+                None => {
+                    let _ = writeln!(w, "\nNo point had p99 < 10 ms without errors.\n");
+                }
+            }
+            if let Some(o) = &series.open_loop {
+                let _ = writeln!(w, "Open loop at a constant {:.0} req/s (latency from the intended send time): gateway p50 {} µs, p99 {} µs, {} errors; direct p50 {} µs, p99 {} µs.\n",
+                    o.rate, o.gateway.p50_us, o.gateway.p99_us, o.gateway.errors, o.direct.p50_us, o.direct.p99_us);
+            }
+        }
+    }
+    if let Some(s3) = &r.s3 {
+        let _ = writeln!(
+            w,
+            "### S3 — 20 ms upstream, {} concurrent sessions, K={}\n",
+            s3.sessions, s3.k
+        );
+        let _ = writeln!(
+            w,
+            "| path | msgs/s | errors | p50 µs | p99 µs |\n|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            w,
+            "| gateway | {:.0} | {} | {} | {} |",
+            s3.gateway.rps, s3.gateway.errors, s3.gateway.p50_us, s3.gateway.p99_us
+        );
+        let _ = writeln!(
+            w,
+            "| direct | {:.0} | {} | {} | {} |\n",
+            s3.direct.rps, s3.direct.errors, s3.direct.p50_us, s3.direct.p99_us
+        );
+        let _ = writeln!(
+            w,
+            "Gateway CPU: {:.1} core-µs per message.\n",
+            s3.core_us_per_msg
+        );
+    }
+    if let Some(s5) = &r.s5 {
+        let _ = writeln!(w, "### S5 — memory (RSS)\n");
+        let _ = writeln!(
+            w,
+            "- Idle process (no plugins): **{:.1} MiB**.",
+            s5.idle_rss_kib as f64 / 1024.0
+        );
+        let _ = writeln!(
+            w,
+            "- Per idle session ({} sessions, K=8 native): **{:.0} bytes**.",
+            s5.sessions, s5.bytes_per_session
+        );
+        let _ = writeln!(
+            w,
+            "- Per idle script plugin ({} plugins): **{:.0} KiB**.\n",
+            s5.scripts, s5.kib_per_script
+        );
+    }
+    if let Some(s6) = &r.s6 {
+        let _ = writeln!(
+            w,
+            "### S6 — hot reload under load (file save → first answer from the new version)\n"
+        );
+        let _ = writeln!(w, "- Save → new version serving: {} ms with a {} ms debounce, so **{} ms after the debounce**.", s6.save_to_new_version_ms.show(1), s6.debounce_ms, s6.after_debounce_ms.show(1));
+        let _ = writeln!(
+            w,
+            "- Failed messages during the swaps: **{}** of {} served.\n",
+            s6.failed, s6.served
+        );
+    }
+    if let Some(s7) = &r.s7 {
+        let _ = writeln!(w, "### S7 — plugin crash under load (panic → next message through the restarted plugin)\n");
+        let _ = writeln!(
+            w,
+            "- Panic answered → next message served by the new instance: **{} ms**.",
+            s7.panic_to_next_served_ms.show(2)
+        );
+        let _ = writeln!(w, "- Messages lost besides the one in flight: **{}** of {} served; {} were served while the plugin restarted, with its hook skipped (non-critical).\n", s7.lost, s7.served, s7.skipped_plugin);
+    }
+    if let Some(s8) = &r.s8 {
+        let _ = writeln!(
+            w,
+            "### Plugin routes and tools (c=1, p50 µs, median (min–max) over rounds)\n"
+        );
+        let _ = writeln!(w, "| call | p50 |\n|---|---|");
+        let _ = writeln!(
+            w,
+            "| `GET /livez` (core route, baseline) | {} |",
+            s8.core_route_p50_us.show(0)
+        );
+        let _ = writeln!(
+            w,
+            "| `GET /plugins/ext/ping` (script route) | {} |",
+            s8.plugin_route_p50_us.show(0)
+        );
+        let _ = writeln!(
+            w,
+            "| `GET /plugins/hello/greet/x` (native route) | {} |",
+            s8.native_route_p50_us.show(0)
+        );
+        let _ = writeln!(
+            w,
+            "| `GET /api/tools/echo` (registry lookup, baseline) | {} |",
+            s8.tool_lookup_p50_us.show(0)
+        );
+        let _ = writeln!(
+            w,
+            "| `POST /api/tools/echo/invoke` (script tool) | {} |",
+            s8.script_tool_p50_us.show(0)
+        );
+        let _ = writeln!(
+            w,
+            "| `POST /api/tools/hello/invoke` (native tool) | {} |\n",
+            s8.native_tool_p50_us.show(0)
+        );
+        let _ = writeln!(w, "Overhead of a plugin route call over a core route: script **{:.0} µs**, native **{:.0} µs**; of a tool call over a registry lookup: script **{:.0} µs**, native **{:.0} µs**.\n",
+            s8.plugin_route_p50_us.median - s8.core_route_p50_us.median, s8.native_route_p50_us.median - s8.core_route_p50_us.median,
+            s8.script_tool_p50_us.median - s8.tool_lookup_p50_us.median, s8.native_tool_p50_us.median - s8.tool_lookup_p50_us.median);
+    }
+    let _ = writeln!(w, "### Targets\n");
+    let _ = writeln!(w, "| target | measured | |\n|---|---|---|");
+    if let Some(k0) = r.s1.iter().find(|x| x.kind == "native" && x.k == 0) {
+        let v = k0.added_p99_us.median;
+        let _ = writeln!(
+            w,
+            "| added p99 ≤ 100 µs at K=0 | {v:.0} µs | {} |",
+            mark(v <= 100.0)
+        );
+    }
+    if let Some(s) = r.s1_slopes.iter().find(|s| s.kind == "native") {
+        let _ = writeln!(
+            w,
+            "| ≤ 1 µs per native hop | {:.2} µs (p50 slope) | {} |",
+            s.us_per_hop_p50,
+            mark(s.us_per_hop_p50 <= 1.0)
+        );
+    }
+    if let Some((_, rps, _)) =
+        r.s2.iter()
+            .find(|s| s.label.starts_with("K=8"))
+            .and_then(|s| s.best)
+    {
+        let _ = writeln!(
+            w,
+            "| ≥ 20k msgs/s at K=8, co-located | {rps:.0} msgs/s | {} |",
+            mark(rps >= 20_000.0)
+        );
+    }
+    if let Some(s5) = &r.s5 {
+        let _ = writeln!(
+            w,
+            "| ≤ 2 KB per idle session | {:.0} bytes | {} |",
+            s5.bytes_per_session,
+            mark(s5.bytes_per_session <= 2048.0)
+        );
+    }
+    if let Some(s6) = &r.s6 {
+        let _ = writeln!(
+            w,
+            "| reload ≤ 50 ms after the debounce, 0 failures | {:.1} ms, {} failed | {} |",
+            s6.after_debounce_ms.median,
+            s6.failed,
+            mark(s6.after_debounce_ms.median <= 50.0 && s6.failed == 0)
+        );
+    }
+    if let Some(s7) = &r.s7 {
+        let _ = writeln!(
+            w,
+            "| crash → next message ≤ 1 ms, 0 collateral loss | {:.2} ms, {} lost | {} |",
+            s7.panic_to_next_served_ms.median,
+            s7.lost,
+            mark(s7.panic_to_next_served_ms.median <= 1.0 && s7.lost == 0)
+        );
+    }
+    for note in &r.notes {
+        let _ = writeln!(w, "\n_{note}_");
+    }
+    md
+}
+
+const START: &str = "<!-- results:start -->";
+const END: &str = "<!-- results:end -->";
+
+/// Replaces the generated section of BENCHMARKS.md, keeping the hand-written text around it.
+pub fn update_benchmarks_md(path: &Path, results: &str) {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let block = format!("{START}\n{results}\n{END}");
+    let text = match (existing.find(START), existing.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{}{}", &existing[..a], block, &existing[b + END.len()..])
+        }
+        _ => format!("# Benchmarks\n\n{block}\n"),
+    };
+    std::fs::write(path, text).expect("write BENCHMARKS.md");
+}

@@ -1,0 +1,918 @@
+//! The scenarios (S1–S3, S5–S8 of the issue; S4, streaming, is not a gateway path yet). Each
+//! starts the processes it needs, measures, stops them, and records what it found; a scenario
+//! that cannot measure records a failure instead of a number.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::load::{self, Call, Stop};
+use crate::procs::{Nginx, Server};
+use crate::report::*;
+use crate::roles::{self, GatewaySpec, MockSpec};
+use crate::Plan;
+
+/// The message every scenario sends: JSON text, so the rewrite plugins have work to do.
+const MESSAGE: &str = r#"{"text":"hello from the benchmark, please answer briefly"}"#;
+
+fn direct_body() -> String {
+    json!({ "model": "bench", "message": MESSAGE }).to_string()
+}
+
+fn gateway_body(message: &str) -> String {
+    json!({ "message": message }).to_string()
+}
+
+fn mock(delay_ms: u64) -> Server {
+    let spec = serde_json::to_string(&MockSpec {
+        delay_ms,
+        // Two workers so the mock is never the bottleneck (its ceiling is reported).
+        workers: 2,
+    })
+    .expect("spec");
+    Server::spawn_role("mock", "mock", &spec, None)
+}
+
+/// A gateway process with its own plugin directory, data directory and targets file.
+struct Gateway {
+    server: Server,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(upstream: &str, spec: GatewaySpec, scripts: &[(String, String)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let core = dir.path().join("plugins/core");
+        for (id, source) in scripts {
+            std::fs::create_dir_all(core.join(id)).expect("plugin dir");
+            std::fs::write(core.join(id).join("index.js"), source).expect("plugin file");
+        }
+        std::fs::create_dir_all(&core).expect("core dir");
+        let targets = dir.path().join("targets.toml");
+        std::fs::write(
+            &targets,
+            format!(
+                r#"[[targets]]
+id = "mock"
+name = "Mock upstream"
+connectorType = "HTTP_REST"
+endpoint = "http://{upstream}/v1/chat/completions"
+timeoutMs = 30000
+requestTemplate = {{ messagePath = "message", structure = {{ model = "bench" }} }}
+responseTemplate = {{ responsePath = "$.choices[0].message.content", tokenUsagePath = "$.usage" }}
+"#
+            ),
+        )
+        .expect("targets file");
+        let spec = GatewaySpec {
+            plugins_dir: dir.path().join("plugins").display().to_string(),
+            data_dir: dir.path().join("data").display().to_string(),
+            targets_file: targets.display().to_string(),
+            max_sessions: 50_000,
+            ..spec
+        };
+        let server = Server::spawn_role(
+            "gateway",
+            "gateway",
+            &serde_json::to_string(&spec).expect("spec"),
+            None,
+        );
+        Gateway {
+            base: format!("http://{}", server.addr),
+            server,
+            dir,
+        }
+    }
+
+    fn plugin_file(&self, id: &str) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("plugins/core")
+            .join(id)
+            .join("index.js")
+    }
+
+    /// Opens `n` sessions on the mock target with `plugins`, 32 at a time.
+    async fn sessions(&self, client: &awc::Client, plugins: &[String], n: usize) -> Vec<String> {
+        let body = json!({
+            "targetId": "mock",
+            "plugins": plugins.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let call = Call::post(format!("{}/api/sessions", self.base), &body);
+        let mut ids = Vec::with_capacity(n);
+        while ids.len() < n {
+            let batch = (n - ids.len()).min(32);
+            let opened =
+                futures::future::join_all((0..batch).map(|_| load::send(client, &call))).await;
+            for reply in opened {
+                let reply = reply.unwrap_or_else(|e| panic!("cannot open a session: {e}"));
+                let v: Value = serde_json::from_slice(&reply).expect("session JSON");
+                ids.push(v["id"].as_str().expect("session id").to_string());
+            }
+        }
+        ids
+    }
+
+    fn message(&self, session: &str, message: &str) -> Call {
+        Call::post(
+            format!("{}/api/sessions/{session}/messages", self.base),
+            &gateway_body(message),
+        )
+    }
+
+    fn stop(self) {
+        self.server.stop();
+    }
+}
+
+fn direct(mock_addr: &str) -> Call {
+    Call::post(
+        format!("http://{mock_addr}/v1/chat/completions"),
+        &direct_body(),
+    )
+}
+
+fn script_chain(k: usize) -> Vec<(String, String)> {
+    (1..=k)
+        .map(|i| {
+            let id = format!("s-{i}");
+            let source = roles::script_noop(&id);
+            (id, source)
+        })
+        .collect()
+}
+
+pub async fn run_all(plan: &Plan) -> Results {
+    let mut r = Results {
+        machine: Some(Machine::describe()),
+        command: if plan.smoke {
+            "cargo test --bench gateway -- --smoke".into()
+        } else {
+            "cargo bench --bench gateway".into()
+        },
+        ..Default::default()
+    };
+    let upstream = mock(0);
+    let client = load::client(256);
+    // The mock's own ceiling, so a gateway figure is never the mock's.
+    let calls = vec![direct(&upstream.addr); 32];
+    let _ = load::closed_loop(&client, &calls, Stop::Each(20)).await;
+    let ceiling = load::closed_loop(&client, &calls, Stop::For(plan.s2_duration * 2)).await;
+    if ceiling.errors > 0 {
+        r.failures
+            .push(format!("mock ceiling: {:?}", ceiling.first_error));
+    }
+    let c = ceiling.summary();
+    r.mock_ceiling = Some(Ceiling {
+        concurrency: 32,
+        rps: c.rps,
+        p99_us: c.p99_us,
+    });
+    if plan.runs("S1") {
+        s1(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S2") {
+        s2(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S3") {
+        s3(plan, &mut r).await;
+    }
+    if plan.runs("S5") {
+        s5(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S6") {
+        s6(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S7") {
+        s7(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S8") {
+        s8(plan, &upstream.addr, &mut r).await;
+    }
+    upstream.stop();
+    r
+}
+
+/// Alternating direct and gateway rounds of `n` sequential requests each.
+async fn abab(
+    plan: &Plan,
+    client: &awc::Client,
+    direct: &Call,
+    through: &Call,
+    cpu_of: Option<&dyn Fn() -> u64>,
+    kind: &str,
+    k: usize,
+) -> S1Row {
+    let warm = (plan.s1_requests / 10).max(10);
+    let _ = load::closed_loop(client, std::slice::from_ref(direct), Stop::Each(warm)).await;
+    let _ = load::closed_loop(client, std::slice::from_ref(through), Stop::Each(warm)).await;
+    let mut rounds = Vec::new();
+    let mut cpu = Vec::new();
+    let mut errors = 0;
+    for _ in 0..plan.rounds {
+        let d = load::closed_loop(
+            client,
+            std::slice::from_ref(direct),
+            Stop::Each(plan.s1_requests),
+        )
+        .await;
+        let before = cpu_of.map(|f| f());
+        let g = load::closed_loop(
+            client,
+            std::slice::from_ref(through),
+            Stop::Each(plan.s1_requests),
+        )
+        .await;
+        if let (Some(f), Some(before)) = (cpu_of, before) {
+            cpu.push(f().saturating_sub(before) as f64 / 1000.0 / g.ok.max(1) as f64);
+        }
+        errors += d.errors + g.errors;
+        if let Some(e) = g.first_error.as_ref().or(d.first_error.as_ref()) {
+            eprintln!("{kind} K={k}: {e}");
+        }
+        rounds.push((d.summary(), g.summary()));
+    }
+    let pick = |f: &dyn Fn(&(load::Summary, load::Summary)) -> f64| {
+        Spread::of(&rounds.iter().map(f).collect::<Vec<_>>())
+    };
+    S1Row {
+        kind: kind.to_string(),
+        k,
+        added_p50_us: pick(&|(d, g)| g.p50_us as f64 - d.p50_us as f64),
+        added_p99_us: pick(&|(d, g)| g.p99_us as f64 - d.p99_us as f64),
+        direct_p50_us: pick(&|(d, _)| d.p50_us as f64),
+        gateway_p50_us: pick(&|(_, g)| g.p50_us as f64),
+        gateway_p99_us: pick(&|(_, g)| g.p99_us as f64),
+        core_us_per_msg: Spread::of(&cpu),
+        errors,
+        rounds,
+    }
+}
+
+async fn s1(plan: &Plan, upstream: &str, r: &mut Results) {
+    let client = load::client(8);
+    let direct = direct(upstream);
+    for kind in ["native", "script"] {
+        for &k in &plan.ks {
+            let (spec, scripts, ids): (GatewaySpec, Vec<(String, String)>, Vec<String>) =
+                if kind == "native" {
+                    (
+                        GatewaySpec {
+                            noop: k,
+                            ..Default::default()
+                        },
+                        Vec::new(),
+                        (1..=k).map(|i| format!("noop-{i}")).collect(),
+                    )
+                } else {
+                    let chain = script_chain(k);
+                    let ids = chain.iter().map(|(id, _)| id.clone()).collect();
+                    (GatewaySpec::default(), chain, ids)
+                };
+            let gw = Gateway::start(upstream, spec, &scripts);
+            let session = gw.sessions(&client, &ids, 1).await.remove(0);
+            let through = gw.message(&session, MESSAGE);
+            let pid = gw.server.pid();
+            let row = abab(
+                plan,
+                &client,
+                &direct,
+                &through,
+                Some(&move || crate::procs::cpu_ns(pid)),
+                kind,
+                k,
+            )
+            .await;
+            if row.errors > 0 {
+                r.failures
+                    .push(format!("S1 {kind} K={k}: {} errors", row.errors));
+            }
+            r.s1.push(row);
+            gw.stop();
+        }
+    }
+    // The realistic plugin, native and script: parse, rewrite and re-serialise the message.
+    for (kind, scripts, id) in [
+        ("native rewrite", Vec::new(), "rewrite"),
+        (
+            "script rewrite",
+            vec![(
+                "js-rewrite".to_string(),
+                roles::script_rewrite("js-rewrite"),
+            )],
+            "js-rewrite",
+        ),
+    ] {
+        let gw = Gateway::start(
+            upstream,
+            GatewaySpec {
+                fixtures: true,
+                ..Default::default()
+            },
+            &scripts,
+        );
+        let session = gw.sessions(&client, &[id.to_string()], 1).await.remove(0);
+        let through = gw.message(&session, MESSAGE);
+        let pid = gw.server.pid();
+        let row = abab(
+            plan,
+            &client,
+            &direct,
+            &through,
+            Some(&move || crate::procs::cpu_ns(pid)),
+            kind,
+            1,
+        )
+        .await;
+        if row.errors > 0 {
+            r.failures.push(format!("S1 {kind}: {} errors", row.errors));
+        }
+        r.s1.push(row);
+        gw.stop();
+    }
+    // The floor a bare proxy hop costs.
+    match Nginx::start(upstream) {
+        Some(nginx) => {
+            let through = Call::post(
+                format!("http://{}/v1/chat/completions", nginx.addr),
+                &direct_body(),
+            );
+            let pid = nginx.pid();
+            let cpu = move || crate::procs::cpu_ns_with_children(pid);
+            let row = abab(
+                plan,
+                &client,
+                &direct,
+                &through,
+                Some(&cpu),
+                "nginx (bare proxy)",
+                0,
+            )
+            .await;
+            if row.errors > 0 {
+                r.failures.push(format!("S1 nginx: {} errors", row.errors));
+            }
+            r.s1.push(row);
+        }
+        None => r
+            .notes
+            .push("nginx is not installed: the bare-proxy floor was not measured.".into()),
+    }
+    for kind in ["native", "script"] {
+        let rows: Vec<&S1Row> = r.s1.iter().filter(|x| x.kind == kind).collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        let fit = |f: &dyn Fn(&S1Row) -> f64| {
+            slope(&rows.iter().map(|x| (x.k as f64, f(x))).collect::<Vec<_>>())
+        };
+        r.s1_slopes.push(Slope {
+            kind: kind.to_string(),
+            us_per_hop_p50: fit(&|x| x.added_p50_us.median),
+            us_per_hop_p99: fit(&|x| x.added_p99_us.median),
+            core_us_per_hop: fit(&|x| x.core_us_per_msg.median),
+        });
+    }
+}
+
+/// One concurrency sweep: at each c, alternating direct and gateway rounds.
+async fn sweep(
+    plan: &Plan,
+    client: &awc::Client,
+    direct: &Call,
+    through: &[Call],
+    cpu_of: Option<&dyn Fn() -> u64>,
+    label: &str,
+) -> S2Series {
+    let mut points = Vec::new();
+    for &c in &plan.s2_concurrency {
+        let directs = vec![direct.clone(); c];
+        let mut rows = Vec::new();
+        let mut cpu = Vec::new();
+        let mut errors = 0;
+        for _ in 0..plan.rounds {
+            let d = load::closed_loop(client, &directs, Stop::For(plan.s2_duration)).await;
+            let before = cpu_of.map(|f| f());
+            let g = load::closed_loop(client, &through[..c], Stop::For(plan.s2_duration)).await;
+            if let (Some(f), Some(before)) = (cpu_of, before) {
+                cpu.push(f().saturating_sub(before) as f64 / 1000.0 / g.ok.max(1) as f64);
+            }
+            errors += g.errors + d.errors;
+            if let Some(e) = g.first_error.as_ref().or(d.first_error.as_ref()) {
+                eprintln!("{label} c={c}: {e}");
+            }
+            rows.push((d.summary(), g.summary()));
+        }
+        let pick = |f: &dyn Fn(&(load::Summary, load::Summary)) -> f64| {
+            Spread::of(&rows.iter().map(f).collect::<Vec<_>>())
+        };
+        points.push(S2Point {
+            concurrency: c,
+            gateway_rps: pick(&|(_, g)| g.rps),
+            gateway_p99_us: pick(&|(_, g)| g.p99_us as f64),
+            direct_rps: pick(&|(d, _)| d.rps),
+            direct_p99_us: pick(&|(d, _)| d.p99_us as f64),
+            core_us_per_msg: Spread::of(&cpu),
+            errors,
+        });
+    }
+    let best = points
+        .iter()
+        .filter(|p| p.errors == 0 && p.gateway_p99_us.median < 10_000.0)
+        .max_by(|a, b| a.gateway_rps.median.total_cmp(&b.gateway_rps.median))
+        .map(|p| (p.concurrency, p.gateway_rps.median, p.gateway_p99_us.median));
+    // Half the best closed-loop throughput, as a constant rate over every connection.
+    let open_loop = match best {
+        Some((_, rps, _)) => {
+            let rate = (rps / 2.0).max(50.0);
+            let duration = plan.s2_duration * 2;
+            let limit = through.len().max(1);
+            let directs = vec![direct.clone(); through.len()];
+            let d = load::open_loop(client, &directs, rate, duration, limit).await;
+            let g = load::open_loop(client, through, rate, duration, limit).await;
+            for (what, run) in [("gateway", &g), ("direct", &d)] {
+                if run.errors > 0 {
+                    eprintln!(
+                        "{label} open loop ({what}): {} errors ({:?})",
+                        run.errors, run.first_error
+                    );
+                }
+            }
+            Some(OpenLoop {
+                rate,
+                gateway: g.summary(),
+                direct: d.summary(),
+            })
+        }
+        None => None,
+    };
+    S2Series {
+        label: label.to_string(),
+        points,
+        best,
+        open_loop,
+    }
+}
+
+async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
+    let max_c = plan.s2_concurrency.iter().copied().max().unwrap_or(1);
+    let client = load::client(max_c * 2 + 8);
+    let direct = direct(upstream);
+    for k in [0usize, 8] {
+        let gw = Gateway::start(
+            upstream,
+            GatewaySpec {
+                noop: k,
+                ..Default::default()
+            },
+            &[],
+        );
+        let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
+        // Enough sessions for the open-loop run too (one request in flight per session).
+        let sessions = gw.sessions(&client, &ids, max_c.max(32)).await;
+        let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
+        let pid = gw.server.pid();
+        let cpu = move || crate::procs::cpu_ns(pid);
+        let series = sweep(
+            plan,
+            &client,
+            &direct,
+            &through,
+            Some(&cpu),
+            &format!("K={k} native no-op plugins"),
+        )
+        .await;
+        if series.points.iter().any(|p| p.errors > 0)
+            || series
+                .open_loop
+                .as_ref()
+                .is_some_and(|o| o.gateway.errors > 0)
+        {
+            r.failures.push(format!("S2 K={k}: errors in the sweep"));
+        }
+        r.s2.push(series);
+        gw.stop();
+    }
+    if let Some(nginx) = Nginx::start(upstream) {
+        let through = vec![
+            Call::post(
+                format!("http://{}/v1/chat/completions", nginx.addr),
+                &direct_body()
+            );
+            max_c.max(32)
+        ];
+        let pid = nginx.pid();
+        let cpu = move || crate::procs::cpu_ns_with_children(pid);
+        let series = sweep(
+            plan,
+            &client,
+            &direct,
+            &through,
+            Some(&cpu),
+            "nginx (bare proxy, 1 worker)",
+        )
+        .await;
+        if series.points.iter().any(|p| p.errors > 0) {
+            r.failures.push("S2 nginx: errors in the sweep".into());
+        }
+        r.s2.push(series);
+    }
+}
+
+async fn s3(plan: &Plan, r: &mut Results) {
+    let slow = mock(20);
+    let k = 8;
+    let gw = Gateway::start(
+        &slow.addr,
+        GatewaySpec {
+            noop: k,
+            ..Default::default()
+        },
+        &[],
+    );
+    let n = plan.s3_sessions;
+    let client = load::client(n + 16);
+    let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
+    let sessions = gw.sessions(&client, &ids, n).await;
+    let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
+    let directs = vec![direct(&slow.addr); n];
+    let d = load::closed_loop(&client, &directs, Stop::For(plan.s3_duration)).await;
+    let before = gw.server.cpu_ns();
+    let g = load::closed_loop(&client, &through, Stop::For(plan.s3_duration)).await;
+    let cpu = (gw.server.cpu_ns() - before) as f64 / 1000.0 / g.ok.max(1) as f64;
+    if g.errors > 0 || d.errors > 0 {
+        r.failures.push(format!(
+            "S3: {} gateway errors ({:?}), {} direct errors",
+            g.errors, g.first_error, d.errors
+        ));
+    }
+    r.s3 = Some(S3 {
+        sessions: n,
+        k,
+        gateway: g.summary(),
+        direct: d.summary(),
+        core_us_per_msg: cpu,
+    });
+    gw.stop();
+    slow.stop();
+}
+
+async fn settle() {
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+}
+
+async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
+    let client = load::client(64);
+    let idle = Gateway::start(upstream, GatewaySpec::default(), &[]);
+    settle().await;
+    let idle_rss = idle.server.rss_kib();
+    idle.stop();
+
+    let k = 8;
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec {
+            noop: k,
+            ..Default::default()
+        },
+        &[],
+    );
+    let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
+    // One session first, so lazily built things (pools, statements) are not counted per session.
+    let _ = gw.sessions(&client, &ids, 1).await;
+    settle().await;
+    let before = gw.server.rss_kib();
+    let n = plan.s5_sessions;
+    let _ = gw.sessions(&client, &ids, n).await;
+    settle().await;
+    let after = gw.server.rss_kib();
+    gw.stop();
+
+    let none = Gateway::start(upstream, GatewaySpec::default(), &[]);
+    settle().await;
+    let base = none.server.rss_kib();
+    none.stop();
+    let scripts = script_chain(plan.s5_scripts);
+    let many = Gateway::start(upstream, GatewaySpec::default(), &scripts);
+    settle().await;
+    let with = many.server.rss_kib();
+    many.stop();
+    r.s5 = Some(S5 {
+        idle_rss_kib: idle_rss,
+        sessions: n,
+        bytes_per_session: (after.saturating_sub(before) * 1024) as f64 / n as f64,
+        scripts: plan.s5_scripts,
+        kib_per_script: with.saturating_sub(base) as f64 / plan.s5_scripts as f64,
+    });
+}
+
+/// Answers seen by background load: when, and the body (or the error).
+type Seen = Rc<RefCell<Vec<(Instant, Result<String, String>)>>>;
+
+/// Keeps `calls` busy (one connection each) until `stop` is set, recording every answer.
+fn background(
+    client: &awc::Client,
+    calls: Vec<Call>,
+    seen: Seen,
+    stop: Rc<RefCell<bool>>,
+) -> Vec<actix_web::rt::task::JoinHandle<()>> {
+    calls
+        .into_iter()
+        .map(|call| {
+            let (client, seen, stop) = (client.clone(), seen.clone(), stop.clone());
+            actix_web::rt::spawn(async move {
+                while !*stop.borrow() {
+                    let outcome = load::send(&client, &call).await;
+                    let outcome = outcome.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    seen.borrow_mut().push((Instant::now(), outcome));
+                }
+            })
+        })
+        .collect()
+}
+
+async fn wait_for(
+    seen: &Seen,
+    since: Instant,
+    what: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let found = seen
+            .borrow()
+            .iter()
+            .find(|(at, o)| *at >= since && o.as_ref().is_ok_and(|b| what(b)))
+            .map(|(at, _)| *at);
+        if found.is_some() {
+            return found;
+        }
+        actix_web::rt::time::sleep(Duration::from_micros(200)).await;
+    }
+    None
+}
+
+async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
+    let debounce = 100;
+    let id = "stamp";
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec {
+            hot_reload_ms: debounce,
+            ..Default::default()
+        },
+        &[(id.to_string(), roles::script_versioned(id, "1.0.0"))],
+    );
+    let client = load::client(16);
+    let sessions = gw.sessions(&client, &[id.to_string()], 8).await;
+    let calls: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
+    let seen: Seen = Rc::default();
+    let stop = Rc::new(RefCell::new(false));
+    let tasks = background(&client, calls, seen.clone(), stop.clone());
+    let mut latencies = Vec::new();
+    for i in 0..plan.s6_reloads {
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        let version = format!("1.0.{}", i + 1);
+        let saved = Instant::now();
+        std::fs::write(gw.plugin_file(id), roles::script_versioned(id, &version))
+            .expect("save the plugin");
+        let marker = format!("[{version}]");
+        match wait_for(
+            &seen,
+            saved,
+            |b| b.contains(&marker),
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Some(at) => latencies.push(at.duration_since(saved).as_secs_f64() * 1000.0),
+            None => r
+                .failures
+                .push(format!("S6: version {version} never answered")),
+        }
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    *stop.borrow_mut() = true;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let seen = seen.borrow();
+    let failed = seen.iter().filter(|(_, o)| o.is_err()).count() as u64;
+    if failed > 0 {
+        r.failures
+            .push(format!("S6: {failed} messages failed during reloads"));
+    }
+    let after: Vec<f64> = latencies.iter().map(|l| l - debounce as f64).collect();
+    r.s6 = Some(S6 {
+        debounce_ms: debounce,
+        save_to_new_version_ms: Spread::of(&latencies),
+        after_debounce_ms: Spread::of(&after),
+        failed,
+        served: seen.len() as u64,
+    });
+    gw.stop();
+}
+
+/// Whether an answer went through the crash plugin's `beforeSend` (not skipped).
+fn crash_hook_ran(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["plugins"].as_array().map(|hooks| {
+                hooks.iter().any(|h| {
+                    h["plugin"] == "crash" && h["hook"] == "beforeSend" && h["outcome"] == "ok"
+                })
+            })
+        })
+        .unwrap_or(false)
+}
+
+async fn s7(plan: &Plan, upstream: &str, r: &mut Results) {
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec {
+            fixtures: true,
+            backoff_min_ms: 0,
+            ..Default::default()
+        },
+        &[],
+    );
+    let client = load::client(16);
+    let plugins = ["crash".to_string()];
+    let sessions = gw.sessions(&client, &plugins, 9).await;
+    let calls: Vec<Call> = sessions[1..]
+        .iter()
+        .map(|s| gw.message(s, MESSAGE))
+        .collect();
+    let trigger = gw.message(&sessions[0], "panic");
+    let seen: Seen = Rc::default();
+    let stop = Rc::new(RefCell::new(false));
+    let tasks = background(&client, calls, seen.clone(), stop.clone());
+    let mut recover = Vec::new();
+    let mut windows = Vec::new();
+    for _ in 0..plan.s7_crashes {
+        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        let sent = Instant::now();
+        // The message in flight when the plugin panics: it fails (or skips the plugin).
+        let _ = load::send(&client, &trigger).await;
+        let answered = Instant::now();
+        match wait_for(&seen, answered, crash_hook_ran, Duration::from_secs(10)).await {
+            Some(at) => {
+                recover.push(at.duration_since(answered).as_secs_f64() * 1000.0);
+                windows.push((sent, at));
+            }
+            None => r
+                .failures
+                .push("S7: no message went through the restarted plugin".into()),
+        }
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    *stop.borrow_mut() = true;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let seen = seen.borrow();
+    let lost = seen.iter().filter(|(_, o)| o.is_err()).count() as u64;
+    let skipped = seen
+        .iter()
+        .filter(|(at, o)| {
+            windows.iter().any(|(a, b)| at >= a && at <= b)
+                && o.as_ref().is_ok_and(|b| !crash_hook_ran(b))
+        })
+        .count() as u64;
+    if lost > 0 {
+        r.failures.push(format!(
+            "S7: {lost} messages lost besides the one in flight"
+        ));
+    }
+    r.s7 = Some(S7 {
+        panic_to_next_served_ms: Spread::of(&recover),
+        lost,
+        skipped_plugin: skipped,
+        served: seen.len() as u64,
+    });
+    gw.stop();
+}
+
+/// c=1 p50 of `call`, one figure per round.
+async fn p50s(
+    plan: &Plan,
+    client: &awc::Client,
+    call: &Call,
+    r: &mut Results,
+    what: &str,
+) -> Spread {
+    let _ = load::closed_loop(client, std::slice::from_ref(call), Stop::Each(20)).await;
+    let mut values = Vec::new();
+    for _ in 0..plan.rounds {
+        let run = load::closed_loop(
+            client,
+            std::slice::from_ref(call),
+            Stop::Each(plan.s8_requests),
+        )
+        .await;
+        if run.errors > 0 {
+            r.failures.push(format!(
+                "S8 {what}: {} errors ({:?})",
+                run.errors, run.first_error
+            ));
+        }
+        values.push(run.summary().p50_us as f64);
+    }
+    Spread::of(&values)
+}
+
+async fn s8(plan: &Plan, upstream: &str, r: &mut Results) {
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec::default(),
+        &[("ext".to_string(), roles::script_extension())],
+    );
+    // The native `hello` plugin is one of the built-ins: a second gateway with it selected.
+    let client = load::client(4);
+    let base = gw.base.clone();
+    let core_route = p50s(
+        plan,
+        &client,
+        &Call::get(format!("{base}/livez")),
+        r,
+        "livez",
+    )
+    .await;
+    let plugin_route = p50s(
+        plan,
+        &client,
+        &Call::get(format!("{base}/plugins/ext/ping")),
+        r,
+        "script route",
+    )
+    .await;
+    let tool_lookup = p50s(
+        plan,
+        &client,
+        &Call::get(format!("{base}/api/tools/echo")),
+        r,
+        "tool lookup",
+    )
+    .await;
+    let script_tool = p50s(
+        plan,
+        &client,
+        &Call::post(
+            format!("{base}/api/tools/echo/invoke"),
+            r#"{"params":{"a":1}}"#,
+        ),
+        r,
+        "script tool",
+    )
+    .await;
+    gw.stop();
+    let native = Gateway::start_with_native(upstream, &["event-logger", "hello"]);
+    let base = native.base.clone();
+    let native_route = p50s(
+        plan,
+        &client,
+        &Call::get(format!("{base}/plugins/hello/greet/x")),
+        r,
+        "native route",
+    )
+    .await;
+    let native_tool = p50s(
+        plan,
+        &client,
+        &Call::post(
+            format!("{base}/api/tools/hello/invoke"),
+            r#"{"params":{"name":"x"}}"#,
+        ),
+        r,
+        "native tool",
+    )
+    .await;
+    native.stop();
+    r.s8 = Some(S8 {
+        core_route_p50_us: core_route,
+        plugin_route_p50_us: plugin_route,
+        native_route_p50_us: native_route,
+        tool_lookup_p50_us: tool_lookup,
+        script_tool_p50_us: script_tool,
+        native_tool_p50_us: native_tool,
+    });
+}
+
+impl Gateway {
+    /// A gateway with built-in native plugins selected (`plugins.native`).
+    fn start_with_native(upstream: &str, native: &[&str]) -> Gateway {
+        Gateway::start(
+            upstream,
+            GatewaySpec {
+                native: native.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+            &[],
+        )
+    }
+}
