@@ -92,6 +92,8 @@ pub struct SessionSettings {
     pub queue_capacity: usize,
     pub after_receive_order: String,
     pub max_sessions: usize,
+    /// Threads session actors run on; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

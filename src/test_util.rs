@@ -196,3 +196,42 @@ impl Plugin for NoopConnector {
         m
     }
 }
+
+/// A native connector plugin whose `beforeSend` tags the message with its id, and panics when
+/// the message contains `panic` (the inline hook path's crash fixture).
+pub struct PanicConnector {
+    id: String,
+}
+
+pub fn panic_connector(id: &str) -> PluginFactory {
+    let id = id.to_string();
+    Arc::new(move || Arc::new(PanicConnector { id: id.clone() }) as Arc<dyn Plugin>)
+}
+
+#[async_trait(?Send)]
+impl Plugin for PanicConnector {
+    fn manifest(&self) -> PluginManifest {
+        let mut m = PluginManifest::new(&self.id, Version::new(1, 0, 0));
+        m.compatible_connectors = vec!["HTTP_REST".into()];
+        m
+    }
+
+    async fn connector_hook(
+        &self,
+        _id: &str,
+        hook: crate::plugin::Hook,
+        input: serde_json::Value,
+        _ctx: &mut crate::plugin::HookContext,
+    ) -> Result<Option<serde_json::Value>, PluginError> {
+        if hook != crate::plugin::Hook::BeforeSend {
+            return Ok(None);
+        }
+        let message = input["message"].as_str().unwrap_or_default();
+        if message.contains("panic") {
+            panic!("{} was told to panic", self.id);
+        }
+        Ok(Some(
+            json!({ "message": format!("{message} <{}>", self.id), "metadata": input["metadata"] }),
+        ))
+    }
+}

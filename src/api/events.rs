@@ -7,6 +7,9 @@
 //! `broker.stream_capacity` events behind is disconnected and counted in the broker's
 //! `subscribersEvicted`, so it never slows the broker or other clients. Does not own
 //! subscriptions or fan-out (`broker`).
+//!
+//! The WebSocket side uses `actix-web-actors`, as the design card names it, though upstream
+//! has deprecated it in favour of `actix-ws`; moving is a contained change to this file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -450,6 +450,7 @@ impl ChildFactory for PluginChildFactory {
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
         let plugin = (self.factory)();
         let manifest = plugin.manifest();
+        let inline = plugin.hooks_inline().then(|| plugin.clone());
         let rt = self.runtime.clone();
         let gauge = MailboxGauge::new(rt.mailbox_capacity);
         let span =
@@ -519,6 +520,7 @@ impl ChildFactory for PluginChildFactory {
                 return Err(fail(init_phase, PluginError::new(reason).at_step("init")));
             }
             rt.addrs.set(&id, addr.clone(), gauge.clone());
+            rt.addrs.set_inline(&id, inline);
             if phase == StartPhase::Reload {
                 // Prepared; the supervisor activates it once the old version has stopped.
                 return Ok(Box::new(running) as Box<dyn RunningChild>);

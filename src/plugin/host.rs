@@ -43,10 +43,12 @@ pub const PLUGINS_PATH: &str = "root/plugins";
 /// A plugin actor's address with its mailbox gauge (senders count what they queue).
 pub type PluginAddr = (Addr<PluginActor>, Arc<MailboxGauge>);
 
-/// Current actor address of each plugin, replaced on every restart.
+/// Current actor address of each plugin, replaced on every restart, and the instance itself
+/// for plugins whose hooks run inline ([`Plugin::hooks_inline`]).
 #[derive(Default)]
 pub struct AddrTable {
     addrs: RwLock<HashMap<String, PluginAddr>>,
+    inline: RwLock<HashMap<String, Arc<dyn crate::plugin::Plugin>>>,
 }
 
 impl AddrTable {
@@ -55,6 +57,23 @@ impl AddrTable {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string(), (addr, gauge));
+    }
+
+    /// Records the running instance of a plugin whose hooks run inline (or forgets it).
+    pub fn set_inline(&self, id: &str, plugin: Option<Arc<dyn crate::plugin::Plugin>>) {
+        let mut inline = self.inline.write().unwrap_or_else(|e| e.into_inner());
+        match plugin {
+            Some(p) => inline.insert(id.to_string(), p),
+            None => inline.remove(id),
+        };
+    }
+
+    fn inline(&self, id: &str) -> Option<Arc<dyn crate::plugin::Plugin>> {
+        self.inline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn get(&self, id: &str) -> Option<PluginAddr> {
@@ -511,6 +530,16 @@ impl PluginHost {
     /// The routes, tools and agents plugins registered.
     pub fn extensions(&self) -> &Arc<crate::plugin::Extensions> {
         &self.runtime.ext
+    }
+
+    /// The running instance of `id` and its actor, when its connector hooks run inline.
+    pub fn inline_hooks(
+        &self,
+        id: &str,
+    ) -> Option<(Arc<dyn crate::plugin::Plugin>, Addr<PluginActor>)> {
+        let plugin = self.runtime.addrs.inline(id)?;
+        let (addr, _) = self.running_addr(id)?;
+        Some((plugin, addr))
     }
 
     pub fn running_addr(&self, id: &str) -> Option<PluginAddr> {

@@ -251,6 +251,15 @@ pub trait Plugin: Send + Sync + 'static {
     /// Krawall's synchronous `onError(error, hookName, ctx)`: told about a failed hook.
     fn on_error(&self, _connector_plugin: &str, _error: &str, _hook: Hook, _ctx: &HookContext) {}
 
+    /// Whether the session pipeline may call this plugin's connector hooks directly on the
+    /// session's own thread instead of through its actor. True for native plugins (they are
+    /// `Send + Sync` and keep per-session state in the `HookContext`), which saves two thread
+    /// hops per hook; a panic there is still reported to the plugin's supervisor as a crash.
+    /// Script plugins answer false: their engine lives on their actor's thread.
+    fn hooks_inline(&self) -> bool {
+        true
+    }
+
     /// Answers a request to route `handler` (the number [`PluginContext::mount`] returned).
     async fn route(&self, handler: u32, _req: RouteRequest) -> Result<RouteResponse, PluginError> {
         Err(PluginError::new(format!(

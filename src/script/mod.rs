@@ -423,6 +423,10 @@ impl Plugin for ScriptPlugin {
         self.call_async("tool", &[json!(name), params]).await
     }
 
+    fn hooks_inline(&self) -> bool {
+        false
+    }
+
     fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
         let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         engine

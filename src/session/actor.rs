@@ -8,25 +8,28 @@
 //! reported as `plugin.hook_failed`; a critical one fails the message (nothing is sent when it
 //! fails in `beforeSend`). Per-plugin state lives here, so it survives a plugin's restart.
 
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 
 use super::{reply_json, HookOutcome, SessionError};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
 use crate::connector::target::Target;
 use crate::connector::{self, Connector, ConnectorConfig};
-use crate::plugin::actor::{CallHook, NotifyError};
+use crate::plugin::actor::{CallHook, KillPlugin, NotifyError, PluginActor};
 use crate::plugin::host::PluginHost;
-use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
+use crate::plugin::{ConnectorPluginInfo, Hook, HookContext, Plugin};
 use crate::settings::SessionSettings;
 use crate::store::writer::{StoreHandle, Write};
-use crate::supervisor::child::DownGuard;
+use crate::supervisor::child::{panic_message, take_last_panic, DownGuard};
 use crate::supervisor::policy::ExitReason;
 
 /// One plugin in a session's pipeline.
@@ -207,6 +210,9 @@ async fn call(
     hook: Hook,
     input: Value,
 ) -> Result<Option<Value>, String> {
+    if let Some((plugin, addr)) = host.inline_hooks(&stage.module) {
+        return call_inline(plugin, addr, stage, hook, input).await;
+    }
     let Some((addr, gauge)) = host.running_addr(&stage.module) else {
         return Err(format!("plugin '{}' is not running", stage.module));
     };
@@ -226,6 +232,50 @@ async fn call(
         Ok(Err(_)) => {
             gauge.dequeued();
             Err("the plugin crashed during the call".into())
+        }
+        Err(_) => Err(format!("timed out after {} ms", stage.timeout.as_millis())),
+    }
+}
+
+/// The fast path for native plugins: the hook runs right here, on the session's thread. The
+/// plugin's crash semantics stay those of its actor: a panic (or a fatal error) stops that
+/// actor with the reason, and its supervisor restarts it fresh.
+async fn call_inline(
+    plugin: Arc<dyn Plugin>,
+    addr: Addr<PluginActor>,
+    stage: &mut Stage,
+    hook: Hook,
+    input: Value,
+) -> Result<Option<Value>, String> {
+    let mut ctx = stage.ctx.clone();
+    let span = tracing::info_span!("plugin_hook", plugin = %stage.module, hook = hook.name());
+    let run = AssertUnwindSafe(plugin.connector_hook(&stage.info.id, hook, input, &mut ctx))
+        .catch_unwind()
+        .instrument(span);
+    let crashed = |reason: ExitReason| {
+        addr.do_send(KillPlugin { reason });
+    };
+    match tokio::time::timeout(stage.timeout, run).await {
+        Ok(Ok(Ok(output))) => {
+            stage.ctx = ctx;
+            Ok(output)
+        }
+        Ok(Ok(Err(error))) => {
+            if error.fatal {
+                crashed(ExitReason::Error(format!(
+                    "{}: {}",
+                    hook.name(),
+                    error.message
+                )));
+            }
+            Err(error.message)
+        }
+        Ok(Err(payload)) => {
+            take_last_panic();
+            let message = panic_message(&*payload);
+            tracing::error!(plugin = %stage.module, hook = hook.name(), panic = %message, "Plugin hook panicked.");
+            crashed(ExitReason::Panic(message.clone()));
+            Err(format!("the plugin crashed during the call: {message}"))
         }
         Err(_) => Err(format!("timed out after {} ms", stage.timeout.as_millis())),
     }

@@ -99,6 +99,26 @@ pub struct SessionManager {
     broker: BrokerHandle,
     settings: SessionSettings,
     store: Option<StoreHandle>,
+    /// Threads session actors run on, one per core, picked in turn: sessions (with the native
+    /// hooks they run inline) use every core instead of the system thread alone.
+    threads: Vec<Arbiter>,
+    next_thread: AtomicUsize,
+}
+
+/// `configured`, or one per CPU core when 0.
+fn thread_count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+impl Drop for SessionManager {
+    fn drop(&mut self) {
+        for thread in &self.threads {
+            thread.stop();
+        }
+    }
 }
 
 impl SessionManager {
@@ -115,9 +135,19 @@ impl SessionManager {
             supervisor: RwLock::new(None),
             host,
             broker,
+            threads: (0..thread_count(settings.threads))
+                .map(|_| Arbiter::new())
+                .collect(),
+            next_thread: AtomicUsize::new(0),
             settings,
             store,
         })
+    }
+
+    /// The thread the next session runs on.
+    fn pick_thread(&self) -> ArbiterHandle {
+        let i = self.next_thread.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+        self.threads[i].handle()
     }
 
     /// The store, when sessions are persisted.
@@ -256,6 +286,7 @@ impl SessionManager {
             })?;
         let (tx, rx) = oneshot::channel();
         let factory = SessionFactory {
+            thread: self.pick_thread(),
             prepared: Mutex::new(Some(Prepared {
                 target,
                 stages,
@@ -415,6 +446,7 @@ struct Prepared {
 
 /// Starts one session (temporary: its factory runs once).
 struct SessionFactory {
+    thread: ArbiterHandle,
     prepared: Mutex<Option<Prepared>>,
     registry: Arc<Registry>,
     host: Arc<PluginHost>,
@@ -469,20 +501,23 @@ impl ChildFactory for SessionFactory {
         let gauge = MailboxGauge::new(self.settings.queue_capacity + 1);
         let pending = Arc::new(AtomicUsize::new(0));
         let snapshot = Arc::new(RwLock::new(None));
-        let actor = SessionActor::new(
+        // Built on its own thread: the actor holds thread-bound parts (its connector).
+        let (id, target, stages, guard, snap) = (
             args.id.clone(),
             prepared.target,
             prepared.stages,
-            SessionDeps {
-                host: self.host.clone(),
-                broker: self.broker.clone(),
-                settings: self.settings.clone(),
-                store: self.store.clone(),
-            },
             args.guard,
             snapshot.clone(),
         );
-        let addr = actor.start();
+        let deps = SessionDeps {
+            host: self.host.clone(),
+            broker: self.broker.clone(),
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+        };
+        let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
+            SessionActor::new(id, target, stages, deps, guard, snap)
+        });
         let registry = self.registry.clone();
         let id = args.id;
         async move {

@@ -746,3 +746,56 @@ async fn a_crashed_session_is_not_restarted_and_an_event_says_why() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn a_native_hook_runs_on_the_session_and_a_panic_there_restarts_only_its_plugin() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let (key, file) = targets_env(&dirs, json!([target("chat", &mock, "/chat")]));
+    let mut app = TestApp::spawn_in(
+        dirs,
+        &[(key, file.as_str())],
+        vec![switchyard::test_util::panic_connector("fragile")],
+    )
+    .await;
+    let id = open(
+        &app,
+        json!({ "targetId": "chat", "plugins": [{ "id": "fragile" }] }),
+    )
+    .await;
+    let (status, reply) = say(&app, &id, "hi").await;
+    assert_eq!(
+        (status, reply["content"].as_str()),
+        (200, Some("echo: hi <fragile>"))
+    );
+
+    // The panic fails that hook (non-critical: the message goes on without the change), and the
+    // plugin's supervisor restarts it as for any crash.
+    let (status, reply) = say(&app, &id, "panic now").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "echo: panic now");
+    assert_eq!(reply["plugins"][0]["outcome"], "failed");
+    assert!(
+        reply["plugins"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("was told to panic"),
+        "{reply}"
+    );
+    let restarted = app.next_event("plugin.restarted").await;
+    assert_eq!(restarted.data["plugin"], "fragile");
+    let (_, plugin) = app.get("/api/plugins/fragile").await;
+    assert!(
+        plugin["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was told to panic"),
+        "{plugin}"
+    );
+    assert_eq!(plugin["restarts"], 1);
+    // The session goes on through the new instance.
+    let (_, reply) = say(&app, &id, "again").await;
+    assert_eq!(reply["content"], "echo: again <fragile>");
+    app.stop().await;
+    mock.stop().await;
+}
