@@ -535,8 +535,12 @@ impl Handler<SendMessage> for SessionActor {
                 let stage = &mut stages[i];
                 let began = Instant::now();
                 let mut seen = metadata.clone();
-                seen.extend(extensions.clone());
-                let input = json!({ "message": message, "metadata": seen });
+                seen.extend(extensions.iter().map(|(k, v)| (k.clone(), v.clone())));
+                // Built directly: `json!` would copy every value through a serializer.
+                let mut input = Map::with_capacity(2);
+                input.insert("message".into(), Value::String(message.clone()));
+                input.insert("metadata".into(), Value::Object(seen));
+                let input = Value::Object(input);
                 let result = match call(&host, stage, Hook::BeforeSend, input).await {
                     Ok(None) => Ok("passthrough"),
                     Ok(Some(out)) => match out.get("message").and_then(Value::as_str) {
@@ -594,7 +598,9 @@ impl Handler<SendMessage> for SessionActor {
             for i in order {
                 let stage = &mut stages[i];
                 let began = Instant::now();
-                let result = match call(&host, stage, Hook::AfterReceive, json!({ "response": response })).await {
+                let mut input = Map::with_capacity(1);
+                input.insert("response".into(), response.clone());
+                let result = match call(&host, stage, Hook::AfterReceive, Value::Object(input)).await {
                     Ok(None) => Ok("passthrough"),
                     Ok(Some(out)) => match out.get("response") {
                         Some(changed) if changed.get("content").is_some_and(Value::is_string) => {
