@@ -63,6 +63,29 @@ pub struct Summary {
 }
 
 impl Run {
+    fn new() -> Run {
+        Run {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            first_error: None,
+        }
+    }
+
+    fn record(&mut self, outcome: Result<Bytes, String>, latency: Duration) {
+        match outcome {
+            Ok(_) => {
+                self.ok += 1;
+                let _ = self.hist.record((latency.as_micros() as u64).max(1));
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let h = &self.hist;
         Summary {
@@ -78,10 +101,6 @@ impl Run {
             mean_us: h.mean(),
         }
     }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A client with room for `connections` keep-alive connections.
@@ -127,13 +146,7 @@ pub enum Stop {
 
 /// Closed loop: one connection per call in `calls`, each sending back to back.
 pub async fn closed_loop(client: &awc::Client, calls: &[Call], stop: Stop) -> Run {
-    let shared = Rc::new(RefCell::new(Run {
-        hist: histogram(),
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    }));
+    let shared = Rc::new(RefCell::new(Run::new()));
     let began = Instant::now();
     let tasks = calls.iter().cloned().map(|call| {
         let client = client.clone();
@@ -149,18 +162,7 @@ pub async fn closed_loop(client: &awc::Client, calls: &[Call], stop: Stop) -> Ru
                 sent += 1;
                 let at = Instant::now();
                 let outcome = send(&client, &call).await;
-                let us = at.elapsed().as_micros() as u64;
-                let mut run = shared.borrow_mut();
-                match outcome {
-                    Ok(_) => {
-                        run.ok += 1;
-                        let _ = run.hist.record(us.max(1));
-                    }
-                    Err(e) => {
-                        run.errors += 1;
-                        run.first_error.get_or_insert(e);
-                    }
-                }
+                shared.borrow_mut().record(outcome, at.elapsed());
             }
         }
     });
@@ -183,13 +185,7 @@ pub async fn open_loop(
     duration: Duration,
     max_in_flight: usize,
 ) -> Run {
-    let shared = Rc::new(RefCell::new(Run {
-        hist: histogram(),
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    }));
+    let shared = Rc::new(RefCell::new(Run::new()));
     // A call (session) may have one request in flight at a time; a busy one is skipped for
     // the next free one, so the schedule holds.
     let busy: Rc<RefCell<Vec<bool>>> = Rc::new(RefCell::new(vec![false; calls.len()]));
@@ -225,20 +221,10 @@ pub async fn open_loop(
         let (shared, busy, in_flight) = (shared.clone(), busy.clone(), in_flight.clone());
         handles.push(actix_web::rt::spawn(async move {
             let outcome = send(&client, &call).await;
-            let us = intended.elapsed().as_micros() as u64;
+            let latency = intended.elapsed();
             busy.borrow_mut()[slot] = false;
             *in_flight.borrow_mut() -= 1;
-            let mut run = shared.borrow_mut();
-            match outcome {
-                Ok(_) => {
-                    run.ok += 1;
-                    let _ = run.hist.record(us.max(1));
-                }
-                Err(e) => {
-                    run.errors += 1;
-                    run.first_error.get_or_insert(e);
-                }
-            }
+            shared.borrow_mut().record(outcome, latency);
         }));
     }
     for h in handles {

@@ -51,7 +51,7 @@ pub fn mock(spec: MockSpec) {
     });
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySpec {
     /// `noop-1` … `noop-K` native no-op connector plugins.
     pub noop: usize,
@@ -68,6 +68,24 @@ pub struct GatewaySpec {
     pub max_sessions: usize,
     /// Built-in plugins to select (`plugins.native`).
     pub native: Vec<String>,
+}
+
+impl Default for GatewaySpec {
+    /// The service's own defaults: the store is on (sessions and transcripts are written).
+    fn default() -> Self {
+        GatewaySpec {
+            noop: 0,
+            fixtures: false,
+            plugins_dir: String::new(),
+            data_dir: String::new(),
+            targets_file: String::new(),
+            hot_reload_ms: 0,
+            backoff_min_ms: 200,
+            store: true,
+            max_sessions: 50_000,
+            native: Vec::new(),
+        }
+    }
 }
 
 /// The real service (`App::build`) with the fixtures, until SIGTERM.

@@ -295,6 +295,36 @@ async fn s1(plan: &Plan, upstream: &str, r: &mut Results) {
             gw.stop();
         }
     }
+    // What the store (session and transcript writes) costs on this path.
+    {
+        let gw = Gateway::start(
+            upstream,
+            GatewaySpec {
+                store: false,
+                ..Default::default()
+            },
+            &[],
+        );
+        let session = gw.sessions(&client, &[], 1).await.remove(0);
+        let through = gw.message(&session, MESSAGE);
+        let pid = gw.server.pid();
+        let row = abab(
+            plan,
+            &client,
+            &direct,
+            &through,
+            Some(&move || crate::procs::cpu_ns(pid)),
+            "native, store off",
+            0,
+        )
+        .await;
+        if row.errors > 0 {
+            r.failures
+                .push(format!("S1 store off: {} errors", row.errors));
+        }
+        r.s1.push(row);
+        gw.stop();
+    }
     // The realistic plugin, native and script: parse, rewrite and re-serialise the message.
     for (kind, scripts, id) in [
         ("native rewrite", Vec::new(), "rewrite"),
