@@ -158,9 +158,15 @@ pub struct OpenLoop {
 pub struct S3 {
     pub sessions: usize,
     pub k: usize,
-    pub gateway: Summary,
-    pub direct: Summary,
-    pub core_us_per_msg: f64,
+    pub gateway_rate: Spread,
+    pub gateway_p50_us: Spread,
+    pub gateway_p99_us: Spread,
+    pub direct_rate: Spread,
+    pub direct_p50_us: Spread,
+    pub direct_p99_us: Spread,
+    pub errors: u64,
+    pub core_us_per_msg: Spread,
+    pub rounds: Vec<(Summary, Summary)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -338,24 +344,26 @@ pub fn markdown(r: &Results) -> String {
             "### S3 — 20 ms upstream, {} concurrent sessions, K={}\n",
             s3.sessions, s3.k
         );
+        let _ = writeln!(w, "| path | msgs/s | p50 µs | p99 µs |\n|---|---|---|---|");
         let _ = writeln!(
             w,
-            "| path | msgs/s | errors | p50 µs | p99 µs |\n|---|---|---|---|---|"
+            "| gateway | {} | {} | {} |",
+            s3.gateway_rate.show(0),
+            s3.gateway_p50_us.show(0),
+            s3.gateway_p99_us.show(0)
         );
         let _ = writeln!(
             w,
-            "| gateway | {:.0} | {} | {} | {} |",
-            s3.gateway.rps, s3.gateway.errors, s3.gateway.p50_us, s3.gateway.p99_us
+            "| direct | {} | {} | {} |\n",
+            s3.direct_rate.show(0),
+            s3.direct_p50_us.show(0),
+            s3.direct_p99_us.show(0)
         );
         let _ = writeln!(
             w,
-            "| direct | {:.0} | {} | {} | {} |\n",
-            s3.direct.rps, s3.direct.errors, s3.direct.p50_us, s3.direct.p99_us
-        );
-        let _ = writeln!(
-            w,
-            "Gateway CPU: {:.1} core-µs per message.\n",
-            s3.core_us_per_msg
+            "Errors: {}. Gateway CPU: {} core-µs per message.\n",
+            s3.errors,
+            s3.core_us_per_msg.show(1)
         );
     }
     if let Some(s5) = &r.s5 {

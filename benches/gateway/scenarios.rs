@@ -570,22 +570,38 @@ async fn s3(plan: &Plan, r: &mut Results) {
     let sessions = gw.sessions(&client, &ids, n).await;
     let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
     let directs = vec![direct(&slow.addr); n];
-    let d = load::closed_loop(&client, &directs, Stop::For(plan.s3_duration)).await;
-    let before = gw.server.cpu_ns();
-    let g = load::closed_loop(&client, &through, Stop::For(plan.s3_duration)).await;
-    let cpu = (gw.server.cpu_ns() - before) as f64 / 1000.0 / g.ok.max(1) as f64;
-    if g.errors > 0 || d.errors > 0 {
-        r.failures.push(format!(
-            "S3: {} gateway errors ({:?}), {} direct errors",
-            g.errors, g.first_error, d.errors
-        ));
+    // Alternating rounds, the run's duration split between them.
+    let each = plan.s3_duration / plan.rounds as u32;
+    let mut rounds = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..plan.rounds {
+        let d = load::closed_loop(&client, &directs, Stop::For(each)).await;
+        let before = gw.server.cpu_ns();
+        let g = load::closed_loop(&client, &through, Stop::For(each)).await;
+        cpu.push((gw.server.cpu_ns() - before) as f64 / 1000.0 / g.ok.max(1) as f64);
+        if g.errors > 0 || d.errors > 0 {
+            r.failures.push(format!(
+                "S3: {} gateway errors ({:?}), {} direct errors",
+                g.errors, g.first_error, d.errors
+            ));
+        }
+        rounds.push((d.summary(), g.summary()));
     }
+    let pick = |f: &dyn Fn(&(load::Summary, load::Summary)) -> f64| {
+        Spread::of(&rounds.iter().map(f).collect::<Vec<_>>())
+    };
     r.s3 = Some(S3 {
         sessions: n,
         k,
-        gateway: g.summary(),
-        direct: d.summary(),
-        core_us_per_msg: cpu,
+        gateway_rate: pick(&|(_, g)| g.rps),
+        gateway_p50_us: pick(&|(_, g)| g.p50_us as f64),
+        gateway_p99_us: pick(&|(_, g)| g.p99_us as f64),
+        direct_rate: pick(&|(d, _)| d.rps),
+        direct_p50_us: pick(&|(d, _)| d.p50_us as f64),
+        direct_p99_us: pick(&|(d, _)| d.p99_us as f64),
+        errors: rounds.iter().map(|(d, g)| d.errors + g.errors).sum(),
+        core_us_per_msg: Spread::of(&cpu),
+        rounds,
     });
     gw.stop();
     slow.stop();
