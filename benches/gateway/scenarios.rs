@@ -878,67 +878,57 @@ async fn s8(plan: &Plan, upstream: &str, r: &mut Results) {
         GatewaySpec::default(),
         &[("ext".to_string(), roles::script_extension())],
     );
-    // The native `hello` plugin is one of the built-ins: a second gateway with it selected.
     let client = load::client(4);
-    let base = gw.base.clone();
-    let core_route = p50s(
-        plan,
-        &client,
-        &Call::get(format!("{base}/livez")),
-        r,
-        "livez",
-    )
-    .await;
-    let plugin_route = p50s(
-        plan,
-        &client,
-        &Call::get(format!("{base}/plugins/ext/ping")),
-        r,
-        "script route",
-    )
-    .await;
-    let tool_lookup = p50s(
-        plan,
-        &client,
-        &Call::get(format!("{base}/api/tools/echo")),
-        r,
-        "tool lookup",
-    )
-    .await;
-    let script_tool = p50s(
-        plan,
-        &client,
-        &Call::post(
-            format!("{base}/api/tools/echo/invoke"),
-            r#"{"params":{"a":1}}"#,
-        ),
-        r,
-        "script tool",
-    )
-    .await;
+    let measure = |base: &str, calls: &[(&'static str, &str, Option<&str>)]| {
+        calls
+            .iter()
+            .map(|(what, path, body)| {
+                let url = format!("{base}{path}");
+                let call = match body {
+                    Some(body) => Call::post(url, body),
+                    None => Call::get(url),
+                };
+                (*what, call)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut p50 = Vec::new();
+    for (what, call) in measure(
+        &gw.base,
+        &[
+            ("livez", "/livez", None),
+            ("script route", "/plugins/ext/ping", None),
+            ("tool lookup", "/api/tools/echo", None),
+            (
+                "script tool",
+                "/api/tools/echo/invoke",
+                Some(r#"{"params":{"a":1}}"#),
+            ),
+        ],
+    ) {
+        p50.push(p50s(plan, &client, &call, r, what).await);
+    }
     gw.stop();
+    // The native `hello` plugin is a built-in: a second gateway with it selected.
     let native = Gateway::start_with_native(upstream, &["event-logger", "hello"]);
-    let base = native.base.clone();
-    let native_route = p50s(
-        plan,
-        &client,
-        &Call::get(format!("{base}/plugins/hello/greet/x")),
-        r,
-        "native route",
-    )
-    .await;
-    let native_tool = p50s(
-        plan,
-        &client,
-        &Call::post(
-            format!("{base}/api/tools/hello/invoke"),
-            r#"{"params":{"name":"x"}}"#,
-        ),
-        r,
-        "native tool",
-    )
-    .await;
+    for (what, call) in measure(
+        &native.base,
+        &[
+            ("native route", "/plugins/hello/greet/x", None),
+            (
+                "native tool",
+                "/api/tools/hello/invoke",
+                Some(r#"{"params":{"name":"x"}}"#),
+            ),
+        ],
+    ) {
+        p50.push(p50s(plan, &client, &call, r, what).await);
+    }
     native.stop();
+    let [core_route, plugin_route, tool_lookup, script_tool, native_route, native_tool] = p50[..]
+    else {
+        unreachable!("six calls measured")
+    };
     r.s8 = Some(S8 {
         core_route_p50_us: core_route,
         plugin_route_p50_us: plugin_route,
