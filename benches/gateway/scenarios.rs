@@ -253,116 +253,100 @@ async fn abab(
     }
 }
 
+/// A gateway's spec and the script plugins written into its plugin directory.
+type Setup = (GatewaySpec, Vec<(String, String)>);
+
+/// One S1 row: a fresh gateway with `spec` and `scripts`, one session through `plugins`,
+/// alternating rounds against the direct call.
+#[allow(clippy::too_many_arguments)]
+async fn s1_row(
+    plan: &Plan,
+    client: &awc::Client,
+    upstream: &str,
+    direct: &Call,
+    (spec, scripts): Setup,
+    plugins: &[String],
+    (kind, k): (&str, usize),
+    r: &mut Results,
+) {
+    let gw = Gateway::start(upstream, spec, &scripts);
+    let session = gw.sessions(client, plugins, 1).await.remove(0);
+    let through = gw.message(&session, MESSAGE);
+    let pid = gw.server.pid();
+    let cpu = move || crate::procs::cpu_ns(pid);
+    let row = abab(plan, client, direct, &through, Some(&cpu), kind, k).await;
+    if row.errors > 0 {
+        r.failures
+            .push(format!("S1 {kind} K={k}: {} errors", row.errors));
+    }
+    r.s1.push(row);
+    gw.stop();
+}
+
 async fn s1(plan: &Plan, upstream: &str, r: &mut Results) {
     let client = load::client(8);
     let direct = direct(upstream);
     for kind in ["native", "script"] {
         for &k in &plan.ks {
-            let (spec, scripts, ids): (GatewaySpec, Vec<(String, String)>, Vec<String>) =
-                if kind == "native" {
-                    (
-                        GatewaySpec {
-                            noop: k,
-                            ..Default::default()
-                        },
-                        Vec::new(),
-                        (1..=k).map(|i| format!("noop-{i}")).collect(),
-                    )
-                } else {
-                    let chain = script_chain(k);
-                    let ids = chain.iter().map(|(id, _)| id.clone()).collect();
-                    (GatewaySpec::default(), chain, ids)
+            let (setup, ids): (Setup, Vec<String>) = if kind == "native" {
+                let spec = GatewaySpec {
+                    noop: k,
+                    ..Default::default()
                 };
-            let gw = Gateway::start(upstream, spec, &scripts);
-            let session = gw.sessions(&client, &ids, 1).await.remove(0);
-            let through = gw.message(&session, MESSAGE);
-            let pid = gw.server.pid();
-            let row = abab(
-                plan,
-                &client,
-                &direct,
-                &through,
-                Some(&move || crate::procs::cpu_ns(pid)),
-                kind,
-                k,
-            )
-            .await;
-            if row.errors > 0 {
-                r.failures
-                    .push(format!("S1 {kind} K={k}: {} errors", row.errors));
-            }
-            r.s1.push(row);
-            gw.stop();
+                (
+                    (spec, Vec::new()),
+                    (1..=k).map(|i| format!("noop-{i}")).collect(),
+                )
+            } else {
+                let chain = script_chain(k);
+                let ids = chain.iter().map(|(id, _)| id.clone()).collect();
+                ((GatewaySpec::default(), chain), ids)
+            };
+            s1_row(plan, &client, upstream, &direct, setup, &ids, (kind, k), r).await;
         }
     }
     // What the store (session and transcript writes) costs on this path.
-    {
-        let gw = Gateway::start(
-            upstream,
-            GatewaySpec {
-                store: false,
-                ..Default::default()
-            },
-            &[],
-        );
-        let session = gw.sessions(&client, &[], 1).await.remove(0);
-        let through = gw.message(&session, MESSAGE);
-        let pid = gw.server.pid();
-        let row = abab(
-            plan,
-            &client,
-            &direct,
-            &through,
-            Some(&move || crate::procs::cpu_ns(pid)),
-            "native, store off",
-            0,
-        )
-        .await;
-        if row.errors > 0 {
-            r.failures
-                .push(format!("S1 store off: {} errors", row.errors));
-        }
-        r.s1.push(row);
-        gw.stop();
-    }
+    let no_store = GatewaySpec {
+        store: false,
+        ..Default::default()
+    };
+    let setup = (no_store, Vec::new());
+    s1_row(
+        plan,
+        &client,
+        upstream,
+        &direct,
+        setup,
+        &[],
+        ("native, store off", 0),
+        r,
+    )
+    .await;
     // The realistic plugin, native and script: parse, rewrite and re-serialise the message.
+    let js = (
+        "js-rewrite".to_string(),
+        roles::script_rewrite("js-rewrite"),
+    );
     for (kind, scripts, id) in [
         ("native rewrite", Vec::new(), "rewrite"),
-        (
-            "script rewrite",
-            vec![(
-                "js-rewrite".to_string(),
-                roles::script_rewrite("js-rewrite"),
-            )],
-            "js-rewrite",
-        ),
+        ("script rewrite", vec![js], "js-rewrite"),
     ] {
-        let gw = Gateway::start(
-            upstream,
-            GatewaySpec {
-                fixtures: true,
-                ..Default::default()
-            },
-            &scripts,
-        );
-        let session = gw.sessions(&client, &[id.to_string()], 1).await.remove(0);
-        let through = gw.message(&session, MESSAGE);
-        let pid = gw.server.pid();
-        let row = abab(
+        let spec = GatewaySpec {
+            fixtures: true,
+            ..Default::default()
+        };
+        let plugins = [id.to_string()];
+        s1_row(
             plan,
             &client,
+            upstream,
             &direct,
-            &through,
-            Some(&move || crate::procs::cpu_ns(pid)),
-            kind,
-            1,
+            (spec, scripts),
+            &plugins,
+            (kind, 1),
+            r,
         )
         .await;
-        if row.errors > 0 {
-            r.failures.push(format!("S1 {kind}: {} errors", row.errors));
-        }
-        r.s1.push(row);
-        gw.stop();
     }
     // The floor a bare proxy hop costs.
     match Nginx::start(upstream) {
