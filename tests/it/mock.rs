@@ -38,13 +38,36 @@ pub struct MockUpstream {
     server: actix_web::dev::ServerHandle,
 }
 
+/// Serves `app` on a free loopback port with one worker; returns `http://addr` and the handle.
+pub fn serve<F, A>(app: F) -> (String, actix_web::dev::ServerHandle)
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(app)
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (base, handle)
+}
+
 impl MockUpstream {
     pub async fn start() -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
+        let (base, handle) = serve(move || {
             App::new()
                 .app_data(data.clone())
                 .route(
@@ -57,14 +80,7 @@ impl MockUpstream {
                 )
                 .route("/auth/token", web::post().to(token))
                 .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        });
         MockUpstream {
             base,
             state,

@@ -4,10 +4,9 @@
 //! names the last user message. Every request is recorded.
 
 use std::collections::VecDeque;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 /// One scripted answer.
@@ -36,25 +35,16 @@ pub struct MockModel {
 
 impl MockModel {
     pub async fn start() -> MockModel {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
         let state = Arc::new(State::default());
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
+        let (base, handle) = crate::mock::serve(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::default().limit(16 << 20))
                 .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        });
         MockModel {
-            endpoint,
+            endpoint: format!("{base}/v1"),
             state,
             server: handle,
         }
