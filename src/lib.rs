@@ -25,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod bundled;
 pub mod cli;
 pub mod connector;
 pub mod health;
@@ -36,10 +37,12 @@ pub mod session;
 pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod target;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod tool;
+pub mod turn;
 pub mod util;
 
 pub use app::{App, ExitReport, Options, ShutdownHandle, StartupError};

@@ -13,7 +13,8 @@ async fn main() {
         Some(Command::CheckConfig(args)) => (args, true),
         None => (cli.serve, false),
     };
-    let settings = match settings::load(&args.overrides(), std::env::vars()) {
+    let checks = switchyard::app::plan::check_settings;
+    let settings = match settings::load_checked(&args.overrides(), std::env::vars(), &checks) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("switchyard: {error}");
@@ -21,6 +22,11 @@ async fn main() {
         }
     };
     if check_only {
+        // The same checks `serve` runs before anything starts: targets and agents too.
+        if let Err(error) = switchyard::app::plan::declared(&settings) {
+            eprintln!("switchyard: {error}");
+            std::process::exit(error.exit_code());
+        }
         let mut shown = settings.clone();
         for secret in [&mut shown.server.admin_token, &mut shown.store.secret_key] {
             if !secret.is_empty() {

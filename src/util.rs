@@ -1,8 +1,12 @@
-//! Small helpers shared by several modules: timestamps in RFC 3339 and request-id generation.
+//! Small helpers shared by several modules: timestamps in RFC 3339, request-id generation and
+//! the mask that stands in for a secret in every response.
 
 use std::time::SystemTime;
 
 use serde::Serializer;
+
+/// What every response and log shows in place of a secret value.
+pub const MASK: &str = "********";
 
 /// RFC 3339 with milliseconds, UTC (`2026-11-21T23:31:00.123Z`).
 pub fn rfc3339(t: SystemTime) -> String {

@@ -1,12 +1,11 @@
-//! Agents: Open Astra agent configurations, and the runner that plays a turn (`runner`).
+//! Agents: Open Astra agent configurations and their registry.
 //!
 //! Owns the agent config shape (`id` kebab-case, `displayName`, `model {provider, modelId,
 //! endpoint?, temperature 0–2, maxOutputTokens, fallback?}`, `systemPromptTemplate`,
 //! `tools {allow, deny}`), its validation (every problem listed with its field), and the
 //! registry of agents declared in `[[agents]]` or registered by plugins with
-//! `ctx.registerAgentConfig`. Does not own model calls (`inference`) nor tools (`tool`).
-
-pub mod runner;
+//! `ctx.registerAgentConfig`. Does not own playing a turn (`turn`), model calls (`inference`)
+//! nor tools (`tool`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

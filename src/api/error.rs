@@ -35,7 +35,7 @@ pub enum ApiError {
     #[error("the store is off (store.enabled = false): transcripts are not kept")]
     StoreDisabled,
     #[error(transparent)]
-    Target(#[from] crate::connector::registry::TargetError),
+    Target(#[from] crate::target::catalogue::TargetError),
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
     #[error("a valid admin bearer token is required")]
@@ -63,7 +63,7 @@ pub enum ApiError {
     #[error(transparent)]
     Tool(#[from] crate::tool::ToolError),
     #[error(transparent)]
-    Agent(#[from] crate::agent::runner::AgentError),
+    Agent(#[from] crate::turn::AgentError),
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -82,7 +82,7 @@ impl ApiError {
             ApiError::TargetNotFound(_) => "target_not_found",
             ApiError::StoreDisabled => "store_disabled",
             ApiError::Target(e) => {
-                use crate::connector::registry::TargetError as T;
+                use crate::target::catalogue::TargetError as T;
                 match e {
                     T::NotFound(_) => "target_not_found",
                     T::Invalid(_) => "invalid_target",
@@ -123,7 +123,7 @@ impl ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::agent::runner::AgentError as A;
+                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
                 match e {
                     A::NotFound(_) => "agent_not_found",
@@ -144,7 +144,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
             ApiError::TargetNotFound(id) => Some(json!({ "target": id })),
             ApiError::Target(e) => {
-                use crate::connector::registry::TargetError as T;
+                use crate::target::catalogue::TargetError as T;
                 match e {
                     T::NotFound(id) => Some(json!({ "target": id })),
                     T::Invalid(errors) => Some(json!({ "field": "target", "errors": errors })),
@@ -194,7 +194,7 @@ impl ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::agent::runner::AgentError as A;
+                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
                 match e {
                     A::NotFound(id) => Some(json!({ "agent": id })),
@@ -237,7 +237,7 @@ impl ResponseError for ApiError {
             ApiError::TargetNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::StoreDisabled => StatusCode::CONFLICT,
             ApiError::Target(e) => {
-                use crate::connector::registry::TargetError as T;
+                use crate::target::catalogue::TargetError as T;
                 match e {
                     T::NotFound(_) => StatusCode::NOT_FOUND,
                     T::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -287,7 +287,7 @@ impl ResponseError for ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::agent::runner::AgentError as A;
+                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
                 match e {
                     A::NotFound(_) => StatusCode::NOT_FOUND,

@@ -85,7 +85,7 @@ async fn get_agent(
         .ext
         .agents
         .get(&id)
-        .ok_or_else(|| crate::agent::runner::AgentError::NotFound(id.into_inner()))?;
+        .ok_or_else(|| crate::turn::AgentError::NotFound(id.into_inner()))?;
     Ok(HttpResponse::Ok().json(agent))
 }
 

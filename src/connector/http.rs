@@ -1,4 +1,4 @@
-//! The HTTP_REST connector (seed-systems.md §1.10), on awc.
+//! The HTTP_REST connector, on awc.
 //!
 //! Owns building the request (template, method, path, headers, auth, timeout), mapping failures
 //! to Krawall's messages (`HTTP 503: …` or the `errorPath` text, `Request timeout`, `Cannot
@@ -12,7 +12,7 @@ use awc::error::SendRequestError;
 use awc::http::Method;
 use serde_json::{Map, Value};
 
-use super::target::{auth_headers, text_pairs};
+use super::auth::{auth_headers, text_pairs};
 use super::template::{build_request, extract_content, extract_error, extract_usage};
 use super::{
     Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus, ResponseMetadata,

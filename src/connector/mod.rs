@@ -2,20 +2,24 @@
 //!
 //! Owns the `Connector` trait (shaped for HTTP_REST now and SSE, WebSocket and gRPC later),
 //! the connector config plugins may rewrite in `onConnect`, the response and error types the
-//! pipeline passes through `afterReceive`, targets (`target`), templating (`template`) and the
-//! HTTP_REST connector (`http`). Does not own sessions or plugins.
+//! pipeline passes through `afterReceive`, auth headers (`auth`), templating (`template`) and
+//! the HTTP_REST connector (`http`). Speaks protocols only: does not own targets (`target`),
+//! sessions or plugins.
 
+pub mod auth;
 pub mod http;
-pub mod registry;
-pub mod target;
 pub mod template;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use target::{AuthType, Target};
+use auth::AuthType;
 use template::{RequestTemplate, ResponseTemplate};
+
+/// Connector types this build can connect with. `WEBSOCKET`, `GRPC` and `SSE` are valid
+/// plugin compatibilities but have no connector yet.
+pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST"];
 
 /// What a connector connects with; plugins get it in `onConnect` and may return a changed
 /// copy (Krawall's `ConnectorConfig`).
@@ -33,20 +37,6 @@ pub struct ConnectorConfig {
     pub protocol_config: Map<String, Value>,
     /// Milliseconds.
     pub timeout: u64,
-}
-
-impl From<&Target> for ConnectorConfig {
-    fn from(t: &Target) -> Self {
-        ConnectorConfig {
-            endpoint: t.endpoint.clone(),
-            auth_type: t.auth_type,
-            auth_config: t.auth_config.clone(),
-            request_template: t.request_template.clone(),
-            response_template: t.response_template.clone(),
-            protocol_config: t.protocol_config.clone(),
-            timeout: t.timeout_ms,
-        }
-    }
 }
 
 /// Metadata of one response (Krawall's `ResponseMetadata`).

@@ -9,8 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{ConfigField, FieldType};
 
-/// What masked secrets look like in every response and log.
-pub const MASK: &str = "********";
+use crate::util::MASK;
 
 /// Validates `config` against `schema`. An empty list means valid.
 ///

@@ -7,9 +7,7 @@
 //! Does not own restarts (`supervisor`) or event delivery (`broker`).
 
 pub mod actor;
-pub mod builtin;
 pub mod config;
-pub mod connectors;
 pub mod deps;
 pub mod extensions;
 pub mod host;

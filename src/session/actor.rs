@@ -22,12 +22,11 @@ use tracing::Instrument;
 use super::{reply_json, HookOutcome, SessionError};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::connector::target::Target;
+use crate::target::Target;
 use crate::connector::{self, Connector, ConnectorConfig};
 use crate::plugin::actor::{CallHook, KillPlugin, NotifyError, PluginActor};
 use crate::plugin::host::PluginHost;
 use crate::plugin::{ConnectorPluginInfo, Hook, HookContext, Plugin};
-use crate::settings::SessionSettings;
 use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::{panic_message, take_last_panic, DownGuard};
 use crate::supervisor::policy::ExitReason;
@@ -53,7 +52,7 @@ pub struct Stage {
 pub struct SessionDeps {
     pub host: Arc<PluginHost>,
     pub broker: BrokerHandle,
-    pub settings: SessionSettings,
+    pub settings: super::SessionConfig,
     /// Where sessions and transcripts are persisted, when the store is on.
     pub store: Option<StoreHandle>,
 }
@@ -121,7 +120,7 @@ pub struct SessionActor {
     store: Option<StoreHandle>,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
-    settings: SessionSettings,
+    settings: super::SessionConfig,
     guard: DownGuard,
     state: &'static str,
     created_at: SystemTime,
@@ -315,7 +314,7 @@ async fn connect_chain(
     stages: &mut [Stage],
     target: &Target,
 ) -> Result<(Box<dyn Connector>, bool), SessionError> {
-    let mut config = serde_json::to_value(ConnectorConfig::from(target)).unwrap_or(Value::Null);
+    let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
     let mut changed_by_plugin = false;
     for stage in stages.iter_mut() {
         match call(host, stage, Hook::OnConnect, config.clone()).await {
@@ -402,7 +401,7 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let idle = Duration::from_millis(self.settings.idle_timeout_ms);
+        let idle = self.settings.idle_timeout;
         let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         ctx.run_interval(every, move |act, ctx| {
             if act.state == "open" && act.last_activity.0.elapsed() >= idle {
@@ -485,7 +484,7 @@ impl Handler<SendMessage> for SessionActor {
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
         let broker = self.broker.clone();
-        let reverse = self.settings.after_receive_order == "reverse";
+        let reverse = self.settings.after_receive == super::AfterReceiveOrder::Reverse;
         let reauth = self.reauth_on_401;
         let target = self.target.clone();
         let session_id = self.id.clone();

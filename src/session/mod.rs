@@ -22,14 +22,13 @@ use tokio::sync::oneshot;
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::connector::registry::TargetRegistry;
-use crate::connector::target::{PluginRef, Target};
+use crate::target::catalogue::TargetRegistry;
+use crate::target::{PluginRef, Target};
 use crate::connector::ConnectorError;
 use crate::health::MailboxGauge;
 use crate::plugin::config;
 use crate::plugin::host::PluginHost;
 use crate::plugin::{Hook, HookContext};
-use crate::settings::SessionSettings;
 use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::{
     ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs,
@@ -39,6 +38,30 @@ use crate::supervisor::{
     AddChild, RemoveChild, RunningSupervisor, Strategy, Supervisor, SupervisorObserver,
 };
 use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, Stage};
+
+/// What sessions run with (from `[sessions]`).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Time a hook may take unless the plugin reference says otherwise.
+    pub hook_timeout: Duration,
+    /// A session without messages for this long is closed.
+    pub idle_timeout: Duration,
+    /// Messages a session may have waiting.
+    pub queue_capacity: usize,
+    pub after_receive: AfterReceiveOrder,
+    pub max_sessions: usize,
+    /// Session threads (0: one per core).
+    pub threads: usize,
+}
+
+/// The order `afterReceive` runs in, relative to `beforeSend`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReceiveOrder {
+    /// The same priority order (Krawall's behaviour).
+    Same,
+    /// Reversed, so the first plugin to see a message is the last to see its answer.
+    Reverse,
+}
 
 /// Why a session request failed; `api::error` maps each to a status and code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -97,7 +120,7 @@ pub struct SessionManager {
     supervisor: RwLock<Option<Addr<Supervisor>>>,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
-    settings: SessionSettings,
+    settings: SessionConfig,
     store: Option<StoreHandle>,
     /// Threads session actors run on, one per core, picked in turn: sessions (with the native
     /// hooks they run inline) use every core instead of the system thread alone.
@@ -126,7 +149,7 @@ impl SessionManager {
         targets: Arc<TargetRegistry>,
         host: Arc<PluginHost>,
         broker: BrokerHandle,
-        settings: SessionSettings,
+        settings: SessionConfig,
         store: Option<StoreHandle>,
     ) -> Arc<Self> {
         Arc::new(SessionManager {
@@ -228,9 +251,10 @@ impl SessionManager {
                 module,
                 priority: r.priority.unwrap_or(info.priority),
                 critical: r.critical,
-                timeout: Duration::from_millis(
-                    r.timeout_ms.unwrap_or(self.settings.hook_timeout_ms),
-                ),
+                timeout: r
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.settings.hook_timeout),
                 masked_config: config::mask(&info.config_schema, &r.config),
                 ctx: HookContext {
                     session_id: session_id.to_string(),
@@ -303,9 +327,7 @@ impl SessionManager {
             kind: ChildKind::Worker,
             role: "session",
             restart: RestartType::Temporary,
-            shutdown_timeout: Duration::from_millis(
-                self.settings.hook_timeout_ms.saturating_mul(2),
-            ),
+            shutdown_timeout: self.settings.hook_timeout.saturating_mul(2),
             placement: Placement::Shared,
             on_exhausted: OnExhausted::Park,
             policy: RestartPolicy::default(),
@@ -451,7 +473,7 @@ struct SessionFactory {
     registry: Arc<Registry>,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
-    settings: SessionSettings,
+    settings: SessionConfig,
     store: Option<StoreHandle>,
 }
 

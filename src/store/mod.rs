@@ -1,4 +1,5 @@
-//! The store: sessions and transcripts in an embedded SQLite database (sqlx).
+//! The store: sessions, transcripts, audit entries and targets in an embedded SQLite database
+//! (sqlx).
 //!
 //! Owns opening the database (WAL mode, created if missing), the embedded migrations, and the
 //! read queries the API uses (sessions with filters and pagination, a session's messages).
@@ -260,19 +261,19 @@ impl Store {
     pub async fn audit(
         &self,
         session_id: &str,
-    ) -> Result<Vec<crate::plugin::connectors::AuditEntry>, StoreError> {
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit WHERE session_id = ? ORDER BY id")
             .bind(session_id)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
             .iter()
-            .map(|r| crate::plugin::connectors::AuditEntry {
+            .map(|r| AuditEntry {
                 timestamp: r.get("created_at"),
                 direction: if r.get::<String, _>("direction") == "sent" {
-                    "sent"
+                    AuditDirection::Sent
                 } else {
-                    "received"
+                    AuditDirection::Received
                 },
                 session_id: r.get("session_id"),
                 target_id: r.get("target_id"),
@@ -308,6 +309,42 @@ impl Store {
                 .rows_affected();
         }
         Ok(removed)
+    }
+}
+
+/// One audit entry (Krawall's `AuditLogEntry`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub timestamp: String,
+    pub direction: AuditDirection,
+    pub session_id: String,
+    pub target_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_time_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_usage: Option<Value>,
+}
+
+/// Which way an audited message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDirection {
+    Sent,
+    Received,
+}
+
+impl AuditDirection {
+    /// The value kept in the `direction` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDirection::Sent => "sent",
+            AuditDirection::Received => "received",
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub enum Write {
         reason: String,
         at: String,
     },
-    Audit(crate::plugin::connectors::AuditEntry),
+    Audit(super::AuditEntry),
 }
 
 /// Queue one write.
@@ -255,7 +255,7 @@ async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> 
                 sqlx::query("INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
                     .bind(&entry.session_id)
                     .bind(&entry.target_id)
-                    .bind(entry.direction)
+                    .bind(entry.direction.as_str())
                     .bind(&entry.message)
                     .bind(&entry.response_content)
                     .bind(entry.response_time_ms.map(|v| v as i64))

@@ -1,51 +1,18 @@
-//! The native plugins compiled into switchyard, selectable with `plugins.native`.
+//! The two example plugins `cargo run` loads: `event-logger` (subscribes to every `plugin.*`
+//! event and logs it) and `hello` (depends on `event-logger`, greets on start, says goodbye on
+//! stop, so the boot and LIFO shutdown order show in the log; it also shows the native side of
+//! the context: a route and a tool).
 //!
-//! Owns the list of compiled-in plugins (Krawall's connector plugins live in `connectors`)
-//! and the two examples `cargo run` loads: `event-logger`
-//! (subscribes to every `plugin.*` event and logs it) and `hello` (depends on `event-logger`,
-//! greets on start, says goodbye on stop, so the boot and LIFO shutdown order show in the log;
-//! it also shows the native side of the context: a route and a tool).
-
-use std::sync::Arc;
+//! Owns nothing the gateway relies on: they exist to be read and copied.
 
 use async_trait::async_trait;
 use semver::Version;
 use serde_json::{json, Value};
 
-use super::connectors::AuditLog;
-use super::{Plugin, PluginContext, PluginError, PluginFactory, PluginManifest};
 use crate::broker::Event;
+use crate::plugin::{Plugin, PluginContext, PluginError, PluginManifest};
 use crate::route::{Method, RouteBody, RouteRequest, RouteResponse};
 use crate::tool::ToolSpec;
-
-/// Ids accepted in `plugins.native`, in registration order: Krawall's four connector plugins
-/// (openai before anthropic, as Krawall imports them), then the two examples.
-pub const KNOWN_IDS: &[&str] = &[
-    "multi-step-auth",
-    "openai",
-    "anthropic",
-    "audit",
-    "event-logger",
-    "hello",
-];
-
-/// Every compiled-in native plugin, by id, in registration order.
-pub fn catalogue(audit: Arc<AuditLog>) -> Vec<(&'static str, PluginFactory)> {
-    let mut all: Vec<(&'static str, PluginFactory)> = KNOWN_IDS[..4]
-        .iter()
-        .copied()
-        .zip(super::connectors::catalogue(audit))
-        .collect();
-    all.push((
-        "event-logger",
-        Arc::new(|| Arc::new(EventLogger) as Arc<dyn Plugin>),
-    ));
-    all.push((
-        "hello",
-        Arc::new(|| Arc::new(Hello::default()) as Arc<dyn Plugin>),
-    ));
-    all
-}
 
 /// Logs every plugin lifecycle event it sees on the bus.
 pub struct EventLogger;

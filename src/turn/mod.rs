@@ -1,4 +1,4 @@
-//! The agent runner: one `POST /api/agents/{id}/chat` turn, Open Astra's agent loop.
+//! Agent turns: one `POST /api/agents/{id}/chat` turn, Open Astra's agent loop.
 //!
 //! Owns a turn: render the system prompt, add the conversation's history and the user's
 //! message, call the model through the agent's resolved client, run the tool calls it asks for
@@ -6,7 +6,8 @@
 //! back to the model as a tool result), at most `max_tool_rounds` rounds, then keep the turn in
 //! the conversation and publish `agent.started` / `agent.completed` / `agent.failed`. Turns of
 //! one conversation run one at a time. Conversations live in memory (least recently used go
-//! first). Does not own the model protocol (`inference`) nor running tools (`tool`).
+//! first). Does not own agent configs (`agent`), the model protocol (`inference`) nor calling a
+//! tool's plugin (`plugin::call`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,12 +16,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Agent, AgentConfig};
+use crate::agent::{Agent, AgentConfig};
 use crate::broker::events::{AgentCompleted, AgentFailed, AgentStarted, Usage};
 use crate::broker::BrokerHandle;
 use crate::inference::{ChatMessage, ChatRequest, InferenceError, Role, ToolDefinition};
 use crate::plugin::host::PluginHost;
-use crate::settings::AgentRunnerSettings;
 use crate::tool::Caller;
 
 /// Why a turn could not be played.
@@ -60,12 +60,24 @@ struct Conversations {
     clock: u64,
 }
 
+/// What the runner plays turns with (from `[agent]`).
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub max_tool_rounds: u32,
+    /// Messages of history kept per conversation.
+    pub history_messages: usize,
+    /// Conversations kept in memory (least recently used go first).
+    pub max_sessions: usize,
+    pub turn_timeout: Duration,
+    /// Time one tool call may take.
+    pub tool_timeout: Duration,
+}
+
 /// Plays agent turns.
 pub struct AgentRunner {
     plugins: Arc<PluginHost>,
     broker: BrokerHandle,
-    settings: AgentRunnerSettings,
-    tool_timeout: Duration,
+    settings: RunnerConfig,
     conversations: Mutex<Conversations>,
     /// Failed turns in a row, per agent (`agent.failed`'s `consecutiveFailures`).
     failures: Mutex<HashMap<String, u32>>,
@@ -75,14 +87,12 @@ impl AgentRunner {
     pub fn new(
         plugins: Arc<PluginHost>,
         broker: BrokerHandle,
-        settings: AgentRunnerSettings,
-        tool_timeout: Duration,
+        settings: RunnerConfig,
     ) -> Arc<Self> {
         Arc::new(AgentRunner {
             plugins,
             broker,
             settings,
-            tool_timeout,
             conversations: Mutex::new(Conversations::default()),
             failures: Mutex::new(HashMap::new()),
         })
@@ -116,11 +126,11 @@ impl AgentRunner {
         });
         let began = Instant::now();
         let span = tracing::info_span!("agent_turn", agent = %agent_id, session = %session_id);
-        let limit = Duration::from_millis(self.settings.turn_timeout_ms);
+        let limit = self.settings.turn_timeout;
         let turn = tracing::Instrument::instrument(self.turn(&agent, &session_id, message), span);
         let outcome = match tokio::time::timeout(limit, turn).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(AgentError::Timeout(self.settings.turn_timeout_ms)),
+            Err(_) => Err(AgentError::Timeout(limit.as_millis() as u64)),
         };
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match &outcome {
@@ -236,7 +246,7 @@ impl AgentRunner {
                             &call.name,
                             call.arguments.clone(),
                             &caller,
-                            self.tool_timeout,
+                            self.settings.tool_timeout,
                         )
                         .await
                     {

@@ -2,32 +2,23 @@
 //!
 //! Owns the target shape (`id`, `name`, `connectorType`, `endpoint`, `authType`, `authConfig`,
 //! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`), parsing
-//! targets from settings with *every* problem reported by its path, and the auth headers each
-//! auth type produces. Does not own sending (`connector::http`).
+//! targets with *every* problem reported by its path, masking and mapping their credentials,
+//! the connector config a target opens with, and the catalogue of known targets
+//! (`catalogue`), persisted through the store's API. Does not own speaking a protocol
+//! (`connector`) nor sessions.
+
+pub mod catalogue;
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::template::{RequestTemplate, ResponseTemplate};
-use crate::plugin::config::MASK;
-
-/// Connector types this build can connect with. `WEBSOCKET`, `GRPC` and `SSE` are valid
-/// plugin compatibilities but have no connector yet.
-pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST"];
-
-/// How the connector authenticates upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum AuthType {
-    #[default]
-    None,
-    BearerToken,
-    ApiKey,
-    BasicAuth,
-    CustomHeader,
-}
+use crate::connector::auth::AuthType;
+use crate::connector::template::{RequestTemplate, ResponseTemplate};
+use crate::connector::{ConnectorConfig, SUPPORTED_CONNECTORS};
+use crate::util::MASK;
 
 /// A plugin a target (or a session) uses, with its config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +83,19 @@ fn for_each_secret(auth_config: &mut Map<String, Value>, f: &mut impl FnMut(&mut
 }
 
 impl Target {
+    /// The connector config this target opens with (plugins may change it in `onConnect`).
+    pub fn connector_config(&self) -> ConnectorConfig {
+        ConnectorConfig {
+            endpoint: self.endpoint.clone(),
+            auth_type: self.auth_type,
+            auth_config: self.auth_config.clone(),
+            request_template: self.request_template.clone(),
+            response_template: self.response_template.clone(),
+            protocol_config: self.protocol_config.clone(),
+            timeout: self.timeout_ms,
+        }
+    }
+
     /// The target as responses show it: credentials masked.
     pub fn masked(&self) -> Value {
         let mut copy = self.clone();
@@ -231,63 +235,6 @@ impl Target {
     }
 }
 
-/// Auth headers for `auth_type` (Krawall's `buildAuthHeaders`).
-pub fn auth_headers(
-    auth_type: AuthType,
-    auth_config: &Map<String, Value>,
-) -> Vec<(String, String)> {
-    let text = |k: &str| {
-        auth_config
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    match auth_type {
-        AuthType::None => Vec::new(),
-        AuthType::BearerToken => {
-            vec![("Authorization".into(), format!("Bearer {}", text("token")))]
-        }
-        AuthType::ApiKey => vec![(text("headerName"), text("apiKey"))],
-        AuthType::BasicAuth => {
-            let pair = format!("{}:{}", text("username"), text("password"));
-            vec![(
-                "Authorization".into(),
-                format!("Basic {}", base64(pair.as_bytes())),
-            )]
-        }
-        AuthType::CustomHeader => auth_config
-            .get("headers")
-            .map(text_pairs)
-            .unwrap_or_default(),
-    }
-}
-
-/// A JSON object as `(name, text)` pairs: strings as they are, other values as JSON text.
-/// Used for header maps and for query parameters.
-pub fn text_pairs(object: &Value) -> Vec<(String, String)> {
-    object
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// Parses targets given as JSON values (from settings and `targets.toml`), reporting every
 /// problem as `(path, message)` with paths like `targets[1].endpoint`.
 pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(String, String)>> {
@@ -318,21 +265,14 @@ pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(Str
     }
 }
 
-/// Every target the settings declare: inline `[[targets]]` first, then `targets_file` (if it
-/// exists). Problems are `(path, message)`, every one of them.
-pub fn load(settings: &crate::settings::Settings) -> Result<Vec<Target>, Vec<(String, String)>> {
-    let mut values: Vec<(String, Value)> = settings
-        .targets
+/// Every configured target: the inline `[[targets]]` of the settings first, then those of
+/// `file` (when it exists). Problems are `(path, message)`, every one of them.
+pub fn load(inline: &[Value], file: &Path) -> Result<Vec<Target>, Vec<(String, String)>> {
+    let mut values: Vec<(String, Value)> = inline
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            (
-                format!("targets[{i}]"),
-                serde_json::to_value(v).unwrap_or(Value::Null),
-            )
-        })
+        .map(|(i, v)| (format!("targets[{i}]"), v.clone()))
         .collect();
-    let file = &settings.sessions.targets_file;
     if file.is_file() {
         let parsed = std::fs::read_to_string(file)
             .map_err(|e| e.to_string())
@@ -422,42 +362,6 @@ mod tests {
             ]
         );
         assert!(problems[5].1.contains("colour"), "{:?}", problems[5]);
-    }
-
-    #[test]
-    fn auth_headers_per_type() {
-        let cfg = |v: Value| v.as_object().unwrap().clone();
-        assert_eq!(
-            auth_headers(AuthType::BearerToken, &cfg(json!({"token": "t"}))),
-            [("Authorization".into(), "Bearer t".into())]
-        );
-        assert_eq!(
-            auth_headers(
-                AuthType::ApiKey,
-                &cfg(json!({"apiKey": "k", "headerName": "X-Key"}))
-            ),
-            [("X-Key".into(), "k".into())]
-        );
-        assert_eq!(
-            auth_headers(
-                AuthType::BasicAuth,
-                &cfg(json!({"username": "Aladdin", "password": "open sesame"}))
-            ),
-            [(
-                "Authorization".into(),
-                "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".into()
-            )]
-        );
-        assert_eq!(
-            auth_headers(
-                AuthType::CustomHeader,
-                &cfg(json!({"headers": {"X-A": "1"}}))
-            ),
-            [("X-A".into(), "1".into())]
-        );
-        assert!(auth_headers(AuthType::None, &cfg(json!({}))).is_empty());
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"a"), "YQ==");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! (plugins in LIFO order, then the broker), all within a global deadline. Does not own any
 //! actor's behaviour.
 
+pub mod plan;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,14 +21,13 @@ use tracing_actix_web::TracingLogger;
 use crate::api::{self, AppState};
 use crate::broker::{BrokerFactory, BrokerHandle};
 use crate::health::{ActorRecord, ActorState, HealthRegistry, Lifecycle, Phase};
-use crate::plugin::builtin;
 use crate::plugin::host::{
     Discovered, PluginHost, PluginTimings, PluginsSupervisorFactory, ScriptSettings,
 };
 use crate::plugin::PluginFactory;
 use crate::session::{SessionManager, SessionsSupervisorFactory};
 use crate::settings::Settings;
-use crate::store::writer::{StoreHandle, StoreWriterFactory, WriterSettings};
+use crate::store::writer::{StoreHandle, StoreWriterFactory};
 use crate::store::Store;
 use crate::supervisor::child::{
     install_panic_hook, ChildKind, ChildSpec, OnExhausted, Placement, StartPhase,
@@ -55,6 +56,8 @@ pub enum StartupError {
     Secrets(#[from] crate::store::secrets::SecretError),
     #[error("cannot load the stored targets: {0}")]
     StoredTargets(String),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::ConfigError),
     #[error("invalid targets ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
     Targets(Vec<(String, String)>),
     #[error("invalid agents ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
@@ -66,6 +69,7 @@ impl StartupError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartupError::Bind { .. }
+            | StartupError::Settings(_)
             | StartupError::Targets(_)
             | StartupError::Agents(_)
             | StartupError::Store(_)
@@ -163,19 +167,17 @@ impl App {
             )
         });
         let server_addr = Arc::new(OnceLock::new());
-        let policy = settings.restart_policy();
-        // Targets first: a bad one is a setup problem (exit 2), reported before anything starts.
-        let targets = crate::connector::target::load(&settings).map_err(StartupError::Targets)?;
-        let declared: Vec<serde_json::Value> = settings
-            .agents
-            .iter()
-            .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
-            .collect();
-        let agents =
-            crate::agent::AgentRegistry::from_settings(&declared).map_err(StartupError::Agents)?;
+        let problems = plan::check_settings(&settings);
+        if !problems.is_empty() {
+            return Err(StartupError::Settings(crate::settings::ConfigError { problems }));
+        }
+        let policy = plan::restart_policy(&settings);
+        // Targets and agents first: a bad one is a setup problem (exit 2), reported before
+        // anything starts.
+        let (targets, agents) = plan::declared(&settings)?;
         let ext = crate::plugin::Extensions::new(
             agents,
-            crate::inference::Inference::new(settings.inference_settings()),
+            crate::inference::Inference::new(plan::inference(&settings)),
         );
         // The store next: a database that cannot be opened is a setup problem (exit 2).
         let store = if settings.store.enabled {
@@ -189,19 +191,7 @@ impl App {
                     "Sessions left open by the last run are marked interrupted."
                 );
             }
-            Some(StoreHandle::new(
-                store,
-                WriterSettings {
-                    batch_window: Duration::from_millis(settings.store.batch_window_ms),
-                    batch_max_rows: settings.store.batch_max_rows,
-                    queue_capacity: settings.store.queue_capacity,
-                    audit_retention: (settings.store.audit_retention_days > 0)
-                        .then(|| Duration::from_secs(settings.store.audit_retention_days * 86_400)),
-                    audit_max_rows: (settings.store.audit_max_rows > 0)
-                        .then_some(settings.store.audit_max_rows as i64),
-                    prune_interval: Duration::from_millis(settings.store.prune_interval_ms),
-                },
-            ))
+            Some(StoreHandle::new(store, plan::writer(&settings)))
         } else {
             None
         };
@@ -220,7 +210,7 @@ impl App {
                 root: settings.script_plugins_dir(),
                 limits: {
                     let settings = settings.clone();
-                    Box::new(move |id| settings.script_limits(id))
+                    Box::new(move |id| plan::script_limits(&settings, id))
                 },
             },
             &settings.data.dir,
@@ -272,7 +262,7 @@ impl App {
         let persistence = match &store {
             Some(handle) => {
                 let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
-                Some(crate::connector::registry::Persistence {
+                Some(crate::target::catalogue::Persistence {
                     store: handle.store().clone(),
                     secrets: crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
                 })
@@ -280,7 +270,7 @@ impl App {
             None => None,
         };
         let targets = Arc::new(
-            crate::connector::registry::TargetRegistry::load(targets, persistence)
+            crate::target::catalogue::TargetRegistry::load(targets, persistence)
                 .await
                 .map_err(StartupError::StoredTargets)?,
         );
@@ -288,7 +278,7 @@ impl App {
             targets,
             plugins.clone(),
             broker.clone(),
-            settings.sessions.clone(),
+            plan::sessions(&settings),
             store.clone(),
         );
         let mut children = vec![
@@ -346,12 +336,12 @@ impl App {
         }
 
         // Discover and init plugins, in dependency order.
-        let audit = crate::plugin::connectors::AuditLog::new(
+        let audit = crate::bundled::AuditLog::new(
             AUDIT_ENTRIES_PER_SESSION,
             AUDIT_SESSIONS,
             store.clone(),
         );
-        let selected = builtin::catalogue(audit.clone())
+        let selected = crate::bundled::catalogue(audit.clone())
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
             .map(|(_, factory)| Discovered::native(factory));
@@ -378,11 +368,10 @@ impl App {
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
             ext: ext.clone(),
-            agents: crate::agent::runner::AgentRunner::new(
+            agents: crate::turn::AgentRunner::new(
                 plugins.clone(),
                 broker.clone(),
-                settings.agent.clone(),
-                Duration::from_millis(settings.plugins.call_timeout_ms),
+                plan::runner(&settings),
             ),
             call_timeout: Duration::from_millis(settings.plugins.call_timeout_ms),
             streams: api::events::StreamSettings {

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use super::target::{parse_targets, Target};
+use super::{parse_targets, Target};
 use crate::store::secrets::Secrets;
 use crate::store::Store;
 
@@ -239,9 +239,9 @@ impl TargetRegistry {
             .get(id)
             .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
         let started = Instant::now();
-        let result = match super::connect(
+        let result = match crate::connector::connect(
             &target.connector_type,
-            super::ConnectorConfig::from(&target),
+            target.connector_config(),
         ) {
             Err(error) => json!({ "ok": false, "error": error.to_string() }),
             Ok(connector) => {
@@ -290,14 +290,14 @@ fn keep_masked_secrets(body: &mut Value, current: &Map<String, Value>) {
                 current.get("headers").and_then(Value::as_object),
             ) {
                 for (name, v) in headers.iter_mut() {
-                    if v == crate::plugin::config::MASK {
+                    if v == crate::util::MASK {
                         if let Some(previous) = old.get(name) {
                             *v = previous.clone();
                         }
                     }
                 }
             }
-        } else if value == crate::plugin::config::MASK {
+        } else if value == crate::util::MASK {
             if let Some(previous) = current.get(key) {
                 *value = previous.clone();
             }

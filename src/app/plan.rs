@@ -1,0 +1,191 @@
+//! Settings into each subsystem's own config: the one place that knows both.
+//!
+//! Owns the conversions (restart policy, script limits, inference, sessions, the agent runner,
+//! the store writer) and the checks that need a subsystem: native plugin ids, provider names,
+//! `[[targets]]` and `[[agents]]`. `check-config` and `serve` run the same checks. Does not own
+//! loading settings (`settings`) nor what any subsystem does with its config.
+
+use std::time::Duration;
+
+use crate::agent::AgentRegistry;
+use crate::inference::breaker::BreakerPolicy;
+use crate::inference::{InferenceSettings, ProviderOverride};
+use crate::script::engine::Limits;
+use crate::session::{AfterReceiveOrder, SessionConfig};
+use crate::settings::{Problem, Settings};
+use crate::store::writer::WriterSettings;
+use crate::supervisor::policy::{Backoff, Intensity, RestartPolicy};
+use crate::target::Target;
+use crate::turn::RunnerConfig;
+
+use super::StartupError;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// The checks on settings that need a subsystem, reported with the settings' own problems.
+pub fn check_settings(settings: &Settings) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let known = crate::bundled::KNOWN_IDS;
+    for id in &settings.plugins.native {
+        if !known.contains(&id.as_str()) {
+            problems.push(Problem::new(
+                "plugins.native",
+                format!("unknown native plugin '{id}'; known: {}", known.join(", ")),
+            ));
+        }
+    }
+    for name in settings.inference.providers.keys() {
+        if let Err(message) = crate::inference::provider(name) {
+            problems.push(Problem::new(&format!("inference.providers.{name}"), message));
+        }
+    }
+    problems
+}
+
+/// The targets and agents the settings declare, every problem reported (exit 2).
+pub fn declared(settings: &Settings) -> Result<(Vec<Target>, AgentRegistry), StartupError> {
+    let inline: Vec<serde_json::Value> = settings
+        .targets
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let targets = crate::target::load(&inline, &settings.sessions.targets_file)
+        .map_err(StartupError::Targets)?;
+    let agents: Vec<serde_json::Value> = settings
+        .agents
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let agents = AgentRegistry::from_settings(&agents).map_err(StartupError::Agents)?;
+    Ok((targets, agents))
+}
+
+/// The restart policy every plugin child gets.
+pub fn restart_policy(settings: &Settings) -> RestartPolicy {
+    let s = &settings.supervisor;
+    RestartPolicy {
+        intensity: Intensity {
+            max_restarts: s.restart_intensity,
+            period: ms(s.restart_period_ms),
+        },
+        backoff: Backoff {
+            min: ms(s.backoff_min_ms),
+            max: ms(s.backoff_max_ms),
+            factor: s.backoff_factor,
+            jitter: s.backoff_jitter,
+            reset_after: ms(s.backoff_reset_after_ms),
+        },
+    }
+}
+
+/// Engine limits of script plugin `id`.
+pub fn script_limits(settings: &Settings, id: &str) -> Limits {
+    let l = settings.script_limits(id);
+    Limits {
+        memory_limit_bytes: l.memory_limit_bytes,
+        call_timeout: ms(l.call_timeout_ms),
+        max_stack_bytes: l.max_stack_bytes,
+    }
+}
+
+/// Retry, timeout and breaker settings of inference clients.
+pub fn inference(settings: &Settings) -> InferenceSettings {
+    let i = &settings.inference;
+    InferenceSettings {
+        max_retries: i.max_retries,
+        retry_base_delay: ms(i.retry_base_delay_ms),
+        request_timeout: ms(i.request_timeout_ms),
+        breaker: BreakerPolicy {
+            failure_threshold: i.breaker_failure_threshold,
+            window: ms(i.breaker_window_ms),
+            open_for: ms(i.breaker_open_ms),
+            close_after: i.breaker_close_after,
+        },
+        providers: i
+            .providers
+            .iter()
+            .map(|(name, p)| {
+                let o = ProviderOverride {
+                    endpoint: p.endpoint.clone(),
+                    api_key_env: p.api_key_env.clone(),
+                };
+                (name.clone(), o)
+            })
+            .collect(),
+    }
+}
+
+/// What sessions run with.
+pub fn sessions(settings: &Settings) -> SessionConfig {
+    let s = &settings.sessions;
+    SessionConfig {
+        hook_timeout: ms(s.hook_timeout_ms),
+        idle_timeout: ms(s.idle_timeout_ms),
+        queue_capacity: s.queue_capacity,
+        // Validated by the settings: `same` or `reverse`.
+        after_receive: if s.after_receive_order == "reverse" {
+            AfterReceiveOrder::Reverse
+        } else {
+            AfterReceiveOrder::Same
+        },
+        max_sessions: s.max_sessions,
+        threads: s.threads,
+    }
+}
+
+/// What the agent runner plays turns with.
+pub fn runner(settings: &Settings) -> RunnerConfig {
+    let a = &settings.agent;
+    RunnerConfig {
+        max_tool_rounds: a.max_tool_rounds,
+        history_messages: a.history_messages,
+        max_sessions: a.max_sessions,
+        turn_timeout: ms(a.turn_timeout_ms),
+        tool_timeout: ms(settings.plugins.call_timeout_ms),
+    }
+}
+
+/// How the store writer batches and prunes.
+pub fn writer(settings: &Settings) -> WriterSettings {
+    let s = &settings.store;
+    WriterSettings {
+        batch_window: ms(s.batch_window_ms),
+        batch_max_rows: s.batch_max_rows,
+        queue_capacity: s.queue_capacity,
+        audit_retention: (s.audit_retention_days > 0)
+            .then(|| Duration::from_secs(s.audit_retention_days * 86_400)),
+        audit_max_rows: (s.audit_max_rows > 0).then_some(s.audit_max_rows as i64),
+        prune_interval: ms(s.prune_interval_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{load, Overrides};
+
+    #[test]
+    fn unknown_native_plugins_and_providers_are_named() {
+        let s = load(
+            &Overrides::default(),
+            [
+                ("SWITCHYARD__PLUGINS__NATIVE".to_string(), "[\"nope\"]".to_string()),
+            ],
+        )
+        .unwrap();
+        let problems = check_settings(&s);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "plugins.native");
+        assert!(problems[0].message.contains("'nope'"));
+        assert!(check_settings(&Settings::defaults()).is_empty());
+    }
+
+    #[test]
+    fn per_plugin_script_limits_become_engine_limits() {
+        let mut s = Settings::defaults();
+        s.plugins.script.call_timeout_ms = 500;
+        assert_eq!(script_limits(&s, "x").call_timeout, Duration::from_millis(500));
+    }
+}

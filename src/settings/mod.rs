@@ -1,0 +1,452 @@
+//! Settings: the typed tree, where its values come from, and every check on them.
+//!
+//! Owns the tree as plain data (this file), loading it (`load`: embedded
+//! `config/default.toml` < `--config` file < `config/{profile}.toml` <
+//! `SWITCHYARD__SECTION__KEY` environment < command-line flags), rejecting unknown keys, and
+//! reporting *every* problem at once with its key path and where the value came from
+//! (`validate`). It sits at the bottom of the house and imports no subsystem: the app turns
+//! these values into each subsystem's own config, and checks that need a subsystem (native
+//! plugin ids, provider names, `[[targets]]`, `[[agents]]`) are passed in by the caller.
+//! Does not own the command line itself (`cli`) nor anything that acts on the values.
+//!
+//! The embedded default file doubles as the schema: a key that is not in it is unknown, and a
+//! value must have the type its default has. That keeps the documented defaults and the accepted
+//! keys from drifting apart.
+
+mod load;
+mod validate;
+
+pub use load::{load, load_checked, ConfigError, Overrides, Problem};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+
+/// The embedded defaults; also the schema every other source is checked against.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Environment prefix of settings: `SWITCHYARD__SERVER__BIND` sets `server.bind`.
+pub const ENV_PREFIX: &str = "SWITCHYARD__";
+/// Shorthand for `server.admin_token`, as operators expect for a secret.
+pub const ENV_ADMIN_TOKEN: &str = "SWITCHYARD_ADMIN_TOKEN";
+/// Shorthand for `store.secret_key`.
+pub const ENV_SECRET_KEY: &str = "SWITCHYARD_SECRET_KEY";
+/// Selects the profile file when `--profile` is not given.
+pub const ENV_PROFILE: &str = "SWITCHYARD_PROFILE";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Targets declared inline (`[[targets]]`); checked by the app through `target`.
+    pub targets: Vec<toml::Value>,
+    /// Agents declared inline (`[[agents]]`); checked by `agent`.
+    pub agents: Vec<toml::Value>,
+    pub server: ServerSettings,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+    pub plugins: PluginSettings,
+    pub supervisor: SupervisorSettings,
+    pub broker: BrokerSettings,
+    pub sessions: SessionSettings,
+    pub store: StoreSettings,
+    pub hot_reload: HotReloadSettings,
+    pub data: DataSettings,
+    pub inference: InferenceSection,
+    pub agent: AgentRunnerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSection {
+    pub max_retries: u32,
+    pub retry_base_delay_ms: u64,
+    pub request_timeout_ms: u64,
+    pub breaker_failure_threshold: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_open_ms: u64,
+    pub breaker_close_after: u32,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub endpoint: Option<String>,
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRunnerSettings {
+    pub max_tool_rounds: u32,
+    pub history_messages: usize,
+    pub max_sessions: usize,
+    pub turn_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub targets_file: PathBuf,
+    pub hook_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub queue_capacity: usize,
+    pub after_receive_order: String,
+    pub max_sessions: usize,
+    /// Threads session actors run on; 0 means one per CPU core.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub admin_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub deadline_ms: u64,
+    pub readiness_delay_ms: u64,
+    pub http_drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    pub dir: PathBuf,
+    pub native: Vec<String>,
+    pub init_timeout_ms: u64,
+    pub start_timeout_ms: u64,
+    pub stop_timeout_ms: u64,
+    pub call_timeout_ms: u64,
+    pub mailbox_capacity: usize,
+    pub script: ScriptLimits,
+    /// Per-plugin overrides of `script`.
+    pub limits: BTreeMap<String, ScriptLimitOverrides>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimits {
+    pub memory_limit_bytes: usize,
+    pub call_timeout_ms: u64,
+    pub max_stack_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimitOverrides {
+    pub memory_limit_bytes: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+    pub max_stack_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub batch_window_ms: u64,
+    pub batch_max_rows: usize,
+    pub queue_capacity: usize,
+    pub audit_retention_days: u64,
+    pub audit_max_rows: u64,
+    pub prune_interval_ms: u64,
+    pub secret_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotReloadSettings {
+    pub enabled: bool,
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    pub restart_intensity: u32,
+    pub restart_period_ms: u64,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub backoff_factor: f64,
+    pub backoff_jitter: f64,
+    pub backoff_reset_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub subscriber_capacity: usize,
+    pub mailbox_capacity: usize,
+    pub stream_capacity: usize,
+    pub stream_keepalive_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Settings {
+    /// The embedded defaults, as `cargo run` uses them.
+    pub fn defaults() -> Settings {
+        load(&Overrides::default(), std::iter::empty()).expect("embedded defaults are valid")
+    }
+
+    /// The address to bind (validated at load time).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.server.bind.parse().expect("validated at load")
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        match self.log.format.as_str() {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Pretty,
+        }
+    }
+
+    /// The admin token, if one is required on `/api/*`.
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.server.admin_token.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// Engine limits of script plugin `id`: its `[plugins.limits.<id>]` overrides over the
+    /// `[plugins.script]` defaults.
+    pub fn script_limits(&self, id: &str) -> ScriptLimits {
+        let base = self.plugins.script;
+        let o = self.plugins.limits.get(id).copied().unwrap_or_default();
+        ScriptLimits {
+            memory_limit_bytes: o.memory_limit_bytes.unwrap_or(base.memory_limit_bytes),
+            call_timeout_ms: o.call_timeout_ms.unwrap_or(base.call_timeout_ms),
+            max_stack_bytes: o.max_stack_bytes.unwrap_or(base.max_stack_bytes),
+        }
+    }
+
+    /// Directory scanned for script plugins (`<plugins.dir>/core`).
+    pub fn script_plugins_dir(&self) -> PathBuf {
+        self.plugins.dir.join("core")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert_eq!(s.shutdown.deadline_ms, 25_000);
+        assert_eq!(s.server.max_body_bytes, 1 << 20);
+        assert_eq!(s.supervisor.restart_intensity, 5);
+        assert_eq!(s.admin_token(), None);
+    }
+
+    #[test]
+    fn precedence_is_file_then_profile_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file(
+            &dir,
+            "main.toml",
+            "[server]\nbind = \"127.0.0.1:1\"\nworkers = 3\n[log]\nlevel = \"warn\"\n",
+        );
+        file(
+            &dir,
+            "staging.toml",
+            "[server]\nbind = \"127.0.0.1:2\"\nworkers = 4\n",
+        );
+        let overrides = Overrides {
+            config: Some(config),
+            profile: Some("staging".into()),
+            bind: Some("127.0.0.1:4".into()),
+            ..Overrides::default()
+        };
+        let s = load(
+            &overrides,
+            env(&[
+                ("SWITCHYARD__SERVER__WORKERS", "5"),
+                ("SWITCHYARD__SERVER__BIND", "127.0.0.1:3"),
+                ("SWITCHYARD_ADMIN_TOKEN", "secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:4", "flag wins");
+        assert_eq!(s.server.workers, 5, "env beats profile");
+        assert_eq!(s.log.level, "warn", "file beats defaults");
+        assert_eq!(s.admin_token(), Some("secret"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file(
+            &dir,
+            "bad.toml",
+            "[server]\nbnd = \"x\"\nworkers = \"two\"\n[log]\nformat = \"xml\"\n[nope]\na = 1\n",
+        );
+        let overrides = Overrides {
+            config: Some(config),
+            ..Overrides::default()
+        };
+        let err = load(
+            &overrides,
+            env(&[
+                ("SWITCHYARD__SHUTDOWN__DEADLINE_MS", "soon"),
+                ("SWITCHYARD__SERVER__PORT", "1"),
+            ]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "server.bnd",
+            "server.workers",
+            "nope",
+            "shutdown.deadline_ms",
+            "server.port",
+        ] {
+            assert!(keys.contains(&key), "missing {key} in {keys:?}");
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("server.workers: expected an integer, found a string"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shutdown.deadline_ms: expected an integer, got 'soon' (from SWITCHYARD__SHUTDOWN__DEADLINE_MS)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn semantic_checks_are_collected_too() {
+        let err = load(
+            &Overrides {
+                bind: Some("not-an-address".into()),
+                log_format: Some("xml".into()),
+                ..Overrides::default()
+            },
+            env(&[("SWITCHYARD__SUPERVISOR__BACKOFF_JITTER", "1.5")]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.bind", "log.format", "supervisor.backoff_jitter"]
+        );
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file(&dir, "broken.toml", "[server]\nbind = \n");
+        let err = load(
+            &Overrides {
+                config: Some(config.clone()),
+                ..Overrides::default()
+            },
+            Vec::new(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("not valid TOML"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains(&config.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn missing_profile_file_is_an_error() {
+        let err = load(
+            &Overrides::default(),
+            env(&[("SWITCHYARD_PROFILE", "no-such-profile")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no-such-profile.toml"));
+    }
+
+    #[test]
+    fn script_limits_can_be_overridden_per_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file(
+            &dir,
+            "limits.toml",
+            "[plugins.script]\ncall_timeout_ms = 500\n[plugins.limits.slow-one]\ncall_timeout_ms = 5000\n",
+        );
+        let s = load(
+            &Overrides {
+                config: Some(config),
+                ..Overrides::default()
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(s.script_limits("slow-one").call_timeout_ms, 5000);
+        assert_eq!(s.script_limits("other").call_timeout_ms, 500);
+        assert_eq!(s.script_limits("other").memory_limit_bytes, 64 << 20);
+        let bad = file(&dir, "bad.toml", "[plugins.limits.x]\ncall_timeout = 1\n");
+        assert!(load(
+            &Overrides {
+                config: Some(bad),
+                ..Overrides::default()
+            },
+            Vec::new()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn arrays_from_env_are_typed() {
+        let s = load(
+            &Overrides::default(),
+            env(&[("SWITCHYARD__PLUGINS__NATIVE", "[\"hello\"]")]),
+        )
+        .unwrap();
+        assert_eq!(s.plugins.native, ["hello"]);
+        let err = load(
+            &Overrides::default(),
+            env(&[("SWITCHYARD__PLUGINS__NATIVE", "[1]")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "plugins.native");
+    }
+}

@@ -1,0 +1,167 @@
+//! The checks on settings that span more than one value's type: addresses, ranges, enums
+//! spelled as text, and relations between keys. Every problem is returned, each with its key.
+
+use std::net::SocketAddr;
+
+use super::{Problem, Settings};
+
+impl Settings {
+    /// Checks that span more than a value's type; every problem is returned.
+    pub(super) fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                problems.push(Problem::new(key, message));
+            }
+        };
+        check(
+            self.server.bind.parse::<SocketAddr>().is_ok(),
+            "server.bind",
+            format!(
+                "'{}' is not a socket address such as 127.0.0.1:8080",
+                self.server.bind
+            ),
+        );
+        check(
+            self.server.max_body_bytes > 0,
+            "server.max_body_bytes",
+            "must be greater than 0".into(),
+        );
+        check(
+            matches!(self.log.format.as_str(), "pretty" | "json"),
+            "log.format",
+            format!("'{}' is not one of: pretty, json", self.log.format),
+        );
+        check(
+            self.shutdown.deadline_ms > 0,
+            "shutdown.deadline_ms",
+            "must be greater than 0".into(),
+        );
+        for (key, value) in [
+            ("plugins.init_timeout_ms", self.plugins.init_timeout_ms),
+            ("plugins.start_timeout_ms", self.plugins.start_timeout_ms),
+            ("plugins.stop_timeout_ms", self.plugins.stop_timeout_ms),
+            (
+                "supervisor.restart_period_ms",
+                self.supervisor.restart_period_ms,
+            ),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
+        check(
+            self.plugins.mailbox_capacity > 0,
+            "plugins.mailbox_capacity",
+            "must be greater than 0".into(),
+        );
+        let s = &self.supervisor;
+        check(
+            s.backoff_min_ms <= s.backoff_max_ms,
+            "supervisor.backoff_min_ms",
+            format!(
+                "{} is greater than supervisor.backoff_max_ms ({})",
+                s.backoff_min_ms, s.backoff_max_ms
+            ),
+        );
+        check(
+            s.backoff_factor >= 1.0 && s.backoff_factor.is_finite(),
+            "supervisor.backoff_factor",
+            format!(
+                "{} must be a finite number of at least 1.0",
+                s.backoff_factor
+            ),
+        );
+        check(
+            (0.0..1.0).contains(&s.backoff_jitter),
+            "supervisor.backoff_jitter",
+            format!("{} must be at least 0.0 and below 1.0", s.backoff_jitter),
+        );
+        check(
+            self.plugins.script.memory_limit_bytes >= 1 << 20,
+            "plugins.script.memory_limit_bytes",
+            "must be at least 1048576 (1 MiB)".into(),
+        );
+        check(
+            self.plugins.script.call_timeout_ms > 0,
+            "plugins.script.call_timeout_ms",
+            "must be greater than 0".into(),
+        );
+        check(
+            self.plugins.script.max_stack_bytes >= 64 << 10,
+            "plugins.script.max_stack_bytes",
+            "must be at least 65536 (64 KiB)".into(),
+        );
+        check(
+            matches!(
+                self.sessions.after_receive_order.as_str(),
+                "same" | "reverse"
+            ),
+            "sessions.after_receive_order",
+            format!(
+                "'{}' is not one of: same, reverse",
+                self.sessions.after_receive_order
+            ),
+        );
+        for (key, value) in [
+            ("sessions.hook_timeout_ms", self.sessions.hook_timeout_ms),
+            ("sessions.idle_timeout_ms", self.sessions.idle_timeout_ms),
+            (
+                "sessions.queue_capacity",
+                self.sessions.queue_capacity as u64,
+            ),
+            ("sessions.max_sessions", self.sessions.max_sessions as u64),
+            ("store.batch_window_ms", self.store.batch_window_ms),
+            ("store.batch_max_rows", self.store.batch_max_rows as u64),
+            ("store.queue_capacity", self.store.queue_capacity as u64),
+            ("store.prune_interval_ms", self.store.prune_interval_ms),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
+        check(
+            self.hot_reload.debounce_ms > 0,
+            "hot_reload.debounce_ms",
+            "must be greater than 0".into(),
+        );
+        check(
+            self.broker.subscriber_capacity > 0,
+            "broker.subscriber_capacity",
+            "must be greater than 0".into(),
+        );
+        check(
+            self.broker.mailbox_capacity > 0,
+            "broker.mailbox_capacity",
+            "must be greater than 0".into(),
+        );
+        for (key, value) in [
+            ("broker.stream_capacity", self.broker.stream_capacity as u64),
+            (
+                "broker.stream_keepalive_ms",
+                self.broker.stream_keepalive_ms,
+            ),
+            ("plugins.call_timeout_ms", self.plugins.call_timeout_ms),
+            (
+                "inference.request_timeout_ms",
+                self.inference.request_timeout_ms,
+            ),
+            (
+                "inference.breaker_failure_threshold",
+                self.inference.breaker_failure_threshold as u64,
+            ),
+            (
+                "inference.breaker_window_ms",
+                self.inference.breaker_window_ms,
+            ),
+            ("inference.breaker_open_ms", self.inference.breaker_open_ms),
+            (
+                "inference.breaker_close_after",
+                self.inference.breaker_close_after as u64,
+            ),
+            ("agent.max_tool_rounds", self.agent.max_tool_rounds as u64),
+            ("agent.history_messages", self.agent.history_messages as u64),
+            ("agent.max_sessions", self.agent.max_sessions as u64),
+            ("agent.turn_timeout_ms", self.agent.turn_timeout_ms),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
+        problems
+    }
+}
