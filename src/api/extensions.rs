@@ -58,18 +58,15 @@ async fn invoke_tool(
         Value::Null => json!({}),
         other => other,
     };
-    let done = state
-        .ext
-        .tools
-        .invoke(
-            &state.plugins,
-            &state.broker,
-            &name,
-            params,
-            &Caller::default(),
-            state.call_timeout,
-        )
-        .await?;
+    let done = crate::plugin::call::tool(
+        &state.plugins,
+        &state.broker,
+        &name,
+        params,
+        &Caller::default(),
+        state.call_timeout,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(done))
 }
 

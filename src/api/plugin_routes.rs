@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use super::{ApiError, AppState, RequestId};
-use crate::plugin::actor::{call, CallRoute};
+use crate::plugin::call::{self, CallError};
 use crate::route::{Lookup, RouteBody, RouteRequest};
 
 /// Headers a plugin may not set: the gateway owns framing and the request id.
@@ -79,23 +79,24 @@ pub async fn dispatch(
             .map(|r| r.0.clone())
             .unwrap_or_default(),
     };
-    let (addr, gauge) = state
-        .plugins
-        .running_addr(&plugin)
-        .ok_or_else(|| ApiError::PluginUnavailable(plugin.clone()))?;
-    let msg = CallRoute {
-        handler: route.handler,
+    let answer = call::route(
+        &state.plugins,
+        &plugin,
+        route.handler,
         request,
-    };
-    let answer = call(&addr, &gauge, msg, "route", state.call_timeout)
-        .await
-        .map_err(|e| {
+        state.call_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        CallError::NotRunning(_) => ApiError::PluginUnavailable(plugin.clone()),
+        e => {
             tracing::warn!(plugin = %plugin, route = %route.path, error = %e, "Plugin route handler failed.");
             ApiError::PluginRouteFailed {
                 plugin: plugin.clone(),
-                message: e.message,
+                message: e.to_string(),
             }
-        })?;
+        }
+    })?;
     let status = StatusCode::from_u16(answer.status).map_err(|_| ApiError::PluginRouteFailed {
         plugin: plugin.clone(),
         message: format!("status {} is not an HTTP status", answer.status),

@@ -180,7 +180,7 @@ async fn list_sessions(
                 .list()
                 .into_iter()
                 .filter(|s| page.target_id.as_ref().is_none_or(|t| *t == s.target_id))
-                .filter(|s| page.state.as_ref().is_none_or(|st| st == s.state))
+                .filter(|s| page.state.as_ref().is_none_or(|st| st == s.state.as_str()))
                 .collect();
             live.reverse();
             let total = live.len() as i64;

@@ -24,9 +24,9 @@ use crate::broker::events::{self, Phase};
 use crate::broker::{BrokerHandle, Event};
 use crate::health::MailboxGauge;
 use crate::route::{RouteRequest, RouteResponse};
+use super::call::{crash_message, send};
 use crate::supervisor::child::{
-    panic_message, take_last_panic, ChildFactory, DownGuard, Placement, RunningChild, StartArgs,
-    StartPhase,
+    ChildFactory, DownGuard, Placement, RunningChild, StartArgs, StartPhase,
 };
 use crate::supervisor::policy::ExitReason;
 use serde_json::Value;
@@ -96,8 +96,7 @@ impl PluginActor {
                     }
                     Ok(outcome) => outcome,
                     Err(payload) => {
-                        take_last_panic();
-                        let message = panic_message(&*payload);
+                        let message = crash_message(&*payload);
                         tracing::error!(parent: &act.span, hook, panic = %message, "Plugin hook panicked.");
                         act.guard.set_reason(ExitReason::Panic(message.clone()));
                         ctx.stop();
@@ -293,8 +292,7 @@ impl Handler<NotifyError> for PluginActor {
             plugin.on_error(&msg.connector_plugin, &msg.error, msg.hook, &msg.ctx)
         }));
         if let Err(payload) = call {
-            take_last_panic();
-            tracing::warn!(parent: &self.span, hook = msg.hook.name(), panic = %panic_message(&*payload), "onError itself panicked; ignored.");
+            tracing::warn!(parent: &self.span, hook = msg.hook.name(), panic = %crash_message(&*payload), "onError itself panicked; ignored.");
         }
     }
 }
@@ -406,40 +404,11 @@ impl RunningChild for RunningPlugin {
     fn activate(&self) -> LocalBoxFuture<'static, Result<(), String>> {
         let (addr, gauge, timeout) = (self.addr.clone(), self.gauge.clone(), self.start_timeout);
         async move {
-            call(&addr, &gauge, StartPlugin, "start", timeout)
+            send(&addr, &gauge, StartPlugin, timeout)
                 .await
-                .map_err(|e| format!("start: {}", e.message))
+                .map_err(|e| format!("start: {}", e.into_plugin_error("start").message))
         }
         .boxed_local()
-    }
-}
-
-/// Sends `msg` to a plugin actor and waits at most `timeout` for its answer.
-pub(crate) async fn call<M, T>(
-    addr: &Addr<PluginActor>,
-    gauge: &MailboxGauge,
-    msg: M,
-    hook: &str,
-    timeout: Duration,
-) -> Result<T, PluginError>
-where
-    M: Message<Result = Result<T, PluginError>> + Send + 'static,
-    T: Send + 'static,
-    PluginActor: Handler<M>,
-{
-    gauge.enqueued();
-    match tokio::time::timeout(timeout, addr.send(msg)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => {
-            gauge.dequeued();
-            Err(PluginError::new(format!(
-                "{hook} failed: the plugin actor is gone"
-            )))
-        }
-        Err(_) => Err(PluginError::new(format!(
-            "{hook} did not finish within {} ms",
-            timeout.as_millis()
-        ))),
     }
 }
 
@@ -511,8 +480,8 @@ impl ChildFactory for PluginChildFactory {
             } else {
                 Phase::Init
             };
-            if let Err(error) = call(&addr, &gauge, InitPlugin, "init", rt.init_timeout).await {
-                return Err(fail(init_phase, error));
+            if let Err(error) = send(&addr, &gauge, InitPlugin, rt.init_timeout).await {
+                return Err(fail(init_phase, error.into_plugin_error("init")));
             }
             // Routes, tools and agents switch to this instance together with its address, so
             // a handler number always reaches the instance that registered it.
@@ -531,10 +500,8 @@ impl ChildFactory for PluginChildFactory {
                 version: version.clone(),
             });
             if phase == StartPhase::Restart {
-                if let Err(error) =
-                    call(&addr, &gauge, StartPlugin, "start", rt.start_timeout).await
-                {
-                    return Err(fail(Phase::Start, error));
+                if let Err(error) = send(&addr, &gauge, StartPlugin, rt.start_timeout).await {
+                    return Err(fail(Phase::Start, error.into_plugin_error("start")));
                 }
                 tracing::info!(plugin = %id, "Plugin started.");
                 rt.broker.emit(&events::PluginStarted {

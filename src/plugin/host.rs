@@ -21,7 +21,8 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::actor::{call, KillPlugin, PluginActor, PluginChildFactory, PluginRuntime, StartPlugin};
+use super::actor::{KillPlugin, PluginActor, PluginChildFactory, PluginRuntime, StartPlugin};
+use super::call::send;
 use super::{deps, ConnectorPluginInfo, PluginFactory, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::BrokerHandle;
@@ -430,15 +431,8 @@ impl PluginHost {
                 .manifest(&id)
                 .map(|m| m.version.to_string())
                 .unwrap_or_default();
-            match call(
-                &addr,
-                &gauge,
-                StartPlugin,
-                "start",
-                self.timings.start_timeout,
-            )
-            .await
-            {
+            let started = send(&addr, &gauge, StartPlugin, self.timings.start_timeout).await;
+            match started.map_err(|e| e.into_plugin_error("start")) {
                 Ok(()) => {
                     tracing::info!(plugin = %id, "Plugin started.");
                     self.broker().emit(&events::PluginStarted {

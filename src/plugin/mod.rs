@@ -7,6 +7,7 @@
 //! Does not own restarts (`supervisor`) or event delivery (`broker`).
 
 pub mod actor;
+pub mod call;
 pub mod config;
 pub mod deps;
 pub mod extensions;

@@ -1,34 +1,34 @@
 //! `SessionActor`: one session, one message at a time, through its plugins in priority order.
 //!
-//! Owns the per-message pipeline (seed-systems.md §1.3–1.5): `beforeSend` in order, chaining
-//! the message and merging returned metadata into what later plugins and the connector see;
-//! the connector call; `afterReceive` in the same order (or reversed, by setting), chaining the
-//! response. Every hook goes to the plugin's actor with a timeout. The failure policy (§1.4):
-//! `onError` is told (guarded); a non-critical plugin's failed change is skipped, counted and
-//! reported as `plugin.hook_failed`; a critical one fails the message (nothing is sent when it
-//! fails in `beforeSend`). Per-plugin state lives here, so it survives a plugin's restart.
+//! Owns a session's life (`opening` → `open` → `closing` → `closed`): `initialize` and the
+//! `onConnect` chain on open, one message at a time through the pipeline (`beforeSend`, the
+//! connector, `afterReceive`, run by `pipeline`), re-authenticating once after an upstream 401,
+//! the idle timeout, `onDisconnect` on close, and queueing its rows on the store writer.
+//! Per-plugin state lives here, so it survives a plugin's restart. Does not own calling a
+//! plugin (`plugin::call`: inline for native plugins, through the actor for script ones) nor
+//! the chain's failure policy (`pipeline`).
 
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tracing::Instrument;
 
-use super::{reply_json, HookOutcome, SessionError};
+use super::pipeline::{
+    call_stage, connect_chain, elapsed_ms, hook_failed, merge, notify, transcript, Chain, Exchange,
+    HookOutcome, Outcome,
+};
+use super::{reply_json, AfterReceiveOrder, SessionError};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
 use crate::target::Target;
-use crate::connector::{self, Connector, ConnectorConfig};
-use crate::plugin::actor::{CallHook, KillPlugin, NotifyError, PluginActor};
+use crate::connector::Connector;
 use crate::plugin::host::PluginHost;
-use crate::plugin::{ConnectorPluginInfo, Hook, HookContext, Plugin};
+use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
 use crate::store::writer::{StoreHandle, Write};
-use crate::supervisor::child::{panic_message, take_last_panic, DownGuard};
+use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
 
 /// One plugin in a session's pipeline.
@@ -45,6 +45,27 @@ pub struct Stage {
     /// This plugin's per-session context (state, bound config).
     pub ctx: HookContext,
     pub failures: u64,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Opening,
+    Open,
+    Closing,
+    Closed,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Opening => "opening",
+            SessionState::Open => "open",
+            SessionState::Closing => "closing",
+            SessionState::Closed => "closed",
+        }
+    }
 }
 
 /// What every session actor needs from the service.
@@ -64,8 +85,7 @@ pub struct SessionInfo {
     pub id: String,
     pub target_id: String,
     pub connector_type: String,
-    /// `opening`, `open`, `closing` or `closed`.
-    pub state: &'static str,
+    pub state: SessionState,
     pub plugins: Vec<StageInfo>,
     pub message_count: u64,
     pub error_count: u64,
@@ -122,7 +142,7 @@ pub struct SessionActor {
     broker: BrokerHandle,
     settings: super::SessionConfig,
     guard: DownGuard,
-    state: &'static str,
+    state: SessionState,
     created_at: SystemTime,
     last_activity: (Instant, SystemTime),
     messages: u64,
@@ -158,7 +178,7 @@ impl SessionActor {
             broker,
             settings,
             guard,
-            state: "opening",
+            state: SessionState::Opening,
             created_at: SystemTime::now(),
             last_activity: (Instant::now(), SystemTime::now()),
             messages: 0,
@@ -201,202 +221,6 @@ impl SessionActor {
     }
 }
 
-/// Calls one hook of one stage on its plugin's actor (looked up per call: the plugin may have
-/// been restarted), within the stage's timeout. `Ok(None)`: the plugin has no such hook.
-async fn call(
-    host: &PluginHost,
-    stage: &mut Stage,
-    hook: Hook,
-    input: Value,
-) -> Result<Option<Value>, String> {
-    if let Some((plugin, addr)) = host.inline_hooks(&stage.module) {
-        return call_inline(plugin, addr, stage, hook, input).await;
-    }
-    let Some((addr, gauge)) = host.running_addr(&stage.module) else {
-        return Err(format!("plugin '{}' is not running", stage.module));
-    };
-    gauge.enqueued();
-    let message = CallHook {
-        connector_plugin: stage.info.id.clone(),
-        hook,
-        input,
-        ctx: stage.ctx.clone(),
-    };
-    match tokio::time::timeout(stage.timeout, addr.send(message)).await {
-        Ok(Ok(Ok(reply))) => {
-            stage.ctx = reply.ctx;
-            Ok(reply.output)
-        }
-        Ok(Ok(Err(error))) => Err(error.message),
-        Ok(Err(_)) => {
-            gauge.dequeued();
-            Err("the plugin crashed during the call".into())
-        }
-        Err(_) => Err(format!("timed out after {} ms", stage.timeout.as_millis())),
-    }
-}
-
-/// The fast path for native plugins: the hook runs right here, on the session's thread. The
-/// plugin's crash semantics stay those of its actor: a panic (or a fatal error) stops that
-/// actor with the reason, and its supervisor restarts it fresh.
-async fn call_inline(
-    plugin: Arc<dyn Plugin>,
-    addr: Addr<PluginActor>,
-    stage: &mut Stage,
-    hook: Hook,
-    input: Value,
-) -> Result<Option<Value>, String> {
-    let mut ctx = stage.ctx.clone();
-    let span = tracing::info_span!("plugin_hook", plugin = %stage.module, hook = hook.name());
-    let run = AssertUnwindSafe(plugin.connector_hook(&stage.info.id, hook, input, &mut ctx))
-        .catch_unwind()
-        .instrument(span);
-    let crashed = |reason: ExitReason| {
-        addr.do_send(KillPlugin { reason });
-    };
-    match tokio::time::timeout(stage.timeout, run).await {
-        Ok(Ok(Ok(output))) => {
-            stage.ctx = ctx;
-            Ok(output)
-        }
-        Ok(Ok(Err(error))) => {
-            if error.fatal {
-                crashed(ExitReason::Error(format!(
-                    "{}: {}",
-                    hook.name(),
-                    error.message
-                )));
-            }
-            Err(error.message)
-        }
-        Ok(Err(payload)) => {
-            take_last_panic();
-            let message = panic_message(&*payload);
-            tracing::error!(plugin = %stage.module, hook = hook.name(), panic = %message, "Plugin hook panicked.");
-            crashed(ExitReason::Panic(message.clone()));
-            Err(format!("the plugin crashed during the call: {message}"))
-        }
-        Err(_) => Err(format!("timed out after {} ms", stage.timeout.as_millis())),
-    }
-}
-
-/// Tells the plugin its hook failed (`onError`), without waiting and without letting a failure
-/// there matter.
-fn notify_error(host: &PluginHost, stage: &Stage, hook: Hook, error: &str) {
-    if let Some((addr, gauge)) = host.running_addr(&stage.module) {
-        gauge.enqueued();
-        if addr
-            .try_send(NotifyError {
-                connector_plugin: stage.info.id.clone(),
-                error: error.to_string(),
-                hook,
-                ctx: stage.ctx.clone(),
-            })
-            .is_err()
-        {
-            gauge.dequeued();
-        }
-    }
-}
-
-fn hook_failed(stage: &Stage, hook: Hook, message: String) -> SessionError {
-    SessionError::HookFailed {
-        plugin: stage.info.id.clone(),
-        hook: hook.name(),
-        message,
-    }
-}
-
-/// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
-/// connector with the final config. Used to open, and once more after an upstream 401.
-async fn connect_chain(
-    host: &PluginHost,
-    stages: &mut [Stage],
-    target: &Target,
-) -> Result<(Box<dyn Connector>, bool), SessionError> {
-    let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
-    let mut changed_by_plugin = false;
-    for stage in stages.iter_mut() {
-        match call(host, stage, Hook::OnConnect, config.clone()).await {
-            Ok(None) => {}
-            Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
-                Ok(_) => {
-                    changed_by_plugin |= changed != config;
-                    config = changed;
-                }
-                Err(e) => {
-                    let error = format!("onConnect returned an invalid connector config: {e}");
-                    notify_error(host, stage, Hook::OnConnect, &error);
-                    return Err(hook_failed(stage, Hook::OnConnect, error));
-                }
-            },
-            Err(error) => {
-                notify_error(host, stage, Hook::OnConnect, &error);
-                return Err(hook_failed(stage, Hook::OnConnect, error));
-            }
-        }
-    }
-    let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
-    let connector =
-        connector::connect(&target.connector_type, config).map_err(SessionError::Upstream)?;
-    Ok((connector, changed_by_plugin))
-}
-
-/// The transcript write for one message and its outcome.
-fn transcript(
-    session_id: &str,
-    index: u64,
-    sent: String,
-    result: &Result<Value, SessionError>,
-) -> Write {
-    let at = crate::util::rfc3339(SystemTime::now());
-    match result {
-        Ok(reply) => {
-            let metadata = &reply["metadata"];
-            let usage = metadata.get("tokenUsage").filter(|u| !u.is_null()).cloned();
-            Write::Exchange {
-                session_id: session_id.to_string(),
-                index,
-                sent,
-                received: reply["content"].as_str().map(str::to_owned),
-                metadata: Some(metadata.clone()),
-                response_time_ms: metadata["responseTimeMs"].as_u64(),
-                tokens: usage
-                    .as_ref()
-                    .and_then(|u| u["totalTokens"].as_u64())
-                    .unwrap_or(0),
-                token_usage: usage,
-                error: None,
-                at,
-            }
-        }
-        Err(error) => Write::Exchange {
-            session_id: session_id.to_string(),
-            index,
-            sent,
-            received: None,
-            metadata: None,
-            response_time_ms: None,
-            token_usage: None,
-            tokens: 0,
-            error: Some(error.to_string()),
-            at,
-        },
-    }
-}
-
-fn merge(into: &mut Map<String, Value>, from: Option<&Value>) {
-    if let Some(Value::Object(map)) = from {
-        for (k, v) in map {
-            into.insert(k.clone(), v.clone());
-        }
-    }
-}
-
-fn elapsed_ms(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
-}
-
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
@@ -404,7 +228,7 @@ impl Actor for SessionActor {
         let idle = self.settings.idle_timeout;
         let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         ctx.run_interval(every, move |act, ctx| {
-            if act.state == "open" && act.last_activity.0.elapsed() >= idle {
+            if act.state == SessionState::Open && act.last_activity.0.elapsed() >= idle {
                 tracing::info!(parent: &act.span, "Session idle; closing.");
                 ctx.address().do_send(Close {
                     reason: "idle timeout".into(),
@@ -424,8 +248,8 @@ impl Handler<Open> for SessionActor {
         let open = async move {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
-                if let Err(error) = call(&host, stage, Hook::Initialize, Value::Null).await {
-                    notify_error(&host, stage, Hook::Initialize, &error);
+                if let Err(error) = call_stage(&host, stage, Hook::Initialize, Value::Null).await {
+                    notify(&host, stage, Hook::Initialize, &error);
                     let error = hook_failed(stage, Hook::Initialize, error);
                     return (stages, Err(error));
                 }
@@ -439,7 +263,7 @@ impl Handler<Open> for SessionActor {
                 Ok((connector, reauth)) => {
                     act.connector = Some(Rc::from(connector));
                     act.reauth_on_401 = reauth;
-                    act.state = "open";
+                    act.state = SessionState::Open;
                     act.publish();
                     if let Some(store) = &act.store {
                         let info = act.info();
@@ -456,7 +280,7 @@ impl Handler<Open> for SessionActor {
                 Err(error) => {
                     tracing::info!(parent: &act.span, %error, "Session could not open.");
                     act.guard.set_reason(ExitReason::Shutdown);
-                    act.state = "closed";
+                    act.state = SessionState::Closed;
                     ctx.stop();
                     Err(error)
                 }
@@ -469,10 +293,10 @@ impl Handler<SendMessage> for SessionActor {
     type Result = AtomicResponse<Self, Result<Value, SessionError>>;
 
     fn handle(&mut self, msg: SendMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        let Some(connector) = self.connector.clone().filter(|_| self.state == "open") else {
+        let Some(connector) = self.connector.clone().filter(|_| self.state == SessionState::Open) else {
             let error = SessionError::Ended {
                 id: self.id.clone(),
-                reason: format!("it is {}", self.state),
+                reason: format!("it is {}", self.state.as_str()),
             };
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
         };
@@ -484,13 +308,11 @@ impl Handler<SendMessage> for SessionActor {
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
         let broker = self.broker.clone();
-        let reverse = self.settings.after_receive == super::AfterReceiveOrder::Reverse;
+        let after_receive = self.settings.after_receive;
         let reauth = self.reauth_on_401;
         let target = self.target.clone();
         let session_id = self.id.clone();
         let pipeline = async move {
-            let mut outcomes = Vec::new();
-            let mut extensions = Map::new();
             let mut metadata = Map::new();
             metadata.insert("sessionId".into(), json!(session_id));
             metadata.insert("messageIndex".into(), json!(index));
@@ -499,85 +321,33 @@ impl Handler<SendMessage> for SessionActor {
                 json!(crate::util::rfc3339(SystemTime::now())),
             );
             merge(&mut metadata, msg.metadata.as_ref());
-            let mut message = msg.message;
-
-            // A failed hook: tell the plugin, count it, report it; fail the message if critical.
-            let failed = |stage: &mut Stage,
-                          hook: Hook,
-                          error: String,
-                          began: Instant,
-                          outcomes: &mut Vec<HookOutcome>| {
-                notify_error(&host, stage, hook, &error);
-                stage.failures += 1;
-                broker.emit(&events::PluginHookFailed {
-                    plugin: stage.info.id.clone(),
-                    hook: hook.name().into(),
-                    session_id: session_id.clone(),
-                    error: error.clone(),
-                    critical: stage.critical,
-                });
-                outcomes.push(HookOutcome {
-                    plugin: stage.info.id.clone(),
-                    hook,
-                    outcome: "failed",
-                    duration_ms: elapsed_ms(began),
-                    error: Some(error.clone()),
-                });
-                stage.critical.then(|| SessionError::HookFailed {
-                    plugin: stage.info.id.clone(),
-                    hook: hook.name(),
-                    message: error,
-                })
+            let mut exchange = Exchange {
+                message: msg.message,
+                metadata,
+                extensions: Map::new(),
+                response: Value::Null,
             };
-
-            for i in 0..stages.len() {
-                let stage = &mut stages[i];
-                let began = Instant::now();
-                let mut seen = metadata.clone();
-                seen.extend(extensions.iter().map(|(k, v)| (k.clone(), v.clone())));
-                // Built directly: `json!` would copy every value through a serializer.
-                let mut input = Map::with_capacity(2);
-                input.insert("message".into(), Value::String(message.clone()));
-                input.insert("metadata".into(), Value::Object(seen));
-                let input = Value::Object(input);
-                let result = match call(&host, stage, Hook::BeforeSend, input).await {
-                    Ok(None) => Ok("passthrough"),
-                    Ok(Some(out)) => match out.get("message").and_then(Value::as_str) {
-                        Some(changed) => {
-                            message = changed.to_string();
-                            merge(&mut extensions, out.get("metadata"));
-                            Ok("ok")
-                        }
-                        None => {
-                            Err("beforeSend must return { message: string, metadata? }".to_string())
-                        }
-                    },
-                    Err(error) => Err(error),
-                };
-                match result {
-                    Ok(outcome) => outcomes.push(HookOutcome {
-                        plugin: stage.info.id.clone(),
-                        hook: Hook::BeforeSend,
-                        outcome,
-                        duration_ms: elapsed_ms(began),
-                        error: None,
-                    }),
-                    Err(error) => {
-                        if let Some(fatal) =
-                            failed(stage, Hook::BeforeSend, error, began, &mut outcomes)
-                        {
-                            return (stages, Err(fatal), None);
-                        }
-                    }
-                }
+            let mut chain = Chain {
+                host: &host,
+                broker: &broker,
+                session_id: &session_id,
+                outcomes: Vec::new(),
+            };
+            let order = 0..stages.len();
+            if let Err(fatal) = chain
+                .run(&mut stages, order, Hook::BeforeSend, &mut exchange)
+                .await
+            {
+                return (stages, Err(fatal), None);
             }
 
+            let (message, variables) = (&exchange.message, &exchange.extensions);
             let mut reconnected = None;
-            let mut sent = connector.send_message(&message, &extensions).await;
+            let mut sent = connector.send_message(message, variables).await;
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
                 match connect_chain(&host, &mut stages, &target).await {
                     Ok((fresh, _)) => {
-                        sent = fresh.send_message(&message, &extensions).await;
+                        sent = fresh.send_message(message, variables).await;
                         reconnected = Some(fresh);
                     }
                     Err(error) => return (stages, Err(error), None),
@@ -587,50 +357,22 @@ impl Handler<SendMessage> for SessionActor {
                 Ok(response) => response,
                 Err(error) => return (stages, Err(SessionError::Upstream(error)), reconnected),
             };
-            let mut response = serde_json::to_value(response).unwrap_or(Value::Null);
+            exchange.response = serde_json::to_value(response).unwrap_or(Value::Null);
 
-            let order: Vec<usize> = if reverse {
-                (0..stages.len()).rev().collect()
-            } else {
-                (0..stages.len()).collect()
+            let order: Box<dyn Iterator<Item = usize>> = match after_receive {
+                AfterReceiveOrder::Same => Box::new(0..stages.len()),
+                AfterReceiveOrder::Reverse => Box::new((0..stages.len()).rev()),
             };
-            for i in order {
-                let stage = &mut stages[i];
-                let began = Instant::now();
-                let mut input = Map::with_capacity(1);
-                input.insert("response".into(), response.clone());
-                let result = match call(&host, stage, Hook::AfterReceive, Value::Object(input)).await {
-                    Ok(None) => Ok("passthrough"),
-                    Ok(Some(out)) => match out.get("response") {
-                        Some(changed) if changed.get("content").is_some_and(Value::is_string) => {
-                            response = changed.clone();
-                            merge(&mut extensions, out.get("metadata"));
-                            Ok("ok")
-                        }
-                        _ => Err("afterReceive must return { response: { content: string, metadata }, metadata? }".to_string()),
-                    },
-                    Err(error) => Err(error),
-                };
-                match result {
-                    Ok(outcome) => outcomes.push(HookOutcome {
-                        plugin: stage.info.id.clone(),
-                        hook: Hook::AfterReceive,
-                        outcome,
-                        duration_ms: elapsed_ms(began),
-                        error: None,
-                    }),
-                    Err(error) => {
-                        if let Some(fatal) =
-                            failed(stage, Hook::AfterReceive, error, began, &mut outcomes)
-                        {
-                            return (stages, Err(fatal), reconnected);
-                        }
-                    }
-                }
+            if let Err(fatal) = chain
+                .run(&mut stages, order, Hook::AfterReceive, &mut exchange)
+                .await
+            {
+                return (stages, Err(fatal), reconnected);
             }
 
+            let response = exchange.response;
             let content = response["content"].as_str().unwrap_or_default().to_string();
-            let mut reply_metadata = extensions;
+            let mut reply_metadata = exchange.extensions;
             if let Some(meta) = response.get("metadata").and_then(Value::as_object) {
                 for (k, v) in meta {
                     // The raw upstream body and headers stay internal.
@@ -639,7 +381,7 @@ impl Handler<SendMessage> for SessionActor {
                     }
                 }
             }
-            let reply = reply_json(&content, Value::Object(reply_metadata), &outcomes);
+            let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
             (stages, Ok(reply), reconnected)
         };
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
@@ -667,13 +409,13 @@ impl Handler<Close> for SessionActor {
     type Result = AtomicResponse<Self, Value>;
 
     fn handle(&mut self, msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.state == "closing" || self.state == "closed" {
+        if matches!(self.state, SessionState::Closing | SessionState::Closed) {
             let state = self.state;
             return AtomicResponse::new(Box::pin(actix::fut::ready(
                 json!({ "sessionId": self.id, "state": state }),
             )));
         }
-        self.state = "closing";
+        self.state = SessionState::Closing;
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
         let close = async move {
@@ -682,12 +424,12 @@ impl Handler<Close> for SessionActor {
             for stage in stages.iter_mut() {
                 let began = Instant::now();
                 let (outcome, error) =
-                    match call(&host, stage, Hook::OnDisconnect, Value::Null).await {
-                        Ok(None) => ("passthrough", None),
-                        Ok(Some(_)) => ("ok", None),
+                    match call_stage(&host, stage, Hook::OnDisconnect, Value::Null).await {
+                        Ok(None) => (Outcome::Passthrough, None),
+                        Ok(Some(_)) => (Outcome::Ok, None),
                         Err(error) => {
-                            notify_error(&host, stage, Hook::OnDisconnect, &error);
-                            ("failed", Some(error))
+                            notify(&host, stage, Hook::OnDisconnect, &error);
+                            (Outcome::Failed, Some(error))
                         }
                     };
                 outcomes.push(HookOutcome {
@@ -703,7 +445,7 @@ impl Handler<Close> for SessionActor {
         AtomicResponse::new(Box::pin(close.into_actor(self).map(move |(stages, outcomes), act, ctx| {
             act.stages = stages;
             act.connector = None;
-            act.state = "closed";
+            act.state = SessionState::Closed;
             act.publish();
             tracing::info!(parent: &act.span, reason = %msg.reason, messages = act.messages, "Session closed.");
             if let Some(store) = &act.store {

@@ -1,12 +1,14 @@
 //! Sessions: a conversation with one upstream target through a pipeline of connector plugins.
 //!
-//! Owns the targets known to the service, checking a session's plugin list (unknown plugin,
+//! Owns checking a session's plugin list against its target (unknown plugin,
 //! incompatible connector type, invalid config: every error at once), building its pipeline
 //! in priority order, opening sessions under the sessions supervisor (temporary children: a
 //! crashed session is not restarted, an event says why), and the registry the REST API uses.
-//! The per-message pipeline itself lives in `actor` (`SessionActor`).
+//! A session's life is its actor (`actor`); the chain of hooks a message passes through is
+//! `pipeline`. Targets are the target catalogue's (`target`).
 
 pub mod actor;
+pub mod pipeline;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -28,7 +30,7 @@ use crate::connector::ConnectorError;
 use crate::health::MailboxGauge;
 use crate::plugin::config;
 use crate::plugin::host::PluginHost;
-use crate::plugin::{Hook, HookContext};
+use crate::plugin::HookContext;
 use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::{
     ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs,
@@ -643,20 +645,7 @@ impl ChildFactory for SessionsSupervisorFactory {
     }
 }
 
-/// A hook outcome in a message's answer.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HookOutcome {
-    pub plugin: String,
-    pub hook: Hook,
-    /// `ok`, `passthrough` (the plugin has no such hook) or `failed`.
-    pub outcome: &'static str,
-    pub duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// The JSON of a message reply (kept here so the actor and the API agree).
-pub fn reply_json(content: &str, metadata: Value, outcomes: &[HookOutcome]) -> Value {
+pub fn reply_json(content: &str, metadata: Value, outcomes: &[pipeline::HookOutcome]) -> Value {
     json!({ "content": content, "metadata": metadata, "plugins": outcomes })
 }

@@ -1,22 +1,16 @@
 //! Tools: what plugins register with `ctx.registerTool` and agents (or REST callers) invoke.
 //!
 //! Owns the registry (names unique across plugins), the JSON Schema of each tool's parameters
-//! (compiled once with `jsonschema`, checked before every call), and invocation: validate,
-//! run `execute` on the owning plugin's actor, time it, publish `tool.executed` for every
-//! outcome. Does not own the plugin's code (the plugin does) nor which tools an agent may use
-//! (`agent`).
+//! (compiled once with `jsonschema`, checked before every call), and what a call is asked with
+//! and answers. Does not own calling the plugin (`plugin::call`, which also publishes
+//! `tool.executed`), the plugin's code, nor which tools an agent may use (`agent`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::broker::events::ToolExecuted;
-use crate::broker::BrokerHandle;
-use crate::plugin::actor::{call, CallTool};
-use crate::plugin::host::PluginHost;
 
 /// What a plugin declares for a tool (Open Astra's tool record, minus `execute`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,63 +221,6 @@ impl ToolRegistry {
             );
         }
         count
-    }
-
-    /// Validates `params`, runs the tool on its plugin's actor (at most `timeout`), and
-    /// publishes `tool.executed` whatever the outcome.
-    pub async fn invoke(
-        &self,
-        plugins: &PluginHost,
-        broker: &BrokerHandle,
-        name: &str,
-        params: Value,
-        caller: &Caller,
-        timeout: Duration,
-    ) -> Result<Invocation, ToolError> {
-        let tool = self
-            .get(name)
-            .ok_or_else(|| ToolError::NotFound(name.to_string()))?;
-        let began = Instant::now();
-        let span = tracing::info_span!("tool", tool = %name, plugin = %tool.plugin);
-        let outcome = async {
-            tool.validate(&params)?;
-            let (addr, gauge) =
-                plugins
-                    .running_addr(&tool.plugin)
-                    .ok_or_else(|| ToolError::Unavailable {
-                        tool: name.to_string(),
-                        plugin: tool.plugin.clone(),
-                    })?;
-            let msg = CallTool {
-                name: name.to_string(),
-                params: params.clone(),
-            };
-            call(&addr, &gauge, msg, "tool", timeout)
-                .await
-                .map_err(|e| ToolError::Failed {
-                    tool: name.to_string(),
-                    plugin: tool.plugin.clone(),
-                    message: e.message,
-                })
-        };
-        let outcome = tracing::Instrument::instrument(outcome, span).await;
-        let duration_ms = began.elapsed().as_secs_f64() * 1000.0;
-        broker.emit(&ToolExecuted {
-            tool_name: name.to_string(),
-            plugin: tool.plugin.clone(),
-            agent_id: caller.agent_id.clone(),
-            session_id: caller.session_id.clone(),
-            params,
-            result: outcome.as_ref().ok().cloned(),
-            error: outcome.as_ref().err().map(ToString::to_string),
-            duration_ms,
-        });
-        outcome.map(|result| Invocation {
-            tool: name.to_string(),
-            plugin: tool.plugin,
-            result,
-            duration_ms,
-        })
     }
 }
 

@@ -238,18 +238,15 @@ impl AgentRunner {
                 let result = if !offered.iter().any(|t| t.name == call.name) {
                     json!({ "error": format!("tool '{}' is not available to this agent", call.name) })
                 } else {
-                    match ext
-                        .tools
-                        .invoke(
-                            &self.plugins,
-                            &self.broker,
-                            &call.name,
-                            call.arguments.clone(),
-                            &caller,
-                            self.settings.tool_timeout,
-                        )
-                        .await
-                    {
+                    let invoked = crate::plugin::call::tool(
+                        &self.plugins,
+                        &self.broker,
+                        &call.name,
+                        call.arguments.clone(),
+                        &caller,
+                        self.settings.tool_timeout,
+                    );
+                    match invoked.await {
                         Ok(done) => {
                             if !tools_used.contains(&call.name) {
                                 tools_used.push(call.name.clone());

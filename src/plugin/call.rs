@@ -1,0 +1,292 @@
+//! The one way to call a plugin: a connector hook, a route handler, a tool, or a lifecycle
+//! step, each under one deadline and with one meaning for a crash.
+//!
+//! Owns finding the plugin's current instance (it may have been restarted since the caller
+//! last looked), running a connector hook inline on the caller's thread when the plugin allows
+//! it ([`Plugin::hooks_inline`]) or through its actor's mailbox otherwise, the deadline, and
+//! what a panic or a fatal error means: the caller gets an error and the plugin's actor stops
+//! with the reason, so its supervisor restarts it fresh. Also `onError` notifications and the
+//! `tool.executed` event every tool call publishes. Does not own the plugin's code, the order
+//! of a pipeline (`session`) nor restart decisions (`supervisor`).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::actor::{CallHook, CallRoute, CallTool, KillPlugin, NotifyError, PluginActor};
+use super::host::PluginHost;
+use super::{Hook, HookContext, Plugin, PluginError};
+use crate::broker::events::ToolExecuted;
+use crate::broker::BrokerHandle;
+use crate::health::MailboxGauge;
+use crate::route::{RouteRequest, RouteResponse};
+use crate::supervisor::child::{panic_message, take_last_panic};
+use crate::supervisor::policy::ExitReason;
+use crate::tool::{Caller, Invocation, ToolError};
+
+/// Why a call into a plugin did not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No live instance: restarting, parked, disabled or stopped.
+    #[error("plugin '{0}' is not running")]
+    NotRunning(String),
+    /// The plugin answered with an error.
+    #[error("{}", .0.message)]
+    Failed(PluginError),
+    /// The plugin crashed while it had the call (its supervisor restarts it).
+    #[error("the plugin crashed during the call{}", .0.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Crashed(Option<String>),
+    #[error("timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+impl CallError {
+    /// As a lifecycle step's error: the plugin's own error as it is (with its step), the
+    /// others described with `what` (`init`, `start`, …).
+    pub fn into_plugin_error(self, what: &str) -> PluginError {
+        match self {
+            CallError::Failed(error) => error,
+            CallError::Timeout(limit) => PluginError::new(format!(
+                "{what} did not finish within {} ms",
+                limit.as_millis()
+            )),
+            CallError::Crashed(_) | CallError::NotRunning(_) => {
+                PluginError::new(format!("{what} failed: the plugin actor is gone"))
+            }
+        }
+    }
+}
+
+/// What a caught panic says; also clears the panic hook's copy of it, since the panic is
+/// handled here rather than by a dying actor.
+pub(crate) fn crash_message(payload: &(dyn std::any::Any + Send)) -> String {
+    take_last_panic();
+    panic_message(payload)
+}
+
+/// Sends `msg` to a plugin actor and waits at most `timeout` for its answer.
+pub(crate) async fn send<M, T>(
+    addr: &Addr<PluginActor>,
+    gauge: &MailboxGauge,
+    msg: M,
+    timeout: Duration,
+) -> Result<T, CallError>
+where
+    M: Message<Result = Result<T, PluginError>> + Send + 'static,
+    T: Send + 'static,
+    PluginActor: Handler<M>,
+{
+    gauge.enqueued();
+    match tokio::time::timeout(timeout, addr.send(msg)).await {
+        Ok(Ok(result)) => result.map_err(CallError::Failed),
+        Ok(Err(_)) => {
+            gauge.dequeued();
+            Err(CallError::Crashed(None))
+        }
+        Err(_) => Err(CallError::Timeout(timeout)),
+    }
+}
+
+/// Runs connector hook `hook` of `connector_plugin` (provided by plugin `module`) with the
+/// session's context for it, which comes back changed on success. `Ok(None)`: the plugin has
+/// no such hook and its input passes through.
+pub async fn hook(
+    host: &PluginHost,
+    module: &str,
+    connector_plugin: &str,
+    hook: Hook,
+    input: Value,
+    ctx: &mut HookContext,
+    timeout: Duration,
+) -> Result<Option<Value>, CallError> {
+    if let Some((plugin, addr)) = host.inline_hooks(module) {
+        return hook_inline(plugin, addr, module, connector_plugin, hook, input, ctx, timeout).await;
+    }
+    let (addr, gauge) = host
+        .running_addr(module)
+        .ok_or_else(|| CallError::NotRunning(module.to_string()))?;
+    let message = CallHook {
+        connector_plugin: connector_plugin.to_string(),
+        hook,
+        input,
+        ctx: ctx.clone(),
+    };
+    let reply = send(&addr, &gauge, message, timeout).await?;
+    *ctx = reply.ctx;
+    Ok(reply.output)
+}
+
+/// The fast path for native plugins: the hook runs right here, on the caller's thread, which
+/// saves two thread wake-ups. The crash semantics stay those of the plugin's actor: a panic or
+/// a fatal error stops that actor with the reason, and its supervisor restarts it fresh.
+#[allow(clippy::too_many_arguments)]
+async fn hook_inline(
+    plugin: Arc<dyn Plugin>,
+    addr: Addr<PluginActor>,
+    module: &str,
+    connector_plugin: &str,
+    hook: Hook,
+    input: Value,
+    ctx: &mut HookContext,
+    timeout: Duration,
+) -> Result<Option<Value>, CallError> {
+    let mut scratch = ctx.clone();
+    let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
+    let run = AssertUnwindSafe(plugin.connector_hook(connector_plugin, hook, input, &mut scratch))
+        .catch_unwind()
+        .instrument(span);
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(Ok(output))) => {
+            *ctx = scratch;
+            Ok(output)
+        }
+        Ok(Ok(Err(error))) => {
+            if error.fatal {
+                let reason = format!("{}: {}", hook.name(), error.message);
+                addr.do_send(KillPlugin {
+                    reason: ExitReason::Error(reason),
+                });
+            }
+            Err(CallError::Failed(error))
+        }
+        Ok(Err(payload)) => {
+            let message = crash_message(&*payload);
+            tracing::error!(plugin = %module, hook = hook.name(), panic = %message, "Plugin hook panicked.");
+            addr.do_send(KillPlugin {
+                reason: ExitReason::Panic(message.clone()),
+            });
+            Err(CallError::Crashed(Some(message)))
+        }
+        Err(_) => Err(CallError::Timeout(timeout)),
+    }
+}
+
+/// Tells plugin `module` that one of its hooks failed (Krawall's `onError`), without waiting
+/// and without letting a failure there matter.
+pub fn notify_error(
+    host: &PluginHost,
+    module: &str,
+    connector_plugin: &str,
+    hook: Hook,
+    error: &str,
+    ctx: &HookContext,
+) {
+    if let Some((addr, gauge)) = host.running_addr(module) {
+        gauge.enqueued();
+        let message = NotifyError {
+            connector_plugin: connector_plugin.to_string(),
+            error: error.to_string(),
+            hook,
+            ctx: ctx.clone(),
+        };
+        if addr.try_send(message).is_err() {
+            gauge.dequeued();
+        }
+    }
+}
+
+/// Answers a request to route handler `handler` of `plugin`.
+pub async fn route(
+    host: &PluginHost,
+    plugin: &str,
+    handler: u32,
+    request: RouteRequest,
+    timeout: Duration,
+) -> Result<RouteResponse, CallError> {
+    let (addr, gauge) = host
+        .running_addr(plugin)
+        .ok_or_else(|| CallError::NotRunning(plugin.to_string()))?;
+    send(&addr, &gauge, CallRoute { handler, request }, timeout).await
+}
+
+/// Invokes tool `name`: checks `params` against its schema, runs it on its plugin (at most
+/// `timeout`), and publishes `tool.executed` whatever the outcome.
+pub async fn tool(
+    host: &PluginHost,
+    broker: &BrokerHandle,
+    name: &str,
+    params: Value,
+    caller: &Caller,
+    timeout: Duration,
+) -> Result<Invocation, ToolError> {
+    let tool = host
+        .extensions()
+        .tools
+        .get(name)
+        .ok_or_else(|| ToolError::NotFound(name.to_string()))?;
+    let began = Instant::now();
+    let span = tracing::info_span!("tool", tool = %name, plugin = %tool.plugin);
+    let outcome = async {
+        tool.validate(&params)?;
+        let msg = CallTool {
+            name: name.to_string(),
+            params: params.clone(),
+        };
+        let (addr, gauge) = host.running_addr(&tool.plugin).ok_or_else(|| ToolError::Unavailable {
+            tool: name.to_string(),
+            plugin: tool.plugin.clone(),
+        })?;
+        send(&addr, &gauge, msg, timeout)
+            .await
+            .map_err(|e| ToolError::Failed {
+                tool: name.to_string(),
+                plugin: tool.plugin.clone(),
+                message: e.to_string(),
+            })
+    };
+    let outcome = outcome.instrument(span).await;
+    let duration_ms = began.elapsed().as_secs_f64() * 1000.0;
+    broker.emit(&ToolExecuted {
+        tool_name: name.to_string(),
+        plugin: tool.plugin.clone(),
+        agent_id: caller.agent_id.clone(),
+        session_id: caller.session_id.clone(),
+        params,
+        result: outcome.as_ref().ok().cloned(),
+        error: outcome.as_ref().err().map(ToString::to_string),
+        duration_ms,
+    });
+    outcome.map(|result| Invocation {
+        tool: name.to_string(),
+        plugin: tool.plugin,
+        result,
+        duration_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_the_caller_reports_them() {
+        assert_eq!(
+            CallError::Timeout(Duration::from_millis(100)).to_string(),
+            "timed out after 100 ms"
+        );
+        assert_eq!(
+            CallError::Crashed(Some("boom".into())).to_string(),
+            "the plugin crashed during the call: boom"
+        );
+        assert_eq!(
+            CallError::Failed(PluginError::new("nope")).to_string(),
+            "nope"
+        );
+        let step = PluginError::new("bad syntax").at_step("compile");
+        assert_eq!(
+            CallError::Failed(step.clone()).into_plugin_error("init"),
+            step
+        );
+        assert_eq!(
+            CallError::Timeout(Duration::from_millis(5))
+                .into_plugin_error("start")
+                .message,
+            "start did not finish within 5 ms"
+        );
+    }
+}

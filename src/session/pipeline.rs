@@ -1,0 +1,345 @@
+//! The message pipeline: one chain runner for both directions, and the failure policy.
+//!
+//! Owns running a hook over a session's stages in order (`beforeSend` in priority order,
+//! `afterReceive` in the same or the reverse order), what each direction hands a plugin and
+//! accepts back (the message and metadata out, the response in; returned metadata is merged
+//! for the later plugins and becomes request-template variables), and the failure policy: a
+//! failed hook tells the plugin (`onError`), a non-critical plugin's change is skipped, counted
+//! and published as `plugin.hook_failed`, a critical one fails the message. Also the `onConnect`
+//! chain and the transcript row of a message. Does not own calling a plugin (`plugin::call`)
+//! nor the session's lifecycle (`actor`).
+
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{SessionError, Stage};
+use crate::broker::events;
+use crate::broker::BrokerHandle;
+use crate::connector::{self, Connector, ConnectorConfig};
+use crate::plugin::call;
+use crate::plugin::host::PluginHost;
+use crate::plugin::Hook;
+use crate::store::writer::Write;
+use crate::target::Target;
+
+/// What became of one hook call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The plugin's change was taken.
+    Ok,
+    /// The plugin has no such hook; its input passed through.
+    Passthrough,
+    /// The hook failed; its change (if any) was skipped.
+    Failed,
+}
+
+/// A hook outcome in a message's answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookOutcome {
+    pub plugin: String,
+    pub hook: Hook,
+    pub outcome: Outcome,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Calls one hook of one stage; the stage's context comes back changed on success.
+pub(super) async fn call_stage(
+    host: &PluginHost,
+    stage: &mut Stage,
+    hook: Hook,
+    input: Value,
+) -> Result<Option<Value>, String> {
+    call::hook(
+        host,
+        &stage.module,
+        &stage.info.id,
+        hook,
+        input,
+        &mut stage.ctx,
+        stage.timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Tells a stage's plugin that its hook failed.
+pub(super) fn notify(host: &PluginHost, stage: &Stage, hook: Hook, error: &str) {
+    call::notify_error(host, &stage.module, &stage.info.id, hook, error, &stage.ctx);
+}
+
+pub(super) fn hook_failed(stage: &Stage, hook: Hook, message: String) -> SessionError {
+    SessionError::HookFailed {
+        plugin: stage.info.id.clone(),
+        hook: hook.name(),
+        message,
+    }
+}
+
+/// One message on its way through the pipeline: what `beforeSend` chains (the message), what
+/// `afterReceive` chains (the response), and the metadata plugins add on the way.
+pub(super) struct Exchange {
+    pub message: String,
+    /// What the caller sent with the message, plus the session's own keys.
+    pub metadata: Map<String, Value>,
+    /// Metadata returned by plugins: merged in order, seen by later plugins, and the request
+    /// template's variables.
+    pub extensions: Map<String, Value>,
+    pub response: Value,
+}
+
+impl Exchange {
+    /// What `hook` hands a plugin. Built directly: `json!` would copy every value through a
+    /// serializer.
+    fn input(&self, hook: Hook) -> Value {
+        let mut input = Map::with_capacity(2);
+        match hook {
+            Hook::BeforeSend => {
+                let mut seen = self.metadata.clone();
+                seen.extend(self.extensions.iter().map(|(k, v)| (k.clone(), v.clone())));
+                input.insert("message".into(), Value::String(self.message.clone()));
+                input.insert("metadata".into(), Value::Object(seen));
+            }
+            _ => {
+                input.insert("response".into(), self.response.clone());
+            }
+        }
+        Value::Object(input)
+    }
+
+    /// Takes a plugin's answer to `hook`, or says what is wrong with it.
+    fn accept(&mut self, hook: Hook, out: Value) -> Result<(), String> {
+        match hook {
+            Hook::BeforeSend => match out.get("message").and_then(Value::as_str) {
+                Some(changed) => {
+                    self.message = changed.to_string();
+                    merge(&mut self.extensions, out.get("metadata"));
+                    Ok(())
+                }
+                None => Err("beforeSend must return { message: string, metadata? }".into()),
+            },
+            _ => match out.get("response") {
+                Some(changed) if changed.get("content").is_some_and(Value::is_string) => {
+                    self.response = changed.clone();
+                    merge(&mut self.extensions, out.get("metadata"));
+                    Ok(())
+                }
+                _ => Err("afterReceive must return { response: { content: string, metadata }, metadata? }".into()),
+            },
+        }
+    }
+}
+
+/// Runs `hook` (`beforeSend` or `afterReceive`) over `stages` in `order`, chaining the
+/// exchange. A critical plugin's failure ends the chain with its error.
+pub(super) struct Chain<'a> {
+    pub host: &'a PluginHost,
+    pub broker: &'a BrokerHandle,
+    pub session_id: &'a str,
+    pub outcomes: Vec<HookOutcome>,
+}
+
+impl Chain<'_> {
+    pub async fn run(
+        &mut self,
+        stages: &mut [Stage],
+        order: impl Iterator<Item = usize>,
+        hook: Hook,
+        exchange: &mut Exchange,
+    ) -> Result<(), SessionError> {
+        for i in order {
+            let stage = &mut stages[i];
+            let began = Instant::now();
+            let result = match call_stage(self.host, stage, hook, exchange.input(hook)).await {
+                Ok(None) => Ok(Outcome::Passthrough),
+                Ok(Some(out)) => exchange.accept(hook, out).map(|()| Outcome::Ok),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(outcome) => self.outcomes.push(HookOutcome {
+                    plugin: stage.info.id.clone(),
+                    hook,
+                    outcome,
+                    duration_ms: elapsed_ms(began),
+                    error: None,
+                }),
+                Err(error) => {
+                    if let Some(fatal) = self.failed(stage, hook, error, began) {
+                        return Err(fatal);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed hook: tell the plugin, count it, report it; the message fails if the plugin is
+    /// critical.
+    fn failed(
+        &mut self,
+        stage: &mut Stage,
+        hook: Hook,
+        error: String,
+        began: Instant,
+    ) -> Option<SessionError> {
+        notify(self.host, stage, hook, &error);
+        stage.failures += 1;
+        self.broker.emit(&events::PluginHookFailed {
+            plugin: stage.info.id.clone(),
+            hook: hook.name().into(),
+            session_id: self.session_id.to_string(),
+            error: error.clone(),
+            critical: stage.critical,
+        });
+        self.outcomes.push(HookOutcome {
+            plugin: stage.info.id.clone(),
+            hook,
+            outcome: Outcome::Failed,
+            duration_ms: elapsed_ms(began),
+            error: Some(error.clone()),
+        });
+        stage.critical.then(|| hook_failed(stage, hook, error))
+    }
+}
+
+/// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
+/// connector with the final config. Used to open, and once more after an upstream 401. The
+/// flag says whether a plugin changed the config (it then holds credentials worth refreshing).
+pub(super) async fn connect_chain(
+    host: &PluginHost,
+    stages: &mut [Stage],
+    target: &Target,
+) -> Result<(Box<dyn Connector>, bool), SessionError> {
+    let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
+    let mut changed_by_plugin = false;
+    for stage in stages.iter_mut() {
+        let error = match call_stage(host, stage, Hook::OnConnect, config.clone()).await {
+            Ok(None) => continue,
+            Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
+                Ok(_) => {
+                    changed_by_plugin |= changed != config;
+                    config = changed;
+                    continue;
+                }
+                Err(e) => format!("onConnect returned an invalid connector config: {e}"),
+            },
+            Err(error) => error,
+        };
+        notify(host, stage, Hook::OnConnect, &error);
+        return Err(hook_failed(stage, Hook::OnConnect, error));
+    }
+    let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
+    let connector =
+        connector::connect(&target.connector_type, config).map_err(SessionError::Upstream)?;
+    Ok((connector, changed_by_plugin))
+}
+
+/// The transcript write for one message and its outcome.
+pub(super) fn transcript(
+    session_id: &str,
+    index: u64,
+    sent: String,
+    result: &Result<Value, SessionError>,
+) -> Write {
+    let at = crate::util::rfc3339(SystemTime::now());
+    match result {
+        Ok(reply) => {
+            let metadata = &reply["metadata"];
+            let usage = metadata.get("tokenUsage").filter(|u| !u.is_null()).cloned();
+            Write::Exchange {
+                session_id: session_id.to_string(),
+                index,
+                sent,
+                received: reply["content"].as_str().map(str::to_owned),
+                metadata: Some(metadata.clone()),
+                response_time_ms: metadata["responseTimeMs"].as_u64(),
+                tokens: usage
+                    .as_ref()
+                    .and_then(|u| u["totalTokens"].as_u64())
+                    .unwrap_or(0),
+                token_usage: usage,
+                error: None,
+                at,
+            }
+        }
+        Err(error) => Write::Exchange {
+            session_id: session_id.to_string(),
+            index,
+            sent,
+            received: None,
+            metadata: None,
+            response_time_ms: None,
+            token_usage: None,
+            tokens: 0,
+            error: Some(error.to_string()),
+            at,
+        },
+    }
+}
+
+pub(super) fn merge(into: &mut Map<String, Value>, from: Option<&Value>) {
+    if let Some(Value::Object(map)) = from {
+        for (k, v) in map {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+pub(super) fn elapsed_ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn exchange() -> Exchange {
+        Exchange {
+            message: "hi".into(),
+            metadata: json!({ "sessionId": "s" }).as_object().cloned().unwrap(),
+            extensions: Map::new(),
+            response: Value::Null,
+        }
+    }
+
+    #[test]
+    fn before_send_sees_the_metadata_so_far_and_its_changes_chain() {
+        let mut ex = exchange();
+        ex.accept(
+            Hook::BeforeSend,
+            json!({ "message": "HI", "metadata": { "model": "m" } }),
+        )
+        .unwrap();
+        let input = ex.input(Hook::BeforeSend);
+        assert_eq!(input["message"], "HI");
+        assert_eq!(input["metadata"], json!({ "sessionId": "s", "model": "m" }));
+        let err = ex
+            .accept(Hook::BeforeSend, json!({ "text": "x" }))
+            .unwrap_err();
+        assert!(err.contains("beforeSend must return"), "{err}");
+        assert_eq!(ex.message, "HI", "a refused answer changes nothing");
+    }
+
+    #[test]
+    fn after_receive_takes_a_response_with_text_content_only() {
+        let mut ex = exchange();
+        ex.response = json!({ "content": "a", "metadata": {} });
+        assert_eq!(ex.input(Hook::AfterReceive)["response"]["content"], "a");
+        assert!(ex
+            .accept(Hook::AfterReceive, json!({ "response": { "content": 1 } }))
+            .is_err());
+        ex.accept(
+            Hook::AfterReceive,
+            json!({ "response": { "content": "b" }, "metadata": { "k": 1 } }),
+        )
+        .unwrap();
+        assert_eq!(ex.response["content"], "b");
+        assert_eq!(ex.extensions["k"], 1);
+    }
+}
