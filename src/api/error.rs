@@ -123,8 +123,8 @@ impl ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
+                use crate::turn::AgentError as A;
                 match e {
                     A::NotFound(_) => "agent_not_found",
                     A::EmptyMessage | A::InvalidSessionId(_) => "invalid_chat_request",
@@ -194,8 +194,8 @@ impl ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
+                use crate::turn::AgentError as A;
                 match e {
                     A::NotFound(id) => Some(json!({ "agent": id })),
                     A::EmptyMessage => Some(json!({ "field": "message" })),
@@ -287,8 +287,8 @@ impl ResponseError for ApiError {
                 }
             }
             ApiError::Agent(e) => {
-                use crate::turn::AgentError as A;
                 use crate::inference::InferenceError as I;
+                use crate::turn::AgentError as A;
                 match e {
                     A::NotFound(_) => StatusCode::NOT_FOUND,
                     A::EmptyMessage | A::InvalidSessionId(_) => StatusCode::BAD_REQUEST,
@@ -353,7 +353,7 @@ impl ApiError {
                 error,
             },
             M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
-            e @ M::Persist { .. } => ApiError::Internal(e.to_string()),
+            e @ M::Persist(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

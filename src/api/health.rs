@@ -86,11 +86,11 @@ fn add_script_details(state: &AppState, row: &ActorRecord, check: &mut Value) {
     if row.role != "plugin" {
         return;
     }
-    if let Some(script) = state.plugins.get(row.id()).and_then(|p| p.script) {
+    if let Some(files) = state.plugins.get(row.id()).and_then(|p| p.files) {
         check["script"] = json!({
-            "sourcePath": script.source_path,
-            "entryFile": script.entry_file,
-            "engineMemoryBytes": script.engine_memory_bytes,
+            "sourcePath": files["sourcePath"],
+            "entryFile": files["entryFile"],
+            "engineMemoryBytes": files["engineMemoryBytes"],
         });
     }
 }

@@ -21,9 +21,9 @@ use tracing_actix_web::TracingLogger;
 use crate::api::{self, AppState};
 use crate::broker::{BrokerFactory, BrokerHandle};
 use crate::health::{ActorRecord, ActorState, HealthRegistry, Lifecycle, Phase};
-use crate::plugin::host::{
-    Discovered, PluginHost, PluginTimings, PluginsSupervisorFactory, ScriptSettings,
-};
+use crate::plugin::host::{PluginHost, PluginTimings};
+use crate::plugin::lifecycle::PluginsSupervisorFactory;
+use crate::plugin::source::Discovered;
 use crate::plugin::PluginFactory;
 use crate::session::{SessionManager, SessionsSupervisorFactory};
 use crate::settings::Settings;
@@ -169,7 +169,9 @@ impl App {
         let server_addr = Arc::new(OnceLock::new());
         let problems = plan::check_settings(&settings);
         if !problems.is_empty() {
-            return Err(StartupError::Settings(crate::settings::ConfigError { problems }));
+            return Err(StartupError::Settings(crate::settings::ConfigError {
+                problems,
+            }));
         }
         let policy = plan::restart_policy(&settings);
         // Targets and agents first: a bad one is a setup problem (exit 2), reported before
@@ -206,13 +208,13 @@ impl App {
                 mailbox_capacity: settings.plugins.mailbox_capacity,
                 policy,
             },
-            ScriptSettings {
-                root: settings.script_plugins_dir(),
-                limits: {
+            vec![Arc::new(crate::script::ScriptLoader::new(
+                settings.script_plugins_dir(),
+                {
                     let settings = settings.clone();
                     Box::new(move |id| plan::script_limits(&settings, id))
                 },
-            },
+            ))],
             &settings.data.dir,
             ext.clone(),
         );
@@ -332,21 +334,21 @@ impl App {
                 what,
                 reason: e.to_string(),
             })?
-            .map_err(|reason| StartupError::Tree { what, reason })?;
+            .map_err(|e| StartupError::Tree {
+                what,
+                reason: e.to_string(),
+            })?;
         }
 
         // Discover and init plugins, in dependency order.
-        let audit = crate::bundled::AuditLog::new(
-            AUDIT_ENTRIES_PER_SESSION,
-            AUDIT_SESSIONS,
-            store.clone(),
-        );
+        let audit =
+            crate::bundled::AuditLog::new(AUDIT_ENTRIES_PER_SESSION, AUDIT_SESSIONS, store.clone());
         let selected = crate::bundled::catalogue(audit.clone())
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
             .map(|(_, factory)| Discovered::native(factory));
         let extra = options.plugins.into_iter().map(Discovered::native);
-        let scripts = plugins.discover_scripts();
+        let scripts = plugins.discover_loaded();
         plugins.discover(selected.chain(extra).chain(scripts).collect());
         plugins.init_all().await;
 

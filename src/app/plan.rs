@@ -38,7 +38,10 @@ pub fn check_settings(settings: &Settings) -> Vec<Problem> {
     }
     for name in settings.inference.providers.keys() {
         if let Err(message) = crate::inference::provider(name) {
-            problems.push(Problem::new(&format!("inference.providers.{name}"), message));
+            problems.push(Problem::new(
+                &format!("inference.providers.{name}"),
+                message,
+            ));
         }
     }
     problems
@@ -170,9 +173,10 @@ mod tests {
     fn unknown_native_plugins_and_providers_are_named() {
         let s = load(
             &Overrides::default(),
-            [
-                ("SWITCHYARD__PLUGINS__NATIVE".to_string(), "[\"nope\"]".to_string()),
-            ],
+            [(
+                "SWITCHYARD__PLUGINS__NATIVE".to_string(),
+                "[\"nope\"]".to_string(),
+            )],
         )
         .unwrap();
         let problems = check_settings(&s);
@@ -186,6 +190,9 @@ mod tests {
     fn per_plugin_script_limits_become_engine_limits() {
         let mut s = Settings::defaults();
         s.plugins.script.call_timeout_ms = 500;
-        assert_eq!(script_limits(&s, "x").call_timeout, Duration::from_millis(500));
+        assert_eq!(
+            script_limits(&s, "x").call_timeout,
+            Duration::from_millis(500)
+        );
     }
 }

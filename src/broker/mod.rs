@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::health::MailboxGauge;
-use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs};
+use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs, StartError};
 use crate::supervisor::policy::ExitReason;
 pub use events::{Event, Topic};
 
@@ -478,7 +478,7 @@ impl ChildFactory for BrokerFactory {
     fn start(
         &self,
         args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let shared = self.handle.shared.clone();
         let registry = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
         let addr = Broker {

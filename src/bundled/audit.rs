@@ -36,11 +36,7 @@ struct AuditEntries {
 }
 
 impl AuditLog {
-    pub fn new(
-        per_session: usize,
-        sessions: usize,
-        store: Option<StoreHandle>,
-    ) -> Arc<Self> {
+    pub fn new(per_session: usize, sessions: usize, store: Option<StoreHandle>) -> Arc<Self> {
         Arc::new(AuditLog {
             per_session,
             sessions,
@@ -76,10 +72,7 @@ impl AuditLog {
 
     /// A session's entries, oldest first (from the store when it is on); `None` when there
     /// are none.
-    pub async fn entries(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+    pub async fn entries(&self, session_id: &str) -> Result<Option<Vec<AuditEntry>>, StoreError> {
         match &self.store {
             Some(store) => {
                 store.flush().await;

@@ -31,7 +31,9 @@ impl Conversation {
     }
 
     pub fn anthropic() -> Self {
-        Conversation { api: Api::Anthropic }
+        Conversation {
+            api: Api::Anthropic,
+        }
     }
 
     /// The state a session starts with (and returns to on disconnect).
@@ -272,7 +274,10 @@ mod tests {
         });
         let out = turn(&plugin, &mut ctx, "b", raw).await;
         assert_eq!(out["response"]["content"], json!("hello"));
-        assert_eq!(out["response"]["metadata"]["tokenUsage"]["totalTokens"], json!(5));
+        assert_eq!(
+            out["response"]["metadata"]["tokenUsage"]["totalTokens"],
+            json!(5)
+        );
         assert_eq!(
             ctx.state["messages"],
             json!([{ "role": "user", "content": "b" }, { "role": "assistant", "content": "hello" }])

@@ -1,35 +1,29 @@
-//! `PluginActor`: one plugin instance on its own actor, and the factory that (re)creates it.
+//! `PluginActor`: one plugin instance on its own actor, with the messages it answers.
 //!
-//! Owns running a plugin's hooks one actor at a time, turning a panic inside any hook into a
-//! structured error for the caller *and* a crash report for the supervisor, delivering bus
-//! events to `on_event`, and publishing the plugin's lifecycle events. Does not own ordering
-//! across plugins (`host`) or restart decisions (`supervisor`).
+//! Owns running a plugin's hooks one at a time beside its mailbox, turning a panic inside any
+//! hook into a structured error for the caller *and* a crash report for the supervisor,
+//! delivering bus events to `on_event`, and publishing `plugin.stopped`. Does not own how an
+//! instance is created (`lifecycle`), how callers reach it (`call`), ordering across plugins
+//! (`host`) or restart decisions (`supervisor`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
-use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use serde_json::Value;
 use tracing::Instrument;
 
-use super::{
-    Extensions, Hook, HookContext, Plugin, PluginContext, PluginError, PluginFactory,
-    PluginManifest,
-};
+use super::call::crash_message;
+use super::{Hook, HookContext, Plugin, PluginContext, PluginError, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::{BrokerHandle, Event};
 use crate::health::MailboxGauge;
 use crate::route::{RouteRequest, RouteResponse};
-use super::call::{crash_message, send};
-use crate::supervisor::child::{
-    ChildFactory, DownGuard, Placement, RunningChild, StartArgs, StartPhase,
-};
+use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
-use serde_json::Value;
 
 // ---- Messages -------------------------------------------------------------------------------
 
@@ -70,6 +64,29 @@ pub struct PluginActor {
 }
 
 impl PluginActor {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        plugin: Arc<dyn Plugin>,
+        manifest: PluginManifest,
+        ctx: PluginContext,
+        broker: BrokerHandle,
+        guard: DownGuard,
+        gauge: Arc<MailboxGauge>,
+        mailbox_capacity: usize,
+        span: tracing::Span,
+    ) -> Self {
+        PluginActor {
+            manifest,
+            plugin,
+            ctx,
+            broker,
+            guard,
+            gauge,
+            mailbox_capacity,
+            span,
+        }
+    }
+
     /// Runs one hook beside the mailbox. A panic in it becomes `Err` for the caller, and the
     /// actor stops with the panic as its exit reason, so the supervisor restarts it fresh.
     fn run_hook<F, T>(
@@ -328,199 +345,5 @@ impl StreamHandler<Arc<Event>> for PluginActor {
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         // The subscription stream only ends when the bus is gone for good (shutdown).
-    }
-}
-
-// ---- Supervision ----------------------------------------------------------------------------
-
-/// What every plugin actor needs from the host.
-#[derive(Clone)]
-pub struct PluginRuntime {
-    pub broker: BrokerHandle,
-    pub server_addr: Arc<OnceLock<SocketAddr>>,
-    pub init_timeout: Duration,
-    pub start_timeout: Duration,
-    pub mailbox_capacity: usize,
-    /// Where the current address of each plugin's actor is kept (stable handles).
-    pub addrs: Arc<crate::plugin::host::AddrTable>,
-    /// The routes, tools and agents plugins register.
-    pub ext: Arc<Extensions>,
-}
-
-/// Starts instances of one plugin for the plugins supervisor: a fresh plugin from its factory,
-/// a fresh actor, `init` (and `start` after boot), with their events.
-pub struct PluginChildFactory {
-    pub factory: PluginFactory,
-    pub runtime: PluginRuntime,
-}
-
-/// The supervisor's grip on a running plugin actor.
-pub struct RunningPlugin {
-    addr: Addr<PluginActor>,
-    gauge: Arc<MailboxGauge>,
-    arbiter: Option<Arbiter>,
-    start_timeout: Duration,
-}
-
-impl Drop for RunningPlugin {
-    fn drop(&mut self) {
-        // The instance is gone (stopped, crashed or replaced): its thread may go too.
-        if let Some(arbiter) = &self.arbiter {
-            arbiter.stop();
-        }
-    }
-}
-
-impl RunningChild for RunningPlugin {
-    fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        let addr = self.addr.clone();
-        let gauge = self.gauge.clone();
-        async move {
-            gauge.enqueued();
-            match addr.send(StopPlugin).await {
-                Ok(result) => result.map_err(|e| e.message),
-                // Already gone: nothing left to stop.
-                Err(_) => Ok(()),
-            }
-        }
-        .boxed_local()
-    }
-
-    fn kill(&self) {
-        self.gauge.enqueued();
-        self.addr.do_send(KillPlugin {
-            reason: ExitReason::Shutdown,
-        });
-        if let Some(arbiter) = &self.arbiter {
-            // A plugin stuck in blocking code keeps its thread; the arbiter is told to finish.
-            arbiter.stop();
-        }
-    }
-
-    fn mailbox(&self) -> Option<Arc<MailboxGauge>> {
-        Some(self.gauge.clone())
-    }
-
-    fn activate(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        let (addr, gauge, timeout) = (self.addr.clone(), self.gauge.clone(), self.start_timeout);
-        async move {
-            send(&addr, &gauge, StartPlugin, timeout)
-                .await
-                .map_err(|e| format!("start: {}", e.into_plugin_error("start").message))
-        }
-        .boxed_local()
-    }
-}
-
-impl ChildFactory for PluginChildFactory {
-    fn start(
-        &self,
-        args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
-        let plugin = (self.factory)();
-        let manifest = plugin.manifest();
-        let inline = plugin.hooks_inline().then(|| plugin.clone());
-        let rt = self.runtime.clone();
-        let gauge = MailboxGauge::new(rt.mailbox_capacity);
-        let span =
-            tracing::info_span!("plugin", plugin = %manifest.id, generation = args.generation);
-        let pctx = PluginContext::new(
-            &manifest.id,
-            rt.broker.clone(),
-            rt.server_addr.clone(),
-            rt.ext.clone(),
-        );
-        let actor = PluginActor {
-            plugin,
-            manifest: manifest.clone(),
-            ctx: pctx.clone(),
-            broker: rt.broker.clone(),
-            guard: args.guard,
-            gauge: gauge.clone(),
-            mailbox_capacity: rt.mailbox_capacity,
-            span,
-        };
-        let (addr, arbiter) = match args.placement {
-            Placement::Shared => (actor.start(), None),
-            Placement::Dedicated => {
-                let arbiter = Arbiter::new();
-                let addr = PluginActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-                (addr, Some(arbiter))
-            }
-        };
-        let phase = args.phase;
-        async move {
-            let running = RunningPlugin {
-                addr: addr.clone(),
-                gauge: gauge.clone(),
-                arbiter,
-                start_timeout: rt.start_timeout,
-            };
-            let id = manifest.id.clone();
-            let version = manifest.version.to_string();
-            let fail = |phase: Phase, error: PluginError| {
-                rt.broker.emit(&events::PluginError {
-                    plugin: id.clone(),
-                    version: Some(version.clone()),
-                    phase,
-                    error: error.message.clone(),
-                });
-                running.addr.do_send(KillPlugin {
-                    reason: ExitReason::Error(error.message.clone()),
-                });
-                // "<step>: <message>", so a reload can say which step failed.
-                format!(
-                    "{}: {}",
-                    error.step.unwrap_or(phase_name(phase)),
-                    error.message
-                )
-            };
-            let init_phase = if phase == StartPhase::Reload {
-                Phase::Reload
-            } else {
-                Phase::Init
-            };
-            if let Err(error) = send(&addr, &gauge, InitPlugin, rt.init_timeout).await {
-                return Err(fail(init_phase, error.into_plugin_error("init")));
-            }
-            // Routes, tools and agents switch to this instance together with its address, so
-            // a handler number always reaches the instance that registered it.
-            if let Err(reason) = rt.ext.install(&id, pctx.take_staged()) {
-                return Err(fail(init_phase, PluginError::new(reason).at_step("init")));
-            }
-            rt.addrs.set(&id, addr.clone(), gauge.clone());
-            rt.addrs.set_inline(&id, inline);
-            if phase == StartPhase::Reload {
-                // Prepared; the supervisor activates it once the old version has stopped.
-                return Ok(Box::new(running) as Box<dyn RunningChild>);
-            }
-            tracing::info!(plugin = %id, version = %version, "Plugin loaded.");
-            rt.broker.emit(&events::PluginLoaded {
-                plugin: id.clone(),
-                version: version.clone(),
-            });
-            if phase == StartPhase::Restart {
-                if let Err(error) = send(&addr, &gauge, StartPlugin, rt.start_timeout).await {
-                    return Err(fail(Phase::Start, error.into_plugin_error("start")));
-                }
-                tracing::info!(plugin = %id, "Plugin started.");
-                rt.broker.emit(&events::PluginStarted {
-                    plugin: id,
-                    version,
-                });
-            }
-            Ok(Box::new(running) as Box<dyn RunningChild>)
-        }
-        .boxed_local()
-    }
-}
-
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Discover => "discover",
-        Phase::Init | Phase::Reload => "init",
-        Phase::Start => "start",
-        Phase::Stop => "stop",
-        Phase::Run => "run",
     }
 }

@@ -105,7 +105,17 @@ pub async fn hook(
     timeout: Duration,
 ) -> Result<Option<Value>, CallError> {
     if let Some((plugin, addr)) = host.inline_hooks(module) {
-        return hook_inline(plugin, addr, module, connector_plugin, hook, input, ctx, timeout).await;
+        return hook_inline(
+            plugin,
+            addr,
+            module,
+            connector_plugin,
+            hook,
+            input,
+            ctx,
+            timeout,
+        )
+        .await;
     }
     let (addr, gauge) = host
         .running_addr(module)
@@ -227,10 +237,12 @@ pub async fn tool(
             name: name.to_string(),
             params: params.clone(),
         };
-        let (addr, gauge) = host.running_addr(&tool.plugin).ok_or_else(|| ToolError::Unavailable {
-            tool: name.to_string(),
-            plugin: tool.plugin.clone(),
-        })?;
+        let (addr, gauge) =
+            host.running_addr(&tool.plugin)
+                .ok_or_else(|| ToolError::Unavailable {
+                    tool: name.to_string(),
+                    plugin: tool.plugin.clone(),
+                })?;
         send(&addr, &gauge, msg, timeout)
             .await
             .map_err(|e| ToolError::Failed {

@@ -1,17 +1,32 @@
-//! Plugins: the host contract every plugin implements, and how plugins are run.
+//! Plugins: the runtime every plugin runs in, native or loaded from files.
 //!
 //! Owns the `Plugin` trait (both seed contracts: Open Astra's `init`/`start`/`stop` lifecycle
 //! and Krawall's connector metadata), the manifest, the context handed to `init`, and the
-//! submodules that resolve dependencies (`deps`), run one plugin per actor (`actor`), drive the
-//! whole lifecycle (`host`) and ship the built-in native plugins (`builtin`).
-//! Does not own restarts (`supervisor`) or event delivery (`broker`).
+//! runtime around them:
+//! - `actor`: one plugin instance on its own actor, with its messages;
+//! - `call`: the one way to call a plugin (connector hook, route, tool, lifecycle step);
+//! - `host`: the catalogue of plugins and the queries on it; `registry`: each plugin's current
+//!   instance; `lifecycle`: boot order and supervision glue; `ops`: operator actions;
+//!   `disabled`: the remembered disabled set;
+//! - `source`: where plugins come from, and the [`source::Loader`] trait engines plug in
+//!   through (this module never names one);
+//! - `deps`: dependency order; `config`: Krawall config schemas; `extensions`: routes, tools
+//!   and agents registered as one unit.
+//!
+//! Does not own restarts (`supervisor`), event delivery (`broker`), any plugin engine
+//! (`script`) nor the plugins shipped in the binary (`bundled`).
 
 pub mod actor;
 pub mod call;
 pub mod config;
 pub mod deps;
+pub mod disabled;
 pub mod extensions;
 pub mod host;
+pub mod lifecycle;
+pub mod ops;
+pub mod registry;
+pub mod source;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

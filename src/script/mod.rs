@@ -1,7 +1,8 @@
 //! Script plugins: JavaScript/TypeScript plugins from `plugins/core/<dir>/index.{ts,js}`.
 //!
-//! Owns discovery of plugin directories, and `ScriptPlugin`: a [`Plugin`] whose hooks run in a
-//! QuickJS engine of its own (`engine`), with TypeScript stripped in-process (`transpile`).
+//! Owns discovery of plugin directories (`ScriptLoader`, which plugs into the plugin runtime as
+//! a [`Loader`]), and `ScriptPlugin`: a [`Plugin`] whose hooks run in a QuickJS engine of its
+//! own (`engine`), with TypeScript stripped in-process (`transpile`).
 //! Script plugins run on a dedicated arbiter each and are supervised exactly like native ones:
 //! a fresh engine per restart, and a limit breach (time, memory) counts as a crash. `watch`
 //! turns file changes into debounced reloads. Does not own the reload swap itself (the plugins
@@ -26,11 +27,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::broker::Event;
+use crate::plugin::source::{Discovered, LoadedStatus, Loader, Source};
 use crate::plugin::{
     ConfigField, ConnectorPluginInfo, Hook, HookContext, Plugin, PluginContext, PluginError,
     PluginFactory, PluginManifest,
 };
 use crate::route::{RouteRequest, RouteResponse};
+use crate::supervisor::child::Placement;
 use engine::{Bridge, Engine, HostOp, Limits, ModuleInfo, ScriptError, Step};
 
 /// A discovered plugin directory.
@@ -95,6 +98,81 @@ pub fn source_for(root: &Path, id: &str) -> Option<ScriptSource> {
             tracing::debug!(dir = %dir.display(), "Skipping a directory without index.ts or index.js.");
             None
         }
+    }
+}
+
+/// Loads script plugins from `<plugins.dir>/core/<id>/index.{ts,js}`: the engine's side of
+/// [`Loader`]. Each plugin gets its own engine on its own arbiter (an engine may block its
+/// thread), with the limits `limits` gives for its id.
+pub struct ScriptLoader {
+    root: PathBuf,
+    limits: Box<dyn Fn(&str) -> Limits + Send + Sync>,
+}
+
+impl ScriptLoader {
+    pub fn new(root: PathBuf, limits: Box<dyn Fn(&str) -> Limits + Send + Sync>) -> Self {
+        ScriptLoader { root, limits }
+    }
+
+    /// The `plugins/core` directory it loads from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn discovered(&self, source: ScriptSource) -> Discovered {
+        let limits = (self.limits)(&source.id);
+        let status = ScriptStatus::new(source.clone());
+        Discovered {
+            source: Source::Loaded(KIND),
+            factory: factory(source, limits, status.clone()),
+            placement: Placement::Dedicated,
+            status: Some(status as Arc<dyn LoadedStatus>),
+        }
+    }
+}
+
+/// What `GET /api/plugins` calls a script plugin's source.
+pub const KIND: &str = "script";
+
+impl Loader for ScriptLoader {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn discover(&self) -> Vec<Discovered> {
+        discover(&self.root)
+            .into_iter()
+            .map(|source| self.discovered(source))
+            .collect()
+    }
+
+    fn load(&self, id: &str) -> Result<Discovered, String> {
+        source_for(&self.root, id)
+            .map(|source| self.discovered(source))
+            .ok_or_else(|| {
+                format!(
+                    "no plugin directory '{id}' with an index.ts or index.js in {}",
+                    self.root.display()
+                )
+            })
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        source_for(&self.root, id).is_some()
+    }
+}
+
+impl LoadedStatus for ScriptStatus {
+    fn manifest(&self) -> Option<PluginManifest> {
+        ScriptStatus::manifest(self)
+    }
+
+    fn connectors(&self) -> Option<Vec<ConnectorPluginInfo>> {
+        ScriptStatus::connectors(self)
+    }
+
+    fn view(&self) -> Value {
+        serde_json::to_value(ScriptStatus::view(self)).unwrap_or(Value::Null)
     }
 }
 

@@ -23,13 +23,13 @@ use super::pipeline::{
 use super::{reply_json, AfterReceiveOrder, SessionError};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::target::Target;
 use crate::connector::Connector;
 use crate::plugin::host::PluginHost;
 use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
 use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
+use crate::target::Target;
 
 /// One plugin in a session's pipeline.
 #[derive(Debug, Clone)]
@@ -293,7 +293,11 @@ impl Handler<SendMessage> for SessionActor {
     type Result = AtomicResponse<Self, Result<Value, SessionError>>;
 
     fn handle(&mut self, msg: SendMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        let Some(connector) = self.connector.clone().filter(|_| self.state == SessionState::Open) else {
+        let Some(connector) = self
+            .connector
+            .clone()
+            .filter(|_| self.state == SessionState::Open)
+        else {
             let error = SessionError::Ended {
                 id: self.id.clone(),
                 reason: format!("it is {}", self.state.as_str()),

@@ -24,8 +24,6 @@ use tokio::sync::oneshot;
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::target::catalogue::TargetRegistry;
-use crate::target::{PluginRef, Target};
 use crate::connector::ConnectorError;
 use crate::health::MailboxGauge;
 use crate::plugin::config;
@@ -33,12 +31,14 @@ use crate::plugin::host::PluginHost;
 use crate::plugin::HookContext;
 use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::{
-    ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs,
+    ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs, StartError,
 };
 use crate::supervisor::policy::{ExitReason, RestartPolicy, RestartType};
 use crate::supervisor::{
     AddChild, RemoveChild, RunningSupervisor, Strategy, Supervisor, SupervisorObserver,
 };
+use crate::target::catalogue::TargetRegistry;
+use crate::target::{PluginRef, Target};
 use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, Stage};
 
 /// What sessions run with (from `[sessions]`).
@@ -343,7 +343,7 @@ impl SessionManager {
                 disabled: false,
             })
             .await;
-        // The factory answers with the typed error; the supervisor only with text.
+        // The factory answers with the session's own error; the supervisor with its own.
         let opened = rx.await.unwrap_or_else(|_| {
             Err(SessionError::Ended {
                 id: id.clone(),
@@ -354,7 +354,7 @@ impl SessionManager {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(SessionError::Ended {
                 id: id.clone(),
-                reason,
+                reason: reason.to_string(),
             }),
             Err(e) => Err(SessionError::Ended {
                 id: id.clone(),
@@ -513,14 +513,15 @@ impl ChildFactory for SessionFactory {
     fn start(
         &self,
         args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let Some(prepared) = self
             .prepared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
         else {
-            return async { Err("a session is never restarted".to_string()) }.boxed_local();
+            let error = StartError::new("open", "a session is never restarted");
+            return async { Err(error) }.boxed_local();
         };
         let gauge = MailboxGauge::new(self.settings.queue_capacity + 1);
         let pending = Arc::new(AtomicUsize::new(0));
@@ -553,7 +554,7 @@ impl ChildFactory for SessionFactory {
             });
             if let Err(error) = &opened {
                 let _ = prepared.reply.send(Err(error.clone()));
-                return Err(error.to_string());
+                return Err(StartError::new("open", error.to_string()));
             }
             registry
                 .live
@@ -615,7 +616,7 @@ impl ChildFactory for SessionsSupervisorFactory {
     fn start(
         &self,
         args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let manager = self.manager.clone();
         // A restarted sessions supervisor starts empty: sessions are temporary.
         manager

@@ -329,4 +329,3 @@ fn set(table: &mut Table, path: &[&str], value: Value) {
     }
     table.insert(last.to_string(), value);
 }
-

@@ -24,7 +24,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-
 /// The embedded defaults; also the schema every other source is checked against.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 

@@ -258,10 +258,7 @@ impl Store {
 
 impl Store {
     /// A session's audit entries, oldest first (`None`: none recorded).
-    pub async fn audit(
-        &self,
-        session_id: &str,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit(&self, session_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit WHERE session_id = ? ORDER BY id")
             .bind(session_id)
             .fetch_all(&self.pool)

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::Store;
 use crate::health::MailboxGauge;
-use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs};
+use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs, StartError};
 use crate::supervisor::policy::ExitReason;
 
 /// One thing to persist.
@@ -445,7 +445,7 @@ impl ChildFactory for StoreWriterFactory {
     fn start(
         &self,
         args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let addr = StoreWriter {
             handle: self.handle.clone(),
             buffer: Vec::new(),

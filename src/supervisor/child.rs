@@ -86,7 +86,26 @@ pub trait ChildFactory: Send + Sync + 'static {
     fn start(
         &self,
         args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>>;
+    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>>;
+}
+
+/// Why a child did not start: the step that failed and what it said. The supervisor knows no
+/// steps of its own; each kind of child names its own (plugins: `compile`, `validate`, `init`,
+/// `start`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct StartError {
+    pub step: &'static str,
+    pub message: String,
+}
+
+impl StartError {
+    pub fn new(step: &'static str, message: impl Into<String>) -> Self {
+        StartError {
+            step,
+            message: message.into(),
+        }
+    }
 }
 
 /// What a factory gets for one start.
@@ -108,7 +127,7 @@ pub trait RunningChild {
     /// Stops the child without waiting (used after its shutdown timeout).
     fn kill(&self);
     /// Makes a prepared reload candidate live (plugins: `start`).
-    fn activate(&self) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn activate(&self) -> LocalBoxFuture<'static, Result<(), StartError>> {
         Box::pin(async { Ok(()) })
     }
     /// The child's mailbox gauge, shown in `/health`.

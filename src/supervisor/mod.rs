@@ -22,7 +22,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::health::{ActorRecord, ActorState, HealthRegistry, LastError};
-use child::{ChildSpec, DownGuard, OnExhausted, RunningChild, StartArgs, StartPhase};
+use child::{ChildSpec, DownGuard, OnExhausted, RunningChild, StartArgs, StartError, StartPhase};
 use policy::{Decision, ExitReason, RestartTracker, RestartType};
 
 /// How a supervisor reacts to one child's death.
@@ -65,10 +65,28 @@ pub struct ChildDown {
     pub reason: ExitReason,
 }
 
+/// Why a request about a child was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildError {
+    #[error("no child named '{0}'")]
+    NotFound(String),
+    #[error("'{0}' is not a disabled child")]
+    NotDisabled(String),
+    #[error("a child named '{0}' already exists")]
+    Exists(String),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+    #[error("the supervisor stopped before the child started")]
+    Gone,
+    /// The child was started and did not come up.
+    #[error(transparent)]
+    Start(StartError),
+}
+
 /// Adds a child at the end of the start order and starts it. Answers once it runs, or with the
 /// reason it could not start (it is then kept as `failed`).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ChildError>")]
 pub struct AddChild {
     pub spec: ChildSpec,
     pub phase: StartPhase,
@@ -92,10 +110,10 @@ pub enum ReloadError {
     NotRunning(String),
     /// The candidate failed to prepare; the old instance keeps running.
     #[error("{0}")]
-    Rejected(String),
+    Rejected(StartError),
     /// The candidate replaced the old instance but failed to activate; it is being restarted.
     #[error("{0}")]
-    ActivationFailed(String),
+    ActivationFailed(StartError),
 }
 
 /// Stops a child and keeps it stopped as `disabled` until `EnableChild`.
@@ -107,7 +125,7 @@ pub struct DisableChild {
 
 /// Starts a disabled child (fully: plugins `init` and `start`). Answers once it runs.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ChildError>")]
 pub struct EnableChild {
     pub id: String,
 }
@@ -122,7 +140,7 @@ pub struct RemoveChild {
 /// Restarts a child now, whatever its state (an operator's restart or unpark). Answers once it
 /// runs again, or with the reason it could not start.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ChildError>")]
 pub struct RestartChild {
     pub id: String,
 }
@@ -168,7 +186,7 @@ struct Child {
     /// Stopped because an older sibling died (rest_for_one); restarted after it.
     waiting_for_sibling: bool,
     /// Answers the `AddChild` or `RestartChild` that started this instance.
-    reply: Option<oneshot::Sender<Result<(), String>>>,
+    reply: Option<oneshot::Sender<Result<(), ChildError>>>,
 }
 
 /// A supervisor actor. Create it with [`Supervisor::new`] and start it like any actor.
@@ -296,7 +314,7 @@ impl Supervisor {
         id: &str,
         generation: u64,
         phase: StartPhase,
-        result: Result<Box<dyn RunningChild>, String>,
+        result: Result<Box<dyn RunningChild>, StartError>,
         ctx: &mut Context<Self>,
     ) {
         let Some(idx) = self.index(id) else { return };
@@ -336,19 +354,19 @@ impl Supervisor {
             }
             Err(error) => {
                 tracing::warn!(parent: &self.span, child = id, generation, %error, "Child failed to start.");
-                let reason = ExitReason::Error(error.clone());
+                let reason = ExitReason::Error(error.to_string());
                 if phase == StartPhase::Boot {
                     // A child that cannot boot is refused, not retried (Open Astra: the others
                     // continue); an operator restart can try again.
                     let child = &mut self.children[idx];
                     child.last_exit = Some(reason);
                     if let Some(reply) = child.reply.take() {
-                        let _ = reply.send(Err(error));
+                        let _ = reply.send(Err(ChildError::Start(error)));
                     }
                     self.set_state(idx, ActorState::Failed);
                 } else {
                     if let Some(reply) = self.children[idx].reply.take() {
-                        let _ = reply.send(Err(error));
+                        let _ = reply.send(Err(ChildError::Start(error)));
                     }
                     self.handle_exit(idx, reason, ctx);
                 }
@@ -427,15 +445,15 @@ impl Actor for Supervisor {
 }
 
 impl Handler<AddChild> for Supervisor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ChildError>>;
 
     fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) -> Self::Result {
         if self.stopping {
-            return Box::pin(async { Err("the supervisor is shutting down".to_string()) });
+            return Box::pin(async { Err(ChildError::ShuttingDown) });
         }
         if self.index(&msg.spec.id).is_some() {
             let id = msg.spec.id;
-            return Box::pin(async move { Err(format!("a child named '{id}' already exists")) });
+            return Box::pin(async move { Err(ChildError::Exists(id)) });
         }
         let (tx, rx) = oneshot::channel();
         let disabled = msg.disabled;
@@ -462,10 +480,7 @@ impl Handler<AddChild> for Supervisor {
             return Box::pin(async { Ok(()) });
         }
         self.begin_start(idx, msg.phase, ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the supervisor stopped before the child started".into()))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(ChildError::Gone)) })
     }
 }
 
@@ -521,14 +536,14 @@ impl Handler<ChildDown> for Supervisor {
 }
 
 impl Handler<RestartChild> for Supervisor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ChildError>>;
 
     fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
         let Some(idx) = self.index(&msg.id) else {
-            return Box::pin(async move { Err(format!("no child named '{}'", msg.id)) });
+            return Box::pin(async move { Err(ChildError::NotFound(msg.id)) });
         };
         if self.stopping {
-            return Box::pin(async { Err("the supervisor is shutting down".to_string()) });
+            return Box::pin(async { Err(ChildError::ShuttingDown) });
         }
         let (tx, rx) = oneshot::channel();
         let child = &mut self.children[idx];
@@ -550,10 +565,7 @@ impl Handler<RestartChild> for Supervisor {
                 act.begin_start(idx, StartPhase::Restart, ctx);
             }
         }));
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the supervisor stopped before the child restarted".into()))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(ChildError::Gone)) })
     }
 }
 
@@ -566,7 +578,7 @@ impl Handler<StopAll> for Supervisor {
         for idx in (0..self.children.len()).rev() {
             let child = &mut self.children[idx];
             if let Some(reply) = child.reply.take() {
-                let _ = reply.send(Err("the supervisor is shutting down".into()));
+                let _ = reply.send(Err(ChildError::ShuttingDown));
             }
             if let Some(running) = child.running.take() {
                 to_stop.push((child.spec.id.clone(), running, child.spec.shutdown_timeout));
@@ -678,6 +690,7 @@ impl Handler<ReloadChild> for Supervisor {
                     }
                     Err(error) => {
                         let _ = tx.send(Err(ReloadError::ActivationFailed(error.clone())));
+                        let error = error.to_string();
                         if let Some(idx) = act.index(&id) {
                             if act.children[idx].generation == candidate {
                                 if let Some(running) = act.children[idx].running.take() {
@@ -737,24 +750,21 @@ impl Handler<DisableChild> for Supervisor {
 }
 
 impl Handler<EnableChild> for Supervisor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ChildError>>;
 
     fn handle(&mut self, msg: EnableChild, ctx: &mut Context<Self>) -> Self::Result {
         let Some(idx) = self
             .index(&msg.id)
             .filter(|&i| self.children[i].state == ActorState::Disabled)
         else {
-            return Box::pin(async move { Err(format!("'{}' is not a disabled child", msg.id)) });
+            return Box::pin(async move { Err(ChildError::NotDisabled(msg.id)) });
         };
         let (tx, rx) = oneshot::channel();
         let child = &mut self.children[idx];
         child.tracker.reset();
         child.reply = Some(tx);
         self.begin_start(idx, StartPhase::Restart, ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the supervisor stopped before the child started".into()))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(ChildError::Gone)) })
     }
 }
 
@@ -833,7 +843,9 @@ impl RunningChild for RunningSupervisor {
 
 #[cfg(test)]
 mod tests {
-    use super::child::{install_panic_hook, ChildFactory, ChildKind, OnExhausted, Placement};
+    use super::child::{
+        install_panic_hook, ChildFactory, ChildKind, OnExhausted, Placement, StartError,
+    };
     use super::policy::{Backoff, Intensity, RestartPolicy, RestartType};
     use super::*;
     use futures::future::LocalBoxFuture;
@@ -888,7 +900,7 @@ mod tests {
         fn start(
             &self,
             args: StartArgs,
-        ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, String>> {
+        ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
             self.starts.fetch_add(1, Ordering::SeqCst);
             let panic_in = if args.generation <= self.fail_first {
                 self.panic_in

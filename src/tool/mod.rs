@@ -11,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-
 /// What a plugin declares for a tool (Open Astra's tool record, minus `execute`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolSpec {

@@ -1,0 +1,296 @@
+//! What an operator (over REST) or a file change asks of a plugin: restart, disable, enable,
+//! unload, load and reload.
+//!
+//! Owns checking that the request makes sense in the plugin's state, asking the plugins
+//! supervisor to carry it out, remembering disabled plugins, refreshing a reloaded plugin's
+//! manifest, and the `plugin.*` events of each action. A reload prepares the new version beside
+//! the old one; a failure names the step that failed (typed, from the supervisor) and the old
+//! version keeps serving. Does not own how a plugin starts (`lifecycle`).
+
+use super::host::{Entry, ManageError, PluginHost, PluginView, PLUGINS_PATH};
+use super::source::{Discovered, Source};
+use crate::broker::events::{self, Phase};
+use crate::health::ActorState;
+use crate::supervisor::child::{StartError, StartPhase};
+use crate::supervisor::{
+    AddChild, ChildError, DisableChild, EnableChild, ReloadChild, ReloadError, RemoveChild,
+    RestartChild, Supervisor,
+};
+use actix::Addr;
+use std::sync::atomic::Ordering;
+
+impl PluginHost {
+    /// Checks that `id` is under supervision and returns where it comes from.
+    fn supervised(&self, id: &str) -> Result<Source, ManageError> {
+        let entries = self.read();
+        let entry = entries
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))?;
+        match &entry.refused {
+            Some(reason) => Err(ManageError::Conflict(format!(
+                "plugin '{id}' was refused at start-up ({reason}); fix that and restart the service"
+            ))),
+            None => Ok(entry.source),
+        }
+    }
+
+    fn view_of(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.get(id)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))
+    }
+
+    fn sup(&self) -> Result<Addr<Supervisor>, ManageError> {
+        self.supervisor()
+            .ok_or_else(|| ManageError::Conflict("the plugins supervisor is not running".into()))
+    }
+
+    /// Refreshes a loaded plugin's manifest from its newest good instance.
+    fn refresh_manifest(&self, id: &str) {
+        let mut entries = self.write();
+        if let Some(entry) = entries.iter_mut().find(|e| e.manifest.id == id) {
+            if let Some(status) = &entry.status {
+                if let Some(manifest) = status.manifest() {
+                    entry.manifest = manifest;
+                }
+                if let Some(connectors) = status.connectors() {
+                    entry.connectors = connectors;
+                }
+            }
+        }
+    }
+
+    /// A supervised restart; answers once the plugin runs again.
+    pub async fn restart(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is disabled; enable it instead"
+            )));
+        }
+        self.sup()?
+            .send(RestartChild { id: id.to_string() })
+            .await
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?;
+        self.refresh_manifest(id);
+        self.view_of(id)
+    }
+
+    /// Stops the plugin and keeps it stopped, across service restarts too.
+    pub async fn disable(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is already disabled"
+            )));
+        }
+        self.disabled.change(|set| set.insert(id.to_string()))?;
+        self.sup()?
+            .send(DisableChild { id: id.to_string() })
+            .await
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(ManageError::Conflict)?;
+        self.broker().emit(&events::PluginDisabled {
+            plugin: id.to_string(),
+        });
+        self.view_of(id)
+    }
+
+    /// Starts a disabled plugin (init and start); answers once it runs.
+    pub async fn enable(&self, id: &str) -> Result<PluginView, ManageError> {
+        self.supervised(id)?;
+        if !self.is_disabled(id) {
+            let state = self.state_of(id).map(|s| s.as_str()).unwrap_or("unknown");
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is not disabled (it is {state})"
+            )));
+        }
+        self.disabled.change(|set| set.remove(id))?;
+        self.broker().emit(&events::PluginEnabled {
+            plugin: id.to_string(),
+        });
+        let started = self.sup()?.send(EnableChild { id: id.to_string() }).await;
+        self.refresh_manifest(id);
+        started
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?;
+        self.view_of(id)
+    }
+
+    /// Unloads a loaded plugin: stops it and forgets it (its files stay).
+    pub async fn unload(&self, id: &str) -> Result<(), ManageError> {
+        let source = self
+            .read()
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .map(|e| e.source)
+            .ok_or_else(|| ManageError::NotFound(id.to_string()))?;
+        if source == Source::Native {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is native (compiled in) and cannot be unloaded; disable it instead"
+            )));
+        }
+        if let Ok(sup) = self.sup() {
+            // A plugin refused before boot has no child; that is fine.
+            let _ = sup.send(RemoveChild { id: id.to_string() }).await;
+        }
+        self.health.remove(&format!("{PLUGINS_PATH}/{id}"));
+        self.write().retain(|e| e.manifest.id != id);
+        tracing::info!(plugin = id, "Plugin unloaded.");
+        self.broker().emit(&events::PluginUnloaded {
+            plugin: id.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Loads plugin `id` from its files (the first loader that has them) and starts it.
+    pub async fn load(&self, id: &str) -> Result<PluginView, ManageError> {
+        if self.get(id).is_some() {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is already loaded"
+            )));
+        }
+        let discovered = self.find_files(id)?;
+        let instance = (discovered.factory)();
+        let entry = Entry::new(discovered, instance.as_ref(), true);
+        let spec = self.spec(&entry);
+        self.write().push(entry);
+        let phase = if self.booted.load(Ordering::Acquire) {
+            StartPhase::Restart
+        } else {
+            StartPhase::Boot
+        };
+        let disabled = self.is_disabled(id);
+        let started = self
+            .sup()?
+            .send(AddChild {
+                spec,
+                phase,
+                disabled,
+            })
+            .await;
+        self.refresh_manifest(id);
+        started
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?
+            .map_err(|e| ManageError::StartFailed(e.to_string()))?;
+        self.view_of(id)
+    }
+
+    /// Reloads a loaded plugin from its files: the new version is prepared beside the old one
+    /// and swapped in only if it initialises; otherwise the old one keeps serving.
+    pub async fn reload(&self, id: &str) -> Result<(PluginView, String), ManageError> {
+        if self.supervised(id)? == Source::Native {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is native (compiled in); restart it instead"
+            )));
+        }
+        if self.is_disabled(id) {
+            return Err(ManageError::Conflict(format!(
+                "plugin '{id}' is disabled; enable it first"
+            )));
+        }
+        let old_version = self
+            .manifest(id)
+            .map(|m| m.version.to_string())
+            .unwrap_or_default();
+        let began = std::time::Instant::now();
+        let running = self.state_of(id) == Some(ActorState::Running);
+        let outcome = if running {
+            self.sup()?
+                .send(ReloadChild { id: id.to_string() })
+                .await
+                .map_err(|e| ManageError::StartFailed(e.to_string()))?
+                .map_err(|e| match e {
+                    ReloadError::Rejected(error) | ReloadError::ActivationFailed(error) => {
+                        reload_failed(error)
+                    }
+                    ReloadError::NotRunning(error) => ManageError::Conflict(error),
+                })
+        } else {
+            // Not running (failed, parked): start it afresh from the new files.
+            self.sup()?
+                .send(RestartChild { id: id.to_string() })
+                .await
+                .map_err(|e| ManageError::StartFailed(e.to_string()))?
+                .map_err(|error| match error {
+                    ChildError::Start(error) => reload_failed(error),
+                    other => ManageError::ReloadFailed {
+                        step: "init".into(),
+                        error: other.to_string(),
+                    },
+                })
+        };
+        if let Err(ManageError::ReloadFailed { step, error }) = &outcome {
+            tracing::warn!(plugin = id, step = %step, %error, "Reload failed; the previous version keeps serving.");
+            if running {
+                // The rejected candidate already reported `plugin.error` with phase `reload`.
+            } else {
+                self.broker().emit(&events::PluginError {
+                    plugin: id.to_string(),
+                    version: None,
+                    phase: Phase::Reload,
+                    error: error.clone(),
+                });
+            }
+        }
+        outcome?;
+        self.refresh_manifest(id);
+        let new_version = self
+            .manifest(id)
+            .map(|m| m.version.to_string())
+            .unwrap_or_default();
+        let duration_ms = began.elapsed().as_millis() as u64;
+        tracing::info!(plugin = id, old_version = %old_version, new_version = %new_version, duration_ms, "Plugin reloaded.");
+        self.broker().emit(&events::PluginReloaded {
+            plugin: id.to_string(),
+            old_version: old_version.clone(),
+            new_version,
+            duration_ms,
+        });
+        Ok((self.view_of(id)?, old_version))
+    }
+
+    /// A loaded plugin's files changed (hot reload): reload, load or unload it.
+    pub async fn source_changed(&self, id: &str) {
+        let on_disk = self.loaders.iter().any(|l| l.exists(id));
+        let known = self.get(id).is_some();
+        let outcome = match (on_disk, known) {
+            (true, true) => self.reload(id).await.map(|_| ()),
+            (true, false) => self.load(id).await.map(|_| ()),
+            (false, true) => self.unload(id).await,
+            (false, false) => Ok(()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(plugin = id, %error, "Applying a file change failed.");
+        }
+    }
+
+    /// The plugin `id` from the first loader that has its files.
+    fn find_files(&self, id: &str) -> Result<Discovered, ManageError> {
+        let mut why = Vec::new();
+        for loader in &self.loaders {
+            match loader.load(id) {
+                Ok(found) => return Ok(found),
+                Err(message) => why.push(message),
+            }
+        }
+        let message = if why.is_empty() {
+            format!("no plugin loader is configured, so '{id}' cannot be loaded from files")
+        } else {
+            why.join("; ")
+        };
+        Err(ManageError::SourceNotFound {
+            id: id.to_string(),
+            message,
+        })
+    }
+}
+
+/// A start step that failed during a reload.
+fn reload_failed(error: StartError) -> ManageError {
+    ManageError::ReloadFailed {
+        step: error.step.to_string(),
+        error: error.message,
+    }
+}
