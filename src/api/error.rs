@@ -1,6 +1,6 @@
 //! `ApiError`: every error the HTTP API answers, with its status and stable snake_case code.
 //!
-//! Owns the one table from error to (HTTP status, code) and the JSON body
+//! Owns the one table from error to (HTTP status, code, details) and the JSON body
 //! `{"code", "message", "details"?}`; extractor errors (JSON body, path, query) are mapped here
 //! too so bad input always gets the same shape. A 5xx never carries internals: the cause is
 //! logged and the client gets a generic message.
@@ -68,153 +68,91 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// One row of the table: the HTTP status, the stable code, and the fields the body's
+/// `details` names (the plugin, target, session, field… concerned).
+type Row = (StatusCode, &'static str, Option<Value>);
+
 impl ApiError {
-    /// The stable, documented code of each error.
-    pub fn code(&self) -> &'static str {
+    /// The table: every error's status, code and details, in one place.
+    fn row(&self) -> Row {
+        use StatusCode as S;
         match self {
-            ApiError::RouteNotFound { .. } => "route_not_found",
-            ApiError::PluginNotFound(_) => "plugin_not_found",
-            ApiError::InvalidEvent { .. } => "invalid_event",
-            ApiError::PluginStateConflict { .. } => "plugin_state_conflict",
-            ApiError::PluginSourceNotFound { .. } => "plugin_source_not_found",
-            ApiError::ReloadFailed { .. } => "reload_failed",
-            ApiError::PluginStartFailed { .. } => "plugin_start_failed",
-            ApiError::TargetNotFound(_) => "target_not_found",
-            ApiError::StoreDisabled => "store_disabled",
-            ApiError::Target(e) => {
-                use crate::target::catalogue::TargetError as T;
-                match e {
-                    T::NotFound(_) => "target_not_found",
-                    T::Invalid(_) => "invalid_target",
-                    T::Conflict(_) => "target_conflict",
-                    T::Store(_) => "internal_error",
-                }
+            ApiError::RouteNotFound { .. } => (S::NOT_FOUND, "route_not_found", None),
+            ApiError::PluginNotFound(id) => (
+                S::NOT_FOUND,
+                "plugin_not_found",
+                Some(json!({ "plugin": id })),
+            ),
+            ApiError::InvalidEvent { event, .. } => (
+                S::BAD_REQUEST,
+                "invalid_event",
+                Some(json!({ "field": "event", "event": event })),
+            ),
+            ApiError::PluginStateConflict { plugin, .. } => (
+                S::CONFLICT,
+                "plugin_state_conflict",
+                Some(json!({ "plugin": plugin })),
+            ),
+            ApiError::PluginSourceNotFound { plugin, .. } => (
+                S::NOT_FOUND,
+                "plugin_source_not_found",
+                Some(json!({ "plugin": plugin })),
+            ),
+            ApiError::ReloadFailed { plugin, step, .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "reload_failed",
+                Some(json!({ "plugin": plugin, "step": step })),
+            ),
+            ApiError::PluginStartFailed { plugin, .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "plugin_start_failed",
+                Some(json!({ "plugin": plugin })),
+            ),
+            ApiError::TargetNotFound(id) => (
+                S::NOT_FOUND,
+                "target_not_found",
+                Some(json!({ "target": id })),
+            ),
+            ApiError::StoreDisabled => (S::CONFLICT, "store_disabled", None),
+            ApiError::Target(e) => target_row(e),
+            ApiError::Session(e) => session_row(e),
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", None),
+            ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", None),
+            ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", None),
+            ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", None),
+            ApiError::PayloadTooLarge { limit } => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                Some(json!({ "limitBytes": limit })),
+            ),
+            ApiError::UnsupportedMediaType => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
             }
-            ApiError::Session(e) => {
-                use crate::session::SessionError as S;
-                match e {
-                    S::TargetNotFound(_) => "target_not_found",
-                    S::SessionNotFound(_) => "session_not_found",
-                    S::InvalidPlugins(_) => "invalid_session_plugins",
-                    S::QueueFull(_) => "session_busy",
-                    S::TooManySessions(_) => "too_many_sessions",
-                    S::HookFailed { .. } => "plugin_hook_failed",
-                    S::Upstream(_) => "upstream_error",
-                    S::Ended { .. } => "session_ended",
-                }
-            }
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidPath(_) => "invalid_path",
-            ApiError::InvalidQuery(_) => "invalid_query",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::PluginUnavailable(_) => "plugin_unavailable",
-            ApiError::PluginRouteFailed { .. } => "plugin_route_failed",
-            ApiError::Tool(e) => {
-                use crate::tool::ToolError as T;
-                match e {
-                    T::NotFound(_) => "tool_not_found",
-                    T::InvalidParams { .. } => "invalid_tool_params",
-                    T::Failed { .. } => "tool_failed",
-                    T::Unavailable { .. } => "plugin_unavailable",
-                    T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => "invalid_tool",
-                }
-            }
-            ApiError::Agent(e) => {
-                use crate::inference::InferenceError as I;
-                use crate::turn::AgentError as A;
-                match e {
-                    A::NotFound(_) => "agent_not_found",
-                    A::EmptyMessage | A::InvalidSessionId(_) => "invalid_chat_request",
-                    A::Timeout(_) => "agent_timeout",
-                    A::Inference(I::CircuitOpen { .. }) => "circuit_open",
-                    A::Inference(I::Config(_)) => "invalid_agent_model",
-                    A::Inference(_) => "inference_failed",
-                }
-            }
-            ApiError::Internal(_) => "internal_error",
+            ApiError::MethodNotAllowed { allowed, .. } => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                Some(json!({ "allowed": allowed })),
+            ),
+            ApiError::PluginUnavailable(plugin) => (
+                S::SERVICE_UNAVAILABLE,
+                "plugin_unavailable",
+                Some(json!({ "plugin": plugin })),
+            ),
+            // The plugin's own failure, reported as such (never the gateway's internals).
+            ApiError::PluginRouteFailed { plugin, .. } => (
+                S::INTERNAL_SERVER_ERROR,
+                "plugin_route_failed",
+                Some(json!({ "plugin": plugin })),
+            ),
+            ApiError::Tool(e) => tool_row(e),
+            ApiError::Agent(e) => agent_row(e),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
         }
     }
 
-    fn details(&self) -> Option<Value> {
-        match self {
-            ApiError::PluginNotFound(id) => Some(json!({ "plugin": id })),
-            ApiError::PayloadTooLarge { limit } => Some(json!({ "limitBytes": limit })),
-            ApiError::TargetNotFound(id) => Some(json!({ "target": id })),
-            ApiError::Target(e) => {
-                use crate::target::catalogue::TargetError as T;
-                match e {
-                    T::NotFound(id) => Some(json!({ "target": id })),
-                    T::Invalid(errors) => Some(json!({ "field": "target", "errors": errors })),
-                    _ => None,
-                }
-            }
-            ApiError::Session(e) => {
-                use crate::session::SessionError as S;
-                match e {
-                    S::TargetNotFound(id) => Some(json!({ "target": id })),
-                    S::SessionNotFound(id) | S::QueueFull(id) => Some(json!({ "session": id })),
-                    S::InvalidPlugins(errors) => {
-                        Some(json!({ "field": "plugins", "errors": errors }))
-                    }
-                    S::HookFailed { plugin, hook, .. } => {
-                        Some(json!({ "plugin": plugin, "hook": hook }))
-                    }
-                    S::Upstream(e) => Some(json!({ "status": e.status() })),
-                    S::Ended { id, .. } => Some(json!({ "session": id })),
-                    S::TooManySessions(limit) => Some(json!({ "limit": limit })),
-                }
-            }
-            ApiError::InvalidEvent { event, .. } => {
-                Some(json!({ "field": "event", "event": event }))
-            }
-            ApiError::PluginStateConflict { plugin, .. }
-            | ApiError::PluginSourceNotFound { plugin, .. }
-            | ApiError::PluginStartFailed { plugin, .. } => Some(json!({ "plugin": plugin })),
-            ApiError::ReloadFailed { plugin, step, .. } => {
-                Some(json!({ "plugin": plugin, "step": step }))
-            }
-            ApiError::MethodNotAllowed { allowed, .. } => Some(json!({ "allowed": allowed })),
-            ApiError::PluginUnavailable(plugin) | ApiError::PluginRouteFailed { plugin, .. } => {
-                Some(json!({ "plugin": plugin }))
-            }
-            ApiError::Tool(e) => {
-                use crate::tool::ToolError as T;
-                match e {
-                    T::NotFound(tool) => Some(json!({ "tool": tool })),
-                    T::InvalidParams { tool, errors } => {
-                        Some(json!({ "tool": tool, "field": "params", "errors": errors }))
-                    }
-                    T::Failed { tool, plugin, .. } | T::Unavailable { tool, plugin } => {
-                        Some(json!({ "tool": tool, "plugin": plugin }))
-                    }
-                    _ => None,
-                }
-            }
-            ApiError::Agent(e) => {
-                use crate::inference::InferenceError as I;
-                use crate::turn::AgentError as A;
-                match e {
-                    A::NotFound(id) => Some(json!({ "agent": id })),
-                    A::EmptyMessage => Some(json!({ "field": "message" })),
-                    A::InvalidSessionId(_) => Some(json!({ "field": "sessionId" })),
-                    A::Inference(I::Status {
-                        provider, status, ..
-                    }) => Some(json!({ "provider": provider, "status": status })),
-                    A::Inference(I::CircuitOpen {
-                        provider,
-                        retry_in_ms,
-                    }) => Some(json!({ "provider": provider, "retryInMs": retry_in_ms })),
-                    A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => {
-                        Some(json!({ "provider": provider }))
-                    }
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
+    /// The stable, documented code of each error.
+    pub fn code(&self) -> &'static str {
+        self.row().1
     }
 
     pub fn from_json(error: &JsonPayloadError, limit: usize) -> ApiError {
@@ -233,84 +171,19 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::TargetNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::StoreDisabled => StatusCode::CONFLICT,
-            ApiError::Target(e) => {
-                use crate::target::catalogue::TargetError as T;
-                match e {
-                    T::NotFound(_) => StatusCode::NOT_FOUND,
-                    T::Invalid(_) => StatusCode::BAD_REQUEST,
-                    T::Conflict(_) => StatusCode::CONFLICT,
-                    T::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                }
-            }
-            ApiError::Session(e) => {
-                use crate::session::SessionError as S;
-                match e {
-                    S::TargetNotFound(_) | S::SessionNotFound(_) => StatusCode::NOT_FOUND,
-                    S::InvalidPlugins(_) => StatusCode::BAD_REQUEST,
-                    S::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
-                    S::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    S::HookFailed { .. } | S::Upstream(_) => StatusCode::BAD_GATEWAY,
-                    S::Ended { .. } => StatusCode::GONE,
-                }
-            }
-            ApiError::RouteNotFound { .. }
-            | ApiError::PluginNotFound(_)
-            | ApiError::PluginSourceNotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::PluginStateConflict { .. } => StatusCode::CONFLICT,
-            ApiError::ReloadFailed { .. } | ApiError::PluginStartFailed { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidJson(_)
-            | ApiError::InvalidPath(_)
-            | ApiError::InvalidQuery(_)
-            | ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PluginUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // The plugin's own failure, reported as such (never the gateway's internals).
-            ApiError::PluginRouteFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Tool(e) => {
-                use crate::tool::ToolError as T;
-                match e {
-                    T::NotFound(_) => StatusCode::NOT_FOUND,
-                    T::InvalidParams { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                    T::Failed { .. } => StatusCode::BAD_GATEWAY,
-                    T::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                    T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => {
-                        StatusCode::BAD_REQUEST
-                    }
-                }
-            }
-            ApiError::Agent(e) => {
-                use crate::inference::InferenceError as I;
-                use crate::turn::AgentError as A;
-                match e {
-                    A::NotFound(_) => StatusCode::NOT_FOUND,
-                    A::EmptyMessage | A::InvalidSessionId(_) => StatusCode::BAD_REQUEST,
-                    A::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    A::Inference(I::CircuitOpen { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-                    A::Inference(I::Config(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-                    A::Inference(_) => StatusCode::BAD_GATEWAY,
-                }
-            }
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.row().0
     }
 
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %cause, "Internal error.");
         }
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(details) = self.details() {
+        let (status, code, details) = self.row();
+        let mut body = json!({ "code": code, "message": self.to_string() });
+        if let Some(details) = details {
             body["details"] = details;
         }
-        let mut response = HttpResponse::build(self.status_code());
+        let mut response = HttpResponse::build(status);
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
@@ -355,6 +228,143 @@ impl ApiError {
             M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
             e @ M::Persist(_) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+fn target_row(e: &crate::target::catalogue::TargetError) -> Row {
+    use crate::target::catalogue::TargetError as T;
+    use StatusCode as S;
+    match e {
+        T::NotFound(id) => (
+            S::NOT_FOUND,
+            "target_not_found",
+            Some(json!({ "target": id })),
+        ),
+        T::Invalid(errors) => (
+            S::BAD_REQUEST,
+            "invalid_target",
+            Some(json!({ "field": "target", "errors": errors })),
+        ),
+        T::Conflict(_) => (S::CONFLICT, "target_conflict", None),
+        T::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
+    }
+}
+
+fn session_row(e: &crate::session::SessionError) -> Row {
+    use crate::session::SessionError as E;
+    use StatusCode as S;
+    match e {
+        E::TargetNotFound(id) => (
+            S::NOT_FOUND,
+            "target_not_found",
+            Some(json!({ "target": id })),
+        ),
+        E::SessionNotFound(id) => (
+            S::NOT_FOUND,
+            "session_not_found",
+            Some(json!({ "session": id })),
+        ),
+        E::InvalidPlugins(errors) => (
+            S::BAD_REQUEST,
+            "invalid_session_plugins",
+            Some(json!({ "field": "plugins", "errors": errors })),
+        ),
+        E::QueueFull(id) => (
+            S::TOO_MANY_REQUESTS,
+            "session_busy",
+            Some(json!({ "session": id })),
+        ),
+        E::TooManySessions(limit) => (
+            S::SERVICE_UNAVAILABLE,
+            "too_many_sessions",
+            Some(json!({ "limit": limit })),
+        ),
+        E::HookFailed { plugin, hook, .. } => (
+            S::BAD_GATEWAY,
+            "plugin_hook_failed",
+            Some(json!({ "plugin": plugin, "hook": hook })),
+        ),
+        E::Upstream(e) => (
+            S::BAD_GATEWAY,
+            "upstream_error",
+            Some(json!({ "status": e.status() })),
+        ),
+        E::Ended { id, .. } => (S::GONE, "session_ended", Some(json!({ "session": id }))),
+    }
+}
+
+fn tool_row(e: &crate::tool::ToolError) -> Row {
+    use crate::tool::ToolError as T;
+    use StatusCode as S;
+    match e {
+        T::NotFound(tool) => (
+            S::NOT_FOUND,
+            "tool_not_found",
+            Some(json!({ "tool": tool })),
+        ),
+        T::InvalidParams { tool, errors } => (
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_tool_params",
+            Some(json!({ "tool": tool, "field": "params", "errors": errors })),
+        ),
+        T::Failed { tool, plugin, .. } => (
+            S::BAD_GATEWAY,
+            "tool_failed",
+            Some(json!({ "tool": tool, "plugin": plugin })),
+        ),
+        T::Unavailable { tool, plugin } => (
+            S::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            Some(json!({ "tool": tool, "plugin": plugin })),
+        ),
+        T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => {
+            (S::BAD_REQUEST, "invalid_tool", None)
+        }
+    }
+}
+
+fn agent_row(e: &crate::turn::AgentError) -> Row {
+    use crate::inference::InferenceError as I;
+    use crate::turn::AgentError as A;
+    use StatusCode as S;
+    match e {
+        A::NotFound(id) => (
+            S::NOT_FOUND,
+            "agent_not_found",
+            Some(json!({ "agent": id })),
+        ),
+        A::EmptyMessage => (
+            S::BAD_REQUEST,
+            "invalid_chat_request",
+            Some(json!({ "field": "message" })),
+        ),
+        A::InvalidSessionId(_) => (
+            S::BAD_REQUEST,
+            "invalid_chat_request",
+            Some(json!({ "field": "sessionId" })),
+        ),
+        A::Timeout(_) => (S::GATEWAY_TIMEOUT, "agent_timeout", None),
+        A::Inference(I::CircuitOpen {
+            provider,
+            retry_in_ms,
+        }) => (
+            S::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            Some(json!({ "provider": provider, "retryInMs": retry_in_ms })),
+        ),
+        A::Inference(I::Config(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_agent_model", None),
+        A::Inference(I::Status {
+            provider, status, ..
+        }) => (
+            S::BAD_GATEWAY,
+            "inference_failed",
+            Some(json!({ "provider": provider, "status": status })),
+        ),
+        A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => (
+            S::BAD_GATEWAY,
+            "inference_failed",
+            Some(json!({ "provider": provider })),
+        ),
     }
 }
 
