@@ -9,14 +9,25 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use serde::Serialize;
+
 use super::AppState;
 use crate::health::{ActorRecord, ActorState, Phase};
 
-fn status_of(row: &ActorRecord) -> &'static str {
+/// A check's status (draft-inadarei-api-health-check); the worst one is the service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+fn status_of(row: &ActorRecord) -> Status {
     match row.state {
-        ActorState::Running | ActorState::Disabled => "pass",
-        ActorState::Failed if row.required => "fail",
-        _ => "warn",
+        ActorState::Running | ActorState::Disabled => Status::Pass,
+        ActorState::Failed if row.required => Status::Fail,
+        _ => Status::Warn,
     }
 }
 
@@ -100,19 +111,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = Instant::now();
     let rows = state.health.snapshot();
     let mut checks = Map::new();
-    let mut worst = "pass";
-    let rank = |s: &str| match s {
-        "fail" => 2,
-        "warn" => 1,
-        _ => 0,
-    };
+    let mut worst = Status::Pass;
     for row in &rows {
         let mut check = actor_check(row, now);
         add_script_details(&state, row, &mut check);
-        let status = check["status"].as_str().unwrap_or("warn");
-        if rank(status) > rank(worst) {
-            worst = if status == "fail" { "fail" } else { "warn" };
-        }
+        worst = worst.max(status_of(row));
         checks.insert(format!("actor:{}", row.path), Value::Array(vec![check]));
     }
     let broker = state.broker.stats();
@@ -122,10 +125,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     );
     if let Some(store) = &state.store {
         let stats = store.stats();
-        let status = if stats.degraded { "warn" } else { "pass" };
-        if status == "warn" && worst == "pass" {
-            worst = "warn";
-        }
+        let status = if stats.degraded {
+            Status::Warn
+        } else {
+            Status::Pass
+        };
+        worst = worst.max(status);
         checks.insert(
             "store:writes".into(),
             json!([{ "componentType": "datastore", "status": status, "observedValue": stats }]),
@@ -135,12 +140,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     for breaker in state.ext.inference.breakers() {
         use crate::inference::breaker::BreakerState;
         let status = match breaker.state {
-            BreakerState::Closed => "pass",
-            BreakerState::HalfOpen | BreakerState::Open => "warn",
+            BreakerState::Closed => Status::Pass,
+            BreakerState::HalfOpen | BreakerState::Open => Status::Warn,
         };
-        if status == "warn" && worst == "pass" {
-            worst = "warn";
-        }
+        worst = worst.max(status);
         checks.insert(
             format!("inference:{}", breaker.provider),
             json!([{ "componentType": "component", "status": status, "observedValue": breaker }]),
@@ -151,11 +154,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         json!([{ "componentType": "component", "status": "pass", "observedValue": state.sessions.count() }]),
     );
     let phase = state.lifecycle.phase();
-    if phase != Phase::Ready && worst == "pass" {
-        worst = "warn";
+    if phase != Phase::Ready {
+        worst = worst.max(Status::Warn);
     }
     if state.lifecycle.fatal().is_some() {
-        worst = "fail";
+        worst = Status::Fail;
     }
     let mut body = json!({
         "status": worst,
@@ -165,16 +168,16 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "phase": match phase { Phase::Starting => "starting", Phase::Ready => "ready", Phase::Draining => "draining" },
         "checks": checks,
     });
-    if worst != "pass" {
+    if worst != Status::Pass {
         let degraded: Vec<String> = rows
             .iter()
-            .filter(|r| status_of(r) != "pass")
+            .filter(|r| status_of(r) != Status::Pass)
             .map(|r| format!("{} is {}", r.path, r.state.as_str()))
             .chain(state.lifecycle.fatal())
             .collect();
         body["output"] = json!(degraded.join("; "));
     }
-    let status = if worst == "fail" {
+    let status = if worst == Status::Fail {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -22,10 +22,15 @@
 //! - `GET /api/tools`, `GET /api/tools/{name}`, `POST /api/tools/{name}/invoke {params}`.
 //! - `GET /api/agents`, `GET /api/agents/{id}`, `POST /api/agents/{id}/chat {message,
 //!   sessionId?}` — an agent turn: `{content, sessionId, toolsUsed, usage}`.
-//! - `GET /api/targets`, `GET /api/targets/{id}` — upstream targets (credentials masked).
-//! - `POST /api/sessions {targetId, plugins?}`, `GET /api/sessions`, `GET /api/sessions/{id}`,
-//!   `DELETE /api/sessions/{id}` — sessions; `POST /api/sessions/{id}/messages {message,
-//!   metadata?}` runs a message through the pipeline.
+//! - `GET /api/targets`, `GET /api/targets/{id}` — upstream targets (credentials masked);
+//!   `POST /api/targets`, `PUT /api/targets/{id}`, `DELETE /api/targets/{id}` — manage the
+//!   targets created over REST (configured ones are read-only); `POST /api/targets/{id}/test
+//!   {message?}` — connect, health-check and send one message.
+//! - `POST /api/sessions {targetId, plugins?}`, `GET /api/sessions` (filters, pages),
+//!   `GET /api/sessions/{id}`, `DELETE /api/sessions/{id}` — sessions;
+//!   `POST /api/sessions/{id}/messages {message, metadata?}` runs a message through the
+//!   pipeline; `GET /api/sessions/{id}/messages` — its stored transcript;
+//!   `GET /api/sessions/{id}/audit` — what the audit plugin recorded.
 //!
 //! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response
 //! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
@@ -62,7 +67,7 @@ pub struct AppState {
     pub broker: BrokerHandle,
     pub plugins: Arc<PluginHost>,
     pub sessions: Arc<crate::session::SessionManager>,
-    pub audit: Arc<crate::bundled::AuditLog>,
+    pub audit: Arc<crate::store::audit::AuditLog>,
     pub store: Option<crate::store::writer::StoreHandle>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,

@@ -341,8 +341,11 @@ impl App {
         }
 
         // Discover and init plugins, in dependency order.
-        let audit =
-            crate::bundled::AuditLog::new(AUDIT_ENTRIES_PER_SESSION, AUDIT_SESSIONS, store.clone());
+        let audit = crate::store::audit::AuditLog::new(
+            AUDIT_ENTRIES_PER_SESSION,
+            AUDIT_SESSIONS,
+            store.clone(),
+        );
         let selected = crate::bundled::catalogue(audit.clone())
             .into_iter()
             .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::plugin::{
     ConfigField, FieldType, HookContext, Plugin, PluginFactory, PluginManifest, SelectOption,
 };
-pub use audit::AuditLog;
+use crate::store::audit::AuditLog;
 
 /// Ids accepted in `plugins.native`, in registration order: Krawall's four connector plugins
 /// (openai before anthropic, as Krawall imports them), then the two examples.

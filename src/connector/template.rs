@@ -2,7 +2,8 @@
 //!
 //! Owns paths like `$.choices[0].message.content` (an optional leading `$.`, then segments
 //! split on `.`, `[` and `]`), building a request body from a template, and pulling content,
-//! token usage and error messages out of a response (seed-systems.md §1.9). Pure functions.
+//! token usage and error messages out of a response.
+//! Pure functions.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -2,7 +2,7 @@
 //!
 //! Owns turning a [`ChatRequest`] into each provider's JSON body (tools and tool results
 //! included) and each provider's answer back into a [`ChatResponse`] with normalised usage.
-//! Pure functions; the HTTP exchange is in `client`.
+//! Pure functions; the HTTP exchange is the `Client`'s, in the parent module.
 
 use serde_json::{json, Map, Value};
 

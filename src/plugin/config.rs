@@ -13,7 +13,7 @@ use crate::util::MASK;
 
 /// Validates `config` against `schema`. An empty list means valid.
 ///
-/// The rules are Krawall's `validatePluginConfig` (seed-systems.md §1.6): an empty schema
+/// The rules are Krawall's `validatePluginConfig`: an empty schema
 /// accepts anything; otherwise the config must be a non-null object (arrays pass, as in JS);
 /// fields are checked in schema order and every error is collected; unknown keys are allowed
 /// and defaults are not applied here.

@@ -6,6 +6,7 @@
 //! Writes go through the batched writer actor (`writer`) so the message path never waits for
 //! the database. Queries are plain SQL through sqlx, so the same code can move to PostgreSQL.
 
+pub mod audit;
 pub mod secrets;
 pub mod writer;
 

@@ -2,6 +2,7 @@
 //! real service on port 0 (or the real executable) and talks HTTP to it.
 
 mod api;
+mod architecture;
 mod common;
 mod config;
 mod extensions;
