@@ -8,18 +8,23 @@
 //!
 //! # Layout
 //!
-//! - [`app`] — boot order, shutdown with a deadline; the one place things are wired together.
-//! - [`settings`] — the typed settings tree and its layered loading; [`cli`] parses flags.
-//! - [`supervisor`] — the supervisor actor, child specs, and the pure restart [`supervisor::policy`].
-//! - [`broker`] — the event-bus actor, its stable handle, and the event catalogue.
-//! - [`plugin`] — the `Plugin` trait, the plugin actor, dependency order, the host lifecycle.
-//! - [`script`] — JS/TS plugins: discovery, the QuickJS engine per plugin, TS stripping, hot reload.
-//! - [`route`], [`tool`], [`agent`] — what plugins register through their context: routes on the
-//!   dynamic router, tools with JSON Schema parameters, agent configs and the agent runner.
-//! - [`inference`] — OpenAI/Anthropic clients with retries, circuit breakers and fallbacks.
-//! - [`api`] — HTTP routes, middleware and the single `ApiError` table.
-//! - [`health`] — the snapshot table every probe reads; [`telemetry`] — log output.
-//! - `test_util` — fault plugins for supervision tests (feature `test-util`).
+//! Floors, lowest first; a module imports only its own floor or lower ones
+//! (`tests/it/architecture.rs` keeps it so; docs/ARCHITECTURE.md has the map):
+//!
+//! 0. [`util`], [`health`] — small helpers; the snapshot table every probe reads.
+//! 1. [`settings`] — the settings tree as data; [`supervisor`] — the supervisor actor, child
+//!    specs and the pure restart [`supervisor::policy`]; [`broker`] — the event bus.
+//! 2. [`store`] — rows in SQLite and the batched writer; [`connector`] — upstream protocols;
+//!    [`route`], [`tool`], [`agent`] — what plugins register; [`inference`] — model clients.
+//! 3. [`target`] — targets and their catalogue; [`plugin`] — the plugin runtime, with
+//!    [`plugin::call`], the one way to call a plugin.
+//! 4. [`script`] — JS/TS plugins on QuickJS; [`bundled`] — the plugins shipped in the
+//!    binary; [`turn`] — agent turns.
+//! 5. [`session`] — session actors and the message pipeline.
+//! 6. [`api`] — HTTP routes, middleware and the single `ApiError` table.
+//! 7. [`app`] — boot order and shutdown, settings into each subsystem's config; [`cli`];
+//!    [`telemetry`] — log output. `test_util` — fault plugins for supervision tests (feature
+//!    `test-util`).
 
 pub mod agent;
 pub mod api;

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use futures::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::call::crash_message;
+use super::call::{crash_message, guarded, CallError};
 use super::{Hook, HookContext, Plugin, PluginContext, PluginError, PluginManifest};
 use crate::broker::events::{self, Phase};
 use crate::broker::{BrokerHandle, Event};
@@ -99,25 +98,25 @@ impl PluginActor {
         T: 'static,
     {
         let span = tracing::info_span!(parent: &self.span, "plugin_hook", hook);
+        let plugin = self.manifest.id.clone();
+        let run = async move { guarded(&plugin, hook, fut).await }.instrument(span);
         Box::pin(
-            AssertUnwindSafe(fut)
-                .catch_unwind()
-                .instrument(span)
-                .into_actor(self)
+            run.into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(Err(error)) if error.fatal => {
-                        tracing::error!(parent: &act.span, hook, %error, "Plugin broke a limit; it counts as crashed.");
-                        act.guard.set_reason(ExitReason::Error(format!("{hook}: {}", error.message)));
+                    Ok(value) => Ok(value),
+                    Err(Ok(CallError::Failed(error))) => Err(error),
+                    Err(Ok(other)) => Err(PluginError::new(other.to_string())),
+                    Err(Err(crash)) => {
+                        act.guard.set_reason(crash.reason);
                         ctx.stop();
-                        Err(error)
-                    }
-                    Ok(outcome) => outcome,
-                    Err(payload) => {
-                        let message = crash_message(&*payload);
-                        tracing::error!(parent: &act.span, hook, panic = %message, "Plugin hook panicked.");
-                        act.guard.set_reason(ExitReason::Panic(message.clone()));
-                        ctx.stop();
-                        Err(PluginError::new(format!("{hook} panicked: {message}")))
+                        Err(match crash.error {
+                            CallError::Failed(error) => error,
+                            CallError::Crashed(message) => PluginError::new(format!(
+                                "{hook} panicked: {}",
+                                message.unwrap_or_default()
+                            )),
+                            other => PluginError::new(other.to_string()),
+                        })
                     }
                 }),
         )

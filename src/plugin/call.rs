@@ -69,6 +69,44 @@ pub(crate) fn crash_message(payload: &(dyn std::any::Any + Send)) -> String {
     panic_message(payload)
 }
 
+/// How a plugin's code ended when it did not simply answer: the error for the caller, and
+/// the reason the instance must go when it crashed.
+pub(crate) struct Crash {
+    pub error: CallError,
+    pub reason: ExitReason,
+}
+
+/// Runs a piece of a plugin's code (a hook, a route, a tool, a lifecycle step), catching a
+/// panic. A panic or a fatal error (a broken resource limit) is a crash: the instance must
+/// stop with the returned reason, so its supervisor restarts it fresh. The one place that
+/// decides what counts as a plugin crash, for calls on the actor and inline alike.
+pub(crate) async fn guarded<T>(
+    plugin: &str,
+    hook: &str,
+    run: impl std::future::Future<Output = Result<T, PluginError>>,
+) -> Result<T, Result<CallError, Crash>> {
+    match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if error.fatal => {
+            tracing::error!(plugin, hook, %error, "Plugin broke a limit; it counts as crashed.");
+            let reason = ExitReason::Error(format!("{hook}: {}", error.message));
+            Err(Err(Crash {
+                error: CallError::Failed(error),
+                reason,
+            }))
+        }
+        Ok(Err(error)) => Err(Ok(CallError::Failed(error))),
+        Err(payload) => {
+            let message = crash_message(&*payload);
+            tracing::error!(plugin, hook, panic = %message, "Plugin hook panicked.");
+            Err(Err(Crash {
+                error: CallError::Crashed(Some(message.clone())),
+                reason: ExitReason::Panic(message),
+            }))
+        }
+    }
+}
+
 /// Sends `msg` to a plugin actor and waits at most `timeout` for its answer.
 pub(crate) async fn send<M, T>(
     addr: &Addr<PluginActor>,
@@ -147,30 +185,19 @@ async fn hook_inline(
 ) -> Result<Option<Value>, CallError> {
     let mut scratch = ctx.clone();
     let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
-    let run = AssertUnwindSafe(plugin.connector_hook(connector_plugin, hook, input, &mut scratch))
-        .catch_unwind()
-        .instrument(span);
+    let run = plugin.connector_hook(connector_plugin, hook, input, &mut scratch);
+    let run = guarded(module, hook.name(), run).instrument(span);
     match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(Ok(output))) => {
+        Ok(Ok(output)) => {
             *ctx = scratch;
             Ok(output)
         }
-        Ok(Ok(Err(error))) => {
-            if error.fatal {
-                let reason = format!("{}: {}", hook.name(), error.message);
-                addr.do_send(KillPlugin {
-                    reason: ExitReason::Error(reason),
-                });
-            }
-            Err(CallError::Failed(error))
-        }
-        Ok(Err(payload)) => {
-            let message = crash_message(&*payload);
-            tracing::error!(plugin = %module, hook = hook.name(), panic = %message, "Plugin hook panicked.");
+        Ok(Err(Ok(error))) => Err(error),
+        Ok(Err(Err(crash))) => {
             addr.do_send(KillPlugin {
-                reason: ExitReason::Panic(message.clone()),
+                reason: crash.reason,
             });
-            Err(CallError::Crashed(Some(message)))
+            Err(crash.error)
         }
         Err(_) => Err(CallError::Timeout(timeout)),
     }
