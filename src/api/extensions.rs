@@ -3,7 +3,7 @@
 //! Owns `GET /api/routes`, `GET /api/tools`, `GET /api/tools/{name}`,
 //! `POST /api/tools/{name}/invoke`, `GET /api/agents`, `GET /api/agents/{id}` and
 //! `POST /api/agents/{id}/chat`. Does not own the registries (`plugin::extensions`) nor
-//! running tools and turns (`tool`, `agent::runner`).
+//! running tools and turns (`plugin::call`, `turn`).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! The one place everything is wired together, in boot order, and taken apart again.
 //!
-//! Boot: supervisor tree → broker → discover and `init` plugins → bind HTTP → `start` plugins →
-//! ready. Shutdown (signal, [`ShutdownHandle`], or a required actor giving up): readiness turns
+//! Boot reads as `start_store → start_tree → start_plugins → start_http`, then `start` for each
+//! plugin and ready; the settings become each subsystem's own config in `plan`. Shutdown (signal, [`ShutdownHandle`], or a required actor giving up): readiness turns
 //! 503, HTTP stops accepting and drains, the root supervisor stops its children in reverse
 //! (plugins in LIFO order, then the broker), all within a global deadline. Does not own any
 //! actor's behaviour.
@@ -151,29 +151,46 @@ pub struct App {
     signals: Option<Signals>,
 }
 
+/// What every step of the boot shares.
+struct Core {
+    health: HealthRegistry,
+    lifecycle: Arc<Lifecycle>,
+    shutdown: ShutdownHandle,
+    broker: BrokerHandle,
+    /// Set once HTTP listens; plugins read it through their context.
+    server_addr: Arc<OnceLock<SocketAddr>>,
+}
+
+/// The running supervision tree and the subsystems under it.
+struct Tree {
+    root: Addr<Supervisor>,
+    plugins: Arc<PluginHost>,
+    sessions: Arc<SessionManager>,
+}
+
 impl App {
-    /// Boots the service: the tree, the plugins selected by `plugins.native` and then
-    /// `options.plugins`, HTTP, and `start`. Must run inside an actix system
-    /// (`#[actix_web::main]` / `#[actix_web::test]`).
+    /// Boots the service: `start_store → start_tree → start_plugins → start_http`, then each
+    /// plugin's `start` and readiness. Must run inside an actix system (`#[actix_web::main]` /
+    /// `#[actix_web::test]`).
     pub async fn build(settings: Settings, options: Options) -> Result<App, StartupError> {
         install_panic_hook();
-        let health = HealthRegistry::default();
-        let lifecycle = Arc::new(Lifecycle::default());
-        let shutdown = ShutdownHandle::default();
-        let broker = options.broker.unwrap_or_else(|| {
-            BrokerHandle::new(
-                settings.broker.subscriber_capacity,
-                settings.broker.mailbox_capacity,
-            )
-        });
-        let server_addr = Arc::new(OnceLock::new());
         let problems = plan::check_settings(&settings);
         if !problems.is_empty() {
-            return Err(StartupError::Settings(crate::settings::ConfigError {
-                problems,
-            }));
+            let problems = crate::settings::ConfigError { problems };
+            return Err(StartupError::Settings(problems));
         }
-        let policy = plan::restart_policy(&settings);
+        let core = Core {
+            health: HealthRegistry::default(),
+            lifecycle: Arc::new(Lifecycle::default()),
+            shutdown: ShutdownHandle::default(),
+            broker: options.broker.unwrap_or_else(|| {
+                BrokerHandle::new(
+                    settings.broker.subscriber_capacity,
+                    settings.broker.mailbox_capacity,
+                )
+            }),
+            server_addr: Arc::new(OnceLock::new()),
+        };
         // Targets and agents first: a bad one is a setup problem (exit 2), reported before
         // anything starts.
         let (targets, agents) = plan::declared(&settings)?;
@@ -181,201 +198,28 @@ impl App {
             agents,
             crate::inference::Inference::new(plan::inference(&settings)),
         );
-        // The store next: a database that cannot be opened is a setup problem (exit 2).
-        let store = if settings.store.enabled {
-            let store = Store::open(&settings.store.path).await?;
-            let interrupted = store
-                .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
-                .await?;
-            if interrupted > 0 {
-                tracing::info!(
-                    sessions = interrupted,
-                    "Sessions left open by the last run are marked interrupted."
-                );
-            }
-            Some(StoreHandle::new(store, plan::writer(&settings)))
-        } else {
-            None
-        };
-        let plugins = PluginHost::new(
-            broker.clone(),
-            health.clone(),
-            server_addr.clone(),
-            PluginTimings {
-                init_timeout: Duration::from_millis(settings.plugins.init_timeout_ms),
-                start_timeout: Duration::from_millis(settings.plugins.start_timeout_ms),
-                stop_timeout: Duration::from_millis(settings.plugins.stop_timeout_ms),
-                mailbox_capacity: settings.plugins.mailbox_capacity,
-                policy,
-            },
-            vec![Arc::new(crate::script::ScriptLoader::new(
-                settings.script_plugins_dir(),
-                {
-                    let settings = settings.clone();
-                    Box::new(move |id| plan::script_limits(&settings, id))
-                },
-            ))],
-            &settings.data.dir,
-            ext.clone(),
-        );
-
-        // The supervision tree: root (rest_for_one) → broker, plugins supervisor.
-        health.upsert(
-            "root",
-            || ActorRecord::new("root".into(), "supervisor", "supervisor"),
-            |row| {
-                row.state = ActorState::Running;
-                row.generation = 1;
-                row.started_at = Some((std::time::Instant::now(), std::time::SystemTime::now()));
-            },
-        );
-        let root = Supervisor::new(
-            "root",
-            Strategy::RestForOne,
-            health.clone(),
-            Arc::new(RootObserver {
-                lifecycle: lifecycle.clone(),
-                shutdown: shutdown.clone(),
-            }),
-            None,
-        )
-        .start();
-        // Infrastructure gets a small budget: a broker that keeps dying ends the process
-        // (the product of nested intensities must stay small, see docs/ARCHITECTURE.md).
-        let infra_policy = RestartPolicy {
-            intensity: Intensity {
-                max_restarts: 3,
-                period: Duration::from_secs(60),
-            },
-            backoff: policy.backoff,
-        };
-        let infra = |id: &str, kind, role, factory| ChildSpec {
-            id: id.to_string(),
-            kind,
-            role,
-            restart: RestartType::Permanent,
-            shutdown_timeout: Duration::from_millis(settings.shutdown.deadline_ms),
-            placement: Placement::Shared,
-            on_exhausted: OnExhausted::Escalate,
-            policy: infra_policy,
-            factory,
-            in_health: true,
-        };
-        let persistence = match &store {
-            Some(handle) => {
-                let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
-                Some(crate::target::catalogue::Persistence {
-                    store: handle.store().clone(),
-                    secrets: crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
-                })
-            }
-            None => None,
-        };
-        let targets = Arc::new(
-            crate::target::catalogue::TargetRegistry::load(targets, persistence)
-                .await
-                .map_err(StartupError::StoredTargets)?,
-        );
-        let sessions = SessionManager::new(
-            targets,
-            plugins.clone(),
-            broker.clone(),
-            plan::sessions(&settings),
-            store.clone(),
-        );
-        let mut children = vec![
-            infra(
-                "broker",
-                ChildKind::Worker,
-                "broker",
-                Arc::new(BrokerFactory {
-                    handle: broker.clone(),
-                }) as _,
-            ),
-            infra(
-                "plugins",
-                ChildKind::Supervisor,
-                "supervisor",
-                Arc::new(PluginsSupervisorFactory {
-                    host: plugins.clone(),
-                }) as _,
-            ),
-            infra(
-                "sessions",
-                ChildKind::Supervisor,
-                "supervisor",
-                Arc::new(SessionsSupervisorFactory {
-                    manager: sessions.clone(),
-                }) as _,
-            ),
-        ];
-        if let Some(handle) = &store {
-            // After the broker, before plugins and sessions: it stops after them and flushes
-            // what they wrote.
-            let writer = Arc::new(StoreWriterFactory {
-                handle: handle.clone(),
-            });
-            children.insert(1, infra("store", ChildKind::Worker, "store", writer as _));
-        }
-        for spec in children {
-            let what = match spec.id.as_str() {
-                "broker" => "the broker",
-                "store" => "the store writer",
-                "plugins" => "the plugins supervisor",
-                _ => "the sessions supervisor",
-            };
-            root.send(AddChild {
-                spec,
-                phase: StartPhase::Boot,
-                disabled: false,
-            })
-            .await
-            .map_err(|e| StartupError::Tree {
-                what,
-                reason: e.to_string(),
-            })?
-            .map_err(|e| StartupError::Tree {
-                what,
-                reason: e.to_string(),
-            })?;
-        }
-
-        // Discover and init plugins, in dependency order.
+        let store = start_store(&settings).await?;
+        let tree = start_tree(&settings, &core, store.as_ref(), targets, ext.clone()).await?;
         let audit = crate::store::audit::AuditLog::new(
             AUDIT_ENTRIES_PER_SESSION,
             AUDIT_SESSIONS,
             store.clone(),
         );
-        let selected = crate::bundled::catalogue(audit.clone())
-            .into_iter()
-            .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
-            .map(|(_, factory)| Discovered::native(factory));
-        let extra = options.plugins.into_iter().map(Discovered::native);
-        let scripts = plugins.discover_loaded();
-        plugins.discover(selected.chain(extra).chain(scripts).collect());
-        plugins.init_all().await;
-
-        // HTTP: bind first (so port 0 works and the address is known), then serve.
-        let addr = settings.bind_addr();
-        let listener =
-            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let state = web::Data::new(AppState {
-            health: health.clone(),
-            lifecycle: lifecycle.clone(),
-            broker: broker.clone(),
-            plugins: plugins.clone(),
-            sessions: sessions.clone(),
-            audit: audit.clone(),
-            store: store.clone(),
+        start_plugins(&settings, &tree.plugins, audit.clone(), options.plugins).await;
+        let state = AppState {
+            health: core.health.clone(),
+            lifecycle: core.lifecycle.clone(),
+            broker: core.broker.clone(),
+            plugins: tree.plugins.clone(),
+            sessions: tree.sessions.clone(),
+            audit,
+            store,
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
-            ext: ext.clone(),
+            ext,
             agents: crate::turn::AgentRunner::new(
-                plugins.clone(),
-                broker.clone(),
+                tree.plugins.clone(),
+                core.broker.clone(),
                 plan::runner(&settings),
             ),
             call_timeout: Duration::from_millis(settings.plugins.call_timeout_ms),
@@ -383,60 +227,28 @@ impl App {
                 capacity: settings.broker.stream_capacity,
                 keep_alive: Duration::from_millis(settings.broker.stream_keepalive_ms),
             },
-        });
-        let mut server = HttpServer::new(move || {
-            let state = state.clone();
-            // Outermost last: the request id exists before the tracing span is opened.
-            actix_web::App::new()
-                .wrap(TracingLogger::<api::RequestSpan>::new())
-                .wrap(actix_web::middleware::from_fn(api::request_id))
-                .configure(move |cfg| api::configure(cfg, state))
-        })
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown.http_drain_timeout_ms.div_ceil(1000))
-        .listen(listener)
-        .map_err(|source| StartupError::Bind { addr, source })?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server.run();
-        let server_handle = server.handle();
-        actix_web::rt::spawn(server);
-        let _ = server_addr.set(addr);
+        };
+        let (addr, server) = start_http(&settings, state)?;
+        let _ = core.server_addr.set(addr);
         tracing::info!(%addr, "Listening.");
 
-        plugins.start_all().await;
-        let watcher = if settings.hot_reload.enabled {
-            let debounce = Duration::from_millis(settings.hot_reload.debounce_ms);
-            match crate::script::watch::start(
-                &settings.script_plugins_dir(),
-                debounce,
-                plugins.clone(),
-            ) {
-                Ok(guard) => Some(guard),
-                Err(error) => {
-                    tracing::error!(%error, "Cannot watch the plugin directory; hot reload is off.");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        tree.plugins.start_all().await;
+        let watcher = watch_plugins(&settings, &tree.plugins);
         let signals = Some(Signals::install());
-        lifecycle.set_phase(Phase::Ready);
+        core.lifecycle.set_phase(Phase::Ready);
         tracing::info!("Ready.");
 
         Ok(App {
             settings,
             addr,
-            server: server_handle,
-            root,
-            shutdown,
-            lifecycle,
-            health,
-            broker,
-            plugins,
-            sessions,
+            server,
+            root: tree.root,
+            shutdown: core.shutdown,
+            lifecycle: core.lifecycle,
+            health: core.health,
+            broker: core.broker,
+            plugins: tree.plugins,
+            sessions: tree.sessions,
             _watcher: watcher,
             signals,
         })
@@ -517,6 +329,242 @@ impl App {
         ExitReport {
             code,
             deadline_exceeded,
+        }
+    }
+}
+
+/// Opens the store (a database that cannot be opened is a setup problem: exit 2) and marks
+/// the sessions the last run left open as interrupted.
+async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, StartupError> {
+    if !settings.store.enabled {
+        return Ok(None);
+    }
+    let store = Store::open(&settings.store.path).await?;
+    let interrupted = store
+        .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
+        .await?;
+    if interrupted > 0 {
+        tracing::info!(
+            sessions = interrupted,
+            "Sessions left open by the last run are marked interrupted."
+        );
+    }
+    Ok(Some(StoreHandle::new(store, plan::writer(settings))))
+}
+
+/// The supervision tree: root (rest_for_one) → broker, store writer, plugins supervisor,
+/// sessions supervisor, each started before the next.
+async fn start_tree(
+    settings: &Settings,
+    core: &Core,
+    store: Option<&StoreHandle>,
+    targets: Vec<crate::target::Target>,
+    ext: Arc<crate::plugin::Extensions>,
+) -> Result<Tree, StartupError> {
+    let policy = plan::restart_policy(settings);
+    let loader = crate::script::ScriptLoader::new(settings.script_plugins_dir(), {
+        let settings = settings.clone();
+        Box::new(move |id| plan::script_limits(&settings, id))
+    });
+    let plugins = PluginHost::new(
+        core.broker.clone(),
+        core.health.clone(),
+        core.server_addr.clone(),
+        PluginTimings {
+            init_timeout: Duration::from_millis(settings.plugins.init_timeout_ms),
+            start_timeout: Duration::from_millis(settings.plugins.start_timeout_ms),
+            stop_timeout: Duration::from_millis(settings.plugins.stop_timeout_ms),
+            mailbox_capacity: settings.plugins.mailbox_capacity,
+            policy,
+        },
+        vec![Arc::new(loader)],
+        &settings.data.dir,
+        ext,
+    );
+    let persistence = match store {
+        Some(handle) => {
+            let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
+            Some(crate::target::catalogue::Persistence {
+                store: handle.store().clone(),
+                secrets: crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
+            })
+        }
+        None => None,
+    };
+    let targets = Arc::new(
+        crate::target::catalogue::TargetRegistry::load(targets, persistence)
+            .await
+            .map_err(StartupError::StoredTargets)?,
+    );
+    let sessions = SessionManager::new(
+        targets,
+        plugins.clone(),
+        core.broker.clone(),
+        plan::sessions(settings),
+        store.cloned(),
+    );
+
+    core.health.upsert(
+        "root",
+        || ActorRecord::new("root".into(), "supervisor", "supervisor"),
+        |row| {
+            row.state = ActorState::Running;
+            row.generation = 1;
+            row.started_at = Some((std::time::Instant::now(), std::time::SystemTime::now()));
+        },
+    );
+    let root = Supervisor::new(
+        "root",
+        Strategy::RestForOne,
+        core.health.clone(),
+        Arc::new(RootObserver {
+            lifecycle: core.lifecycle.clone(),
+            shutdown: core.shutdown.clone(),
+        }),
+        None,
+    )
+    .start();
+    // Infrastructure gets a small budget: a broker that keeps dying ends the process
+    // (the product of nested intensities must stay small, see docs/ARCHITECTURE.md).
+    let infra_policy = RestartPolicy {
+        intensity: Intensity {
+            max_restarts: 3,
+            period: Duration::from_secs(60),
+        },
+        backoff: policy.backoff,
+    };
+    let infra = |id: &str, kind, role, factory| ChildSpec {
+        id: id.to_string(),
+        kind,
+        role,
+        restart: RestartType::Permanent,
+        shutdown_timeout: Duration::from_millis(settings.shutdown.deadline_ms),
+        placement: Placement::Shared,
+        on_exhausted: OnExhausted::Escalate,
+        policy: infra_policy,
+        factory,
+        in_health: true,
+    };
+    let broker = Arc::new(BrokerFactory {
+        handle: core.broker.clone(),
+    });
+    let mut children = vec![(
+        "the broker",
+        infra("broker", ChildKind::Worker, "broker", broker as _),
+    )];
+    if let Some(handle) = store {
+        // After the broker, before plugins and sessions: it stops after them and flushes what
+        // they wrote.
+        let writer = Arc::new(StoreWriterFactory {
+            handle: handle.clone(),
+        });
+        children.push((
+            "the store writer",
+            infra("store", ChildKind::Worker, "store", writer as _),
+        ));
+    }
+    let host = Arc::new(PluginsSupervisorFactory {
+        host: plugins.clone(),
+    });
+    children.push((
+        "the plugins supervisor",
+        infra("plugins", ChildKind::Supervisor, "supervisor", host as _),
+    ));
+    let manager = Arc::new(SessionsSupervisorFactory {
+        manager: sessions.clone(),
+    });
+    children.push((
+        "the sessions supervisor",
+        infra(
+            "sessions",
+            ChildKind::Supervisor,
+            "supervisor",
+            manager as _,
+        ),
+    ));
+    for (what, spec) in children {
+        let add = AddChild {
+            spec,
+            phase: StartPhase::Boot,
+            disabled: false,
+        };
+        let fail = |reason: String| StartupError::Tree { what, reason };
+        root.send(add)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(Tree {
+        root,
+        plugins,
+        sessions,
+    })
+}
+
+/// Discovers every plugin (the bundled ones `plugins.native` selects, then the caller's, then
+/// what the loaders find) and runs `init` in dependency order.
+async fn start_plugins(
+    settings: &Settings,
+    plugins: &PluginHost,
+    audit: Arc<crate::store::audit::AuditLog>,
+    extra: Vec<PluginFactory>,
+) {
+    let selected = crate::bundled::catalogue(audit)
+        .into_iter()
+        .filter(|(id, _)| settings.plugins.native.iter().any(|n| n == id))
+        .map(|(_, factory)| Discovered::native(factory));
+    let extra = extra.into_iter().map(Discovered::native);
+    let loaded = plugins.discover_loaded();
+    plugins.discover(selected.chain(extra).chain(loaded).collect());
+    plugins.init_all().await;
+}
+
+/// Binds first (so port 0 works and the address is known), then serves.
+fn start_http(
+    settings: &Settings,
+    state: AppState,
+) -> Result<(SocketAddr, ServerHandle), StartupError> {
+    let addr = settings.bind_addr();
+    let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let state = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        let state = state.clone();
+        // Outermost last: the request id exists before the tracing span is opened.
+        actix_web::App::new()
+            .wrap(TracingLogger::<api::RequestSpan>::new())
+            .wrap(actix_web::middleware::from_fn(api::request_id))
+            .configure(move |cfg| api::configure(cfg, state))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown.http_drain_timeout_ms.div_ceil(1000))
+    .listen(listener)
+    .map_err(|source| StartupError::Bind { addr, source })?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((addr, handle))
+}
+
+/// With `--watch`, reloads script plugins when their files change.
+fn watch_plugins(
+    settings: &Settings,
+    plugins: &Arc<PluginHost>,
+) -> Option<crate::script::watch::WatchGuard> {
+    if !settings.hot_reload.enabled {
+        return None;
+    }
+    let debounce = Duration::from_millis(settings.hot_reload.debounce_ms);
+    match crate::script::watch::start(&settings.script_plugins_dir(), debounce, plugins.clone()) {
+        Ok(guard) => Some(guard),
+        Err(error) => {
+            tracing::error!(%error, "Cannot watch the plugin directory; hot reload is off.");
+            None
         }
     }
 }

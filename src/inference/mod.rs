@@ -4,7 +4,7 @@
 //! client cache keyed by `provider:modelId:endpoint`, and the resilient call: 2 retries with
 //! jittered exponential backoff for 429/5xx/network errors only, a circuit breaker per provider
 //! (`breaker`), and an optional fallback client used while the breaker is open or when the
-//! primary has failed for good. Does not own conversations or tool loops (`agent::runner`).
+//! primary has failed for good. Does not own conversations or tool loops (`turn`).
 
 pub mod breaker;
 pub mod wire;

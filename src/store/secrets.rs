@@ -3,7 +3,7 @@
 //! Owns the key (from the environment as 64 hex digits or base64 of 32 bytes, else
 //! `<data.dir>/secret.key`, created on first run with permissions 0600) and turning a secret
 //! into `enc:v1:<base64(nonce ‖ ciphertext)>` and back. Does not decide which fields are
-//! secret (`connector::target`).
+//! secret (`target`).
 
 use std::path::Path;
 
