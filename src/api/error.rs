@@ -68,6 +68,11 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// nginx's 499: the client closed the connection before the answer was complete.
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 /// One row of the table: the HTTP status, the stable code, and the fields the body's
 /// `details` names (the plugin, target, session, field… concerned).
 type Row = (StatusCode, &'static str, Option<Value>);
@@ -155,6 +160,16 @@ impl ApiError {
         self.row().1
     }
 
+    /// The JSON body: `{code, message, details?}` (also the data of a stream's `error` event).
+    pub fn body(&self) -> Value {
+        let (_, code, details) = self.row();
+        let mut body = json!({ "code": code, "message": self.to_string() });
+        if let Some(details) = details {
+            body["details"] = details;
+        }
+        body
+    }
+
     pub fn from_json(error: &JsonPayloadError, limit: usize) -> ApiError {
         match error {
             JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
@@ -178,12 +193,8 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %cause, "Internal error.");
         }
-        let (status, code, details) = self.row();
-        let mut body = json!({ "code": code, "message": self.to_string() });
-        if let Some(details) = details {
-            body["details"] = details;
-        }
-        let mut response = HttpResponse::build(status);
+        let mut response = HttpResponse::build(self.row().0);
+        let body = self.body();
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
@@ -284,12 +295,19 @@ fn session_row(e: &crate::session::SessionError) -> Row {
             "plugin_hook_failed",
             Some(json!({ "plugin": plugin, "hook": hook })),
         ),
+        E::Upstream(crate::connector::ConnectorError::Tls(tls)) => (
+            S::BAD_GATEWAY,
+            "tls_error",
+            Some(json!({ "reason": tls.reason() })),
+        ),
         E::Upstream(e) => (
             S::BAD_GATEWAY,
             "upstream_error",
             Some(json!({ "status": e.status() })),
         ),
         E::Ended { id, .. } => (S::GONE, "session_ended", Some(json!({ "session": id }))),
+        // nginx's "client closed request": only ever recorded, the client is gone.
+        E::ClientGone => (client_closed(), "client_closed_request", None),
     }
 }
 
@@ -359,6 +377,11 @@ fn agent_row(e: &crate::turn::AgentError) -> Row {
             S::BAD_GATEWAY,
             "inference_failed",
             Some(json!({ "provider": provider, "status": status })),
+        ),
+        A::Inference(I::Tls { provider, error }) => (
+            S::BAD_GATEWAY,
+            "tls_error",
+            Some(json!({ "provider": provider, "reason": error.reason() })),
         ),
         A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => (
             S::BAD_GATEWAY,

@@ -149,6 +149,16 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             json!([{ "componentType": "component", "status": status, "observedValue": breaker }]),
         );
     }
+    // Targets that skip certificate checks are a standing risk an operator should see.
+    let insecure = state.sessions.targets().insecure();
+    if !insecure.is_empty() {
+        worst = worst.max(Status::Warn);
+        checks.insert(
+            "tls:insecure".into(),
+            json!([{ "componentType": "component", "status": Status::Warn, "observedValue": insecure,
+                     "output": "these targets accept any server certificate (tls.insecureSkipVerify)" }]),
+        );
+    }
     checks.insert(
         "sessions:count".into(),
         json!([{ "componentType": "component", "status": "pass", "observedValue": state.sessions.count() }]),

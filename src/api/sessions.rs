@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState, RequestId};
-use crate::session::CreateSession;
+use crate::session::{CreateSession, StreamEvent};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/targets", web::get().to(list_targets))
@@ -261,22 +261,97 @@ struct MessageBody {
     message: String,
     #[serde(default)]
     metadata: Option<Value>,
+    /// Stream the answer as Server-Sent Events (as `Accept: text/event-stream` does).
+    #[serde(default)]
+    stream: bool,
+}
+
+/// Whether the client asked for a streamed answer in its `Accept` header.
+fn accepts_event_stream(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .any(|kind| kind.trim().starts_with("text/event-stream"))
+        })
 }
 
 async fn send_message(
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<MessageBody>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(ApiError::InvalidJson("`metadata` must be an object".into()));
+    }
+    if body.stream || accepts_event_stream(&req) {
+        return stream_message(&state, &id, body).await;
     }
     let reply = state
         .sessions
         .send(&id, body.message, body.metadata)
         .await?;
     Ok(HttpResponse::Ok().json(reply))
+}
+
+/// A streamed answer as Server-Sent Events: `chunk` events (`{index, content}`) as they
+/// arrive, then one `done` (the reply, as the JSON answer has it) or one `error`
+/// (`{code, message, details?}`). A failure before the first chunk is a plain JSON error with
+/// its status instead, so clients can tell a refused message from a broken stream.
+async fn stream_message(
+    state: &AppState,
+    id: &str,
+    body: MessageBody,
+) -> Result<HttpResponse, ApiError> {
+    let mut events = state
+        .sessions
+        .send_streaming(id, body.message, body.metadata)?;
+    let first = match events.recv().await {
+        Some(StreamEvent::Failed(error)) => return Err(error.into()),
+        Some(event) => event,
+        None => return Err(ApiError::Internal("the session ended the stream".into())),
+    };
+    let frames = futures::stream::unfold(
+        (Some(first), events, false),
+        |(next, mut events, ended)| async move {
+            if ended {
+                return None;
+            }
+            let event = match next {
+                Some(event) => event,
+                None => events.recv().await?,
+            };
+            let (frame, last) = sse_frame(event);
+            Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from(frame)),
+                (None, events, last),
+            ))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // Proxies must pass chunks on as they come.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(frames))
+}
+
+/// One event's frame, and whether it ends the stream.
+fn sse_frame(event: StreamEvent) -> (String, bool) {
+    let (name, data, last) = match event {
+        StreamEvent::Chunk { index, content } => (
+            "chunk",
+            serde_json::json!({ "index": index, "content": content }),
+            false,
+        ),
+        StreamEvent::Done(reply) => ("done", reply, true),
+        StreamEvent::Failed(error) => ("error", ApiError::from(error).body(), true),
+    };
+    (format!("event: {name}\ndata: {data}\n\n"), last)
 }
 
 /// `GET /api/sessions/{id}/audit`: what the audit plugin recorded (also after the session closed).

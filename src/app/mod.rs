@@ -396,6 +396,9 @@ async fn start_tree(
             .await
             .map_err(StartupError::StoredTargets)?,
     );
+    for id in targets.insecure() {
+        tracing::warn!(target = %id, "Target accepts any TLS certificate (tls.insecureSkipVerify): its connections are encrypted but not authenticated.");
+    }
     let sessions = SessionManager::new(
         targets,
         plugins.clone(),

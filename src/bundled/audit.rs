@@ -79,7 +79,7 @@ impl Plugin for Audit {
             Hook::Initialize | Hook::OnDisconnect => {
                 ctx.state.insert("lastSendTimestamp".into(), Value::Null);
             }
-            Hook::OnConnect => {}
+            Hook::OnConnect | Hook::OnChunk => {}
         }
         // Passive: it never changes what flows through.
         Ok(None)

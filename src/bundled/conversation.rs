@@ -199,7 +199,7 @@ impl Plugin for Conversation {
                 }
                 Ok(Some(json!({ "response": response })))
             }
-            Hook::OnConnect => Ok(None),
+            Hook::OnConnect | Hook::OnChunk => Ok(None),
         }
     }
 }

@@ -158,7 +158,7 @@ impl Plugin for MultiStepAuth {
                     json!({ "message": message, "metadata": { "$headers": { name: value } } }),
                 ))
             }
-            Hook::AfterReceive => Ok(None),
+            Hook::AfterReceive | Hook::OnChunk => Ok(None),
         }
     }
 

@@ -2,53 +2,53 @@
 //!
 //! Owns building the request (template, method, path, headers, auth, timeout), mapping failures
 //! to Krawall's messages (`HTTP 503: …` or the `errorPath` text, `Request timeout`, `Cannot
-//! reach endpoint`), extracting content and usage, and the health check. One pooled client per
-//! thread is shared by every session on it.
+//! reach endpoint`, and a TLS failure as itself), extracting content and usage, streamed
+//! answers when the target asks for them (read by `sse`), and the health check. One pooled
+//! client per thread and TLS configuration is shared by every session on it (`tls`).
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use awc::error::SendRequestError;
+use awc::error::{PayloadError, SendRequestError};
 use awc::http::Method;
 use serde_json::{Map, Value};
 
 use super::auth::{auth_headers, text_pairs};
+use super::sse::{read_stream, StreamSpec};
 use super::template::{build_request, extract_content, extract_error, extract_usage};
+use super::tls::{self, TlsError};
 use super::{
-    Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus, ResponseMetadata,
+    ChunkStream, Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus,
+    ResponseMetadata, StreamItem,
 };
 
 /// Largest upstream body read (10 MiB).
 const MAX_RESPONSE_BYTES: usize = 10 << 20;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-thread_local! {
-    /// awc clients are per thread; keep-alive connections are pooled inside.
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_timeout()
-        .max_http_version(awc::http::Version::HTTP_11)
-        .finish();
-}
-
-/// This thread's pooled HTTP client (plugins making HTTP calls share it too).
+/// This thread's pooled HTTP client with the system's trusted roots (plugins and inference
+/// clients share it).
 pub fn client() -> awc::Client {
-    CLIENT.with(Clone::clone)
+    tls::default_client()
 }
 
-pub struct HttpConnector {
-    config: ConnectorConfig,
-    method: Method,
-    url: String,
+/// Where and how requests go: method, URL, headers (auth included) and the client for the
+/// target's TLS options. Shared by the HTTP_REST and SSE connectors.
+pub(super) struct Endpoint {
+    pub config: ConnectorConfig,
+    pub method: Method,
+    pub url: String,
     headers: Vec<(String, String)>,
+    client: awc::Client,
 }
 
-impl HttpConnector {
-    pub fn new(config: ConnectorConfig) -> Result<Self, ConnectorError> {
+impl Endpoint {
+    pub fn new(config: ConnectorConfig, default_method: &str) -> Result<Self, ConnectorError> {
         let method_text = config
             .protocol_config
             .get("method")
             .and_then(Value::as_str)
-            .unwrap_or("POST")
+            .unwrap_or(default_method)
             .to_ascii_uppercase();
         let method = Method::from_bytes(method_text.as_bytes())
             .map_err(|_| ConnectorError::Config(format!("unknown HTTP method '{method_text}'")))?;
@@ -63,59 +63,38 @@ impl HttpConnector {
         if let Some(extra) = config.protocol_config.get("headers") {
             headers.extend(text_pairs(extra));
         }
-        Ok(HttpConnector {
+        let client = tls::http_client(&config.tls).map_err(ConnectorError::Tls)?;
+        Ok(Endpoint {
             config,
             method,
             url,
             headers,
+            client,
         })
     }
 
     fn request(&self, method: Method, url: &str, timeout: Duration) -> awc::ClientRequest {
-        let mut request = client().request(method, url).timeout(timeout);
+        let mut request = self.client.request(method, url).timeout(timeout);
         for (name, value) in &self.headers {
             request = request.insert_header((name.as_str(), value.as_str()));
         }
         request
     }
-}
 
-/// `endpoint` + `path`, unless the path is absent or `/`.
-fn join(endpoint: &str, path: Option<&str>) -> String {
-    match path {
-        Some(path) if !path.is_empty() && path != "/" => {
-            format!(
-                "{}/{}",
-                endpoint.trim_end_matches('/'),
-                path.trim_start_matches('/')
-            )
-        }
-        _ => endpoint.to_string(),
-    }
-}
-
-fn send_error(error: SendRequestError) -> ConnectorError {
-    match error {
-        SendRequestError::Timeout => ConnectorError::Timeout,
-        other => ConnectorError::Unreachable(other.to_string()),
-    }
-}
-
-#[async_trait(?Send)]
-impl Connector for HttpConnector {
-    fn connector_type(&self) -> &'static str {
-        "HTTP_REST"
-    }
-
-    async fn send_message(
+    /// Sends one message; answers with the response once its status says it is not an error.
+    /// `extra` headers go on this request only (`Accept`, `Last-Event-ID`).
+    pub async fn send(
         &self,
         message: &str,
         variables: &Map<String, Value>,
-    ) -> Result<ConnectorResponse, ConnectorError> {
+        timeout: Duration,
+        extra: &[(&str, String)],
+    ) -> Result<awc::ClientResponse, ConnectorError> {
         let body = build_request(&self.config.request_template, message, variables);
-        let timeout = Duration::from_millis(self.config.timeout);
-        let started = Instant::now();
         let mut request = self.request(self.method.clone(), &self.url, timeout);
+        for (name, value) in extra {
+            request = request.insert_header((*name, value.as_str()));
+        }
         // `$headers` in a plugin's metadata overrides headers for this send (a refreshed token).
         if let Some(extra) = variables.get("$headers").and_then(Value::as_object) {
             for (name, value) in extra {
@@ -135,22 +114,14 @@ impl Connector for HttpConnector {
             request.send_json(&body).await
         };
         let mut response = sent.map_err(send_error)?;
-        let bytes = response
-            .body()
-            .limit(MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                awc::error::PayloadError::Io(_) | awc::error::PayloadError::Incomplete(_) => {
-                    ConnectorError::Unreachable(e.to_string())
-                }
-                other => {
-                    ConnectorError::BadResponse(format!("could not read the response: {other}"))
-                }
-            })?;
-        let response_time_ms = started.elapsed().as_millis() as u64;
         let status = response.status();
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_client_error() || status.is_server_error() {
+            let bytes = response
+                .body()
+                .limit(MAX_RESPONSE_BYTES)
+                .await
+                .unwrap_or_default();
+            let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
             let message = parsed
                 .as_ref()
                 .and_then(|b| extract_error(&self.config.response_template, b))
@@ -166,35 +137,10 @@ impl Connector for HttpConnector {
                 message,
             });
         }
-        let body = parsed.ok_or_else(|| {
-            ConnectorError::BadResponse(format!(
-                "the response is not JSON: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ))
-        })?;
-        let content = extract_content(&self.config.response_template, &body)
-            .map_err(ConnectorError::BadResponse)?;
-        let headers: Map<String, Value> = response
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), Value::String(v.to_string())))
-            })
-            .collect();
-        Ok(ConnectorResponse {
-            content,
-            metadata: ResponseMetadata {
-                response_time_ms,
-                token_usage: extract_usage(&self.config.response_template, &body),
-                raw_response: Some(body),
-                headers: Some(headers),
-            },
-        })
+        Ok(response)
     }
 
-    async fn health_check(&self) -> HealthStatus {
+    pub async fn health_check(&self) -> HealthStatus {
         let url = match self
             .config
             .protocol_config
@@ -223,6 +169,202 @@ impl Connector for HttpConnector {
             },
         }
     }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout)
+    }
+}
+
+/// `endpoint` + `path`, unless the path is absent or `/`.
+fn join(endpoint: &str, path: Option<&str>) -> String {
+    match path {
+        Some(path) if !path.is_empty() && path != "/" => {
+            format!(
+                "{}/{}",
+                endpoint.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            )
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
+/// A failed send, with a TLS failure named as such (never "Cannot reach endpoint").
+pub(super) fn send_error(error: SendRequestError) -> ConnectorError {
+    if let Some(tls) = TlsError::from_send_error(&error) {
+        return ConnectorError::Tls(tls);
+    }
+    match error {
+        SendRequestError::Timeout => ConnectorError::Timeout,
+        other => {
+            tracing::debug!(error = ?other, "The upstream request failed.");
+            ConnectorError::Unreachable(other.to_string())
+        }
+    }
+}
+
+/// A failure while reading a body: the connection broke, or the body was not what it said.
+pub(super) fn payload_error(error: PayloadError) -> ConnectorError {
+    match error {
+        PayloadError::Io(_) | PayloadError::Incomplete(_) => {
+            ConnectorError::Unreachable(error.to_string())
+        }
+        other => ConnectorError::BadResponse(format!("could not read the response: {other}")),
+    }
+}
+
+/// The HTTP_REST connector. With `protocolConfig.stream: true` (or `"stream": true` in the
+/// request template, as OpenAI's API takes it) the answer is read as it arrives: Server-Sent
+/// Events or newline-delimited JSON, one chunk per event.
+pub struct HttpConnector {
+    endpoint: Endpoint,
+    /// How a streamed answer is read, when the target asks for one.
+    stream: Option<StreamSpec>,
+}
+
+impl HttpConnector {
+    pub fn new(config: ConnectorConfig) -> Result<Self, ConnectorError> {
+        let streaming = config.protocol_config.get("stream") == Some(&Value::Bool(true))
+            || config
+                .request_template
+                .structure
+                .as_ref()
+                .and_then(|s| s.get("stream"))
+                == Some(&Value::Bool(true));
+        let stream = streaming.then(|| StreamSpec::from_config(&config));
+        Ok(HttpConnector {
+            endpoint: Endpoint::new(config, "POST")?,
+            stream,
+        })
+    }
+}
+
+#[async_trait(?Send)]
+impl Connector for HttpConnector {
+    fn connector_type(&self) -> &'static str {
+        "HTTP_REST"
+    }
+
+    async fn send_message(
+        &self,
+        message: &str,
+        variables: &Map<String, Value>,
+    ) -> Result<ConnectorResponse, ConnectorError> {
+        if self.stream.is_some() {
+            return super::sse::collect(self.stream_message(message, variables).await?).await;
+        }
+        let started = Instant::now();
+        let timeout = self.endpoint.timeout();
+        let mut response = self.endpoint.send(message, variables, timeout, &[]).await?;
+        let bytes = response
+            .body()
+            .limit(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(payload_error)?;
+        let response_time_ms = started.elapsed().as_millis() as u64;
+        whole_answer(&self.endpoint.config, &response, &bytes, response_time_ms)
+    }
+
+    fn supports_streaming(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    async fn stream_message(
+        &self,
+        message: &str,
+        variables: &Map<String, Value>,
+    ) -> Result<ChunkStream, ConnectorError> {
+        let Some(spec) = &self.stream else {
+            let answer = self.send_message(message, variables).await?;
+            return Ok(Box::pin(futures::stream::iter([
+                Ok(StreamItem::Delta(answer.content)),
+                Ok(StreamItem::Done(answer.metadata)),
+            ])));
+        };
+        let started = Instant::now();
+        let accept = [(
+            "Accept",
+            "text/event-stream, application/x-ndjson, application/json".to_string(),
+        )];
+        let timeout = self.endpoint.timeout();
+        let mut response = self
+            .endpoint
+            .send(message, variables, timeout, &accept)
+            .await?;
+        let kind = content_type(&response);
+        if kind.starts_with("application/json") {
+            // The upstream answered in one piece after all.
+            let bytes = response
+                .body()
+                .limit(MAX_RESPONSE_BYTES)
+                .await
+                .map_err(payload_error)?;
+            let elapsed = started.elapsed().as_millis() as u64;
+            let answer = whole_answer(&self.endpoint.config, &response, &bytes, elapsed)?;
+            return Ok(Box::pin(futures::stream::iter([
+                Ok(StreamItem::Delta(answer.content)),
+                Ok(StreamItem::Done(answer.metadata)),
+            ])));
+        }
+        let lines = !kind.starts_with("text/event-stream");
+        let spec = spec.clone().with_headers(&response);
+        Ok(read_stream(response, spec, started, lines, None))
+    }
+
+    async fn health_check(&self) -> HealthStatus {
+        self.endpoint.health_check().await
+    }
+}
+
+/// The content type of a response, lower-cased (empty when absent).
+pub(super) fn content_type(response: &awc::ClientResponse) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// The response headers as a JSON object.
+pub(super) fn header_map(response: &awc::ClientResponse) -> Map<String, Value> {
+    response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), Value::String(v.to_string())))
+        })
+        .collect()
+}
+
+/// A one-piece JSON answer: content and usage extracted with the response template.
+fn whole_answer(
+    config: &ConnectorConfig,
+    response: &awc::ClientResponse,
+    bytes: &[u8],
+    response_time_ms: u64,
+) -> Result<ConnectorResponse, ConnectorError> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|_| {
+        ConnectorError::BadResponse(format!(
+            "the response is not JSON: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    })?;
+    let content =
+        extract_content(&config.response_template, &body).map_err(ConnectorError::BadResponse)?;
+    Ok(ConnectorResponse {
+        content,
+        metadata: ResponseMetadata {
+            response_time_ms,
+            token_usage: extract_usage(&config.response_template, &body),
+            raw_response: Some(body),
+            headers: Some(header_map(response)),
+            first_chunk_ms: None,
+            chunks: None,
+        },
+    })
 }
 
 /// `scheme://host[:port]/` of a URL.

@@ -7,19 +7,24 @@
 //! sessions or plugins.
 
 pub mod auth;
+pub mod event_stream;
 pub mod http;
+pub mod sse;
 pub mod template;
+pub mod tls;
+pub mod websocket;
 
 use async_trait::async_trait;
+use futures::stream::LocalBoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use auth::AuthType;
 use template::{RequestTemplate, ResponseTemplate};
+use tls::{TlsError, TlsOptions};
 
-/// Connector types this build can connect with. `WEBSOCKET`, `GRPC` and `SSE` are valid
-/// plugin compatibilities but have no connector yet.
-pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST"];
+/// Connector types this build can connect with.
+pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST", "SSE", "WEBSOCKET"];
 
 /// What a connector connects with; plugins get it in `onConnect` and may return a changed
 /// copy (Krawall's `ConnectorConfig`).
@@ -37,6 +42,13 @@ pub struct ConnectorConfig {
     pub protocol_config: Map<String, Value>,
     /// Milliseconds.
     pub timeout: u64,
+    /// TLS options for `https://` and `wss://` endpoints.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsOptions,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Metadata of one response (Krawall's `ResponseMetadata`).
@@ -50,6 +62,12 @@ pub struct ResponseMetadata {
     pub raw_response: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Map<String, Value>>,
+    /// Streamed answers: milliseconds from sending to the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_chunk_ms: Option<u64>,
+    /// Streamed answers: how many chunks the upstream sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
 }
 
 /// One upstream answer (Krawall's `ConnectorResponse`).
@@ -75,6 +93,16 @@ pub enum ConnectorError {
     BadResponse(String),
     #[error("{0}")]
     Config(String),
+    /// The TLS handshake failed; says why (untrusted, name mismatch, expired, handshake).
+    #[error(transparent)]
+    Tls(TlsError),
+    /// A held connection (a WebSocket) dropped or is gone; Krawall's words ("WebSocket
+    /// disconnected", "WebSocket is not connected").
+    #[error("{0}")]
+    Disconnected(String),
+    /// A streamed answer broke off after it had begun.
+    #[error("the upstream stream broke off: {0}")]
+    StreamBroken(String),
 }
 
 impl ConnectorError {
@@ -98,6 +126,19 @@ pub struct HealthStatus {
     pub error: Option<String>,
 }
 
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// Text of the answer, in order.
+    Delta(String),
+    /// The answer is complete: its metadata (usage, timing, the last raw event). Always the
+    /// last item of a stream that did not fail.
+    Done(ResponseMetadata),
+}
+
+/// A streamed answer. Dropping it cancels the upstream call.
+pub type ChunkStream = LocalBoxStream<'static, Result<StreamItem, ConnectorError>>;
+
 /// A live connection to a target. Connectors run on their session's thread (`?Send`).
 #[async_trait(?Send)]
 pub trait Connector {
@@ -113,21 +154,45 @@ pub trait Connector {
 
     async fn health_check(&self) -> HealthStatus;
 
-    /// Streaming arrives with the SSE and WebSocket connectors.
+    /// Whether [`Connector::stream_message`] streams (otherwise it yields the whole answer as
+    /// one chunk).
     fn supports_streaming(&self) -> bool {
         false
     }
+
+    /// Sends one message and yields the answer as it arrives. An error before the answer
+    /// began (a refused request, an HTTP error status) is returned here, not in the stream.
+    async fn stream_message(
+        &self,
+        message: &str,
+        variables: &Map<String, Value>,
+    ) -> Result<ChunkStream, ConnectorError> {
+        let response = self.send_message(message, variables).await?;
+        let items = vec![
+            Ok(StreamItem::Delta(response.content)),
+            Ok(StreamItem::Done(response.metadata)),
+        ];
+        Ok(Box::pin(futures::stream::iter(items)))
+    }
+
+    /// Closes what the connector holds open (a WebSocket, a stream). Called when the session
+    /// closes; the default has nothing to close.
+    async fn disconnect(&self) {}
 }
 
-/// Opens a connector of `connector_type` with `config`.
-pub fn connect(
+/// Opens a connector of `connector_type` with `config`: a WebSocket connects here, the
+/// others on their first request.
+pub async fn connect(
     connector_type: &str,
     config: ConnectorConfig,
 ) -> Result<Box<dyn Connector>, ConnectorError> {
     match connector_type {
         "HTTP_REST" => Ok(Box::new(http::HttpConnector::new(config)?)),
+        "SSE" => Ok(Box::new(sse::SseConnector::new(config)?)),
+        "WEBSOCKET" => Ok(Box::new(websocket::WsConnector::connect(config).await?)),
         other => Err(ConnectorError::Config(format!(
-            "connector type '{other}' is not supported yet"
+            "connector type '{other}' is not supported; supported: {}",
+            SUPPORTED_CONNECTORS.join(", ")
         ))),
     }
 }

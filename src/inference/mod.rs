@@ -248,6 +248,12 @@ pub enum InferenceError {
     CircuitOpen { provider: String, retry_in_ms: u64 },
     #[error("invalid client config: {0}")]
     Config(String),
+    /// The TLS handshake with the provider failed (not retried: it fails the same way again).
+    #[error("{provider}: {error}")]
+    Tls {
+        provider: String,
+        error: crate::connector::tls::TlsError,
+    },
 }
 
 impl InferenceError {
@@ -378,10 +384,7 @@ impl Inference {
             .or_else(|| overrides.and_then(|o| o.endpoint.clone()))
             .unwrap_or_else(|| provider.endpoint.to_string());
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        if endpoint.starts_with("https://") {
-            // awc is built without TLS to keep the build lean (see README, "Inference").
-            tracing::warn!(provider = provider.name, %endpoint, "HTTPS endpoints need a TLS-terminating proxy in this build; calls will fail to connect.");
-        } else if !endpoint.starts_with("http://") {
+        if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
             return Err(InferenceError::Config(format!(
                 "endpoint '{endpoint}' must be an http:// or https:// URL"
             )));
@@ -528,10 +531,15 @@ impl Client {
             provider: self.provider.clone(),
             message,
         };
-        let mut answer = http
-            .send_json(&body)
-            .await
-            .map_err(|e| network(e.to_string()))?;
+        let mut answer = http.send_json(&body).await.map_err(|e| {
+            match crate::connector::tls::TlsError::from_send_error(&e) {
+                Some(error) => InferenceError::Tls {
+                    provider: self.provider.clone(),
+                    error,
+                },
+                None => network(e.to_string()),
+            }
+        })?;
         let bytes = answer
             .body()
             .limit(MAX_ANSWER_BYTES)

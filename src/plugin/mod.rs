@@ -240,7 +240,14 @@ pub trait Plugin: Send + Sync + 'static {
             priority: m.priority,
             compatible_connectors: m.compatible_connectors.clone(),
             config_schema: m.config_schema.clone(),
+            on_chunk: self.wants_chunks(),
         }]
+    }
+
+    /// Whether this (native) plugin's `connector_hook` handles [`Hook::OnChunk`]. Only such
+    /// plugins are called for each chunk of a streamed answer.
+    fn wants_chunks(&self) -> bool {
+        false
     }
 
     /// Runs connector hook `hook` of connector plugin `connector_plugin`. `input` and the
@@ -248,7 +255,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// - `initialize`, `onDisconnect`: input `null`; the result is ignored;
     /// - `onConnect`: a `ConnectorConfig` in, the (changed) `ConnectorConfig` out;
     /// - `beforeSend`: `{message, metadata}` in, `{message, metadata?}` out;
-    /// - `afterReceive`: `{response}` in, `{response, metadata?}` out.
+    /// - `afterReceive`: `{response}` in, `{response, metadata?}` out;
+    /// - `onChunk` (streamed answers, see [`Plugin::wants_chunks`]): `{chunk, index}` in,
+    ///   `{chunk}` out to rewrite it (an empty string drops it).
     ///
     /// `ctx.state` is the plugin's per-session state: change it in place. `Ok(None)` means the
     /// plugin has no such hook (its input passes through).
@@ -299,6 +308,8 @@ pub enum Hook {
     BeforeSend,
     AfterReceive,
     OnDisconnect,
+    /// Each chunk of a streamed answer, before it reaches the client.
+    OnChunk,
 }
 
 impl Hook {
@@ -309,6 +320,7 @@ impl Hook {
             Hook::BeforeSend => "beforeSend",
             Hook::AfterReceive => "afterReceive",
             Hook::OnDisconnect => "onDisconnect",
+            Hook::OnChunk => "onChunk",
         }
     }
 }
@@ -334,6 +346,9 @@ pub struct ConnectorPluginInfo {
     pub priority: u32,
     pub compatible_connectors: Vec<String>,
     pub config_schema: Vec<ConfigField>,
+    /// It has an `onChunk` hook: it is called for each chunk of a streamed answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_chunk: bool,
 }
 
 /// Builds fresh plugin instances; the supervisor calls it again on every restart.

@@ -257,6 +257,9 @@ pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
             compatible_connectors: serde_json::from_value(c["compatibleConnectors"].clone())
                 .unwrap_or_default(),
             config_schema: serde_json::from_value(c["configSchema"].clone()).unwrap_or_default(),
+            on_chunk: c["hooks"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h == "onChunk")),
         })
         .collect()
 }

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::pipeline::{
-    call_stage, connect_chain, elapsed_ms, hook_failed, merge, notify, transcript, Chain, Exchange,
-    HookOutcome, Outcome,
+    call_stage, connect_chain, elapsed_ms, hook_failed, merge, notify, stream_answer, transcript,
+    Chain, Exchange, HookOutcome, Outcome, StreamEvent,
 };
 use super::{reply_json, AfterReceiveOrder, SessionError};
 use crate::broker::events;
@@ -30,6 +30,7 @@ use crate::store::writer::{StoreHandle, Write};
 use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
 use crate::target::Target;
+use tokio::sync::mpsc;
 
 /// One plugin in a session's pipeline.
 #[derive(Debug, Clone)]
@@ -45,6 +46,12 @@ pub struct Stage {
     /// This plugin's per-session context (state, bound config).
     pub ctx: HookContext,
     pub failures: u64,
+}
+
+/// What the upstream answered: in one piece, or as a stream still to read.
+enum Sent {
+    Whole(crate::connector::ConnectorResponse),
+    Stream(crate::connector::ChunkStream),
 }
 
 /// Where a session is in its life.
@@ -118,6 +125,8 @@ pub struct Open;
 pub struct SendMessage {
     pub message: String,
     pub metadata: Option<Value>,
+    /// Stream the answer here as it arrives (then `Done` or `Failed` ends it).
+    pub stream: Option<mpsc::Sender<StreamEvent>>,
 }
 
 /// Run every plugin's `onDisconnect`, disconnect, and stop. Answers with what happened.
@@ -278,7 +287,7 @@ impl Handler<Open> for SessionActor {
                     Ok(())
                 }
                 Err(error) => {
-                    tracing::info!(parent: &act.span, %error, "Session could not open.");
+                    tracing::info!(parent: &act.span, %error, detail = ?error, "Session could not open.");
                     act.guard.set_reason(ExitReason::Shutdown);
                     act.state = SessionState::Closed;
                     ctx.stop();
@@ -316,6 +325,8 @@ impl Handler<SendMessage> for SessionActor {
         let reauth = self.reauth_on_401;
         let target = self.target.clone();
         let session_id = self.id.clone();
+        let stream = msg.stream;
+        let stream_client = stream.clone();
         let pipeline = async move {
             let mut metadata = Map::new();
             metadata.insert("sessionId".into(), json!(session_id));
@@ -346,20 +357,48 @@ impl Handler<SendMessage> for SessionActor {
             }
 
             let (message, variables) = (&exchange.message, &exchange.extensions);
-            let mut reconnected = None;
-            let mut sent = connector.send_message(message, variables).await;
+            let mut reconnected: Option<Rc<dyn Connector>> = None;
+            let send = |connector: Rc<dyn Connector>| {
+                let (message, variables) = (message.clone(), variables.clone());
+                // A streaming upstream is read as a stream even for a client that takes the
+                // answer whole, so `onChunk` sees the same chunks either way.
+                let streaming = stream.is_some() || connector.supports_streaming();
+                async move {
+                    if streaming {
+                        connector
+                            .stream_message(&message, &variables)
+                            .await
+                            .map(Sent::Stream)
+                    } else {
+                        connector
+                            .send_message(&message, &variables)
+                            .await
+                            .map(Sent::Whole)
+                    }
+                }
+            };
+            let mut sent = send(connector.clone()).await;
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
                 match connect_chain(&host, &mut stages, &target).await {
                     Ok((fresh, _)) => {
-                        sent = fresh.send_message(message, variables).await;
+                        let fresh: Rc<dyn Connector> = Rc::from(fresh);
+                        sent = send(fresh.clone()).await;
                         reconnected = Some(fresh);
                     }
                     Err(error) => return (stages, Err(error), None),
                 }
             }
-            let response = match sent {
-                Ok(response) => response,
-                Err(error) => return (stages, Err(SessionError::Upstream(error)), reconnected),
+            let response = match (sent, &stream) {
+                (Ok(Sent::Whole(response)), _) => response,
+                (Ok(Sent::Stream(chunks)), client) => {
+                    match stream_answer(&mut chain, &mut stages, chunks, client.as_ref()).await {
+                        Ok(response) => response,
+                        Err(error) => return (stages, Err(error), reconnected),
+                    }
+                }
+                (Err(error), _) => {
+                    return (stages, Err(SessionError::Upstream(error)), reconnected)
+                }
             };
             exchange.response = serde_json::to_value(response).unwrap_or(Value::Null);
 
@@ -388,12 +427,26 @@ impl Handler<SendMessage> for SessionActor {
             let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
             (stages, Ok(reply), reconnected)
         };
+        let pipeline = async move {
+            let out = pipeline.await;
+            if let Some(client) = stream_client {
+                // The stream's last event (waiting for room, as chunks do); a client that left
+                // gets nothing.
+                let last = match &out.1 {
+                    Ok(reply) => StreamEvent::Done(reply.clone()),
+                    Err(error) => StreamEvent::Failed(error.clone()),
+                };
+                let _ = client.send(last).await;
+            }
+            out
+        };
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
             move |(stages, result, reconnected), act, _| {
                 act.stages = stages;
                 if let Some(fresh) = reconnected {
-                    act.connector = Some(Rc::from(fresh));
+                    act.connector = Some(fresh);
                 }
+
                 if result.is_err() {
                     act.errors += 1;
                 }
@@ -422,6 +475,7 @@ impl Handler<Close> for SessionActor {
         self.state = SessionState::Closing;
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
+        let connector = self.connector.take();
         let close = async move {
             // Every plugin's onDisconnect runs, whatever the others do.
             let mut outcomes = Vec::new();
@@ -443,6 +497,9 @@ impl Handler<Close> for SessionActor {
                     duration_ms: elapsed_ms(began),
                     error,
                 });
+            }
+            if let Some(connector) = connector {
+                connector.disconnect().await;
             }
             (stages, outcomes)
         };

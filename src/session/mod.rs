@@ -20,7 +20,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
@@ -40,6 +40,7 @@ use crate::supervisor::{
 use crate::target::catalogue::TargetRegistry;
 use crate::target::{PluginRef, Target};
 use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, Stage};
+pub use pipeline::StreamEvent;
 
 /// What sessions run with (from `[sessions]`).
 #[derive(Debug, Clone)]
@@ -65,6 +66,18 @@ pub enum AfterReceiveOrder {
     Reverse,
 }
 
+/// Chunks buffered between a streaming session and its client; a slower client holds the
+/// session back (and with it the upstream read) rather than growing a queue.
+const STREAM_BUFFER: usize = 32;
+
+/// The error of a message sent to a session whose actor has gone.
+fn stopped(id: &str) -> SessionError {
+    SessionError::Ended {
+        id: id.to_string(),
+        reason: "it stopped (see the session.failed event)".into(),
+    }
+}
+
 /// Why a session request failed; `api::error` maps each to a status and code.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SessionError {
@@ -88,6 +101,12 @@ pub enum SessionError {
     Upstream(ConnectorError),
     #[error("session '{id}' ended: {reason}")]
     Ended { id: String, reason: String },
+    /// A streaming client went away before the answer was complete; the upstream call was
+    /// cancelled.
+    #[error(
+        "the client went away before the answer was complete; the upstream call was cancelled"
+    )]
+    ClientGone,
 }
 
 /// `POST /api/sessions` body.
@@ -398,14 +417,54 @@ impl SessionManager {
             handle.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(SessionError::QueueFull(id.to_string()));
         }
-        let result = handle.addr.send(SendMessage { message, metadata }).await;
+        let message = SendMessage {
+            message,
+            metadata,
+            stream: None,
+        };
+        let result = handle.addr.send(message).await;
         handle.pending.fetch_sub(1, Ordering::AcqRel);
-        result.unwrap_or_else(|_| {
-            Err(SessionError::Ended {
-                id: id.to_string(),
-                reason: "it stopped (see the session.failed event)".into(),
-            })
-        })
+        result.unwrap_or_else(|_| Err(stopped(id)))
+    }
+
+    /// Sends a message whose answer is streamed: chunks as they arrive, then one `Done` or
+    /// `Failed`. Errors before the message is queued (unknown session, full queue) come back
+    /// here; every later one comes through the stream.
+    pub fn send_streaming(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+    ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
+        let handle = self.handle(id)?;
+        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
+        if queued > self.settings.queue_capacity {
+            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(SessionError::QueueFull(id.to_string()));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let message = SendMessage {
+            message,
+            metadata,
+            stream: Some(tx.clone()),
+        };
+        let id = id.to_string();
+        actix_web::rt::spawn(async move {
+            let result = handle.addr.send(message).await;
+            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            // The actor ends a stream it ran; one refused before it began (the session is not
+            // open, or it is gone) is ended here. A second end is never read.
+            match result {
+                Ok(Err(error)) => {
+                    let _ = tx.try_send(StreamEvent::Failed(error));
+                }
+                Err(_) => {
+                    let _ = tx.try_send(StreamEvent::Failed(stopped(&id)));
+                }
+                Ok(Ok(_)) => {}
+            }
+        });
+        Ok(rx)
     }
 
     pub async fn describe(&self, id: &str) -> Result<SessionInfo, SessionError> {

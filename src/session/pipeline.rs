@@ -6,18 +6,23 @@
 //! for the later plugins and becomes request-template variables), and the failure policy: a
 //! failed hook tells the plugin (`onError`), a non-critical plugin's change is skipped, counted
 //! and published as `plugin.hook_failed`, a critical one fails the message. Also the `onConnect`
-//! chain and the transcript row of a message. Does not own calling a plugin (`plugin::call`)
-//! nor the session's lifecycle (`actor`).
+//! chain, streamed answers (`onChunk` for each chunk, on to the client, cancelled when the
+//! client goes away) and the transcript row of a message. Does not own calling a plugin
+//! (`plugin::call`) nor the session's lifecycle (`actor`).
 
 use std::time::{Instant, SystemTime};
 
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
 use super::{SessionError, Stage};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::connector::{self, Connector, ConnectorConfig};
+use crate::connector::{
+    self, ChunkStream, Connector, ConnectorConfig, ConnectorError, ConnectorResponse, StreamItem,
+};
 use crate::plugin::call;
 use crate::plugin::host::PluginHost;
 use crate::plugin::Hook;
@@ -207,6 +212,115 @@ impl Chain<'_> {
     }
 }
 
+impl Chain<'_> {
+    /// Runs `onChunk` over the stages that have it, in order; each may rewrite the chunk (an
+    /// empty one is dropped). A failing hook leaves the chunk as it was, under the usual
+    /// failure policy, except that a chunk is never held back by a critical plugin: the answer
+    /// is already on its way.
+    pub async fn on_chunk(
+        &mut self,
+        stages: &mut [Stage],
+        mut chunk: String,
+        index: u64,
+    ) -> String {
+        for stage in stages.iter_mut().filter(|s| s.info.on_chunk) {
+            let began = Instant::now();
+            let mut input = Map::with_capacity(2);
+            input.insert("chunk".into(), Value::String(chunk.clone()));
+            input.insert("index".into(), Value::from(index));
+            match call_stage(self.host, stage, Hook::OnChunk, Value::Object(input)).await {
+                Ok(None) => {}
+                Ok(Some(out)) => match out.get("chunk").and_then(Value::as_str) {
+                    Some(changed) => chunk = changed.to_string(),
+                    None => {
+                        let error = "onChunk must return { chunk: string }".to_string();
+                        self.failed(stage, Hook::OnChunk, error, began);
+                    }
+                },
+                Err(error) => {
+                    self.failed(stage, Hook::OnChunk, error, began);
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+        }
+        chunk
+    }
+}
+
+/// What a streaming client receives, in order: chunks, then one `Done` or one `Failed`.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A piece of the answer, after `onChunk`.
+    Chunk {
+        index: u64,
+        content: String,
+    },
+    /// The reply: the assembled content after `afterReceive`, metadata and hook outcomes.
+    Done(Value),
+    Failed(SessionError),
+}
+
+/// The streamed middle of a message: reads the connector's stream, runs `onChunk` for each
+/// chunk and sends what is left to the client, when one streams. Answers with the assembled
+/// answer (what a streaming client received) and its metadata. Stops, dropping the upstream
+/// call, when the client goes away; an upstream that breaks off mid-answer is an error that
+/// says how far it got.
+pub(super) async fn stream_answer(
+    chain: &mut Chain<'_>,
+    stages: &mut [Stage],
+    mut stream: ChunkStream,
+    client: Option<&mpsc::Sender<StreamEvent>>,
+) -> Result<ConnectorResponse, SessionError> {
+    let mut content = String::new();
+    let mut index = 0;
+    loop {
+        let item = match client {
+            Some(client) => tokio::select! {
+                biased;
+                _ = client.closed() => return Err(SessionError::ClientGone),
+                item = stream.next() => item,
+            },
+            None => stream.next().await,
+        };
+        match item {
+            Some(Ok(StreamItem::Delta(text))) => {
+                let text = chain.on_chunk(stages, text, index).await;
+                if text.is_empty() {
+                    continue;
+                }
+                content.push_str(&text);
+                if let Some(client) = client {
+                    let chunk = StreamEvent::Chunk {
+                        index,
+                        content: text,
+                    };
+                    if client.send(chunk).await.is_err() {
+                        return Err(SessionError::ClientGone);
+                    }
+                }
+                index += 1;
+            }
+            Some(Ok(StreamItem::Done(metadata))) => {
+                return Ok(ConnectorResponse { content, metadata })
+            }
+            Some(Err(ConnectorError::StreamBroken(why)))
+            | Some(Err(ConnectorError::Unreachable(why)))
+                if index > 0 =>
+            {
+                let why = format!("{why} (after {index} chunks)");
+                return Err(SessionError::Upstream(ConnectorError::StreamBroken(why)));
+            }
+            Some(Err(error)) => return Err(SessionError::Upstream(error)),
+            None => {
+                let why = format!("the stream ended without finishing (after {index} chunks)");
+                return Err(SessionError::Upstream(ConnectorError::StreamBroken(why)));
+            }
+        }
+    }
+}
+
 /// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
 /// connector with the final config. Used to open, and once more after an upstream 401. The
 /// flag says whether a plugin changed the config (it then holds credentials worth refreshing).
@@ -234,8 +348,9 @@ pub(super) async fn connect_chain(
         return Err(hook_failed(stage, Hook::OnConnect, error));
     }
     let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
-    let connector =
-        connector::connect(&target.connector_type, config).map_err(SessionError::Upstream)?;
+    let connector = connector::connect(&target.connector_type, config)
+        .await
+        .map_err(SessionError::Upstream)?;
     Ok((connector, changed_by_plugin))
 }
 

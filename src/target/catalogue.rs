@@ -116,6 +116,15 @@ impl TargetRegistry {
         value
     }
 
+    /// Targets that accept any server certificate (`tls.insecureSkipVerify`).
+    pub fn insecure(&self) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter(|e| e.target.tls.insecure_skip_verify)
+            .map(|e| e.target.id.clone())
+            .collect()
+    }
+
     /// Every target as responses show it (credentials masked, `source`, `lastTest`).
     pub fn views(&self) -> Vec<Value> {
         self.read().iter().map(Self::view).collect()
@@ -137,7 +146,11 @@ impl TargetRegistry {
                     .collect(),
             )
         })?;
-        Ok(targets.remove(0))
+        let target = targets.remove(0);
+        if target.tls.insecure_skip_verify {
+            tracing::warn!(target = %target.id, "Target accepts any TLS certificate (tls.insecureSkipVerify): its connections are encrypted but not authenticated.");
+        }
+        Ok(target)
     }
 
     async fn persist(&self, target: &Target) -> Result<(), TargetError> {
@@ -239,21 +252,19 @@ impl TargetRegistry {
             .get(id)
             .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
         let started = Instant::now();
-        let result = match crate::connector::connect(
-            &target.connector_type,
-            target.connector_config(),
-        ) {
-            Err(error) => json!({ "ok": false, "error": error.to_string() }),
+        let connector =
+            crate::connector::connect(&target.connector_type, target.connector_config()).await;
+        let result = match connector {
+            Err(error) => failure(&error),
             Ok(connector) => {
                 let health = connector.health_check().await;
                 let sent = match connector.send_message(message, &Map::new()).await {
                     Ok(reply) => {
                         json!({ "ok": true, "content": reply.content, "responseTimeMs": reply.metadata.response_time_ms })
                     }
-                    Err(error) => {
-                        json!({ "ok": false, "error": error.to_string(), "status": error.status() })
-                    }
+                    Err(error) => failure(&error),
                 };
+                connector.disconnect().await;
                 json!({ "ok": sent["ok"] == true, "health": health, "message": sent })
             }
         };
@@ -303,4 +314,14 @@ fn keep_masked_secrets(body: &mut Value, current: &Map<String, Value>) {
             }
         }
     }
+}
+
+/// A failed connection test: the error, the upstream status, and a TLS failure named as such.
+fn failure(error: &crate::connector::ConnectorError) -> Value {
+    let mut out = json!({ "ok": false, "error": error.to_string(), "status": error.status() });
+    if let crate::connector::ConnectorError::Tls(tls) = error {
+        out["code"] = json!("tls_error");
+        out["reason"] = json!(tls.reason());
+    }
+    out
 }

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::connector::auth::AuthType;
 use crate::connector::template::{RequestTemplate, ResponseTemplate};
+use crate::connector::tls::TlsOptions;
 use crate::connector::{ConnectorConfig, SUPPORTED_CONNECTORS};
 use crate::util::MASK;
 
@@ -66,6 +67,61 @@ pub struct Target {
     pub timeout_ms: u64,
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+    /// TLS options for `https://` and `wss://` endpoints.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsOptions,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The keys a target may have, and whether each must be present.
+const FIELDS: &[(&str, bool)] = &[
+    ("id", true),
+    ("name", true),
+    ("connectorType", true),
+    ("endpoint", true),
+    ("authType", false),
+    ("authConfig", false),
+    ("requestTemplate", true),
+    ("responseTemplate", true),
+    ("protocolConfig", false),
+    ("timeoutMs", false),
+    ("plugins", false),
+    ("tls", false),
+];
+
+/// Problems with a target's JSON before it is read as a [`Target`]: missing and unknown
+/// fields, each named (serde would stop at the first, in its own words).
+fn shape_problems(value: &Value) -> Vec<(String, String)> {
+    let Some(object) = value.as_object() else {
+        return vec![(String::new(), "a target must be a JSON object".into())];
+    };
+    let mut out = Vec::new();
+    for (field, required) in FIELDS {
+        if *required && !object.contains_key(*field) {
+            out.push((field.to_string(), "is required".to_string()));
+        }
+    }
+    for key in object.keys() {
+        if !FIELDS.iter().any(|(f, _)| f == key) {
+            let known: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
+            out.push((
+                key.clone(),
+                format!("unknown field; a target has {}", known.join(", ")),
+            ));
+        }
+    }
+    out
+}
+
+/// The URL schemes each connector type accepts.
+fn schemes(connector_type: &str) -> &'static [&'static str] {
+    match connector_type {
+        "WEBSOCKET" => &["ws", "wss"],
+        _ => &["http", "https"],
+    }
 }
 
 /// Applies `f` to every credential value in an `authConfig`: everything but `headerName` and
@@ -93,6 +149,7 @@ impl Target {
             response_template: self.response_template.clone(),
             protocol_config: self.protocol_config.clone(),
             timeout: self.timeout_ms,
+            tls: self.tls.clone(),
         }
     }
 
@@ -149,17 +206,21 @@ impl Target {
                 SUPPORTED_CONNECTORS.join(", ")
             ),
         );
+        let allowed = schemes(&self.connector_type);
         let url_ok = self
             .endpoint
             .parse::<actix_web::http::Uri>()
             .ok()
             .is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                u.scheme_str().is_some_and(|s| allowed.contains(&s)) && u.host().is_some()
             });
         check(
             url_ok,
             "endpoint",
-            format!("'{}' is not an http(s) URL", self.endpoint),
+            match self.connector_type.as_str() {
+                "WEBSOCKET" => format!("'{}' is not a ws:// or wss:// URL", self.endpoint),
+                _ => format!("'{}' is not an http(s) URL", self.endpoint),
+            },
         );
         check(
             self.timeout_ms > 0,
@@ -231,6 +292,13 @@ impl Target {
                 format!("{method} is not one of GET, POST, PUT, PATCH, DELETE"),
             );
         }
+        for (field, message) in self.tls.problems() {
+            out.push((format!("tls.{field}"), message));
+        }
+        out.extend(match self.connector_type.as_str() {
+            "WEBSOCKET" => crate::connector::websocket::problems(&self.protocol_config),
+            _ => crate::connector::sse::StreamSpec::problems(&self.protocol_config),
+        });
         out
     }
 }
@@ -242,6 +310,18 @@ pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(Str
     let mut problems = Vec::new();
     let mut ids = HashSet::new();
     for (path, value) in values {
+        let shape = shape_problems(value);
+        if !shape.is_empty() {
+            for (field, message) in shape {
+                let at = if field.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{path}.{field}")
+                };
+                problems.push((at, message));
+            }
+            continue;
+        }
         match serde_json::from_value::<Target>(value.clone()) {
             Ok(target) => {
                 for (field, message) in target.problems() {
@@ -357,11 +437,11 @@ mod tests {
                 "targets[0].timeoutMs",
                 "targets[0].responseTemplate.responsePath",
                 "targets[0].authConfig.headerName",
-                "targets[1]",
+                "targets[1].colour",
                 "targets[3].id",
             ]
         );
-        assert!(problems[5].1.contains("colour"), "{:?}", problems[5]);
+        assert!(problems[5].1.starts_with("unknown field"), "{:?}", problems[5]);
     }
 
     #[test]

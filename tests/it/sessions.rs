@@ -705,11 +705,15 @@ async fn connect_failures_secrets_reverse_order_and_health_checks() {
         response_template: Default::default(),
         protocol_config: Default::default(),
         timeout: 1000,
+        tls: Default::default(),
     };
-    let up = switchyard::connector::connect("HTTP_REST", config(mock.url("/chat"))).unwrap();
+    let up = switchyard::connector::connect("HTTP_REST", config(mock.url("/chat")))
+        .await
+        .unwrap();
     assert!(up.health_check().await.healthy);
-    let down =
-        switchyard::connector::connect("HTTP_REST", config("http://127.0.0.1:9/x".into())).unwrap();
+    let down = switchyard::connector::connect("HTTP_REST", config("http://127.0.0.1:9/x".into()))
+        .await
+        .unwrap();
     let status = down.health_check().await;
     assert!(!status.healthy);
     assert_eq!(status.error.as_deref(), Some("Cannot reach endpoint"));

@@ -138,7 +138,7 @@
 
   const registered = [];
   const isFn = (v) => typeof v === "function";
-  const HOOKS = ["initialize", "onConnect", "beforeSend", "afterReceive", "onDisconnect", "onError"];
+  const HOOKS = ["initialize", "onConnect", "beforeSend", "afterReceive", "onChunk", "onDisconnect", "onError"];
 
   const calls = new Map();
   let callSeq = 0;
@@ -219,6 +219,12 @@
       if (hook === "onConnect") result = await plugin.onConnect(input, context);
       else if (hook === "beforeSend") result = await plugin.beforeSend(input.message, input.metadata, context);
       else if (hook === "afterReceive") result = await plugin.afterReceive(input.response, context);
+      else if (hook === "onChunk") {
+        // A string rewrites the chunk ("" drops it); anything else lets it through.
+        const chunk = await plugin.onChunk(input.chunk, context);
+        result = typeof chunk === "string" ? { chunk } : null;
+        if (result === null) return { skipped: true, state: context.state };
+      }
       else await plugin[hook](context);
       return { skipped: false, result: result === undefined ? null : result, state: context.state };
     },
