@@ -136,6 +136,48 @@ pub async fn send(client: &awc::Client, call: &Call) -> Result<Bytes, String> {
     }
 }
 
+/// One streamed answer: microseconds to the first chunk and to the end of the stream.
+pub struct Streamed {
+    pub first_us: u64,
+    pub total_us: u64,
+}
+
+/// Sends `call` asking for an event stream and reads it to the end; the first chunk is the
+/// first piece of body that contains `first` (`data:` from the upstream, `event: chunk` from
+/// the gateway).
+pub async fn stream_once(
+    client: &awc::Client,
+    call: &Call,
+    first: &[u8],
+) -> Result<Streamed, String> {
+    use futures::StreamExt;
+    let started = std::time::Instant::now();
+    let mut resp = client
+        .request(call.method.clone(), &call.url)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("accept", "text/event-stream"))
+        .send_body(call.body.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let mut first_us = None;
+    let mut tail = Vec::new();
+    while let Some(bytes) = resp.next().await {
+        let bytes = bytes.map_err(|e| e.to_string())?;
+        if first_us.is_none() {
+            tail.extend_from_slice(&bytes);
+            if tail.windows(first.len()).any(|w| w == first) {
+                first_us = Some(started.elapsed().as_micros() as u64);
+            }
+        }
+    }
+    let total_us = started.elapsed().as_micros() as u64;
+    let first_us = first_us.ok_or("the stream had no chunk")?;
+    Ok(Streamed { first_us, total_us })
+}
+
 /// How long a closed-loop run lasts.
 #[derive(Clone, Copy)]
 pub enum Stop {

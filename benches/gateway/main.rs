@@ -34,6 +34,8 @@ pub struct Plan {
     pub s6_reloads: usize,
     pub s7_crashes: usize,
     pub s8_requests: u64,
+    /// Streamed answers per round and side in S4.
+    pub s4_requests: u64,
     pub only: Option<Vec<String>>,
 }
 
@@ -53,6 +55,7 @@ impl Plan {
             s6_reloads: 5,
             s7_crashes: 5,
             s8_requests: 2_000,
+            s4_requests: 300,
             only: None,
         }
     }
@@ -72,6 +75,7 @@ impl Plan {
             s6_reloads: 1,
             s7_crashes: 1,
             s8_requests: 30,
+            s4_requests: 5,
             only: None,
         }
     }

@@ -205,6 +205,20 @@ pub struct S8 {
     pub native_tool_p50_us: Spread,
 }
 
+/// S4: one streaming path, gateway against the direct stream, in alternated rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct S4Row {
+    pub path: String,
+    pub chunks: usize,
+    pub direct_first_p50_us: Spread,
+    pub gateway_first_p50_us: Spread,
+    /// Added time to first chunk, p50 (gateway − direct).
+    pub added_first_p50_us: Spread,
+    /// Added time per chunk after the first: (added total − added first) / (chunks − 1), p50s.
+    pub per_chunk_us: Spread,
+    pub errors: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceiling {
     pub concurrency: usize,
@@ -221,6 +235,7 @@ pub struct Results {
     pub s1_slopes: Vec<Slope>,
     pub s2: Vec<S2Series>,
     pub s3: Option<S3>,
+    pub s4: Vec<S4Row>,
     pub s5: Option<S5>,
     pub s6: Option<S6>,
     pub s7: Option<S7>,
@@ -365,6 +380,24 @@ pub fn markdown(r: &Results) -> String {
             s3.errors,
             s3.core_us_per_msg.show(1)
         );
+    }
+    if !r.s4.is_empty() {
+        let _ = writeln!(w, "### S4 — streamed answers, zero-gap upstream stream (µs; median (min–max) over rounds)\n");
+        let _ = writeln!(w, "| path | chunks | direct first chunk p50 | gateway first chunk p50 | added to first chunk | added per later chunk | errors |\n|---|---|---|---|---|---|---|");
+        for row in &r.s4 {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.path,
+                row.chunks,
+                row.direct_first_p50_us.show(0),
+                row.gateway_first_p50_us.show(0),
+                row.added_first_p50_us.show(0),
+                row.per_chunk_us.show(1),
+                row.errors
+            );
+        }
+        let _ = writeln!(w);
     }
     if let Some(s5) = &r.s5 {
         let _ = writeln!(w, "### S5 — memory (RSS)\n");

@@ -31,6 +31,7 @@ pub fn mock(spec: MockSpec) {
         HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(web::PayloadConfig::default().limit(1 << 20))
+                .route("/v1/stream", web::post().to(stream))
                 .default_service(web::to(move |_body: web::Bytes| async move {
                     if !delay.is_zero() {
                         actix_web::rt::time::sleep(delay).await;
@@ -49,6 +50,25 @@ pub fn mock(spec: MockSpec) {
         .await
         .expect("mock runs");
     });
+}
+
+/// Chunks in every streamed answer of the mock.
+pub const STREAM_CHUNKS: usize = 20;
+
+/// `POST /v1/stream`: an OpenAI-style event stream of [`STREAM_CHUNKS`] chunks, each written
+/// on its own, then `[DONE]`.
+async fn stream() -> HttpResponse {
+    let chunks = (0..STREAM_CHUNKS)
+        .map(|i| {
+            let event =
+                json!({ "choices": [{ "index": 0, "delta": { "content": format!("w{i} ") } }] });
+            format!("data: {event}\n\n")
+        })
+        .chain(std::iter::once("data: [DONE]\n\n".to_string()))
+        .map(|text| Ok::<_, actix_web::Error>(web::Bytes::from(text)));
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(futures::stream::iter(chunks))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The scenarios (S1–S3, S5–S8 of the issue; S4, streaming, is not a gateway path yet). Each
+//! The scenarios (S1–S8). Each
 //! starts the processes it needs, measures, stops them, and records what it found; a scenario
 //! that cannot measure records a failure instead of a number.
 
@@ -63,6 +63,24 @@ endpoint = "http://{upstream}/v1/chat/completions"
 timeoutMs = 30000
 requestTemplate = {{ messagePath = "message", structure = {{ model = "bench" }} }}
 responseTemplate = {{ responsePath = "$.choices[0].message.content", tokenUsagePath = "$.usage" }}
+
+[[targets]]
+id = "stream-sse"
+name = "Mock stream, SSE connector"
+connectorType = "SSE"
+endpoint = "http://{upstream}/v1/stream"
+timeoutMs = 30000
+requestTemplate = {{ messagePath = "message", structure = {{ model = "bench", stream = true }} }}
+responseTemplate = {{ responsePath = "choices[0].delta.content" }}
+
+[[targets]]
+id = "stream-rest"
+name = "Mock stream, HTTP_REST streaming"
+connectorType = "HTTP_REST"
+endpoint = "http://{upstream}/v1/stream"
+timeoutMs = 30000
+requestTemplate = {{ messagePath = "message", structure = {{ model = "bench", stream = true }} }}
+responseTemplate = {{ responsePath = "choices[0].delta.content" }}
 "#
             ),
         )
@@ -180,6 +198,9 @@ pub async fn run_all(plan: &Plan) -> Results {
     }
     if plan.runs("S3") {
         s3(plan, &mut r).await;
+    }
+    if plan.runs("S4") {
+        s4(plan, &upstream.addr, &mut r).await;
     }
     if plan.runs("S5") {
         s5(plan, &upstream.addr, &mut r).await;
@@ -589,6 +610,97 @@ async fn s3(plan: &Plan, r: &mut Results) {
     });
     gw.stop();
     slow.stop();
+}
+
+/// One S4 round's p50s: direct first chunk and end, gateway first chunk and end (µs).
+type StreamRound = (f64, f64, f64, f64);
+
+/// S4: streamed answers. Alternates the direct stream from the mock with the same stream
+/// through a gateway session (SSE connector, then HTTP_REST streaming), `s4_requests` each per
+/// round, and reports the added time to the first chunk and per later chunk.
+async fn s4(plan: &Plan, upstream: &str, r: &mut Results) {
+    let client = load::client(8);
+    let gw = Gateway::start(upstream, GatewaySpec::default(), &[]);
+    let n = roles::STREAM_CHUNKS;
+    let direct = Call::post(format!("http://{upstream}/v1/stream"), &direct_body());
+    for (path, target) in [
+        ("SSE connector", "stream-sse"),
+        ("HTTP_REST, stream", "stream-rest"),
+    ] {
+        let body = json!({ "targetId": target }).to_string();
+        let opened = load::send(
+            &client,
+            &Call::post(format!("{}/api/sessions", gw.base), &body),
+        )
+        .await;
+        let session = match opened.map(|b| serde_json::from_slice::<Value>(&b)) {
+            Ok(Ok(v)) => v["id"].as_str().unwrap_or_default().to_string(),
+            other => {
+                r.failures
+                    .push(format!("S4 {path}: cannot open a session: {other:?}"));
+                continue;
+            }
+        };
+        let through = Call::post(
+            format!("{}/api/sessions/{session}/messages", gw.base),
+            &gateway_body(MESSAGE),
+        );
+        let mut rounds: Vec<StreamRound> = Vec::new();
+        let mut errors = 0;
+        let measure = |call: &Call, marker: &'static [u8]| {
+            let client = client.clone();
+            let call = call.clone();
+            async move {
+                let mut firsts = Vec::new();
+                let mut totals = Vec::new();
+                let mut errors = 0;
+                for _ in 0..plan.s4_requests {
+                    match load::stream_once(&client, &call, marker).await {
+                        Ok(s) => {
+                            firsts.push(s.first_us as f64);
+                            totals.push(s.total_us as f64);
+                        }
+                        Err(e) => {
+                            if errors == 0 {
+                                eprintln!("S4 {marker:?}: {e}");
+                            }
+                            errors += 1;
+                        }
+                    }
+                }
+                (
+                    Spread::of(&firsts).median,
+                    Spread::of(&totals).median,
+                    errors,
+                )
+            }
+        };
+        // Warm both sides.
+        let _ = measure(&direct, b"data:").await;
+        let _ = measure(&through, b"event: chunk").await;
+        for _ in 0..plan.rounds {
+            let (d_first, d_total, de) = measure(&direct, b"data:").await;
+            let (g_first, g_total, ge) = measure(&through, b"event: chunk").await;
+            errors += de + ge;
+            rounds.push((d_first, d_total, g_first, g_total));
+        }
+        if errors > 0 {
+            r.failures.push(format!("S4 {path}: {errors} errors"));
+        }
+        let pick =
+            |f: &dyn Fn(&StreamRound) -> f64| Spread::of(&rounds.iter().map(f).collect::<Vec<_>>());
+        let later = (n.max(2) - 1) as f64;
+        r.s4.push(S4Row {
+            path: path.to_string(),
+            chunks: n,
+            direct_first_p50_us: pick(&|x| x.0),
+            gateway_first_p50_us: pick(&|x| x.2),
+            added_first_p50_us: pick(&|x| x.2 - x.0),
+            per_chunk_us: pick(&|x| ((x.3 - x.2) - (x.1 - x.0)) / later),
+            errors,
+        });
+    }
+    gw.stop();
 }
 
 async fn settle() {

@@ -441,7 +441,11 @@ mod tests {
                 "targets[3].id",
             ]
         );
-        assert!(problems[5].1.starts_with("unknown field"), "{:?}", problems[5]);
+        assert!(
+            problems[5].1.starts_with("unknown field"),
+            "{:?}",
+            problems[5]
+        );
     }
 
     #[test]
