@@ -142,40 +142,76 @@ pub struct Streamed {
     pub total_us: u64,
 }
 
-/// Sends `call` asking for an event stream and reads it to the end; the first chunk is the
-/// first piece of body that contains `first` (`data:` from the upstream, `event: chunk` from
-/// the gateway).
-pub async fn stream_once(
-    client: &awc::Client,
-    call: &Call,
-    first: &[u8],
-) -> Result<Streamed, String> {
-    use futures::StreamExt;
-    let started = std::time::Instant::now();
-    let mut resp = client
-        .request(call.method.clone(), &call.url)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("accept", "text/event-stream"))
-        .send_body(call.body.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
-    }
-    let mut first_us = None;
-    let mut tail = Vec::new();
-    while let Some(bytes) = resp.next().await {
-        let bytes = bytes.map_err(|e| e.to_string())?;
-        if first_us.is_none() {
-            tail.extend_from_slice(&bytes);
-            if tail.windows(first.len()).any(|w| w == first) {
-                first_us = Some(started.elapsed().as_micros() as u64);
-            }
+/// A keep-alive HTTP/1.1 connection that reads streamed answers byte by byte as they arrive.
+/// awc's client reads a chunked body one chunk per wake-up, which added milliseconds per chunk
+/// to a stream of many small chunks and would have measured the load generator instead of the
+/// gateway; this reads whatever the socket has.
+pub struct RawStream {
+    addr: String,
+    conn: Option<tokio::net::TcpStream>,
+}
+
+impl RawStream {
+    pub fn new(addr: &str) -> RawStream {
+        RawStream {
+            addr: addr.to_string(),
+            conn: None,
         }
     }
-    let total_us = started.elapsed().as_micros() as u64;
-    let first_us = first_us.ok_or("the stream had no chunk")?;
-    Ok(Streamed { first_us, total_us })
+
+    /// POSTs `body` to `path` asking for an event stream; the first chunk is the first time
+    /// `first` shows up in the body, the end is the chunked body's last chunk.
+    pub async fn send(&mut self, path: &str, body: &str, first: &[u8]) -> Result<Streamed, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = std::time::Instant::now();
+        if self.conn.is_none() {
+            let conn = tokio::net::TcpStream::connect(&self.addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if let Err(e) = conn.write_all(request.as_bytes()).await {
+            self.conn = None;
+            return Err(e.to_string());
+        }
+        let mut seen = Vec::new();
+        let mut first_us = None;
+        let mut buf = [0u8; 16384];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf));
+            let n = match read.await {
+                Err(_) => {
+                    self.conn = None;
+                    return Err("no answer within 30 s".into());
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    self.conn = None;
+                    return Err("the connection closed mid-answer".into());
+                }
+                Ok(Ok(n)) => n,
+            };
+            seen.extend_from_slice(&buf[..n]);
+            if first_us.is_none() && seen.windows(first.len()).any(|w| w == first) {
+                first_us = Some(started.elapsed().as_micros() as u64);
+            }
+            // The chunked body's last chunk ends the answer.
+            if seen.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+        if !seen.starts_with(b"HTTP/1.1 200") {
+            return Err(String::from_utf8_lossy(&seen[..seen.len().min(120)]).into_owned());
+        }
+        let total_us = started.elapsed().as_micros() as u64;
+        let first_us = first_us.ok_or("the stream had no chunk")?;
+        Ok(Streamed { first_us, total_us })
+    }
 }
 
 /// How long a closed-loop run lasts.

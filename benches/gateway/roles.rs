@@ -56,8 +56,8 @@ pub fn mock(spec: MockSpec) {
 pub const STREAM_CHUNKS: usize = 20;
 
 /// `POST /v1/stream`: an OpenAI-style event stream of [`STREAM_CHUNKS`] chunks, each written
-/// on its own, then `[DONE]`.
-async fn stream() -> HttpResponse {
+/// on its own, then `[DONE]`. The body is read so the connection can be kept alive.
+async fn stream(_body: web::Bytes) -> HttpResponse {
     let chunks = (0..STREAM_CHUNKS)
         .map(|i| {
             let event =

@@ -622,7 +622,7 @@ async fn s4(plan: &Plan, upstream: &str, r: &mut Results) {
     let client = load::client(8);
     let gw = Gateway::start(upstream, GatewaySpec::default(), &[]);
     let n = roles::STREAM_CHUNKS;
-    let direct = Call::post(format!("http://{upstream}/v1/stream"), &direct_body());
+    let gateway_addr = gw.base.trim_start_matches("http://").to_string();
     for (path, target) in [
         ("SSE connector", "stream-sse"),
         ("HTTP_REST, stream", "stream-rest"),
@@ -641,48 +641,50 @@ async fn s4(plan: &Plan, upstream: &str, r: &mut Results) {
                 continue;
             }
         };
-        let through = Call::post(
-            format!("{}/api/sessions/{session}/messages", gw.base),
-            &gateway_body(MESSAGE),
-        );
+        let mut direct = load::RawStream::new(upstream);
+        let mut through = load::RawStream::new(&gateway_addr);
+        let direct_body = direct_body();
+        let through_path = format!("/api/sessions/{session}/messages");
+        let through_body = gateway_body(MESSAGE);
         let mut rounds: Vec<StreamRound> = Vec::new();
         let mut errors = 0;
-        let measure = |call: &Call, marker: &'static [u8]| {
-            let client = client.clone();
-            let call = call.clone();
-            async move {
-                let mut firsts = Vec::new();
-                let mut totals = Vec::new();
-                let mut errors = 0;
+        for round in 0..=plan.rounds {
+            let mut sides = Vec::new();
+            for (conn, url, body, marker) in [
+                (
+                    &mut direct,
+                    "/v1/stream",
+                    direct_body.as_str(),
+                    &b"data:"[..],
+                ),
+                (
+                    &mut through,
+                    through_path.as_str(),
+                    through_body.as_str(),
+                    &b"event: chunk"[..],
+                ),
+            ] {
+                let (mut firsts, mut totals) = (Vec::new(), Vec::new());
                 for _ in 0..plan.s4_requests {
-                    match load::stream_once(&client, &call, marker).await {
+                    match conn.send(url, body, marker).await {
                         Ok(s) => {
                             firsts.push(s.first_us as f64);
                             totals.push(s.total_us as f64);
                         }
                         Err(e) => {
                             if errors == 0 {
-                                eprintln!("S4 {marker:?}: {e}");
+                                eprintln!("S4 {path}: {e}");
                             }
                             errors += 1;
                         }
                     }
                 }
-                (
-                    Spread::of(&firsts).median,
-                    Spread::of(&totals).median,
-                    errors,
-                )
+                sides.push((Spread::of(&firsts).median, Spread::of(&totals).median));
             }
-        };
-        // Warm both sides.
-        let _ = measure(&direct, b"data:").await;
-        let _ = measure(&through, b"event: chunk").await;
-        for _ in 0..plan.rounds {
-            let (d_first, d_total, de) = measure(&direct, b"data:").await;
-            let (g_first, g_total, ge) = measure(&through, b"event: chunk").await;
-            errors += de + ge;
-            rounds.push((d_first, d_total, g_first, g_total));
+            // Round 0 warms both sides up.
+            if round > 0 {
+                rounds.push((sides[0].0, sides[0].1, sides[1].0, sides[1].1));
+            }
         }
         if errors > 0 {
             r.failures.push(format!("S4 {path}: {errors} errors"));

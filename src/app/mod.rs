@@ -541,6 +541,15 @@ fn start_http(
             .wrap(actix_web::middleware::from_fn(api::request_id))
             .configure(move |cfg| api::configure(cfg, state))
     })
+    // Streamed answers are many small writes: with Nagle's algorithm each one after the first
+    // waits for the client's delayed ACK (40 ms on Linux) on a kept-alive connection.
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "Cannot turn Nagle's algorithm off for a connection.");
+            }
+        }
+    })
     .disable_signals()
     .shutdown_timeout(settings.shutdown.http_drain_timeout_ms.div_ceil(1000))
     .listen(listener)
