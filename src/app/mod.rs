@@ -396,9 +396,7 @@ async fn start_tree(
             .await
             .map_err(StartupError::StoredTargets)?,
     );
-    for id in targets.insecure() {
-        tracing::warn!(target = %id, "Target accepts any TLS certificate (tls.insecureSkipVerify): its connections are encrypted but not authenticated.");
-    }
+    targets.warn_insecure();
     let sessions = SessionManager::new(
         targets,
         plugins.clone(),

@@ -39,16 +39,22 @@ pub struct SseParser {
     has_data: bool,
     last_id: Option<String>,
     retry: Option<u64>,
+    /// The last `retry:` the stream gave, dispatched or not (it applies at once).
+    reconnection_ms: Option<u64>,
 }
 
 /// Longest line accepted (1 MiB): a server that never ends a line cannot exhaust memory.
 const MAX_LINE: usize = 1 << 20;
+/// Largest event accepted (16 MiB of data lines).
+const MAX_EVENT: usize = 16 << 20;
 
 /// What can go wrong while parsing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
     #[error("an event-stream line is longer than {MAX_LINE} bytes")]
     LineTooLong,
+    #[error("an event is larger than {MAX_EVENT} bytes")]
+    EventTooLarge,
 }
 
 impl SseParser {
@@ -59,6 +65,11 @@ impl SseParser {
     /// The last event id the stream set (for `Last-Event-ID` on a reconnection).
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_id.as_deref()
+    }
+
+    /// The reconnection time the stream set last, in milliseconds.
+    pub fn reconnection_ms(&self) -> Option<u64> {
+        self.reconnection_ms
     }
 
     /// Feeds a chunk; returns the events it completed, in order.
@@ -78,7 +89,7 @@ impl SseParser {
                 b'\n' | b'\r' => {
                     self.after_cr = byte == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    if let Some(event) = self.line_done(&line) {
+                    if let Some(event) = self.line_done(&line)? {
                         events.push(event);
                     }
                 }
@@ -108,7 +119,7 @@ impl SseParser {
         self.retry = None;
     }
 
-    fn line_done(&mut self, line: &[u8]) -> Option<SseEvent> {
+    fn line_done(&mut self, line: &[u8]) -> Result<Option<SseEvent>, SseError> {
         if line.is_empty() {
             let event = self.has_data.then(|| SseEvent {
                 event: self.event.take().filter(|e| !e.is_empty()),
@@ -117,10 +128,10 @@ impl SseParser {
                 retry: self.retry,
             });
             self.reset_event();
-            return event;
+            return Ok(event);
         }
         if line[0] == b':' {
-            return None;
+            return Ok(None);
         }
         let line = String::from_utf8_lossy(line);
         let (field, value) = match line.find(':') {
@@ -133,6 +144,9 @@ impl SseParser {
         match field {
             "event" => self.event = Some(value.to_string()),
             "data" => {
+                if self.data.len() + value.len() >= MAX_EVENT {
+                    return Err(SseError::EventTooLarge);
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -142,10 +156,11 @@ impl SseParser {
             "id" if !value.contains('\0') => self.last_id = Some(value.to_string()),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 self.retry = value.parse().ok();
+                self.reconnection_ms = self.retry;
             }
             _ => {}
         }
-        None
+        Ok(None)
     }
 }
 

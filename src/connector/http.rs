@@ -19,7 +19,7 @@ use super::template::{build_request, extract_content, extract_error, extract_usa
 use super::tls::{self, TlsError};
 use super::{
     ChunkStream, Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus,
-    ResponseMetadata, StreamItem,
+    ResponseMetadata,
 };
 
 /// Largest upstream body read (10 MiB).
@@ -116,11 +116,11 @@ impl Endpoint {
         let mut response = sent.map_err(send_error)?;
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
-            let bytes = response
-                .body()
-                .limit(MAX_RESPONSE_BYTES)
-                .await
-                .unwrap_or_default();
+            let body = response.body().limit(MAX_RESPONSE_BYTES);
+            let bytes = match tokio::time::timeout(timeout, body).await {
+                Ok(Ok(bytes)) => bytes,
+                _ => Default::default(),
+            };
             let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
             let message = parsed
                 .as_ref()
@@ -256,11 +256,7 @@ impl Connector for HttpConnector {
         let started = Instant::now();
         let timeout = self.endpoint.timeout();
         let mut response = self.endpoint.send(message, variables, timeout, &[]).await?;
-        let bytes = response
-            .body()
-            .limit(MAX_RESPONSE_BYTES)
-            .await
-            .map_err(payload_error)?;
+        let bytes = read_body(&mut response, timeout).await?;
         let response_time_ms = started.elapsed().as_millis() as u64;
         whole_answer(&self.endpoint.config, &response, &bytes, response_time_ms)
     }
@@ -275,11 +271,7 @@ impl Connector for HttpConnector {
         variables: &Map<String, Value>,
     ) -> Result<ChunkStream, ConnectorError> {
         let Some(spec) = &self.stream else {
-            let answer = self.send_message(message, variables).await?;
-            return Ok(Box::pin(futures::stream::iter([
-                Ok(StreamItem::Delta(answer.content)),
-                Ok(StreamItem::Done(answer.metadata)),
-            ])));
+            return Ok(super::whole(self.send_message(message, variables).await?));
         };
         let started = Instant::now();
         let accept = [(
@@ -294,17 +286,10 @@ impl Connector for HttpConnector {
         let kind = content_type(&response);
         if kind.starts_with("application/json") {
             // The upstream answered in one piece after all.
-            let bytes = response
-                .body()
-                .limit(MAX_RESPONSE_BYTES)
-                .await
-                .map_err(payload_error)?;
+            let bytes = read_body(&mut response, timeout).await?;
             let elapsed = started.elapsed().as_millis() as u64;
             let answer = whole_answer(&self.endpoint.config, &response, &bytes, elapsed)?;
-            return Ok(Box::pin(futures::stream::iter([
-                Ok(StreamItem::Delta(answer.content)),
-                Ok(StreamItem::Done(answer.metadata)),
-            ])));
+            return Ok(super::whole(answer));
         }
         let lines = !kind.starts_with("text/event-stream");
         let spec = spec.clone().with_headers(&response);
@@ -313,6 +298,18 @@ impl Connector for HttpConnector {
 
     async fn health_check(&self) -> HealthStatus {
         self.endpoint.health_check().await
+    }
+}
+
+/// Reads a whole body within `timeout` (awc bounds only the wait for the headers, so an
+/// upstream that sends them and then stalls would otherwise hold the session for good).
+async fn read_body(
+    response: &mut awc::ClientResponse,
+    timeout: Duration,
+) -> Result<actix_web::web::Bytes, ConnectorError> {
+    match tokio::time::timeout(timeout, response.body().limit(MAX_RESPONSE_BYTES)).await {
+        Ok(body) => body.map_err(payload_error),
+        Err(_) => Err(ConnectorError::Timeout),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Connectors: how a session talks to its upstream target.
 //!
-//! Owns the `Connector` trait (shaped for HTTP_REST now and SSE, WebSocket and gRPC later),
-//! the connector config plugins may rewrite in `onConnect`, the response and error types the
-//! pipeline passes through `afterReceive`, auth headers (`auth`), templating (`template`) and
-//! the HTTP_REST connector (`http`). Speaks protocols only: does not own targets (`target`),
-//! sessions or plugins.
+//! Owns the `Connector` trait (a whole answer, or a stream of chunks), the connector config
+//! plugins may rewrite in `onConnect` and its checks, the response and error types the
+//! pipeline passes through `afterReceive`, and the protocols: HTTP_REST (`http`), SSE (`sse`,
+//! with the event-stream framing in `event_stream`) and WEBSOCKET (`websocket`), with auth
+//! headers (`auth`), templating (`template`) and TLS with the HTTP clients built on it
+//! (`tls`, which model clients and plugins' HTTP calls use too). Speaks protocols only: does
+//! not own targets (`target`), sessions or plugins.
 
 pub mod auth;
 pub mod event_stream;
@@ -47,7 +49,7 @@ pub struct ConnectorConfig {
     pub tls: TlsOptions,
 }
 
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
@@ -139,6 +141,14 @@ pub enum StreamItem {
 /// A streamed answer. Dropping it cancels the upstream call.
 pub type ChunkStream = LocalBoxStream<'static, Result<StreamItem, ConnectorError>>;
 
+/// A whole answer as a stream of one chunk.
+pub fn whole(answer: ConnectorResponse) -> ChunkStream {
+    Box::pin(futures::stream::iter([
+        Ok(StreamItem::Delta(answer.content)),
+        Ok(StreamItem::Done(answer.metadata)),
+    ]))
+}
+
 /// A live connection to a target. Connectors run on their session's thread (`?Send`).
 #[async_trait(?Send)]
 pub trait Connector {
@@ -167,17 +177,30 @@ pub trait Connector {
         message: &str,
         variables: &Map<String, Value>,
     ) -> Result<ChunkStream, ConnectorError> {
-        let response = self.send_message(message, variables).await?;
-        let items = vec![
-            Ok(StreamItem::Delta(response.content)),
-            Ok(StreamItem::Done(response.metadata)),
-        ];
-        Ok(Box::pin(futures::stream::iter(items)))
+        Ok(whole(self.send_message(message, variables).await?))
     }
 
     /// Closes what the connector holds open (a WebSocket, a stream). Called when the session
     /// closes; the default has nothing to close.
     async fn disconnect(&self) {}
+}
+
+impl ConnectorConfig {
+    /// Every problem with the config for `connector_type`, as `(field, message)`: the checks a
+    /// target gets when it is created, run again on a config a plugin returns in `onConnect`.
+    pub fn problems(&self, connector_type: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .tls
+            .problems()
+            .into_iter()
+            .map(|(field, message)| (format!("tls.{field}"), message))
+            .collect();
+        out.extend(match connector_type {
+            "WEBSOCKET" => websocket::problems(&self.protocol_config),
+            _ => sse::StreamSpec::problems(&self.protocol_config),
+        });
+        out
+    }
 }
 
 /// Opens a connector of `connector_type` with `config`: a WebSocket connects here, the

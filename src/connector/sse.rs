@@ -30,6 +30,8 @@ use super::{
 
 /// Reconnections of one answer, at most (`protocolConfig.maxReconnects`).
 const DEFAULT_MAX_RECONNECTS: u32 = 3;
+/// Longest line of newline-delimited JSON accepted (1 MiB).
+const MAX_LINE: usize = 1 << 20;
 /// Wait before reconnecting when the server gave no `retry:` (milliseconds).
 const DEFAULT_RETRY_MS: u64 = 1_000;
 
@@ -166,7 +168,6 @@ struct Reader {
     /// The last event said it was the last (`donePath`): the answer ends after its text.
     ending: bool,
     reconnect: Option<Reconnect>,
-    retry_ms: u64,
     reconnects: u32,
 }
 
@@ -201,19 +202,10 @@ impl Reader {
                     }
                 }
                 Some(Err(error)) => {
-                    let error = payload_error(error).to_string();
-                    match self.resume().await {
-                        Ok(true) => continue,
-                        Ok(false) => {
-                            self.finished = true;
-                            return Some(Err(ConnectorError::StreamBroken(error)));
-                        }
-                        Err(again) => {
-                            self.finished = true;
-                            return Some(Err(ConnectorError::StreamBroken(format!(
-                                "{error}; reconnecting failed: {again}"
-                            ))));
-                        }
+                    let why = payload_error(error).to_string();
+                    match self.resume_or_fail(&why).await {
+                        None => continue,
+                        Some(last) => return last,
                     }
                 }
                 None => {
@@ -231,19 +223,12 @@ impl Reader {
                         self.finished = true;
                         return Some(Ok(self.done()));
                     }
-                    let why = "the stream ended before its end marker";
-                    match self.resume().await {
-                        Ok(true) => continue,
-                        Ok(false) => {
-                            self.finished = true;
-                            return Some(Err(ConnectorError::StreamBroken(why.into())));
-                        }
-                        Err(again) => {
-                            self.finished = true;
-                            return Some(Err(ConnectorError::StreamBroken(format!(
-                                "{why}; reconnecting failed: {again}"
-                            ))));
-                        }
+                    match self
+                        .resume_or_fail("the stream ended before its end marker")
+                        .await
+                    {
+                        None => continue,
+                        Some(last) => return last,
                     }
                 }
             }
@@ -266,11 +251,31 @@ impl Reader {
                 if !data.is_empty() {
                     self.pending.push_back(line_event(data));
                 }
+            } else if self.line.len() >= MAX_LINE {
+                return Err(ConnectorError::BadResponse(format!(
+                    "a newline-delimited JSON line is longer than {MAX_LINE} bytes"
+                )));
             } else {
                 self.line.push(b);
             }
         }
         Ok(())
+    }
+
+    /// The stream broke (`why`): resumed (`None`, read on), or the stream's last item.
+    async fn resume_or_fail(
+        &mut self,
+        why: &str,
+    ) -> Option<Option<Result<StreamItem, ConnectorError>>> {
+        let failed = match self.resume().await {
+            Ok(true) => return None,
+            Ok(false) => ConnectorError::StreamBroken(why.to_string()),
+            Err(again) => {
+                ConnectorError::StreamBroken(format!("{why}; reconnecting failed: {again}"))
+            }
+        };
+        self.finished = true;
+        Some(Some(Err(failed)))
     }
 
     /// After a broken read: asks again from the last event id, when the stream gave one and
@@ -285,7 +290,14 @@ impl Reader {
         self.reconnects += 1;
         let id = id.to_string();
         tracing::info!(last_event_id = %id, attempt = self.reconnects, "The event stream broke; reconnecting.");
-        tokio::time::sleep(Duration::from_millis(self.retry_ms)).await;
+        // The server's `retry:`, but never longer than the wait for data allows.
+        let wait = self
+            .parser
+            .reconnection_ms()
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_millis(DEFAULT_RETRY_MS))
+            .min(self.spec.idle);
+        tokio::time::sleep(wait).await;
         self.response = reconnect(id.clone()).await?;
         // The new stream starts afresh, but the last id carries over (the standard).
         self.parser = SseParser::new();
@@ -294,9 +306,6 @@ impl Reader {
     }
 
     fn interpret(&mut self, event: SseEvent) -> Option<Result<StreamItem, ConnectorError>> {
-        if let Some(retry) = event.retry {
-            self.retry_ms = retry;
-        }
         if event.data.trim() == self.spec.done_marker
             || self.spec.done_event.as_deref() == Some(event.kind())
         {
@@ -398,7 +407,6 @@ pub(super) fn read_stream(
         finished: false,
         ending: false,
         reconnect,
-        retry_ms: DEFAULT_RETRY_MS,
         reconnects: 0,
     };
     Box::pin(futures::stream::unfold(reader, |mut reader| async move {

@@ -304,6 +304,9 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
+/// HTTP clients kept per thread (one per distinct TLS options).
+const MAX_CLIENTS: usize = 64;
+
 thread_local! {
     /// awc clients are per thread; keep-alive connections are pooled inside each.
     static CLIENTS: RefCell<HashMap<TlsOptions, awc::Client>> = RefCell::new(HashMap::new());
@@ -319,7 +322,15 @@ pub fn http_client(options: &TlsOptions) -> Result<awc::Client, TlsError> {
         .connector(connector)
         .disable_timeout()
         .finish();
-    CLIENTS.with(|c| c.borrow_mut().insert(options.clone(), client.clone()));
+    CLIENTS.with(|c| {
+        let mut clients = c.borrow_mut();
+        // Options are few (one per target's TLS settings); a plugin that varies them in
+        // `onConnect` must not grow the table for ever. Rebuilt clients re-read their files.
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(options.clone(), client.clone());
+    });
     Ok(client)
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{auth_headers, text_pairs, AuthType};
 use super::template::{build_request, extract_content, extract_usage, get, set};
-use super::tls::{self, TlsError};
+use super::tls;
 use super::{
     ChunkStream, Connector, ConnectorConfig, ConnectorError, ConnectorResponse, HealthStatus,
     ResponseMetadata, StreamItem,
@@ -83,11 +83,16 @@ impl WsOptions {
                         .collect()
                 })
                 .unwrap_or_default(),
-            ping_interval: millis("pingIntervalMs", 20_000),
+            // Checked positive when the target is made; clamped so a config that slipped past
+            // the checks can never make a zero-period timer.
+            ping_interval: millis("pingIntervalMs", 20_000).max(Duration::from_millis(100)),
             max_reconnects: if no_reconnect {
                 0
             } else {
-                p.get("maxReconnects").and_then(Value::as_u64).unwrap_or(5) as u32
+                p.get("maxReconnects")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(5)
+                    .min(100) as u32
             },
             reconnect_delay: millis("reconnectDelayMs", 1_000),
             auth_in_query: p
@@ -113,16 +118,25 @@ impl WsOptions {
                 ));
             }
         }
-        for key in ["pingIntervalMs", "reconnectDelayMs", "maxReconnects"] {
+        for key in ["pingIntervalMs", "reconnectDelayMs"] {
             if protocol_config
                 .get(key)
-                .is_some_and(|v| !v.as_u64().is_some_and(|n| n > 0 || key == "maxReconnects"))
+                .is_some_and(|v| v.as_u64().is_none_or(|n| n == 0))
             {
                 out.push((
                     format!("protocolConfig.{key}"),
                     "must be a positive whole number".into(),
                 ));
             }
+        }
+        if protocol_config
+            .get("maxReconnects")
+            .is_some_and(|v| v.as_u64().is_none_or(|n| n > 100))
+        {
+            out.push((
+                "protocolConfig.maxReconnects".into(),
+                "must be a whole number from 0 to 100".into(),
+            ));
         }
         if protocol_config
             .get("subprotocols")
@@ -217,20 +231,28 @@ impl WsConnector {
         // Each piece must come within the target's timeout (Krawall: "WebSocket message
         // timeout").
         Ok(Box::pin(futures::stream::unfold(
-            (answers, false),
-            move |(mut answers, done)| async move {
+            (answers, false, 0u64),
+            move |(mut answers, done, pieces)| async move {
                 if done {
                     return None;
                 }
                 let item = match tokio::time::timeout(timeout, answers.recv()).await {
                     Ok(Some(item)) => item,
-                    Ok(None) => Err(ConnectorError::StreamBroken(
+                    Ok(None) => Err(ConnectorError::Disconnected(
                         "WebSocket disconnected".into(),
                     )),
                     Err(_) => Err(ConnectorError::Timeout),
                 };
+                // A failure after the answer began says how far it got (the pipeline adds the
+                // count to a broken stream).
+                let item = match item {
+                    Err(error) if pieces > 0 => {
+                        Err(ConnectorError::StreamBroken(error.to_string()))
+                    }
+                    other => other,
+                };
                 let last = !matches!(item, Ok(StreamItem::Delta(_)));
-                Some((item, (answers, last)))
+                Some((item, (answers, last, pieces + 1)))
             },
         )))
     }
@@ -362,10 +384,7 @@ async fn handshake(
         )),
         Ok(Ok((_, socket))) => Ok(socket),
         Ok(Err(awc::error::WsClientError::SendRequest(error))) => {
-            Err(match TlsError::from_send_error(&error) {
-                Some(tls) => ConnectorError::Tls(tls),
-                None => super::http::send_error(error),
-            })
+            Err(super::http::send_error(error))
         }
         Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status))) => {
             Err(ConnectorError::Status {
@@ -414,7 +433,8 @@ impl Connection {
                     self.fail_waiting("WebSocket disconnected");
                 }
             }
-            // Reconnect with exponential backoff; requests arriving meanwhile wait for it.
+            // Reconnect with exponential backoff. Requests arriving meanwhile fail at once (no
+            // connection to send them on); a close ends the task.
             loop {
                 if reconnects >= self.options.max_reconnects {
                     tracing::warn!(endpoint = %self.config.endpoint, "WebSocket gave up reconnecting.");
@@ -422,8 +442,14 @@ impl Connection {
                     return;
                 }
                 reconnects += 1;
-                let delay = self.options.reconnect_delay * 2u32.saturating_pow(reconnects - 1);
-                tokio::time::sleep(delay.min(Duration::from_secs(60))).await;
+                let delay = self
+                    .options
+                    .reconnect_delay
+                    .saturating_mul(2u32.saturating_pow(reconnects - 1))
+                    .min(Duration::from_secs(60));
+                if self.wait_out(delay, &mut inbox).await.is_err() {
+                    return;
+                }
                 match handshake(&self.config, &self.options).await {
                     Ok(fresh) => {
                         tracing::info!(endpoint = %self.config.endpoint, attempt = reconnects, "WebSocket reconnected.");
@@ -509,8 +535,37 @@ impl Connection {
         }
     }
 
+    /// Waits `delay` between reconnections, failing requests that arrive meanwhile; `Err`
+    /// when the connector closed.
+    async fn wait_out(
+        &mut self,
+        delay: Duration,
+        inbox: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), ()> {
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return Ok(()),
+                command = inbox.recv() => match command {
+                    None | Some(Command::Close) => return Err(()),
+                    Some(Command::Send { items, .. }) => {
+                        let gone = ConnectorError::Disconnected("WebSocket is not connected".into());
+                        let _ = items.send(Err(gone));
+                    }
+                    Some(Command::Ping(reply)) => {
+                        let _ = reply.send(Err("WebSocket is not connected".into()));
+                    }
+                },
+            }
+        }
+    }
+
     /// One frame from the server: the answer (or a piece of it) to the request it matches.
     fn received(&mut self, bytes: &[u8]) {
+        // Requests whose caller gave up (timed out, or its client left) wait for nothing: in
+        // order mode they would take the next request's answer.
+        self.waiting.retain(|w| !w.items.is_closed());
         let text = String::from_utf8_lossy(bytes);
         let json: Option<Value> = serde_json::from_str(&text).ok();
         let at = match (&self.options.id_path, &json) {

@@ -415,7 +415,10 @@ impl Handler<SendMessage> for SessionActor {
 
             let response = exchange.response;
             let content = response["content"].as_str().unwrap_or_default().to_string();
+            // `$`-keys are directives for this send (`$headers` may hold a fresh token): they
+            // reach the connector, never the client or the transcript.
             let mut reply_metadata = exchange.extensions;
+            reply_metadata.retain(|k, _| !k.starts_with('$'));
             if let Some(meta) = response.get("metadata").and_then(Value::as_object) {
                 for (k, v) in meta {
                     // The raw upstream body and headers stay internal.

@@ -410,13 +410,7 @@ impl SessionManager {
         message: String,
         metadata: Option<Value>,
     ) -> Result<Value, SessionError> {
-        let handle = self.handle(id)?;
-        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
-        // One in progress plus `queue_capacity` waiting.
-        if queued > self.settings.queue_capacity {
-            handle.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(SessionError::QueueFull(id.to_string()));
-        }
+        let handle = self.enqueue(id)?;
         let message = SendMessage {
             message,
             metadata,
@@ -425,6 +419,18 @@ impl SessionManager {
         let result = handle.addr.send(message).await;
         handle.pending.fetch_sub(1, Ordering::AcqRel);
         result.unwrap_or_else(|_| Err(stopped(id)))
+    }
+
+    /// Counts a message into the session's queue: one in progress plus `queue_capacity`
+    /// waiting; a full queue refuses it.
+    fn enqueue(&self, id: &str) -> Result<Handle, SessionError> {
+        let handle = self.handle(id)?;
+        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
+        if queued > self.settings.queue_capacity {
+            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(SessionError::QueueFull(id.to_string()));
+        }
+        Ok(handle)
     }
 
     /// Sends a message whose answer is streamed: chunks as they arrive, then one `Done` or
@@ -436,12 +442,7 @@ impl SessionManager {
         message: String,
         metadata: Option<Value>,
     ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
-        let handle = self.handle(id)?;
-        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
-        if queued > self.settings.queue_capacity {
-            handle.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(SessionError::QueueFull(id.to_string()));
-        }
+        let handle = self.enqueue(id)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let message = SendMessage {
             message,
@@ -454,15 +455,13 @@ impl SessionManager {
             handle.pending.fetch_sub(1, Ordering::AcqRel);
             // The actor ends a stream it ran; one refused before it began (the session is not
             // open, or it is gone) is ended here. A second end is never read.
-            match result {
-                Ok(Err(error)) => {
-                    let _ = tx.try_send(StreamEvent::Failed(error));
-                }
-                Err(_) => {
-                    let _ = tx.try_send(StreamEvent::Failed(stopped(&id)));
-                }
-                Ok(Ok(_)) => {}
-            }
+            let failed = match result {
+                Ok(Err(error)) => error,
+                Err(_) => stopped(&id),
+                Ok(Ok(_)) => return,
+            };
+            // Waits for room like any event; a client that left gets nothing.
+            let _ = tx.send(StreamEvent::Failed(failed)).await;
         });
         Ok(rx)
     }

@@ -335,10 +335,21 @@ pub(super) async fn connect_chain(
         let error = match call_stage(host, stage, Hook::OnConnect, config.clone()).await {
             Ok(None) => continue,
             Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
-                Ok(_) => {
-                    changed_by_plugin |= changed != config;
-                    config = changed;
-                    continue;
+                Ok(parsed) => {
+                    // The same checks a target gets: a plugin cannot slip in what an operator
+                    // could not configure (a zero ping interval, an unreadable key file).
+                    let problems = parsed.problems(&target.connector_type);
+                    if problems.is_empty() {
+                        changed_by_plugin |= changed != config;
+                        config = changed;
+                        continue;
+                    }
+                    let listed: Vec<String> =
+                        problems.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+                    format!(
+                        "onConnect returned an invalid connector config: {}",
+                        listed.join("; ")
+                    )
                 }
                 Err(e) => format!("onConnect returned an invalid connector config: {e}"),
             },

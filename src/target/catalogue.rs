@@ -116,6 +116,11 @@ impl TargetRegistry {
         value
     }
 
+    /// Logs a warning for each target that accepts any certificate.
+    pub fn warn_insecure(&self) {
+        self.read().iter().for_each(|e| e.target.warn_if_insecure());
+    }
+
     /// Targets that accept any server certificate (`tls.insecureSkipVerify`).
     pub fn insecure(&self) -> Vec<String> {
         self.read()
@@ -147,9 +152,7 @@ impl TargetRegistry {
             )
         })?;
         let target = targets.remove(0);
-        if target.tls.insecure_skip_verify {
-            tracing::warn!(target = %target.id, "Target accepts any TLS certificate (tls.insecureSkipVerify): its connections are encrypted but not authenticated.");
-        }
+        target.warn_if_insecure();
         Ok(target)
     }
 

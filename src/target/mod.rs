@@ -1,7 +1,7 @@
 //! Targets: the upstream endpoints sessions talk to, with Krawall's field names.
 //!
 //! Owns the target shape (`id`, `name`, `connectorType`, `endpoint`, `authType`, `authConfig`,
-//! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`), parsing
+//! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`, `tls`), parsing
 //! targets with *every* problem reported by its path, masking and mapping their credentials,
 //! the connector config a target opens with, and the catalogue of known targets
 //! (`catalogue`), persisted through the store's API. Does not own speaking a protocol
@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::connector::auth::AuthType;
 use crate::connector::template::{RequestTemplate, ResponseTemplate};
 use crate::connector::tls::TlsOptions;
-use crate::connector::{ConnectorConfig, SUPPORTED_CONNECTORS};
+use crate::connector::{is_default, ConnectorConfig, SUPPORTED_CONNECTORS};
 use crate::util::MASK;
 
 /// A plugin a target (or a session) uses, with its config.
@@ -70,10 +70,6 @@ pub struct Target {
     /// TLS options for `https://` and `wss://` endpoints.
     #[serde(default, skip_serializing_if = "is_default")]
     pub tls: TlsOptions,
-}
-
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
-    *value == T::default()
 }
 
 /// The keys a target may have, and whether each must be present.
@@ -150,6 +146,13 @@ impl Target {
             protocol_config: self.protocol_config.clone(),
             timeout: self.timeout_ms,
             tls: self.tls.clone(),
+        }
+    }
+
+    /// Logs a warning when the target accepts any certificate (`tls.insecureSkipVerify`).
+    pub fn warn_if_insecure(&self) {
+        if self.tls.insecure_skip_verify {
+            tracing::warn!(target = %self.id, "Target accepts any TLS certificate (tls.insecureSkipVerify): its connections are encrypted but not authenticated.");
         }
     }
 
@@ -292,13 +295,7 @@ impl Target {
                 format!("{method} is not one of GET, POST, PUT, PATCH, DELETE"),
             );
         }
-        for (field, message) in self.tls.problems() {
-            out.push((format!("tls.{field}"), message));
-        }
-        out.extend(match self.connector_type.as_str() {
-            "WEBSOCKET" => crate::connector::websocket::problems(&self.protocol_config),
-            _ => crate::connector::sse::StreamSpec::problems(&self.protocol_config),
-        });
+        out.extend(self.connector_config().problems(&self.connector_type));
         out
     }
 }
