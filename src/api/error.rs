@@ -163,7 +163,13 @@ impl ApiError {
     /// The JSON body: `{code, message, details?}` (also the data of a stream's `error` event).
     pub fn body(&self) -> Value {
         let (_, code, details) = self.row();
-        let mut body = json!({ "code": code, "message": self.to_string() });
+        // An internal failure's text (a database error, say) is logged, never answered.
+        let message = if code == "internal_error" {
+            "an internal error occurred".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut body = json!({ "code": code, "message": message });
         if let Some(details) = details {
             body["details"] = details;
         }
@@ -190,8 +196,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(error = %cause, "Internal error.");
+        if self.code() == "internal_error" {
+            tracing::error!(error = ?self, "Internal error.");
         }
         let mut response = HttpResponse::build(self.row().0);
         let body = self.body();

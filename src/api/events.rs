@@ -8,7 +8,7 @@
 //! `subscribersEvicted`, so it never slows the broker or other clients. Does not own
 //! subscriptions or fan-out (`broker`).
 //!
-//! The WebSocket side uses `actix-web-actors`, as the design card names it, though upstream
+//! The WebSocket side uses `actix-web-actors`, as the project's design asks, though upstream
 //! has deprecated it in favour of `actix-ws`; moving is a contained change to this file.
 
 use std::sync::atomic::{AtomicU64, Ordering};

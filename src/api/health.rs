@@ -1,7 +1,8 @@
 //! Health endpoints: `/livez`, `/readyz` and `/health` (application/health+json).
 //!
-//! Everything is read from the health snapshot table and the lifecycle latch, never from an
-//! actor's mailbox, so a stuck actor cannot stall a probe.
+//! Everything is read from the health snapshot table, the lifecycle latch and the shared
+//! tables (targets, breakers, store counters), never from an actor's mailbox, so a stuck actor
+//! cannot stall a probe.
 
 use std::time::{Instant, SystemTime};
 

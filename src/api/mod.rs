@@ -28,8 +28,9 @@
 //!   {message?}` — connect, health-check and send one message.
 //! - `POST /api/sessions {targetId, plugins?}`, `GET /api/sessions` (filters, pages),
 //!   `GET /api/sessions/{id}`, `DELETE /api/sessions/{id}` — sessions;
-//!   `POST /api/sessions/{id}/messages {message, metadata?}` runs a message through the
-//!   pipeline; `GET /api/sessions/{id}/messages` — its stored transcript;
+//!   `POST /api/sessions/{id}/messages {message, metadata?, stream?}` runs a message through
+//!   the pipeline (streamed as Server-Sent Events with `stream` or
+//!   `Accept: text/event-stream`); `GET /api/sessions/{id}/messages` — its stored transcript;
 //!   `GET /api/sessions/{id}/audit` — what the audit plugin recorded.
 //!
 //! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response

@@ -33,7 +33,7 @@ impl Plugin for Audit {
             "Audit Log",
             "Passive logging of all messages with timestamps, response times and token counts; GET /api/sessions/{id}/audit.",
             200,
-            &["HTTP_REST", "WEBSOCKET", "GRPC", "SSE"],
+            crate::plugin::CONNECTOR_TYPES,
             Vec::new(),
         )
     }

@@ -1,4 +1,4 @@
-//! The per-provider circuit breaker, as pure code (Open Astra's resilient client, §2.4).
+//! The per-provider circuit breaker, as pure code (as Open Astra's resilient client does).
 //!
 //! Closed → open after `failure_threshold` failures within `window`; open → half-open once
 //! `open_for` has passed; half-open → closed after `close_after` successes in a row, and back

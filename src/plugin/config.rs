@@ -64,7 +64,7 @@ pub fn validate(schema: &[ConfigField], config: &Value) -> Vec<String> {
 }
 
 /// The config a plugin's hooks see: the given values, defaults for missing fields, and `json`
-/// fields given as text parsed once (Krawall serialised such strings twice, §1.6).
+/// fields given as text parsed once (Krawall serialised such strings twice).
 /// Call only with a config that `validate` accepted.
 pub fn bind(schema: &[ConfigField], config: &Value) -> Map<String, Value> {
     let mut bound = config.as_object().cloned().unwrap_or_default();

@@ -2,7 +2,8 @@
 //!
 //! Owns a session's life (`opening` → `open` → `closing` → `closed`): `initialize` and the
 //! `onConnect` chain on open, one message at a time through the pipeline (`beforeSend`, the
-//! connector, `afterReceive`, run by `pipeline`), re-authenticating once after an upstream 401,
+//! connector, `afterReceive`, run by `pipeline`; a streamed answer goes on to the client chunk
+//! by chunk, through `onChunk`), re-authenticating once after an upstream 401,
 //! the idle timeout, `onDisconnect` on close, and queueing its rows on the store writer.
 //! Per-plugin state lives here, so it survives a plugin's restart. Does not own calling a
 //! plugin (`plugin::call`: inline for native plugins, through the actor for script ones) nor

@@ -281,6 +281,15 @@ async fn the_built_in_plugins_do_what_krawall_documents_and_more() {
         mock.tokens_issued() >= 2,
         "the expiring token was refreshed before the send"
     );
+    // The refreshed token went upstream in `$headers`, and nowhere else: not in the reply, not
+    // in the stored transcript.
+    assert!(reply["metadata"].get("$headers").is_none(), "{reply}");
+    assert!(!reply.to_string().contains("tok-"), "{reply}");
+    crate::common::eventually("the transcript", || async {
+        let (_, t) = app.get(&format!("/api/sessions/{id}/messages")).await;
+        t["total"].as_u64() == Some(2) && !t.to_string().contains("tok-")
+    })
+    .await;
 
     // Without an expiry, a 401 makes the session re-authenticate once and send again.
     let id = open(
