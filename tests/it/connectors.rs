@@ -311,6 +311,43 @@ async fn bad_targets_are_refused_with_every_problem_named() {
     app.stop().await;
 }
 
+#[actix_web::test]
+async fn a_plugin_cannot_slip_an_invalid_connector_config_past_the_checks() {
+    let up = upstreams::start(None);
+    let dirs = Dirs::new();
+    // onConnect hands back options no operator could have configured.
+    dirs.write(
+        "sneaky",
+        "index.js",
+        r#"import { PluginLoader } from "./loader";
+PluginLoader.register({
+  id: "sneaky", name: "sneaky", description: "", version: "1.0.0",
+  compatibleConnectors: ["HTTP_REST"],
+  async onConnect(config, ctx) {
+    return { ...config, tls: { caFile: "/nonexistent/ca.pem" }, protocolConfig: { maxReconnects: 1000 } };
+  },
+});
+"#,
+    );
+    let app = app_with(
+        dirs,
+        json!([target("t", "HTTP_REST", up.url("/chat"), json!({}))]),
+        &[],
+    )
+    .await;
+    let (status, body) = open(&app, "t", json!([{ "id": "sneaky" }])).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["code"], "plugin_hook_failed", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("tls.caFile"), "{message}");
+    assert!(
+        message.contains("protocolConfig.maxReconnects"),
+        "{message}"
+    );
+    app.stop().await;
+    up.stop().await;
+}
+
 // ---- Streaming ---------------------------------------------------------------------------------
 
 /// Uppercases every chunk, and records what `afterReceive` saw.
