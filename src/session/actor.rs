@@ -55,6 +55,27 @@ enum Sent {
     Stream(crate::connector::ChunkStream),
 }
 
+/// Sends one message: read as a stream when the client streams or the upstream does (so
+/// `onChunk` sees the same chunks either way), otherwise whole.
+async fn send(
+    connector: &dyn Connector,
+    message: &str,
+    variables: &Map<String, Value>,
+    client_streams: bool,
+) -> Result<Sent, crate::connector::ConnectorError> {
+    if client_streams || connector.supports_streaming() {
+        connector
+            .stream_message(message, variables)
+            .await
+            .map(Sent::Stream)
+    } else {
+        connector
+            .send_message(message, variables)
+            .await
+            .map(Sent::Whole)
+    }
+}
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -359,31 +380,13 @@ impl Handler<SendMessage> for SessionActor {
 
             let (message, variables) = (&exchange.message, &exchange.extensions);
             let mut reconnected: Option<Rc<dyn Connector>> = None;
-            let send = |connector: Rc<dyn Connector>| {
-                let (message, variables) = (message.clone(), variables.clone());
-                // A streaming upstream is read as a stream even for a client that takes the
-                // answer whole, so `onChunk` sees the same chunks either way.
-                let streaming = stream.is_some() || connector.supports_streaming();
-                async move {
-                    if streaming {
-                        connector
-                            .stream_message(&message, &variables)
-                            .await
-                            .map(Sent::Stream)
-                    } else {
-                        connector
-                            .send_message(&message, &variables)
-                            .await
-                            .map(Sent::Whole)
-                    }
-                }
-            };
-            let mut sent = send(connector.clone()).await;
+            let client_streams = stream.is_some();
+            let mut sent = send(&*connector, message, variables, client_streams).await;
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
                 match connect_chain(&host, &mut stages, &target).await {
                     Ok((fresh, _)) => {
                         let fresh: Rc<dyn Connector> = Rc::from(fresh);
-                        sent = send(fresh.clone()).await;
+                        sent = send(&*fresh, message, variables, client_streams).await;
                         reconnected = Some(fresh);
                     }
                     Err(error) => return (stages, Err(error), None),
