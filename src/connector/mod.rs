@@ -3,13 +3,15 @@
 //! Owns the `Connector` trait (a whole answer, or a stream of chunks), the connector config
 //! plugins may rewrite in `onConnect` and its checks, the response and error types the
 //! pipeline passes through `afterReceive`, and the protocols: HTTP_REST (`http`), SSE (`sse`,
-//! with the event-stream framing in `event_stream`) and WEBSOCKET (`websocket`), with auth
+//! with the event-stream framing in `event_stream`), WEBSOCKET (`websocket`) and GRPC
+//! (`grpc`, the `.proto` read at run time), with auth
 //! headers (`auth`), templating (`template`) and TLS with the HTTP clients built on it
 //! (`tls`, which model clients and plugins' HTTP calls use too). Speaks protocols only: does
 //! not own targets (`target`), sessions or plugins.
 
 pub mod auth;
 pub mod event_stream;
+pub mod grpc;
 pub mod http;
 pub mod sse;
 pub mod template;
@@ -26,7 +28,7 @@ use template::{RequestTemplate, ResponseTemplate};
 use tls::{TlsError, TlsOptions};
 
 /// Connector types this build can connect with.
-pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST", "SSE", "WEBSOCKET"];
+pub const SUPPORTED_CONNECTORS: &[&str] = &["HTTP_REST", "SSE", "WEBSOCKET", "GRPC"];
 
 /// What a connector connects with; plugins get it in `onConnect` and may return a changed
 /// copy (Krawall's `ConnectorConfig`).
@@ -197,6 +199,7 @@ impl ConnectorConfig {
             .collect();
         out.extend(match connector_type {
             "WEBSOCKET" => websocket::problems(&self.protocol_config),
+            "GRPC" => grpc::problems(&self.protocol_config),
             _ => sse::StreamSpec::problems(&self.protocol_config),
         });
         out
@@ -213,6 +216,7 @@ pub async fn connect(
         "HTTP_REST" => Ok(Box::new(http::HttpConnector::new(config)?)),
         "SSE" => Ok(Box::new(sse::SseConnector::new(config)?)),
         "WEBSOCKET" => Ok(Box::new(websocket::WsConnector::connect(config).await?)),
+        "GRPC" => Ok(Box::new(grpc::GrpcConnector::connect(config).await?)),
         other => Err(ConnectorError::Config(format!(
             "connector type '{other}' is not supported; supported: {}",
             SUPPORTED_CONNECTORS.join(", ")

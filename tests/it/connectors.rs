@@ -532,6 +532,117 @@ async fn a_broken_stream_ends_with_an_error_and_a_client_that_leaves_cancels_the
     up.stop().await;
 }
 
+// ---- gRPC --------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn grpc_sessions_call_unary_and_streaming_methods_from_the_proto() {
+    let (base, log) = upstreams::start_grpc();
+    let proto = upstreams::chat_proto().display().to_string();
+    let targets = json!([
+        target(
+            "grpc",
+            "GRPC",
+            base.clone(),
+            json!({
+                "requestTemplate": { "messagePath": "message", "structure": { "session_id": "s-1" } },
+                "responseTemplate": { "responsePath": "reply", "tokenUsagePath": "usage" },
+                "authType": "BEARER_TOKEN", "authConfig": { "token": "grpc-token" },
+                "protocolConfig": { "protoPath": proto.clone() }
+            })
+        ),
+        target(
+            "grpc-stream",
+            "GRPC",
+            base.clone(),
+            json!({
+                "responseTemplate": { "responsePath": "delta" },
+                "protocolConfig": { "protoPath": proto.clone(), "methodName": "StreamMessage" }
+            })
+        ),
+        target(
+            "grpc-missing",
+            "GRPC",
+            base.clone(),
+            json!({
+                "protocolConfig": { "protoPath": proto.clone(), "serviceName": "NoSuchService" }
+            })
+        ),
+    ]);
+    let app = app_with(Dirs::new(), targets, &[]).await;
+
+    // Unary: the message built from the template, auth as metadata, the answer's fields.
+    let id = session(&app, "grpc").await;
+    let (status, reply) = say(&app, &id, "over grpc").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "echo: over grpc");
+    assert_eq!(
+        reply["metadata"]["tokenUsage"],
+        json!({ "total_tokens": 7 })
+    );
+    let seen = log.seen("/chat.ChatService/SendMessage");
+    assert_eq!(seen[0].body["message"], "over grpc");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer grpc-token"));
+    assert_eq!(seen[0].header("content-type"), Some("application/grpc"));
+
+    // A gRPC status is an error in Krawall's words.
+    let (status, body) = say(&app, &id, "denied").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("gRPC error (7): not for you"),
+        "{body}"
+    );
+
+    // Server-streaming: each message is a chunk.
+    let id = session(&app, "grpc-stream").await;
+    let (status, events) = stream(&app, &id, "streamed over grpc", None).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = events.iter().map(SseEvent::kind).collect();
+    assert_eq!(kinds, ["chunk", "chunk", "chunk", "done"], "{events:?}");
+    assert_eq!(data(&events[3])["content"], "streamed over grpc ");
+    let (status, reply) = say(&app, &id, "whole please").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "whole please ");
+
+    // Over TLS, with the test CA.
+    let pki = Pki::new();
+    let (tls_base, tls_log) = upstreams::start_grpc_tls(&pki.issue("grpc", &["127.0.0.1"], false));
+    let (status, body) = app
+        .post_json(
+            "/api/targets",
+            target(
+                "grpc-tls",
+                "GRPC",
+                tls_base,
+                json!({
+                    "protocolConfig": { "protoPath": proto.clone() },
+                    "tls": { "caFile": pki.ca_file().display().to_string() }
+                }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = session(&app, "grpc-tls").await;
+    let (status, reply) = say(&app, &id, "secure grpc").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "echo: secure grpc");
+    assert_eq!(tls_log.seen("/chat.ChatService/SendMessage").len(), 1);
+
+    // A service the .proto does not have fails the opening, naming it.
+    let (status, body) = open(&app, "grpc-missing", json!([])).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat.NoSuchService"),
+        "{body}"
+    );
+    app.stop().await;
+}
+
 // ---- WebSocket ---------------------------------------------------------------------------------
 
 #[actix_web::test]

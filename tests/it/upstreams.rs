@@ -474,6 +474,144 @@ pub fn start_dying() -> String {
     format!("http://{addr}/sse")
 }
 
+// ---- gRPC --------------------------------------------------------------------------------------
+
+/// The `.proto` of the test service.
+pub fn chat_proto() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat.proto")
+}
+
+/// A gRPC server for `tests/fixtures/chat.proto` over plaintext HTTP/2, built from the `.proto`
+/// at run time: `SendMessage` answers `{reply: "echo: <message>", usage}` (the message
+/// `denied` gets PERMISSION_DENIED, `expired` UNAUTHENTICATED), `StreamMessage` answers word by
+/// word. Every call's path and metadata are recorded. Answers `http://addr`.
+pub fn start_grpc() -> (String, Arc<Log>) {
+    serve_grpc(None)
+}
+
+/// The same gRPC server over TLS, presenting `issued` (ALPN `h2`). Answers `https://addr`.
+pub fn start_grpc_tls(issued: &Issued) -> (String, Arc<Log>) {
+    let mut config = server_config(issued, None);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    serve_grpc(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+fn serve_grpc(tls: Option<tokio_rustls::TlsAcceptor>) -> (String, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    let files = protox::compile([chat_proto()], [chat_proto().parent().unwrap()]).unwrap();
+    let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(files).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let served = log.clone();
+    actix_web::rt::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (pool, log, tls) = (pool.clone(), served.clone(), tls.clone());
+            actix_web::rt::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            serve_h2(stream, pool, log).await;
+                        }
+                    }
+                    None => serve_h2(socket, pool, log).await,
+                }
+            });
+        }
+    });
+    (format!("{scheme}://{addr}"), log)
+}
+
+async fn serve_h2<T>(io: T, pool: prost_reflect::DescriptorPool, log: Arc<Log>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
+    while let Some(Ok((request, respond))) = conn.accept().await {
+        actix_web::rt::spawn(grpc_call(pool.clone(), log.clone(), request, respond));
+    }
+}
+
+fn grpc_frame(message: &prost_reflect::DynamicMessage) -> bytes::Bytes {
+    use prost::Message;
+    let body = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
+async fn grpc_call(
+    pool: prost_reflect::DescriptorPool,
+    log: Arc<Log>,
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+) {
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let input = pool.get_message_by_name("chat.ChatRequest").unwrap();
+    let request = prost_reflect::DynamicMessage::decode(input, &bytes[5..]).unwrap();
+    let message = request
+        .get_field_by_name("message")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    log.seen.lock().unwrap().push(Seen {
+        path: parts.uri.path().to_string(),
+        version: "HTTP/2.0".into(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect(),
+        body: json!({ "message": message }),
+    });
+    let head = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let mut send = respond.send_response(head, false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    let json = |name: &str, value: Value| {
+        let desc = pool.get_message_by_name(name).unwrap();
+        prost_reflect::DynamicMessage::deserialize(desc, value).unwrap()
+    };
+    match (parts.uri.path(), message.as_str()) {
+        (_, "denied") => {
+            trailers.insert("grpc-status", "7".parse().unwrap());
+            trailers.insert("grpc-message", "not%20for%20you".parse().unwrap());
+        }
+        ("/chat.ChatService/StreamMessage", _) => {
+            for word in message.split(' ') {
+                let chunk = json("chat.ChatChunk", json!({ "delta": format!("{word} ") }));
+                let _ = send.send_data(grpc_frame(&chunk), false);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            trailers.insert("grpc-status", "0".parse().unwrap());
+        }
+        _ => {
+            let reply = json(
+                "chat.ChatReply",
+                json!({ "reply": format!("echo: {message}"), "usage": { "total_tokens": 7 } }),
+            );
+            let _ = send.send_data(grpc_frame(&reply), false);
+            trailers.insert("grpc-status", "0".parse().unwrap());
+        }
+    }
+    let _ = send.send_trailers(trailers);
+}
+
 // ---- WebSocket ---------------------------------------------------------------------------------
 
 /// A chat over WebSocket. A text frame `{id, message}` is answered `{id, reply}`; a message
