@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{add_tokens, field, manifest, messages, select, text, usage, CONVERSATION_CONNECTORS};
+use super::{add_tokens, field, manifest, messages, select, text, usage};
 use crate::plugin::{FieldType, Hook, HookContext, Plugin, PluginError, PluginManifest};
 
 /// Which provider's conversation format a [`Conversation`] speaks.
@@ -143,7 +143,7 @@ impl Plugin for Conversation {
                 "OpenAI Conversation Plugin",
                 "Manages conversation history, system prompts and token usage for OpenAI-compatible APIs. History and model parameters reach the request template as ${messages}, ${model}, ${temperature} and ${max_tokens}.",
                 50,
-                CONVERSATION_CONNECTORS,
+                crate::plugin::CONNECTOR_TYPES,
                 vec![
                     select("model", "Model", &["gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-3.5-turbo"], true, Some("gpt-4"), "OpenAI model to use"),
                     field("temperature", "Temperature", FieldType::Number, false, Some(json!(1)), "Sampling temperature (0-2)."),
@@ -156,7 +156,7 @@ impl Plugin for Conversation {
                 "Anthropic Conversation Plugin",
                 "Manages conversation history with role alternation, the system prompt, text-block extraction and token usage for Anthropic APIs. Variables: ${messages}, ${system}, ${model}, ${max_tokens}, ${temperature}.",
                 50,
-                CONVERSATION_CONNECTORS,
+                crate::plugin::CONNECTOR_TYPES,
                 vec![
                     select("model", "Model", &["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"], true, None, "Anthropic model to use"),
                     field("max_tokens", "Max Tokens", FieldType::Number, false, Some(json!(1024)), "Maximum tokens in the answer."),

@@ -35,10 +35,6 @@ pub const KNOWN_IDS: &[&str] = &[
     "hello",
 ];
 
-/// The connectors that carry a conversation (`GRPC` has none yet): what `multi-step-auth`,
-/// `openai` and `anthropic` work with.
-pub(crate) const CONVERSATION_CONNECTORS: &[&str] = &["HTTP_REST", "SSE", "WEBSOCKET"];
-
 /// Every bundled plugin, by id, in registration order; the audit plugin writes to `audit`.
 pub fn catalogue(audit: Arc<AuditLog>) -> Vec<(&'static str, PluginFactory)> {
     let factories: [PluginFactory; 6] = [

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{field, manifest, now_ms, select, text, CONVERSATION_CONNECTORS};
+use super::{field, manifest, now_ms, select, text};
 use crate::connector::auth::{auth_headers, AuthType};
 use crate::connector::template;
 use crate::connector::ConnectorConfig;
@@ -102,7 +102,7 @@ impl Plugin for MultiStepAuth {
             "Multi-Step Auth",
             "Fetches a token from an auth endpoint before connecting (e.g. POST /auth/token) and sends it as a header; refreshes it before it expires.",
             10,
-            CONVERSATION_CONNECTORS,
+            crate::plugin::CONNECTOR_TYPES,
             vec![
                 field("authEndpoint", "Auth Endpoint", FieldType::String, true, None, "URL of the token endpoint."),
                 select("authMethod", "Auth Method", &["POST", "GET"], false, Some("POST"), "HTTP method of the handshake."),
