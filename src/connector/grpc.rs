@@ -232,17 +232,24 @@ impl GrpcConnector {
         for (name, value) in &self.metadata {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        // `$headers` in a plugin's metadata overrides metadata for this call (a fresh token).
+        let mut request = builder
+            .body(())
+            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        // `$headers` in a plugin's metadata replaces metadata for this call (a fresh token);
+        // appended instead, the server would see the old token beside the new one.
         if let Some(extra) = variables.get("$headers").and_then(Value::as_object) {
             for (name, value) in extra {
-                if let Some(value) = value.as_str() {
-                    builder = builder.header(name.to_ascii_lowercase().as_str(), value);
+                let name =
+                    http::header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes());
+                let value = value.as_str().map(http::HeaderValue::from_str);
+                match (name, value) {
+                    (Ok(name), Some(Ok(value))) => {
+                        request.headers_mut().insert(name, value);
+                    }
+                    _ => tracing::warn!("A $headers entry is not valid gRPC metadata; skipped."),
                 }
             }
         }
-        let request = builder
-            .body(())
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
         let timeout = Duration::from_millis(self.config.timeout);
         let send = async {
             let mut client = self.client.clone().ready().await.map_err(h2_error)?;

@@ -568,7 +568,18 @@ async fn grpc_sessions_call_unary_and_streaming_methods_from_the_proto() {
             })
         ),
     ]);
-    let app = app_with(Dirs::new(), targets, &[]).await;
+    let dirs = Dirs::new();
+    // Hands a fresh token for one call, as multi-step-auth does when it refreshes.
+    dirs.write(
+        "rekey",
+        "index.js",
+        r#"import { PluginLoader } from "./loader";
+PluginLoader.register({ id: "rekey", name: "rekey", description: "", version: "1.0.0",
+  compatibleConnectors: ["GRPC"],
+  async beforeSend(message) { return { message, metadata: { "$headers": { Authorization: "Bearer fresh" } } }; } });
+"#,
+    );
+    let app = app_with(dirs, targets, &[]).await;
 
     // Unary: the message built from the template, auth as metadata, the answer's fields.
     let id = session(&app, "grpc").await;
@@ -583,6 +594,20 @@ async fn grpc_sessions_call_unary_and_streaming_methods_from_the_proto() {
     assert_eq!(seen[0].body["message"], "over grpc");
     assert_eq!(seen[0].header("authorization"), Some("Bearer grpc-token"));
     assert_eq!(seen[0].header("content-type"), Some("application/grpc"));
+
+    // A fresh token for one call replaces the target's, it is not sent beside it.
+    let (status, body) = open(&app, "grpc", json!([{ "id": "rekey" }])).await;
+    assert_eq!(status, 201, "{body}");
+    let rekeyed = body["id"].as_str().unwrap().to_string();
+    assert_eq!(say(&app, &rekeyed, "fresh").await.0, 200);
+    let seen = log.seen("/chat.ChatService/SendMessage");
+    let auth: Vec<&str> = seen[1]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(auth, ["Bearer fresh"]);
 
     // A gRPC status is an error in Krawall's words.
     let (status, body) = say(&app, &id, "denied").await;
