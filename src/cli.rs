@@ -1,11 +1,14 @@
-//! The command line: `switchyard [serve] [flags]` and `switchyard check-config [flags]`.
+//! The command line: `switchyard [serve] [flags]`, `switchyard check-config [flags]` and
+//! `switchyard plugin new <id> [--connector|--gateway] [--ts|--js] [--plugins-dir DIR]`.
 //!
-//! Owns parsing only; values become [`Overrides`], the last layer of the settings.
+//! Owns parsing only; values become [`Overrides`], the last layer of the settings, or a
+//! [`scaffold::Request`](crate::scaffold::Request).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::scaffold::{Kind, Lang};
 use crate::settings::Overrides;
 
 #[derive(Debug, Parser)]
@@ -28,6 +31,58 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and check the settings, print the effective values as TOML, and exit.
     CheckConfig(ServeArgs),
+    /// Tools for writing script plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a new script plugin that works as it is: <plugins dir>/core/<ID>/index.ts (or
+    /// index.js), with a tsconfig.json for the shipped types when they are found.
+    New(NewPluginArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("kind").args(["connector", "gateway"])))]
+#[command(group(ArgGroup::new("lang").args(["ts", "js"])))]
+pub struct NewPluginArgs {
+    /// The plugin's id and directory name: lowercase letters, digits, '-' and '_'.
+    pub id: String,
+    /// A Krawall connector plugin, run by the sessions that name it (the default).
+    #[arg(long, display_order = 1)]
+    pub connector: bool,
+    /// An Open Astra gateway plugin: init(ctx) with a route and a tool, start() and stop().
+    #[arg(long, display_order = 2)]
+    pub gateway: bool,
+    /// TypeScript: index.ts (the default).
+    #[arg(long, display_order = 3)]
+    pub ts: bool,
+    /// JavaScript: index.js, checked by `// @ts-check`.
+    #[arg(long, display_order = 4)]
+    pub js: bool,
+    /// Plugin root directory; the plugin goes to DIR/core/<ID> (default: plugins.dir from the
+    /// settings).
+    #[arg(long, value_name = "DIR", display_order = 5)]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+impl NewPluginArgs {
+    pub fn kind(&self) -> Kind {
+        if self.gateway {
+            Kind::Gateway
+        } else {
+            Kind::Connector
+        }
+    }
+
+    pub fn lang(&self) -> Lang {
+        if self.js {
+            Lang::JavaScript
+        } else {
+            Lang::TypeScript
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -11,7 +11,8 @@
 //! Floors, lowest first; a module imports only its own floor or lower ones
 //! (`tests/it/architecture.rs` keeps it so; docs/ARCHITECTURE.md has the map):
 //!
-//! 0. [`util`], [`health`] — small helpers; the snapshot table every probe reads.
+//! 0. [`util`], [`health`] — small helpers; the snapshot table every probe reads;
+//!    [`scaffold`] — `switchyard plugin new` (imports nothing of the crate).
 //! 1. [`settings`] — the settings tree as data; [`supervisor`] — the supervisor actor, child
 //!    specs and the pure restart [`supervisor::policy`]; [`broker`] — the event bus.
 //! 2. [`store`] — rows in SQLite and the batched writer; [`connector`] — upstream protocols;
@@ -37,6 +38,7 @@ pub mod health;
 pub mod inference;
 pub mod plugin;
 pub mod route;
+pub mod scaffold;
 pub mod script;
 pub mod session;
 pub mod settings;

@@ -11,6 +11,8 @@ use crate::agent::AgentRegistry;
 use crate::inference::breaker::BreakerPolicy;
 use crate::inference::{InferenceSettings, ProviderOverride};
 use crate::script::engine::Limits;
+use crate::script::fetch::FetchPolicy;
+use crate::script::PluginPolicy;
 use crate::session::{AfterReceiveOrder, SessionConfig};
 use crate::settings::{Problem, Settings};
 use crate::store::writer::WriterSettings;
@@ -83,13 +85,21 @@ pub fn restart_policy(settings: &Settings) -> RestartPolicy {
     }
 }
 
-/// Engine limits of script plugin `id`.
-pub fn script_limits(settings: &Settings, id: &str) -> Limits {
-    let l = settings.script_limits(id);
-    Limits {
-        memory_limit_bytes: l.memory_limit_bytes,
-        call_timeout: ms(l.call_timeout_ms),
-        max_stack_bytes: l.max_stack_bytes,
+/// Engine limits and fetch policy of the script plugin known by `names` (declared id first).
+pub fn script_policy(settings: &Settings, names: &[&str]) -> PluginPolicy {
+    let l = settings.script_limits(names);
+    PluginPolicy {
+        limits: Limits {
+            memory_limit_bytes: l.memory_limit_bytes,
+            call_timeout: ms(l.call_timeout_ms),
+            max_stack_bytes: l.max_stack_bytes,
+        },
+        fetch: FetchPolicy {
+            allowed_hosts: l.fetch_allowed_hosts,
+            max_response_bytes: l.fetch_max_response_bytes,
+            timeout: ms(l.fetch_timeout_ms),
+            max_concurrent: l.fetch_max_concurrent,
+        },
     }
 }
 
@@ -191,7 +201,7 @@ mod tests {
         let mut s = Settings::defaults();
         s.plugins.script.call_timeout_ms = 500;
         assert_eq!(
-            script_limits(&s, "x").call_timeout,
+            script_policy(&s, &["x"]).limits.call_timeout,
             Duration::from_millis(500)
         );
     }

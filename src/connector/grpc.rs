@@ -575,14 +575,14 @@ impl Streaming {
             match read {
                 None => {
                     self.finished = true;
-                    return Some(Ok(StreamItem::Done(ResponseMetadata {
+                    return Some(Ok(StreamItem::Done(Box::new(ResponseMetadata {
                         response_time_ms: self.started.elapsed().as_millis() as u64,
                         token_usage: self.usage.take(),
                         raw_response: self.last.take(),
                         headers: None,
                         first_chunk_ms: self.first_chunk_ms,
                         chunks: Some(self.chunks),
-                    })));
+                    }))));
                 }
                 Some(Err(error)) => {
                     self.finished = true;

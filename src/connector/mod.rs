@@ -136,8 +136,8 @@ pub enum StreamItem {
     /// Text of the answer, in order.
     Delta(String),
     /// The answer is complete: its metadata (usage, timing, the last raw event). Always the
-    /// last item of a stream that did not fail.
-    Done(ResponseMetadata),
+    /// last item of a stream that did not fail. Boxed: it is large and comes once.
+    Done(Box<ResponseMetadata>),
 }
 
 /// A streamed answer. Dropping it cancels the upstream call.
@@ -147,7 +147,7 @@ pub type ChunkStream = LocalBoxStream<'static, Result<StreamItem, ConnectorError
 pub fn whole(answer: ConnectorResponse) -> ChunkStream {
     Box::pin(futures::stream::iter([
         Ok(StreamItem::Delta(answer.content)),
-        Ok(StreamItem::Done(answer.metadata)),
+        Ok(StreamItem::Done(Box::new(answer.metadata))),
     ]))
 }
 

@@ -364,14 +364,14 @@ impl Reader {
     }
 
     fn done(&mut self) -> StreamItem {
-        StreamItem::Done(ResponseMetadata {
+        StreamItem::Done(Box::new(ResponseMetadata {
             response_time_ms: self.started.elapsed().as_millis() as u64,
             token_usage: self.usage.take(),
             raw_response: self.last_raw.take(),
             headers: self.spec.headers.take(),
             first_chunk_ms: self.first_chunk_ms,
             chunks: Some(self.chunks),
-        })
+        }))
     }
 }
 
@@ -420,7 +420,12 @@ pub async fn collect(mut stream: ChunkStream) -> Result<ConnectorResponse, Conne
     while let Some(item) = stream.next().await {
         match item? {
             StreamItem::Delta(text) => content.push_str(&text),
-            StreamItem::Done(metadata) => return Ok(ConnectorResponse { content, metadata }),
+            StreamItem::Done(metadata) => {
+                return Ok(ConnectorResponse {
+                    content,
+                    metadata: *metadata,
+                })
+            }
         }
     }
     Err(ConnectorError::StreamBroken(

@@ -607,7 +607,7 @@ impl Connection {
                         chunks: None,
                     };
                     let _ = waiting.items.send(Ok(StreamItem::Delta(content)));
-                    let _ = waiting.items.send(Ok(StreamItem::Done(metadata)));
+                    let _ = waiting.items.send(Ok(StreamItem::Done(Box::new(metadata))));
                 }
                 Err(error) => {
                     let _ = waiting.items.send(Err(error));
@@ -657,7 +657,7 @@ impl Connection {
                 first_chunk_ms: waiting.first_chunk_ms,
                 chunks: Some(waiting.chunks),
             };
-            let _ = waiting.items.send(Ok(StreamItem::Done(metadata)));
+            let _ = waiting.items.send(Ok(StreamItem::Done(Box::new(metadata))));
         }
     }
 

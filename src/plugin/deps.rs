@@ -1,6 +1,7 @@
 //! Dependency resolution: which discovered plugins may load, and in what order.
 //!
-//! Pure code. Owns the rules: duplicate ids, the host-API range, missing or incompatible
+//! Pure code. Owns the rules: duplicate ids (a plugin's own and those of the connector plugins
+//! it provides, naming both sources), the host-API range, missing or incompatible
 //! dependencies and cycles each refuse a plugin with a reason, and refusal spreads to every
 //! plugin that depends on a refused one. The rest are ordered topologically, ties broken by
 //! discovery order. Does not load or start anything.
@@ -14,6 +15,54 @@ use super::{PluginManifest, HOST_API_VERSION};
 pub struct Resolution {
     pub order: Vec<usize>,
     pub refused: Vec<(usize, String)>,
+}
+
+/// One plugin's claim on ids: its own and its connector plugins', and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub ids: Vec<String>,
+    /// `the native built-in 'openai'`, or the file (`plugins/core/x/index.ts`).
+    pub origin: String,
+    pub native: bool,
+}
+
+/// Claims on an id an earlier claim holds are refused (natives come first, then files in
+/// discovery order); the reason names both sources and the way out.
+pub fn clashes(claims: &[Claim]) -> Vec<(usize, String)> {
+    let mut owners: HashMap<&str, usize> = HashMap::new();
+    let mut refused = Vec::new();
+    for (i, claim) in claims.iter().enumerate() {
+        let clash = claim
+            .ids
+            .iter()
+            .find_map(|id| owners.get(id.as_str()).map(|&owner| (id, owner)));
+        match clash {
+            Some((id, owner)) => {
+                let held = &claims[owner];
+                let way_out = if held.native {
+                    format!(
+                        "drop '{}' from plugins.native to let this one have it",
+                        held.ids[0]
+                    )
+                } else {
+                    "plugin ids must be unique".to_string()
+                };
+                refused.push((
+                    i,
+                    format!(
+                        "{} declares the id '{id}', which {} already has; {way_out}",
+                        claim.origin, held.origin
+                    ),
+                ));
+            }
+            None => {
+                for id in &claim.ids {
+                    owners.entry(id).or_insert(i);
+                }
+            }
+        }
+    }
+    refused
 }
 
 pub fn resolve(manifests: &[PluginManifest]) -> Resolution {
@@ -216,6 +265,49 @@ mod tests {
             "{}",
             r.refused[2].1
         );
+    }
+
+    fn claim(ids: &[&str], origin: &str, native: bool) -> Claim {
+        Claim {
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            origin: origin.into(),
+            native,
+        }
+    }
+
+    #[test]
+    fn clashing_ids_are_refused_naming_both_sources() {
+        let claims = [
+            claim(&["openai"], "the native built-in 'openai'", true),
+            claim(&["multi"], "plugins/core/a/index.ts", false),
+            claim(&["openai"], "plugins/core/krawall-openai/index.ts", false),
+            claim(
+                &["two", "multi-b", "multi"],
+                "plugins/core/b/index.ts",
+                false,
+            ),
+            claim(&["fresh", "other"], "plugins/core/c/index.ts", false),
+            claim(&["other"], "plugins/core/d/index.ts", false),
+        ];
+        let r = clashes(&claims);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0].0, 2);
+        assert_eq!(
+            r[0].1,
+            "plugins/core/krawall-openai/index.ts declares the id 'openai', which the native \
+             built-in 'openai' already has; drop 'openai' from plugins.native to let this one have it"
+        );
+        assert_eq!(r[1].0, 3);
+        assert!(
+            r[1].1.contains(
+                "'multi', which plugins/core/a/index.ts already has; plugin ids must be unique"
+            ),
+            "{}",
+            r[1].1
+        );
+        // A refused claim holds nothing: only the connector id of c clashes for d.
+        assert_eq!(r[2].0, 5);
+        assert!(r[2].1.contains("plugins/core/c/index.ts"), "{}", r[2].1);
     }
 
     #[test]

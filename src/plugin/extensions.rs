@@ -35,7 +35,7 @@ pub struct Extensions {
 }
 
 /// What one plugin has registered, for `GET /api/plugins/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PluginRegistrations {
     pub routes: Vec<Route>,
     pub tools: Vec<String>,

@@ -108,6 +108,10 @@ pub struct PluginView {
     pub files: Option<Value>,
     /// Routes, tools and agents it registered through its context.
     pub registrations: super::extensions::PluginRegistrations,
+    /// For a connector plugin registered by another plugin's module: that plugin. They share
+    /// one engine and one supervised unit (restarted, reloaded and disabled together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 impl PluginHost {
@@ -201,9 +205,38 @@ impl PluginHost {
             .map(|e| e.manifest.clone())
     }
 
-    /// Every discovered plugin, in start order (refused ones last), with its state.
+    /// Every discovered plugin, in start order (refused ones last), with its state; the other
+    /// connector plugins a module registers follow the plugin that registered them.
     pub fn list(&self) -> Vec<PluginView> {
-        self.read().iter().map(|e| self.view(e)).collect()
+        self.read()
+            .iter()
+            .flat_map(|e| {
+                let own = self.view(e);
+                let members = e
+                    .connectors
+                    .iter()
+                    .filter(|c| c.id != e.manifest.id)
+                    .map(|c| self.member_view(e, c, &own))
+                    .collect::<Vec<_>>();
+                std::iter::once(own).chain(members)
+            })
+            .collect()
+    }
+
+    /// The supervised unit that provides plugin `id`: itself, or the plugin whose module
+    /// registered connector plugin `id`.
+    pub fn unit_of(&self, id: &str) -> Option<String> {
+        let entries = self.read();
+        entries
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .or_else(|| {
+                entries
+                    .iter()
+                    .filter(|e| e.refused.is_none())
+                    .find(|e| e.connectors.iter().any(|c| c.id == id))
+            })
+            .map(|e| e.manifest.id.clone())
     }
 
     /// Plugins compatible with `connector`, in pipeline order: ascending priority, ties in
@@ -271,10 +304,35 @@ impl PluginHost {
     }
 
     pub fn get(&self, id: &str) -> Option<PluginView> {
-        self.read()
+        let entries = self.read();
+        if let Some(entry) = entries.iter().find(|e| e.manifest.id == id) {
+            return Some(self.view(entry));
+        }
+        entries
             .iter()
-            .find(|e| e.manifest.id == id)
-            .map(|e| self.view(e))
+            .filter(|e| e.refused.is_none())
+            .find_map(|e| {
+                let member = e.connectors.iter().find(|c| c.id == id)?;
+                Some(self.member_view(e, member, &self.view(e)))
+            })
+    }
+
+    /// A connector plugin another plugin's module registered: its own manifest, its unit's
+    /// state.
+    fn member_view(&self, entry: &Entry, c: &ConnectorPluginInfo, unit: &PluginView) -> PluginView {
+        let version = semver::Version::parse(&c.version).unwrap_or(entry.manifest.version.clone());
+        let mut manifest = PluginManifest::new(&c.id, version)
+            .named(&c.name)
+            .describe(&c.description);
+        manifest.priority = c.priority;
+        manifest.compatible_connectors = c.compatible_connectors.clone();
+        manifest.config_schema = c.config_schema.clone();
+        PluginView {
+            manifest: serde_json::to_value(&manifest).unwrap_or(Value::Null),
+            unit: Some(entry.manifest.id.clone()),
+            registrations: Default::default(),
+            ..unit.clone()
+        }
     }
 
     pub(super) fn view(&self, entry: &Entry) -> PluginView {
@@ -290,6 +348,7 @@ impl PluginHost {
             last_error: row.and_then(|r| r.last_error),
             files: entry.status.as_ref().map(|s| s.view()),
             registrations: self.runtime.ext.of(&entry.manifest.id),
+            unit: None,
         }
     }
 }

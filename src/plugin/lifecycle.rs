@@ -34,6 +34,39 @@ use crate::supervisor::{
 };
 
 impl Entry {
+    /// The ids it holds (its own, then its connector plugins') and where it comes from.
+    pub(super) fn claim(&self) -> deps::Claim {
+        let mut ids = vec![self.manifest.id.clone()];
+        for c in &self.connectors {
+            if !ids.contains(&c.id) {
+                ids.push(c.id.clone());
+            }
+        }
+        let origin = match &self.status {
+            Some(status) => status.origin(),
+            None => format!("the native built-in '{}'", self.manifest.id),
+        };
+        deps::Claim {
+            ids,
+            origin,
+            native: self.status.is_none(),
+        }
+    }
+
+    /// A refused duplicate is listed under what its loader knows it by (its directory), so it
+    /// never shadows the plugin that holds the id.
+    pub(super) fn rename_to_key(&mut self) {
+        if let Some(status) = &self.status {
+            let key = status.key();
+            self.manifest.id = if key == self.manifest.id {
+                format!("{key}.duplicate")
+            } else {
+                key.to_string()
+            };
+        }
+        self.connectors.clear();
+    }
+
     /// A catalogue entry for a discovered plugin, described by one built instance.
     pub(super) fn new(d: Discovered, instance: &dyn Plugin, supervised: bool) -> Entry {
         Entry {
@@ -135,6 +168,14 @@ impl ChildFactory for PluginChildFactory {
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let plugin = (self.factory)();
         let manifest = plugin.manifest();
+        if manifest.id != args.id {
+            // Its files now declare another id: `ops::reload` moves it; this is the race.
+            let message = format!(
+                "the module now declares the id '{}', not '{}'; reload it again to move it",
+                manifest.id, args.id
+            );
+            return async move { Err(StartError::new("validate", message)) }.boxed_local();
+        }
         let inline = plugin.hooks_inline().then(|| plugin.clone());
         let rt = self.runtime.clone();
         let gauge = MailboxGauge::new(rt.mailbox_capacity);
@@ -238,26 +279,36 @@ fn phase_name(phase: Phase) -> &'static str {
 }
 
 impl PluginHost {
-    /// Registers the discovered plugins (in discovery order), resolves their dependencies and
-    /// refuses, with a `plugin.error` each, those that cannot load.
+    /// Registers the discovered plugins (in discovery order), refuses those whose ids clash
+    /// with an earlier plugin's, resolves the dependencies of the rest and refuses, with a
+    /// `plugin.error` each, those that cannot load.
     pub fn discover(&self, plugins: Vec<Discovered>) {
-        let mut entries: Vec<(Entry, Option<usize>)> = plugins
+        let mut entries: Vec<Entry> = plugins
             .into_iter()
             .map(|d| {
                 let instance = (d.factory)();
-                let entry = Entry::new(d, instance.as_ref(), false);
-                (entry, None)
+                Entry::new(d, instance.as_ref(), false)
             })
             .collect();
+        let claims: Vec<deps::Claim> = entries.iter().map(Entry::claim).collect();
+        for (i, reason) in deps::clashes(&claims) {
+            entries[i].rename_to_key();
+            self.refuse(&mut entries[i], Phase::Discover, reason);
+        }
+        let live: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].refused.is_none())
+            .collect();
         let manifests: Vec<PluginManifest> =
-            entries.iter().map(|(e, _)| e.manifest.clone()).collect();
+            live.iter().map(|&i| entries[i].manifest.clone()).collect();
         let resolution = deps::resolve(&manifests);
+        let mut order: Vec<Option<usize>> = vec![None; entries.len()];
         for (position, &i) in resolution.order.iter().enumerate() {
-            entries[i].1 = Some(position);
+            order[live[i]] = Some(position);
         }
         for (i, reason) in resolution.refused {
-            self.refuse(&mut entries[i].0, Phase::Discover, reason);
+            self.refuse(&mut entries[live[i]], Phase::Discover, reason);
         }
+        let mut entries: Vec<(Entry, Option<usize>)> = entries.into_iter().zip(order).collect();
         entries.sort_by_key(|(_, order)| order.unwrap_or(usize::MAX));
         *self.write() = entries.into_iter().map(|(e, _)| e).collect();
     }

@@ -237,6 +237,8 @@ pub trait Plugin: Send + Sync + 'static {
         vec![ConnectorPluginInfo {
             id: m.id.clone(),
             name: m.name.clone(),
+            description: m.description.clone(),
+            version: m.version.to_string(),
             priority: m.priority,
             compatible_connectors: m.compatible_connectors.clone(),
             config_schema: m.config_schema.clone(),
@@ -343,6 +345,8 @@ pub struct HookContext {
 pub struct ConnectorPluginInfo {
     pub id: String,
     pub name: String,
+    pub description: String,
+    pub version: String,
     pub priority: u32,
     pub compatible_connectors: Vec<String>,
     pub config_schema: Vec<ConfigField>,
@@ -420,10 +424,25 @@ impl PluginContext {
     /// `/plugins/<id><path>`, or at `path` itself when `absolute`. Returns the handler number
     /// [`Plugin::route`] receives. Collisions with core routes or other plugins are refused.
     pub fn mount(&self, method: Method, path: &str, absolute: bool) -> Result<u32, PluginError> {
+        let options = crate::route::RouteOptions {
+            absolute,
+            public: false,
+        };
+        self.mount_with(method, path, options)
+    }
+
+    /// [`mount`](Self::mount) with every option: `public` routes answer without the admin
+    /// token (webhooks); the others require it whenever `server.admin_token` is set.
+    pub fn mount_with(
+        &self,
+        method: Method,
+        path: &str,
+        options: crate::route::RouteOptions,
+    ) -> Result<u32, PluginError> {
         let (plugin, instance) = (self.inner.plugin.clone(), self.inner.instance);
         self.stage("mounting a route", |ext, staged| {
             let handler = staged.routes.len() as u32;
-            let route = Route::new(&plugin, method, path, absolute, handler, instance)
+            let route = Route::with_options(&plugin, method, path, options, handler, instance)
                 .map_err(|e| e.to_string())?;
             ext.routes
                 .check(&route, &staged.routes)

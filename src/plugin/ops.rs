@@ -7,6 +7,7 @@
 //! the old one; a failure names the step that failed (typed, from the supervisor) and the old
 //! version keeps serving. Does not own how a plugin starts (`lifecycle`).
 
+use super::deps;
 use super::host::{Entry, ManageError, PluginHost, PluginView, PLUGINS_PATH};
 use super::source::{Discovered, Source};
 use crate::broker::events::{self, Phase};
@@ -33,6 +34,12 @@ impl PluginHost {
             ))),
             None => Ok(entry.source),
         }
+    }
+
+    /// The supervised unit an operator means by `id` (a connector plugin registered by
+    /// another plugin's module means that plugin).
+    fn unit(&self, id: &str) -> String {
+        self.unit_of(id).unwrap_or_else(|| id.to_string())
     }
 
     fn view_of(&self, id: &str) -> Result<PluginView, ManageError> {
@@ -62,6 +69,8 @@ impl PluginHost {
 
     /// A supervised restart; answers once the plugin runs again.
     pub async fn restart(&self, id: &str) -> Result<PluginView, ManageError> {
+        let id = self.unit(id);
+        let id = id.as_str();
         self.supervised(id)?;
         if self.is_disabled(id) {
             return Err(ManageError::Conflict(format!(
@@ -79,6 +88,8 @@ impl PluginHost {
 
     /// Stops the plugin and keeps it stopped, across service restarts too.
     pub async fn disable(&self, id: &str) -> Result<PluginView, ManageError> {
+        let id = self.unit(id);
+        let id = id.as_str();
         self.supervised(id)?;
         if self.is_disabled(id) {
             return Err(ManageError::Conflict(format!(
@@ -99,6 +110,8 @@ impl PluginHost {
 
     /// Starts a disabled plugin (init and start); answers once it runs.
     pub async fn enable(&self, id: &str) -> Result<PluginView, ManageError> {
+        let id = self.unit(id);
+        let id = id.as_str();
         self.supervised(id)?;
         if !self.is_disabled(id) {
             let state = self.state_of(id).map(|s| s.as_str()).unwrap_or("unknown");
@@ -120,6 +133,8 @@ impl PluginHost {
 
     /// Unloads a loaded plugin: stops it and forgets it (its files stay).
     pub async fn unload(&self, id: &str) -> Result<(), ManageError> {
+        let id = self.unit(id);
+        let id = id.as_str();
         let source = self
             .read()
             .iter()
@@ -144,16 +159,37 @@ impl PluginHost {
         Ok(())
     }
 
-    /// Loads plugin `id` from its files (the first loader that has them) and starts it.
-    pub async fn load(&self, id: &str) -> Result<PluginView, ManageError> {
-        if self.get(id).is_some() {
+    /// Loads a plugin from its files (the first loader that knows `key`: a directory name or
+    /// a declared id) and starts it.
+    pub async fn load(&self, key: &str) -> Result<PluginView, ManageError> {
+        if self.get(key).is_some() {
             return Err(ManageError::Conflict(format!(
-                "plugin '{id}' is already loaded"
+                "plugin '{key}' is already loaded"
             )));
         }
-        let discovered = self.find_files(id)?;
+        let discovered = self.find_files(key)?;
         let instance = (discovered.factory)();
         let entry = Entry::new(discovered, instance.as_ref(), true);
+        let id = &entry.manifest.id.clone();
+        {
+            let entries = self.read();
+            let mut claims: Vec<deps::Claim> = entries
+                .iter()
+                .filter(|e| e.refused.is_none())
+                .map(Entry::claim)
+                .collect();
+            claims.push(entry.claim());
+            if let Some((_, reason)) = deps::clashes(&claims).pop() {
+                drop(entries);
+                self.broker().emit(&events::PluginError {
+                    plugin: id.clone(),
+                    version: Some(entry.manifest.version.to_string()),
+                    phase: Phase::Discover,
+                    error: reason.clone(),
+                });
+                return Err(ManageError::Conflict(reason));
+            }
+        }
         let spec = self.spec(&entry);
         self.write().push(entry);
         let phase = if self.booted.load(Ordering::Acquire) {
@@ -180,6 +216,8 @@ impl PluginHost {
     /// Reloads a loaded plugin from its files: the new version is prepared beside the old one
     /// and swapped in only if it initialises; otherwise the old one keeps serving.
     pub async fn reload(&self, id: &str) -> Result<(PluginView, String), ManageError> {
+        let id = self.unit(id);
+        let id = id.as_str();
         if self.supervised(id)? == Source::Native {
             return Err(ManageError::Conflict(format!(
                 "plugin '{id}' is native (compiled in); restart it instead"
@@ -190,12 +228,22 @@ impl PluginHost {
                 "plugin '{id}' is disabled; enable it first"
             )));
         }
+        self.read_files_next(id);
+        if let Some(moved) = self.moved_identity(id) {
+            // Its files now declare another id: it leaves under the old one and comes back
+            // under the new one (checked against every other plugin's ids).
+            tracing::info!(plugin = %id, now = %moved.1, "The module now declares another id; moving it.");
+            self.unload(id).await?;
+            let view = self.load(&moved.0).await?;
+            return Ok((view, String::new()));
+        }
         let old_version = self
             .manifest(id)
             .map(|m| m.version.to_string())
             .unwrap_or_default();
         let began = std::time::Instant::now();
         let running = self.state_of(id) == Some(ActorState::Running);
+        self.read_files_next(id);
         let outcome = if running {
             self.sup()?
                 .send(ReloadChild { id: id.to_string() })
@@ -251,18 +299,49 @@ impl PluginHost {
         Ok((self.view_of(id)?, old_version))
     }
 
-    /// A loaded plugin's files changed (hot reload): reload, load or unload it.
-    pub async fn source_changed(&self, id: &str) {
-        let on_disk = self.loaders.iter().any(|l| l.exists(id));
-        let known = self.get(id).is_some();
+    /// Tells a loaded plugin's loader that its next instance reads the files.
+    fn read_files_next(&self, id: &str) {
+        if let Some(status) = self
+            .read()
+            .iter()
+            .find(|e| e.manifest.id == id)
+            .and_then(|e| e.status.clone())
+        {
+            status.read_files_next();
+        }
+    }
+
+    /// The loader key and the new id, when a loaded plugin's files now declare another id.
+    fn moved_identity(&self, id: &str) -> Option<(String, String)> {
+        let (key, factory) = {
+            let entries = self.read();
+            let entry = entries.iter().find(|e| e.manifest.id == id)?;
+            (
+                entry.status.as_ref()?.key().to_string(),
+                entry.factory.clone(),
+            )
+        };
+        let now = factory().manifest().id;
+        (now != id).then_some((key, now))
+    }
+
+    /// A loaded plugin's files changed (hot reload): reload, load or unload it. `key` is what
+    /// its loader knows it by (a script plugin's directory).
+    pub async fn source_changed(&self, key: &str) {
+        let on_disk = self.loaders.iter().any(|l| l.exists(key));
+        let known = self
+            .read()
+            .iter()
+            .find(|e| e.status.as_ref().is_some_and(|s| s.key() == key))
+            .map(|e| e.manifest.id.clone());
         let outcome = match (on_disk, known) {
-            (true, true) => self.reload(id).await.map(|_| ()),
-            (true, false) => self.load(id).await.map(|_| ()),
-            (false, true) => self.unload(id).await,
-            (false, false) => Ok(()),
+            (true, Some(id)) => self.reload(&id).await.map(|_| ()),
+            (true, None) => self.load(key).await.map(|_| ()),
+            (false, Some(id)) => self.unload(&id).await,
+            (false, None) => Ok(()),
         };
         if let Err(error) = outcome {
-            tracing::warn!(plugin = id, %error, "Applying a file change failed.");
+            tracing::warn!(plugin = key, %error, "Applying a file change failed.");
         }
     }
 

@@ -40,6 +40,14 @@ impl Serialize for Source {
 /// What a loaded plugin's files say beyond what its factory builds: the newest good manifest
 /// (a reload may change it) and a view for the API. Shared by all its instances.
 pub trait LoadedStatus: Send + Sync {
+    /// What its loader knows it by (a script plugin's directory name); file changes and
+    /// `Loader::load` use it. The plugin's id is what its files declare.
+    fn key(&self) -> &str;
+    /// Where it comes from, for messages (`x/index.ts`).
+    fn origin(&self) -> String;
+    /// The next instance must be built from the files (a reload). Otherwise a restart builds
+    /// the version that last initialised, so a broken file never takes a running plugin down.
+    fn read_files_next(&self);
     /// The manifest of the newest instance that initialised.
     fn manifest(&self) -> Option<PluginManifest>;
     /// The connector plugins of that instance.
@@ -74,8 +82,9 @@ pub trait Loader: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Every plugin it finds, in discovery order.
     fn discover(&self) -> Vec<Discovered>;
-    /// Plugin `id` from its files, or why it cannot be found.
-    fn load(&self, id: &str) -> Result<Discovered, String>;
-    /// Whether plugin `id` has files now.
-    fn exists(&self, id: &str) -> bool;
+    /// The plugin its loader knows by `key` (or that declares the id `key`), or why it cannot
+    /// be found.
+    fn load(&self, key: &str) -> Result<Discovered, String>;
+    /// Whether the plugin known by `key` has files now.
+    fn exists(&self, key: &str) -> bool;
 }

@@ -5,9 +5,12 @@
 //! contracts, and calling hooks under a time budget (interrupt handler) and a memory limit.
 //! Does not own threads or supervision: the plugin actor that holds the engine does.
 //!
-//! Sandbox: QuickJS has no file, network, process or environment access of its own, and we add
-//! none. Imports are limited to files inside the plugin's directory and the host modules.
+//! Sandbox: QuickJS has no file, network, process or environment access of its own. We add
+//! no file, process or environment access; the network only through `fetch`, a host call under
+//! the plugin's policy. Imports are limited to files really inside the plugin's directory
+//! (symbolic links are resolved before the check) and the host modules.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,7 +22,8 @@ use rquickjs::{
 };
 use serde_json::Value as Json;
 
-use super::transpile::strip_types;
+use super::transpile::{remap_stack, strip_types};
+use super::web;
 use crate::plugin::PluginContext;
 
 /// Per-plugin engine limits.
@@ -49,17 +53,24 @@ pub enum ScriptError {
     /// The module does not satisfy either plugin contract.
     #[error("{0}")]
     Contract(String),
+    /// The plugin broke the engine's own machinery (say, by patching `Map.prototype` or
+    /// `Object.prototype.toJSON`): it can no longer answer, so it counts as crashed.
+    #[error("the plugin broke the host's calling protocol ({0}); it is restarted")]
+    Protocol(String),
 }
 
 impl ScriptError {
     /// Limits exceeded: the engine may be in a bad state, so the plugin counts as crashed.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ScriptError::Timeout(_) | ScriptError::OutOfMemory(_))
+        matches!(
+            self,
+            ScriptError::Timeout(_) | ScriptError::OutOfMemory(_) | ScriptError::Protocol(_)
+        )
     }
 }
 
-/// A host call a script started that finishes later (`resolveClient(..).chat(..)`): the
-/// plugin runs it between job-queue turns and settles the script's promise with the outcome.
+/// A host call a script started that finishes later (an inference `chat`, a `fetch`, a timer):
+/// the plugin runs it outside the engine and settles the script's promise with the outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostOp {
     pub id: u64,
@@ -71,32 +82,51 @@ pub struct HostOp {
 #[derive(Debug)]
 pub enum Step {
     Done(Json),
-    /// The script waits on host calls; run them and `resume`.
-    Waiting {
-        call: u64,
-        ops: Vec<HostOp>,
-    },
+    /// The call's promise waits on host calls: `deliver` their outcomes, then `poll` it.
+    Waiting(u64),
 }
 
 /// Shared between the engine's native functions and the plugin: set once `init` runs.
 #[derive(Default)]
 pub struct Bridge {
-    pub plugin_id: String,
+    /// The directory name until the module says who it is.
+    plugin_id: std::sync::RwLock<String>,
     pub ctx: OnceLock<PluginContext>,
     ops: Mutex<Vec<HostOp>>,
+    /// Host calls the script gave up on (`clearTimeout`, an aborted `fetch`).
+    cancels: Mutex<Vec<u64>>,
     next_op: AtomicU64,
 }
 
 impl Bridge {
     pub fn new(plugin_id: &str) -> Self {
         Bridge {
-            plugin_id: plugin_id.to_string(),
+            plugin_id: std::sync::RwLock::new(plugin_id.to_string()),
             ..Bridge::default()
         }
     }
 
-    fn take_ops(&self) -> Vec<HostOp> {
+    /// The plugin's id, for the log.
+    pub fn plugin_id(&self) -> String {
+        self.plugin_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Logs name the plugin by its declared id once the module is loaded.
+    pub fn rename(&self, id: &str) {
+        *self.plugin_id.write().unwrap_or_else(|e| e.into_inner()) = id.to_string();
+    }
+
+    /// Host calls started since the last take.
+    pub fn take_ops(&self) -> Vec<HostOp> {
         std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Host calls cancelled since the last take.
+    pub fn take_cancels(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.cancels.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -109,6 +139,9 @@ const HOST_MODULES: &[(&str, &str)] = &[
 ];
 
 const PRELUDE: &str = include_str!("host/prelude.js");
+/// The web-platform globals (`fetch`, timers, `URL`, `TextEncoder`, `crypto`…), installed by
+/// the prelude over the host calls and the natives of [`web`].
+const WEB: &str = include_str!("host/web.js");
 
 /// A loaded plugin module and the engine it lives in. Field order is drop order: the context
 /// must go before the runtime. No `Persistent` handles are kept (they would have to be dropped
@@ -117,8 +150,9 @@ pub struct Engine {
     context: Context,
     runtime: Runtime,
     clock: Arc<Clock>,
+    naming: Naming,
+    sources: Sources,
     limits: Limits,
-    bridge: Arc<Bridge>,
     pub info: ModuleInfo,
 }
 
@@ -134,6 +168,101 @@ pub struct ModuleInfo {
     pub connector_plugins: Vec<Json>,
     pub has_start: bool,
     pub has_stop: bool,
+}
+
+/// Source maps of the module's stripped `.ts` files, by file name (shared with the loader).
+type SourceMaps = Arc<Mutex<HashMap<String, oxc_sourcemap::SourceMap<'static>>>>;
+
+/// A module's files by path, as they were read.
+pub type Snapshot = Arc<HashMap<PathBuf, String>>;
+
+/// Where a module's files are read from.
+#[derive(Clone)]
+pub enum Sources {
+    /// From disk, recording each file read (the snapshot a later restart may reuse).
+    Disk(Arc<Mutex<HashMap<PathBuf, String>>>),
+    /// The files of a version that initialised, as they were then: a crash after a failed
+    /// reload restarts what last worked, not the broken files.
+    Snapshot(Snapshot),
+}
+
+impl Sources {
+    pub fn disk() -> Self {
+        Sources::Disk(Arc::default())
+    }
+
+    fn has(&self, path: &Path) -> bool {
+        match self {
+            Sources::Snapshot(files) => files.contains_key(path),
+            Sources::Disk(_) => false,
+        }
+    }
+
+    fn read(&self, path: &Path) -> Result<String, String> {
+        if let Sources::Snapshot(files) = self {
+            if let Some(text) = files.get(path) {
+                return Ok(text.clone());
+            }
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if let Sources::Disk(read) = self {
+            read.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_path_buf(), text.clone());
+        }
+        Ok(text)
+    }
+
+    /// What was read, to start this version again later.
+    fn snapshot(&self) -> Snapshot {
+        match self {
+            Sources::Snapshot(files) => files.clone(),
+            Sources::Disk(read) => Arc::new(read.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        }
+    }
+}
+
+/// How errors name files: relative to the plugins directory (`x/index.ts:3:9`), so they
+/// neither leak the host's paths nor grow without bound.
+struct Naming {
+    /// The plugins directory with a trailing `/`, stripped from file names.
+    prefix: String,
+    maps: SourceMaps,
+}
+
+/// The longest error message passed on; the rest is cut, saying how much there was.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+impl Naming {
+    fn new(root: &Path, maps: SourceMaps) -> Self {
+        let prefix = root
+            .parent()
+            .map(|p| format!("{}/", p.display()))
+            .unwrap_or_default();
+        Naming { prefix, maps }
+    }
+
+    fn tidy(&self, text: &str) -> String {
+        let text = if self.prefix.len() > 1 {
+            text.replace(&self.prefix, "")
+        } else {
+            text.to_string()
+        };
+        cut(text, MAX_MESSAGE_BYTES)
+    }
+}
+
+/// `text` cut at `max` bytes (on a character boundary), saying how long it was.
+fn cut(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
 /// The deadline the interrupt handler checks.
@@ -174,6 +303,7 @@ impl Engine {
         entry: &Path,
         limits: Limits,
         bridge: Arc<Bridge>,
+        sources: Sources,
     ) -> Result<Engine, ScriptError> {
         let runtime = Runtime::new().map_err(|e| internal(&e.to_string()))?;
         runtime.set_memory_limit(limits.memory_limit_bytes);
@@ -188,35 +318,42 @@ impl Engine {
         let root = dir
             .canonicalize()
             .map_err(|e| internal(&format!("{}: {e}", dir.display())))?;
-        runtime.set_loader(PluginResolver { root: root.clone() }, PluginLoader);
+        let maps = SourceMaps::default();
+        runtime.set_loader(
+            PluginResolver {
+                root: root.clone(),
+                sources: sources.clone(),
+            },
+            PluginLoader {
+                maps: maps.clone(),
+                sources: sources.clone(),
+            },
+        );
         let context = Context::full(&runtime).map_err(|e| internal(&e.to_string()))?;
 
-        let entry_name = root
-            .join(entry.file_name().unwrap_or_default())
-            .to_string_lossy()
-            .into_owned();
-        let source = std::fs::read_to_string(entry)
-            .map_err(|e| internal(&format!("cannot read {}: {e}", entry.display())))?;
-        let source = if entry.extension().is_some_and(|e| e == "ts") {
-            strip_types(entry, &source).map_err(thrown_at)?
-        } else {
-            source
-        };
+        let naming = Naming::new(&root, maps.clone());
+        let entry_path = root.join(entry.file_name().unwrap_or_default());
+        if !sources.has(&entry_path) {
+            inside(&root, &entry_path).map_err(|why| internal(&naming.tidy(&why)))?;
+        }
+        let entry_name = entry_path.to_string_lossy().into_owned();
+        let source =
+            read_module(&entry_path, &maps, &sources).map_err(|m| thrown_at(naming.tidy(&m)))?;
 
         clock.arm(limits.call_timeout);
         let loaded = context.with(|ctx| -> Result<ModuleInfo, ScriptError> {
             install_host(&ctx, &bridge).map_err(|e| internal(&e.to_string()))?;
             let module = Module::declare(ctx.clone(), entry_name.clone(), source)
                 .catch(&ctx)
-                .map_err(|e| caught(e, &clock, limits))?;
+                .map_err(|e| caught(e, &clock, limits, &naming))?;
             let (module, promise) = module
                 .eval()
                 .catch(&ctx)
-                .map_err(|e| caught(e, &clock, limits))?;
+                .map_err(|e| caught(e, &clock, limits, &naming))?;
             promise
                 .finish::<()>()
                 .catch(&ctx)
-                .map_err(|e| caught(e, &clock, limits))?;
+                .map_err(|e| caught(e, &clock, limits, &naming))?;
             let default: Value = module
                 .get("default")
                 .unwrap_or_else(|_| Value::new_undefined(ctx.clone()));
@@ -239,36 +376,27 @@ impl Engine {
             context,
             runtime,
             clock,
+            naming,
+            sources,
             limits,
-            bridge,
             info,
         })
     }
 
-    /// Calls `__switchyard.<method>(json args…)` to the end. Host calls that finish later are
-    /// refused here (use [`Engine::start`] where they are allowed).
+    /// Calls `__switchyard.<method>(json args…)` without waiting: a returned promise goes on
+    /// in the background (its host calls are taken from the bridge as usual), its value unread.
     pub fn call(&self, method: &str, args: &[Json]) -> Result<Json, ScriptError> {
         match self.start(method, args)? {
             Step::Done(value) => Ok(value),
-            Step::Waiting { call, ops } => {
-                let _ = self.run(|ctx| {
-                    let state: Object = ctx.globals().get("__switchyard")?;
-                    state
-                        .get::<_, Function>("abandon")?
-                        .call::<_, ()>((call,))?;
-                    Ok(Json::Null)
-                });
-                let kinds: Vec<&str> = ops.iter().map(|o| o.kind.as_str()).collect();
-                Err(internal(&format!(
-                    "{method}: host calls ({}) are not available here",
-                    kinds.join(", ")
-                )))
+            Step::Waiting(call) => {
+                self.abandon(&[call])?;
+                Ok(Json::Null)
             }
         }
     }
 
-    /// Starts `__switchyard.<method>(json args…)`. Promises are driven until they settle or
-    /// wait on host calls; each run of JS is under the time budget.
+    /// Starts `__switchyard.<method>(json args…)`, driving its promise as far as it goes
+    /// without host calls. Each run of JS is under the time budget; waiting is not.
     pub fn start(&self, method: &str, args: &[Json]) -> Result<Step, ScriptError> {
         let begun = self.run(|ctx| {
             let state: Object = ctx.globals().get("__switchyard")?;
@@ -279,24 +407,28 @@ impl Engine {
                 list.set(i, ctx.json_parse(text)?)?;
             }
             let value: Value = begin.call((method, list))?;
-            to_json(ctx, value)
+            // Read field by field, never through JSON, which the plugin can subvert.
+            let Some(reply) = value.as_object() else {
+                return Ok(Err("begin() answered a non-object".to_string()));
+            };
+            match (
+                reply.get::<_, Option<bool>>("done")?,
+                reply.get::<_, Option<f64>>("id")?,
+            ) {
+                (Some(true), _) => Ok(Ok(Step::Done(to_json(ctx, reply.get("value")?)?))),
+                (Some(false), Some(id)) if id >= 1.0 => Ok(Ok(Step::Waiting(id as u64))),
+                _ => Ok(Err("begin() answered without `done` and `id`".to_string())),
+            }
         })?;
-        if begun["done"].as_bool().unwrap_or(false) {
-            self.bridge.take_ops();
-            return Ok(Step::Done(
-                begun.get("value").cloned().unwrap_or(Json::Null),
-            ));
+        match begun.map_err(ScriptError::Protocol)? {
+            Step::Waiting(call) => self.poll(call),
+            done => Ok(done),
         }
-        let call = begun["id"].as_u64().unwrap_or(0);
-        self.poll(call)
     }
 
-    /// Settles the host calls in `done` (`Ok` resolves, `Err` rejects) and drives the call on.
-    pub fn resume(
-        &self,
-        call: u64,
-        done: Vec<(u64, Result<Json, Json>)>,
-    ) -> Result<Step, ScriptError> {
+    /// Settles the host calls in `done` (`Ok` resolves, `Err` rejects) and runs the jobs that
+    /// follow (promise reactions, timer callbacks).
+    pub fn deliver(&self, done: Vec<(u64, Result<Json, Json>)>) -> Result<(), ScriptError> {
         self.run(|ctx| {
             let state: Object = ctx.globals().get("__switchyard")?;
             let complete: Function = state.get("complete")?;
@@ -307,49 +439,76 @@ impl Engine {
                 };
                 let text = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
                 complete.call::<_, ()>((id, ok, ctx.json_parse(text)?))?;
+                // As in a browser: the jobs one completion queues run before the next one.
+                while ctx.execute_pending_job() {}
             }
             Ok(Json::Null)
-        })?;
-        self.poll(call)
+        })
+        .map(|_| ())
     }
 
-    fn poll(&self, call: u64) -> Result<Step, ScriptError> {
+    /// Where call `call` stands after the jobs that are due have run.
+    pub fn poll(&self, call: u64) -> Result<Step, ScriptError> {
         let polled = self.run(|ctx| {
             while ctx.execute_pending_job() {}
             let state: Object = ctx.globals().get("__switchyard")?;
             let poll: Function = state.get("poll")?;
             let value: Value = poll.call((call,))?;
-            to_json(ctx, value)
+            let Some(reply) = value.as_object() else {
+                return Ok(Err("poll() answered a non-object".to_string()));
+            };
+            if let Some(broken) = reply.get::<_, Option<String>>("broken")? {
+                return Ok(Err(broken));
+            }
+            match reply.get::<_, Option<bool>>("pending")? {
+                Some(true) => Ok(Ok(Step::Waiting(call))),
+                Some(false) => Ok(Ok(Step::Done(to_json(ctx, reply.get("value")?)?))),
+                None => Ok(Err("poll() answered without `pending`".to_string())),
+            }
         })?;
-        if !polled["pending"].as_bool().unwrap_or(false) {
-            return Ok(Step::Done(
-                polled.get("value").cloned().unwrap_or(Json::Null),
-            ));
-        }
-        let ops = self.bridge.take_ops();
-        if ops.is_empty() {
-            let _ = self.run(|ctx| {
-                let state: Object = ctx.globals().get("__switchyard")?;
-                state
-                    .get::<_, Function>("abandon")?
-                    .call::<_, ()>((call,))?;
-                Ok(Json::Null)
-            });
-            return Err(internal("the hook returned a promise that never settles"));
-        }
-        Ok(Step::Waiting { call, ops })
+        polled.map_err(ScriptError::Protocol)
+    }
+
+    /// Forgets calls nobody waits for any more (their promises may still settle).
+    pub fn abandon(&self, calls: &[u64]) -> Result<(), ScriptError> {
+        self.run(|ctx| {
+            let state: Object = ctx.globals().get("__switchyard")?;
+            let abandon: Function = state.get("abandon")?;
+            for call in calls {
+                abandon.call::<_, ()>((*call,))?;
+            }
+            Ok(Json::Null)
+        })
+        .map(|_| ())
     }
 
     /// Runs `f` inside the context under the time budget, mapping JS errors.
-    fn run(&self, f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<Json>) -> Result<Json, ScriptError> {
+    fn run<T>(&self, f: impl FnOnce(&Ctx<'_>) -> rquickjs::Result<T>) -> Result<T, ScriptError> {
         self.clock.arm(self.limits.call_timeout);
         let result = self.context.with(|ctx| {
             f(&ctx)
                 .catch(&ctx)
-                .map_err(|e| caught(e, &self.clock, self.limits))
+                .map_err(|e| caught(e, &self.clock, self.limits, &self.naming))
         });
         self.clock.disarm();
         result
+    }
+
+    /// The files this version was built from, as read.
+    pub fn snapshot(&self) -> Snapshot {
+        self.sources.snapshot()
+    }
+
+    /// Whether this version was built from a snapshot rather than the files on disk.
+    pub fn from_snapshot(&self) -> bool {
+        matches!(self.sources, Sources::Snapshot(_))
+    }
+
+    /// Applies other limits (settings keyed by the plugin's declared id).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.runtime.set_memory_limit(limits.memory_limit_bytes);
+        self.runtime.set_max_stack_size(limits.max_stack_bytes);
+        self.limits = limits;
     }
 
     /// Bytes QuickJS has allocated for this engine.
@@ -390,7 +549,7 @@ fn thrown_at(message: String) -> ScriptError {
 }
 
 /// Turns a caught JS error into a `ScriptError`, telling limits apart from plain throws.
-fn caught(error: CaughtError<'_>, clock: &Clock, limits: Limits) -> ScriptError {
+fn caught(error: CaughtError<'_>, clock: &Clock, limits: Limits, naming: &Naming) -> ScriptError {
     if clock.tripped.load(Ordering::Relaxed) {
         return ScriptError::Timeout(limits.call_timeout.as_millis() as u64);
     }
@@ -404,18 +563,48 @@ fn caught(error: CaughtError<'_>, clock: &Clock, limits: Limits) -> ScriptError 
             };
             (message, e.stack())
         }
-        CaughtError::Value(v) => (format!("{v:?}"), None),
+        CaughtError::Value(v) => (thrown_value(v), None),
         CaughtError::Error(e) => (e.to_string(), None),
     };
     if message.contains("out of memory") {
         return ScriptError::OutOfMemory(limits.memory_limit_bytes);
     }
+    let stack = stack.map(|s| {
+        let maps = naming.maps.lock().unwrap_or_else(|e| e.into_inner());
+        naming.tidy(&remap_stack(&s, &maps))
+    });
     let location = stack.as_deref().and_then(first_location);
     ScriptError::Thrown {
-        message,
+        message: naming.tidy(&message),
         stack,
         location,
     }
+}
+
+/// A thrown non-`Error` value as a script author would print it (`String(v)`, or JSON for
+/// plain objects), never the engine's debug text.
+fn thrown_value(value: &Value<'_>) -> String {
+    let text = if value.is_object() && !value.is_function() {
+        value
+            .ctx()
+            .json_stringify(value.clone())
+            .ok()
+            .flatten()
+            .and_then(|s| s.to_string().ok())
+    } else {
+        None
+    };
+    let text = text.or_else(|| {
+        value
+            .clone()
+            .get::<rquickjs::convert::Coerced<String>>()
+            .ok()
+            .map(|c| c.0)
+    });
+    format!(
+        "uncaught {}",
+        text.unwrap_or_else(|| value.type_name().to_string())
+    )
 }
 
 /// The first `file:line:col` of a QuickJS stack (`    at fn (file:line:col)`).
@@ -438,7 +627,8 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
     host.set(
         "log",
         Function::new(ctx.clone(), move |level: String, message: String| {
-            let plugin = b.plugin_id.as_str();
+            let plugin = b.plugin_id();
+            let plugin = plugin.as_str();
             match level.as_str() {
                 "error" => tracing::error!(plugin, "{message}"),
                 "warn" => tracing::warn!(plugin, "{message}"),
@@ -506,13 +696,18 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
             move |ctx: Ctx<'_>,
                   method: String,
                   path: String,
-                  absolute: bool|
+                  absolute: bool,
+                  public: bool|
                   -> rquickjs::Result<u32> {
                 let pctx = context_of(&b, &ctx, "app.<method>()")?;
                 let method = crate::route::Method::parse(&method)
                     .ok_or_else(|| rquickjs::Exception::throw_message(&ctx, "unknown method"))?;
-                pctx.mount(method, &path, absolute)
-                    .map_err(|e| throw(&ctx, e))
+                pctx.mount_with(
+                    method,
+                    &path,
+                    crate::route::RouteOptions { absolute, public },
+                )
+                .map_err(|e| throw(&ctx, e))
             },
         )?,
     )?;
@@ -573,8 +768,20 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
             id
         })?,
     )?;
+    let b = bridge.clone();
+    host.set(
+        "cancel",
+        Function::new(ctx.clone(), move |id: u64| {
+            b.cancels.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        })?,
+    )?;
+    web::install_natives(ctx, &host)?;
     ctx.globals().set("__switchyard_host", host)?;
-    // Named so stack locations skip it: errors point at the plugin's own line.
+    // Named so stack locations skip them: errors point at the plugin's own line.
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("switchyard:web".into());
+    let install_web: Function = ctx.eval_with_options(WEB, options)?;
+    ctx.globals().set("__switchyard_web", install_web)?;
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("switchyard:prelude".into());
     ctx.eval_with_options::<(), _>(PRELUDE, options)?;
@@ -642,6 +849,7 @@ fn check_contracts<'js>(
 /// Resolves imports: host modules by their seed names, files only inside the plugin directory.
 struct PluginResolver {
     root: PathBuf,
+    sources: Sources,
 }
 
 impl Resolver for PluginResolver {
@@ -661,18 +869,6 @@ impl Resolver for PluginResolver {
                 .ok_or_else(|| refuse("no such host module"));
         }
         let relative = name.starts_with("./") || name.starts_with("../");
-        if relative {
-            let from = Path::new(base).parent().unwrap_or(&self.root);
-            let joined = normalize(&from.join(name));
-            if !joined.starts_with(&self.root) {
-                return Err(refuse("imports may not leave the plugin's directory"));
-            }
-            for candidate in candidates(&joined) {
-                if candidate.is_file() {
-                    return Ok(candidate.to_string_lossy().into_owned());
-                }
-            }
-        }
         // The seeds' own modules: ./types, ./loader, ../base, @/lib/connectors/plugins/loader…
         let stem = name
             .rsplit('/')
@@ -680,7 +876,26 @@ impl Resolver for PluginResolver {
             .unwrap_or(name)
             .trim_end_matches(".ts")
             .trim_end_matches(".js");
-        if (relative || name.starts_with("@/")) && HOST_MODULES.iter().any(|(n, _)| *n == stem) {
+        let host_module =
+            (relative || name.starts_with("@/")) && HOST_MODULES.iter().any(|(n, _)| *n == stem);
+        if relative {
+            let from = Path::new(base).parent().unwrap_or(&self.root);
+            let joined = normalize(&from.join(name));
+            if joined.starts_with(&self.root) {
+                for candidate in candidates(&joined) {
+                    if self.sources.has(&candidate) {
+                        return Ok(candidate.to_string_lossy().into_owned());
+                    }
+                    if candidate.is_file() {
+                        inside(&self.root, &candidate).map_err(|why| refuse(&why))?;
+                        return Ok(candidate.to_string_lossy().into_owned());
+                    }
+                }
+            } else if !host_module {
+                return Err(refuse("imports may not leave the plugin's directory"));
+            }
+        }
+        if host_module {
             return Ok(format!("switchyard:{stem}"));
         }
         if relative {
@@ -688,6 +903,38 @@ impl Resolver for PluginResolver {
         }
         Err(refuse("plugins may import only their own files and the host modules (./types, ./loader, ../base); there are no npm packages"))
     }
+}
+
+/// Refuses a file that is not really inside the plugin's directory: a symbolic link may point
+/// anywhere, so the check is on the resolved path.
+fn inside(root: &Path, file: &Path) -> Result<(), String> {
+    let real = file
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if real.starts_with(root) {
+        Ok(())
+    } else {
+        Err(format!(
+            "imports may not leave the plugin's directory ({} links to {})",
+            file.display(),
+            real.display()
+        ))
+    }
+}
+
+/// A module's source as QuickJS runs it: `.ts` is stripped, and its source map kept.
+fn read_module(path: &Path, maps: &SourceMaps, sources: &Sources) -> Result<String, String> {
+    let source = sources.read(path)?;
+    if path.extension().is_none_or(|e| e != "ts") {
+        return Ok(source);
+    }
+    let stripped = strip_types(path, &source)?;
+    if let Some(map) = stripped.map {
+        maps.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_string_lossy().into_owned(), map);
+    }
+    Ok(stripped.code)
 }
 
 fn candidates(path: &Path) -> Vec<PathBuf> {
@@ -701,8 +948,7 @@ fn candidates(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Lexical normalisation (no symlinks are followed, so a link cannot lead outside either:
-/// the loader reads only what the resolver returned).
+/// Lexical normalisation; symbolic links are checked separately ([`inside`]).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
@@ -717,7 +963,10 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-struct PluginLoader;
+struct PluginLoader {
+    maps: SourceMaps,
+    sources: Sources,
+}
 
 impl Loader for PluginLoader {
     fn load<'js>(
@@ -734,14 +983,8 @@ impl Loader for PluginLoader {
                 .unwrap_or("export {};");
             return Module::declare(ctx.clone(), name, source);
         }
-        let path = Path::new(name);
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| rquickjs::Error::new_loading_message(name, e.to_string()))?;
-        let source = if path.extension().is_some_and(|e| e == "ts") {
-            strip_types(path, &source).map_err(|m| rquickjs::Error::new_loading_message(name, m))?
-        } else {
-            source
-        };
+        let source = read_module(Path::new(name), &self.maps, &self.sources)
+            .map_err(|m| rquickjs::Error::new_loading_message(name, m))?;
         Module::declare(ctx.clone(), name, source)
     }
 }

@@ -1,45 +1,46 @@
 //! Script plugins: JavaScript/TypeScript plugins from `plugins/core/<dir>/index.{ts,js}`.
 //!
 //! Owns discovery of plugin directories (`ScriptLoader`, which plugs into the plugin runtime as
-//! a [`Loader`]), and `ScriptPlugin`: a [`Plugin`] whose hooks run in a QuickJS engine of its
-//! own (`engine`), with TypeScript stripped in-process (`transpile`).
+//! a [`Loader`]) and what is known about each across its instances (`ScriptStatus`). Each
+//! instance is a `ScriptPlugin` (`plugin`): a [`Plugin`] whose hooks run in a QuickJS engine of
+//! its own (`engine`), with TypeScript stripped in-process (`transpile`), web-platform globals
+//! (`web`, and `fetch` under a per-plugin policy) and host calls that finish later.
 //! Script plugins run on a dedicated arbiter each and are supervised exactly like native ones:
 //! a fresh engine per restart, and a limit breach (time, memory) counts as a crash. `watch`
 //! turns file changes into debounced reloads. Does not own the reload swap itself (the plugins
 //! supervisor does) nor the REST endpoints.
 //!
-//! A script plugin's id is its directory name. The module may export an Open Astra gateway
-//! plugin (`export default {name, version, init, start?, stop?}`), register Krawall connector
-//! plugins (`PluginLoader.register({...})`), or both.
+//! A script plugin is identified by what its module declares (the gateway plugin's `name`, or
+//! the `id` of the first connector plugin it registers); the directory is only where it lives.
+//! The module may export an Open Astra gateway plugin (`export default {name, version, init,
+//! start?, stop?}`), register Krawall connector plugins (`PluginLoader.register({...})`), or
+//! both; every connector plugin it registers is usable in sessions by its own id.
 
 pub mod engine;
+pub mod fetch;
+pub mod plugin;
 pub mod transpile;
 pub mod watch;
+pub mod web;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use semver::Version;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::broker::Event;
 use crate::plugin::source::{Discovered, LoadedStatus, Loader, Source};
-use crate::plugin::{
-    ConfigField, ConnectorPluginInfo, Hook, HookContext, Plugin, PluginContext, PluginError,
-    PluginFactory, PluginManifest,
-};
-use crate::route::{RouteRequest, RouteResponse};
+use crate::plugin::{ConnectorPluginInfo, Plugin, PluginFactory, PluginManifest};
 use crate::supervisor::child::Placement;
-use engine::{Bridge, Engine, HostOp, Limits, ModuleInfo, ScriptError, Step};
+use engine::{Limits, ModuleInfo, Snapshot};
+use fetch::{FetchCounts, FetchPolicy, FetchStats};
+pub use plugin::ScriptPlugin;
 
 /// A discovered plugin directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptSource {
-    /// The directory name, which is the plugin's id.
+    /// The directory name: where the plugin lives, and its id until its module says otherwise.
     pub id: String,
     pub dir: PathBuf,
     pub entry: PathBuf,
@@ -101,17 +102,28 @@ pub fn source_for(root: &Path, id: &str) -> Option<ScriptSource> {
     }
 }
 
-/// Loads script plugins from `<plugins.dir>/core/<id>/index.{ts,js}`: the engine's side of
+/// What the settings say about one script plugin: its engine limits and its fetch policy.
+#[derive(Debug, Clone)]
+pub struct PluginPolicy {
+    pub limits: Limits,
+    pub fetch: FetchPolicy,
+}
+
+/// The policy of a plugin known by these names (declared id first, then its directory).
+pub type PolicyFn = Arc<dyn Fn(&[&str]) -> PluginPolicy + Send + Sync>;
+
+/// Loads script plugins from `<plugins.dir>/core/<dir>/index.{ts,js}`: the engine's side of
 /// [`Loader`]. Each plugin gets its own engine on its own arbiter (an engine may block its
-/// thread), with the limits `limits` gives for its id.
+/// thread), under the policy `policy` gives for it.
 pub struct ScriptLoader {
     root: PathBuf,
-    limits: Box<dyn Fn(&str) -> Limits + Send + Sync>,
+    policy: PolicyFn,
 }
 
 impl ScriptLoader {
-    pub fn new(root: PathBuf, limits: Box<dyn Fn(&str) -> Limits + Send + Sync>) -> Self {
-        ScriptLoader { root, limits }
+    pub fn new(root: PathBuf, policy: PolicyFn) -> Self {
+        warn_if_misplaced(&root);
+        ScriptLoader { root, policy }
     }
 
     /// The `plugins/core` directory it loads from.
@@ -120,15 +132,51 @@ impl ScriptLoader {
     }
 
     fn discovered(&self, source: ScriptSource) -> Discovered {
-        let limits = (self.limits)(&source.id);
         let status = ScriptStatus::new(source.clone());
         Discovered {
             source: Source::Loaded(KIND),
-            factory: factory(source, limits, status.clone()),
+            factory: factory(source, self.policy.clone(), status.clone()),
             placement: Placement::Dedicated,
             status: Some(status as Arc<dyn LoadedStatus>),
         }
     }
+}
+
+/// A plugins directory given one level too deep (`plugins/core`, or a folder of plugin
+/// folders) loads nothing: say so, and name the directory that would work.
+fn warn_if_misplaced(core: &Path) {
+    if let Some(advice) = misplaced(core) {
+        tracing::warn!(dir = %core.display(), "{advice}");
+    }
+}
+
+/// Why `core` (the `core/` of the plugins directory) finds no plugins although the plugins
+/// directory holds plugin folders, and the fix; `None` when it is fine.
+pub fn misplaced(core: &Path) -> Option<String> {
+    if core.is_dir() {
+        return None;
+    }
+    let given = core.parent()?;
+    let holds_plugins = std::fs::read_dir(given)
+        .ok()?
+        .filter_map(Result::ok)
+        .any(|d| d.path().is_dir() && find_entry(&d.path()).is_some());
+    if !holds_plugins {
+        return None;
+    }
+    let fix = match given.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if given.file_name().is_some_and(|n| n == "core") => {
+            format!("use --plugins-dir {}", parent.display())
+        }
+        _ => format!(
+            "move the plugin folders into {}, or point --plugins-dir at the directory that holds core/",
+            core.display()
+        ),
+    };
+    Some(format!(
+        "{} holds plugin folders but has no core/ subdirectory, so no script plugin is loaded: {fix}",
+        given.display()
+    ))
 }
 
 /// What `GET /api/plugins` calls a script plugin's source.
@@ -146,23 +194,49 @@ impl Loader for ScriptLoader {
             .collect()
     }
 
-    fn load(&self, id: &str) -> Result<Discovered, String> {
-        source_for(&self.root, id)
-            .map(|source| self.discovered(source))
-            .ok_or_else(|| {
-                format!(
-                    "no plugin directory '{id}' with an index.ts or index.js in {}",
-                    self.root.display()
-                )
-            })
+    /// By directory name, or else by the id a module declares (each module is evaluated to
+    /// find it: this is an operator's action, not a hot path).
+    fn load(&self, key: &str) -> Result<Discovered, String> {
+        if let Some(source) = source_for(&self.root, key) {
+            return Ok(self.discovered(source));
+        }
+        for source in discover(&self.root) {
+            let status = ScriptStatus::new(source.clone());
+            let probe = ScriptPlugin::load(&source, self.policy.as_ref(), status);
+            if probe.manifest().id == key {
+                return Ok(self.discovered(source));
+            }
+        }
+        // The host's own paths stay out of API answers.
+        Err(format!(
+            "no plugin directory '{key}' with an index.ts or index.js, and no module declaring the id '{key}', under core/ of the plugins directory"
+        ))
     }
 
-    fn exists(&self, id: &str) -> bool {
-        source_for(&self.root, id).is_some()
+    fn exists(&self, key: &str) -> bool {
+        source_for(&self.root, key).is_some()
     }
 }
 
 impl LoadedStatus for ScriptStatus {
+    fn key(&self) -> &str {
+        &self.source.id
+    }
+
+    fn origin(&self) -> String {
+        let file = self
+            .source
+            .entry
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{}/{file}", self.source.id)
+    }
+
+    fn read_files_next(&self) {
+        self.read_files_next.store(true, Ordering::Release);
+    }
+
     fn manifest(&self) -> Option<PluginManifest> {
         ScriptStatus::manifest(self)
     }
@@ -182,15 +256,29 @@ pub struct ScriptStatus {
     pub source: ScriptSource,
     memory_bytes: AtomicU64,
     current: Mutex<Option<(PluginManifest, ModuleInfo)>>,
+    /// Its fetch calls, across instances.
+    pub fetch: Arc<FetchStats>,
+    /// The files of the version that last initialised.
+    last_good: Mutex<Option<Snapshot>>,
+    /// Set before a reload: the next instance reads the files, not `last_good`.
+    read_files_next: AtomicBool,
+    /// The running version was started from `last_good` while the files differ from it.
+    behind_files: AtomicBool,
 }
 
 /// What the API shows about a script plugin.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScriptView {
+    /// The directory it lives in (its id is what the module declares).
+    pub directory: String,
     pub source_path: String,
     pub entry_file: String,
     pub engine_memory_bytes: u64,
+    pub fetch: FetchCounts,
+    /// It runs the last version that initialised, which differs from the files on disk (a
+    /// reload failed, then it restarted).
+    pub running_last_good_version: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleInfo>,
 }
@@ -201,7 +289,43 @@ impl ScriptStatus {
             source,
             memory_bytes: AtomicU64::new(0),
             current: Mutex::new(None),
+            fetch: Arc::new(FetchStats::default()),
+            last_good: Mutex::new(None),
+            read_files_next: AtomicBool::new(false),
+            behind_files: AtomicBool::new(false),
         })
+    }
+
+    /// The snapshot the next instance starts from: the last version that initialised, unless
+    /// a reload asked for the files. Says so when that version differs from the files.
+    pub fn start_from(&self) -> Option<Snapshot> {
+        if self.read_files_next.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let snapshot = self
+            .last_good
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let differs = snapshot
+            .iter()
+            .any(|(path, text)| std::fs::read_to_string(path).ok().as_deref() != Some(text));
+        if differs {
+            tracing::warn!(
+                dir = %self.source.id,
+                "Restarting from the last version that initialised: the files changed since and have not reloaded."
+            );
+        }
+        self.behind_files.store(differs, Ordering::Relaxed);
+        Some(snapshot)
+    }
+
+    /// An instance initialised: its files are what a restart starts from.
+    pub fn initialised(&self, snapshot: Snapshot, from_snapshot: bool) {
+        *self.last_good.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        if !from_snapshot {
+            self.behind_files.store(false, Ordering::Relaxed);
+        }
     }
 
     /// The manifest of the instance that last initialised successfully.
@@ -213,6 +337,15 @@ impl ScriptStatus {
             .map(|c| c.0.clone())
     }
 
+    /// Records the instance that just initialised.
+    pub fn set_current(&self, manifest: PluginManifest, info: ModuleInfo) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((manifest, info));
+    }
+
+    pub fn record_memory(&self, bytes: u64) {
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     pub fn view(&self) -> ScriptView {
         let current = self
             .current
@@ -220,6 +353,7 @@ impl ScriptStatus {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         ScriptView {
+            directory: self.source.id.clone(),
             source_path: self.source.dir.display().to_string(),
             entry_file: self
                 .source
@@ -228,20 +362,19 @@ impl ScriptStatus {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             engine_memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            fetch: self.fetch.snapshot(),
+            running_last_good_version: self.behind_files.load(Ordering::Relaxed),
             module: current.map(|c| c.1),
         }
     }
 }
 
 /// A factory that builds a fresh script plugin (a new engine) each time it is called.
-pub fn factory(source: ScriptSource, limits: Limits, status: Arc<ScriptStatus>) -> PluginFactory {
+pub fn factory(source: ScriptSource, policy: PolicyFn, status: Arc<ScriptStatus>) -> PluginFactory {
     Arc::new(move || {
-        Arc::new(ScriptPlugin::load(&source, limits, status.clone())) as Arc<dyn Plugin>
+        Arc::new(ScriptPlugin::load(&source, policy.as_ref(), status.clone())) as Arc<dyn Plugin>
     })
 }
-
-/// How often a script plugin's engine memory is measured for the API.
-const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The connector plugins a module registered, as the pipeline sees them.
 pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
@@ -250,6 +383,8 @@ pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
         .map(|c| ConnectorPluginInfo {
             id: c["id"].as_str().unwrap_or_default().to_string(),
             name: c["name"].as_str().unwrap_or_default().to_string(),
+            description: c["description"].as_str().unwrap_or_default().to_string(),
+            version: c["version"].as_str().unwrap_or_default().to_string(),
             priority: c["priority"]
                 .as_f64()
                 .map(|p| p.max(0.0) as u32)
@@ -272,288 +407,6 @@ impl ScriptStatus {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|c| connector_infos(&c.1))
-    }
-}
-
-/// One instance of a script plugin: its engine, or why it could not be loaded.
-pub struct ScriptPlugin {
-    busy: tokio::sync::Mutex<()>,
-    sampled_at: Mutex<Option<Instant>>,
-    manifest: PluginManifest,
-    engine: Mutex<Result<Engine, ScriptError>>,
-    bridge: Arc<Bridge>,
-    status: Arc<ScriptStatus>,
-}
-
-impl ScriptPlugin {
-    /// Loads the module now (compile, evaluate, check contracts). A failure is kept and
-    /// returned by `init`, so it surfaces as `plugin.error` with its file and line.
-    pub fn load(source: &ScriptSource, limits: Limits, status: Arc<ScriptStatus>) -> ScriptPlugin {
-        let bridge = Arc::new(Bridge::new(&source.id));
-        let engine = Engine::load(&source.dir, &source.entry, limits, bridge.clone());
-        let (manifest, engine) = match engine {
-            Ok(engine) => match manifest_of(&source.id, &engine.info) {
-                Ok(manifest) => (manifest, Ok(engine)),
-                Err(problem) => (
-                    fallback_manifest(&source.id, &status),
-                    Err(ScriptError::Contract(problem)),
-                ),
-            },
-            Err(error) => (fallback_manifest(&source.id, &status), Err(error)),
-        };
-        ScriptPlugin {
-            busy: tokio::sync::Mutex::new(()),
-            sampled_at: Mutex::new(None),
-            manifest,
-            engine: Mutex::new(engine),
-            bridge,
-            status,
-        }
-    }
-
-    /// Runs `method` on the engine to the end (no host calls); limit breaches are fatal.
-    fn call(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = engine.as_ref().map_err(load_error)?;
-        let result = engine.call(method, args);
-        self.sample_memory(engine);
-        result.map_err(plugin_error)
-    }
-
-    /// Runs `method` on the engine, performing the host calls it waits on (inference) between
-    /// turns of JS. Calls into one plugin are serialised: JS never runs on two at once.
-    async fn call_async(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
-        let _turn = self.busy.lock().await;
-        let mut step = self.with_engine(|e| e.start(method, args))?;
-        loop {
-            match step {
-                Step::Done(value) => return Ok(value),
-                Step::Waiting { call, ops } => {
-                    let done =
-                        futures::future::join_all(ops.into_iter().map(|op| self.perform(op))).await;
-                    step = self.with_engine(|e| e.resume(call, done))?;
-                }
-            }
-        }
-    }
-
-    fn with_engine(
-        &self,
-        f: impl FnOnce(&Engine) -> Result<Step, ScriptError>,
-    ) -> Result<Step, PluginError> {
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = engine.as_ref().map_err(load_error)?;
-        let result = f(engine);
-        self.sample_memory(engine);
-        result.map_err(plugin_error)
-    }
-
-    /// Runs one host call for the script; the outcome settles its promise.
-    async fn perform(&self, op: HostOp) -> (u64, Result<Value, Value>) {
-        let outcome = match op.kind.as_str() {
-            "chat" => self.chat(&op.payload).await,
-            other => Err(json!({ "message": format!("unknown host call '{other}'") })),
-        };
-        (op.id, outcome)
-    }
-
-    async fn chat(&self, payload: &Value) -> Result<Value, Value> {
-        let fail = |code: &str, message: String| json!({ "code": code, "message": message });
-        let ctx = self.bridge.ctx.get().ok_or_else(|| {
-            fail(
-                "unavailable",
-                "resolveClient() needs init(ctx) first".into(),
-            )
-        })?;
-        let client = ctx
-            .resolve_client_json(&payload["config"])
-            .map_err(|e| fail("invalid_client_config", e.message))?;
-        let request: crate::inference::ChatRequest =
-            serde_json::from_value(payload["request"].clone()).map_err(|e| {
-                fail(
-                    "invalid_chat_request",
-                    format!("chat(messages, options): {e}"),
-                )
-            })?;
-        match client.chat(request).await {
-            Ok(response) => Ok(serde_json::to_value(response).unwrap_or(Value::Null)),
-            Err(error) => {
-                let code = match &error {
-                    crate::inference::InferenceError::CircuitOpen { .. } => "circuit_open",
-                    crate::inference::InferenceError::Config(_) => "invalid_client_config",
-                    _ => "inference_failed",
-                };
-                Err(fail(code, error.to_string()))
-            }
-        }
-    }
-
-    /// Measuring walks the whole engine heap: do it at most once a second, not per call.
-    fn sample_memory(&self, engine: &Engine) {
-        let mut sampled = self.sampled_at.lock().unwrap_or_else(|e| e.into_inner());
-        if sampled.is_none_or(|at| at.elapsed() >= MEMORY_SAMPLE_EVERY) {
-            *sampled = Some(Instant::now());
-            self.status
-                .memory_bytes
-                .store(engine.memory_bytes(), Ordering::Relaxed);
-        }
-    }
-}
-
-fn plugin_error(e: ScriptError) -> PluginError {
-    if e.is_fatal() {
-        PluginError::fatal(e.to_string())
-    } else {
-        PluginError::new(e.to_string())
-    }
-}
-
-/// A load failure as a plugin error that says which step failed.
-fn load_error(error: &ScriptError) -> PluginError {
-    let step = match error {
-        ScriptError::Contract(_) => "validate",
-        _ => "compile",
-    };
-    PluginError::new(error.to_string()).at_step(step)
-}
-
-/// Before a module loads, the API still needs a name: the last good manifest, or the directory.
-fn fallback_manifest(id: &str, status: &ScriptStatus) -> PluginManifest {
-    status.manifest().unwrap_or_else(|| {
-        PluginManifest::new(id, Version::new(0, 0, 0)).describe("not loaded: see lastError")
-    })
-}
-
-fn manifest_of(id: &str, info: &ModuleInfo) -> Result<PluginManifest, String> {
-    let version =
-        Version::parse(&info.version).map_err(|e| format!("`version` '{}': {e}", info.version))?;
-    let first = info.connector_plugins.first();
-    let name = info
-        .gateway
-        .clone()
-        .or_else(|| first.and_then(|c| c["name"].as_str().map(str::to_owned)))
-        .unwrap_or_else(|| id.to_string());
-    let mut manifest = PluginManifest::new(id, version)
-        .named(&name)
-        .describe(&info.description);
-    if let Some(first) = first {
-        manifest.priority = first["priority"]
-            .as_f64()
-            .map(|p| p.max(0.0) as u32)
-            .unwrap_or(manifest.priority);
-        manifest.compatible_connectors =
-            serde_json::from_value(first["compatibleConnectors"].clone()).unwrap_or_default();
-        manifest.config_schema = serde_json::from_value::<Vec<ConfigField>>(
-            first["configSchema"].clone(),
-        )
-        .map_err(|e| {
-            format!(
-                "connector plugin '{}': invalid configSchema: {e}",
-                first["id"].as_str().unwrap_or(id)
-            )
-        })?;
-    }
-    Ok(manifest)
-}
-
-#[async_trait(?Send)]
-impl Plugin for ScriptPlugin {
-    fn manifest(&self) -> PluginManifest {
-        self.manifest.clone()
-    }
-
-    async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
-        let _ = self.bridge.ctx.set(ctx.clone());
-        self.call_async("init", &[]).await.map_err(|e| {
-            if e.step.is_some() {
-                e
-            } else {
-                e.at_step("init")
-            }
-        })?;
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(engine) = engine.as_ref() {
-            *self
-                .status
-                .current
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) =
-                Some((self.manifest.clone(), engine.info.clone()));
-        }
-        Ok(())
-    }
-
-    async fn start(&self) -> Result<(), PluginError> {
-        self.call_async("start", &[]).await.map(|_| ())
-    }
-
-    async fn stop(&self) -> Result<(), PluginError> {
-        self.call_async("stop", &[]).await.map(|_| ())
-    }
-
-    async fn route(&self, handler: u32, req: RouteRequest) -> Result<RouteResponse, PluginError> {
-        let reply = self
-            .call_async("route", &[json!(handler), json!(req)])
-            .await?;
-        serde_json::from_value(reply).map_err(|e| {
-            PluginError::new(format!("the route handler's response is malformed: {e}"))
-        })
-    }
-
-    async fn tool(&self, name: &str, params: Value) -> Result<Value, PluginError> {
-        self.call_async("tool", &[json!(name), params]).await
-    }
-
-    fn hooks_inline(&self) -> bool {
-        false
-    }
-
-    fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        engine
-            .as_ref()
-            .map(|e| connector_infos(&e.info))
-            .unwrap_or_default()
-    }
-
-    async fn connector_hook(
-        &self,
-        connector_plugin: &str,
-        hook: Hook,
-        input: Value,
-        ctx: &mut HookContext,
-    ) -> Result<Option<Value>, PluginError> {
-        let args = [
-            json!(connector_plugin),
-            json!(hook.name()),
-            input,
-            json!(ctx),
-        ];
-        let reply = self.call_async("connector", &args).await?;
-        if let Some(state) = reply.get("state").and_then(Value::as_object) {
-            ctx.state = state.clone();
-        }
-        if reply["skipped"].as_bool().unwrap_or(false) {
-            return Ok(None);
-        }
-        Ok(Some(reply.get("result").cloned().unwrap_or(Value::Null)))
-    }
-
-    fn on_error(&self, connector_plugin: &str, error: &str, hook: Hook, ctx: &HookContext) {
-        let args = [
-            json!(connector_plugin),
-            json!(error),
-            json!(hook.name()),
-            json!(ctx),
-        ];
-        if let Err(e) = self.call("onError", &args) {
-            tracing::warn!(plugin = %self.manifest.id, hook = hook.name(), error = %e, "onError failed; ignored.");
-        }
-    }
-
-    async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
-        let event = json!({ "event": event.event, "timestamp": crate::util::rfc3339(event.timestamp), "data": event.data });
-        self.call_async("dispatch", &[event]).await.map(|_| ())
     }
 }
 
@@ -581,19 +434,22 @@ mod tests {
         (root, source)
     }
 
+    pub fn policy(_: &[&str]) -> PluginPolicy {
+        PluginPolicy {
+            limits: limits(),
+            fetch: FetchPolicy::default(),
+        }
+    }
+
     fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, ScriptPlugin) {
         let (root, source) = plugin_dir(files);
         let status = ScriptStatus::new(source.clone());
-        (root, ScriptPlugin::load(&source, limits(), status))
+        (root, ScriptPlugin::load(&source, &policy, status))
     }
 
     fn error_of(plugin: &ScriptPlugin) -> String {
         plugin
-            .engine
-            .lock()
-            .unwrap()
-            .as_ref()
-            .err()
+            .load_error()
             .map(|e| e.to_string())
             .unwrap_or_default()
     }
@@ -618,6 +474,32 @@ mod tests {
     }
 
     #[test]
+    fn a_plugins_dir_one_level_too_deep_is_named_with_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let core = root.path().join("plugins").join("core");
+        std::fs::create_dir_all(core.join("x")).unwrap();
+        std::fs::write(core.join("x/index.js"), "").unwrap();
+        // Pointed at plugins/core: its core/ does not exist, but it holds plugin folders.
+        let advice = misplaced(&core.join("core")).unwrap();
+        assert!(
+            advice.contains(&format!(
+                "use --plugins-dir {}",
+                root.path().join("plugins").display()
+            )),
+            "{advice}"
+        );
+        // A folder of plugin folders that is not called core.
+        let flat = root.path().join("mine");
+        std::fs::create_dir_all(flat.join("y")).unwrap();
+        std::fs::write(flat.join("y/index.ts"), "").unwrap();
+        let advice = misplaced(&flat.join("core")).unwrap();
+        assert!(advice.contains("move the plugin folders into"), "{advice}");
+        // Right, or simply empty: nothing to say.
+        assert_eq!(misplaced(&core), None);
+        assert_eq!(misplaced(&root.path().join("empty").join("core")), None);
+    }
+
+    #[test]
     fn a_gateway_plugin_loads_and_reports_its_manifest() {
         let (_root, plugin) = load(&[(
             "index.js",
@@ -625,9 +507,10 @@ mod tests {
         )]);
         assert_eq!(error_of(&plugin), "");
         let m = plugin.manifest();
+        // The declared name is the id; the directory is only where it lives.
         assert_eq!(
             (m.id.as_str(), m.name.as_str(), m.version.to_string()),
-            ("demo", "demo-gw", "1.2.3".into())
+            ("demo-gw", "demo-gw", "1.2.3".into())
         );
     }
 
@@ -710,9 +593,13 @@ export { p };"#,
 
     #[test]
     fn runaway_loops_and_memory_bombs_are_stopped_as_fatal() {
-        let (_root, plugin) = load(&[("index.js", "export default { name: 'x', version: '1.0.0', init() {}, start() { while (true) {} }, stop() { const a = []; for (;;) a.push(new Array(1e5).fill(1)); } };")]);
+        let module = "export default { name: 'x', version: '1.0.0', init() {}, start() { while (true) {} }, stop() { const a = []; for (;;) a.push(new Array(1e5).fill(1)); } };";
+        let (_root, plugin) = load(&[("index.js", module)]);
         let e = plugin.call("start", &[]).unwrap_err();
         assert!(e.fatal && e.message.contains("time budget"), "{e:?}");
+        // A broken engine stays broken: every later call reports the breach (it is restarted).
+        assert_eq!(plugin.call("init", &[]).unwrap_err(), e);
+        let (_root, plugin) = load(&[("index.js", module)]);
         let e = plugin.call("stop", &[]).unwrap_err();
         assert!(e.fatal && e.message.contains("memory limit"), "{e:?}");
         // Top-level loops are bounded too.
@@ -728,7 +615,7 @@ export { p };"#,
     fn async_hooks_and_relative_imports_work_and_the_sandbox_holds() {
         let (_root, plugin) = load(&[
             ("util.ts", "export const twice = (n: number): number => n * 2;"),
-            ("index.js", "import { twice } from './util'; export default { name: 'x', version: '1.0.0', async init() { await Promise.resolve(); globalThis.v = twice(21); }, async start() { if (globalThis.v !== 42) throw new Error('bad ' + globalThis.v); if (typeof require !== 'undefined' || typeof process !== 'undefined' || typeof fetch !== 'undefined') throw new Error('escaped'); } };"),
+            ("index.js", "import { twice } from './util'; export default { name: 'x', version: '1.0.0', async init() { await Promise.resolve(); globalThis.v = twice(21); }, async start() { if (globalThis.v !== 42) throw new Error('bad ' + globalThis.v); if (typeof require !== 'undefined' || typeof process !== 'undefined' || typeof Deno !== 'undefined' || typeof fetch !== 'function') throw new Error('escaped'); } };"),
         ]);
         assert_eq!(error_of(&plugin), "");
         plugin.call("init", &[]).unwrap();
@@ -742,6 +629,32 @@ export { p };"#,
             "{}",
             error_of(&plugin)
         );
+        // A symbolic link inside the directory that leads outside it is refused too, for an
+        // import and for the entry file itself.
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.js");
+        std::fs::write(&secret, "export const key = 'stolen';").unwrap();
+        let (root, source) = plugin_dir(&[(
+            "index.js",
+            "import { key } from './link.js'; export default { name: 'x', version: '1.0.0', init() {} };",
+        )]);
+        std::os::unix::fs::symlink(&secret, source.dir.join("link.js")).unwrap();
+        let plugin = ScriptPlugin::load(&source, &policy, ScriptStatus::new(source.clone()));
+        assert!(
+            error_of(&plugin).contains("imports may not leave the plugin's directory")
+                && error_of(&plugin).contains("links to"),
+            "{}",
+            error_of(&plugin)
+        );
+        std::fs::remove_file(source.dir.join("index.js")).unwrap();
+        std::os::unix::fs::symlink(&secret, source.dir.join("index.js")).unwrap();
+        let plugin = ScriptPlugin::load(&source, &policy, ScriptStatus::new(source.clone()));
+        assert!(
+            error_of(&plugin).contains("links to"),
+            "{}",
+            error_of(&plugin)
+        );
+        drop(root);
         let (_root, plugin) = load(&[("index.js", "import _ from 'lodash'; export default {};")]);
         assert!(
             error_of(&plugin).contains("no npm packages"),

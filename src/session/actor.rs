@@ -44,6 +44,8 @@ pub struct Stage {
     pub timeout: Duration,
     /// The config as responses show it (secrets masked).
     pub masked_config: Value,
+    /// The config as the store keeps it (secrets sealed with the store's key).
+    pub stored_config: Value,
     /// This plugin's per-session context (state, bound config).
     pub ctx: HookContext,
     pub failures: u64,
@@ -51,7 +53,8 @@ pub struct Stage {
 
 /// What the upstream answered: in one piece, or as a stream still to read.
 enum Sent {
-    Whole(crate::connector::ConnectorResponse),
+    /// Boxed: an answer is large and this enum is moved around the send loop.
+    Whole(Box<crate::connector::ConnectorResponse>),
     Stream(crate::connector::ChunkStream),
 }
 
@@ -72,7 +75,7 @@ async fn send(
         connector
             .send_message(message, variables)
             .await
-            .map(Sent::Whole)
+            .map(|r| Sent::Whole(Box::new(r)))
     }
 }
 
@@ -298,10 +301,20 @@ impl Handler<Open> for SessionActor {
                     act.publish();
                     if let Some(store) = &act.store {
                         let info = act.info();
+                        // The row keeps the sealed configs, never the masked or the clear ones.
+                        let plugins: Vec<StageInfo> = info
+                            .plugins
+                            .into_iter()
+                            .zip(&act.stages)
+                            .map(|(shown, stage)| StageInfo {
+                                config: stage.stored_config.clone(),
+                                ..shown
+                            })
+                            .collect();
                         store.write(Write::SessionOpened {
                             id: act.id.clone(),
                             target_id: act.target.id.clone(),
-                            plugins: serde_json::to_value(&info.plugins).unwrap_or(Value::Null),
+                            plugins: serde_json::to_value(&plugins).unwrap_or(Value::Null),
                             at: info.created_at,
                         });
                     }
@@ -361,8 +374,7 @@ impl Handler<SendMessage> for SessionActor {
             let mut exchange = Exchange {
                 message: msg.message,
                 metadata,
-                extensions: Map::new(),
-                response: Value::Null,
+                ..Exchange::default()
             };
             let mut chain = Chain {
                 host: &host,
@@ -393,7 +405,7 @@ impl Handler<SendMessage> for SessionActor {
                 }
             }
             let response = match (sent, &stream) {
-                (Ok(Sent::Whole(response)), _) => response,
+                (Ok(Sent::Whole(response)), _) => *response,
                 (Ok(Sent::Stream(chunks)), client) => {
                     match stream_answer(&mut chain, &mut stages, chunks, client.as_ref()).await {
                         Ok(response) => response,
@@ -417,20 +429,13 @@ impl Handler<SendMessage> for SessionActor {
                 return (stages, Err(fatal), reconnected);
             }
 
-            let response = exchange.response;
-            let content = response["content"].as_str().unwrap_or_default().to_string();
-            // `$`-keys are directives for this send (`$headers` may hold a fresh token): they
-            // reach the connector, never the client or the transcript.
-            let mut reply_metadata = exchange.extensions;
-            reply_metadata.retain(|k, _| !k.starts_with('$'));
-            if let Some(meta) = response.get("metadata").and_then(Value::as_object) {
-                for (k, v) in meta {
-                    // The raw upstream body and headers stay internal.
-                    if k != "rawResponse" && k != "headers" {
-                        reply_metadata.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+            let content = exchange.response["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            // `$`-keys and private keys (the conversation history) reach later plugins and the
+            // connector, never the client or the transcript.
+            let reply_metadata = exchange.reply_metadata();
             let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
             (stages, Ok(reply), reconnected)
         };

@@ -10,6 +10,7 @@
 //! client goes away) and the transcript row of a message. Does not own calling a plugin
 //! (`plugin::call`) nor the session's lifecycle (`actor`).
 
+use std::collections::BTreeSet;
 use std::time::{Instant, SystemTime};
 
 use futures::StreamExt;
@@ -86,8 +87,15 @@ pub(super) fn hook_failed(stage: &Stage, hook: Hook, message: String) -> Session
     }
 }
 
+/// The metadata key under which a plugin lists keys of its metadata that are for later plugins
+/// and the request template only (`{"$private": ["messages"]}`): like every `$`-key they never
+/// reach the reply or the transcript. The conversation plugins list their history this way, so
+/// a row does not carry the whole conversation.
+pub const PRIVATE_KEYS: &str = "$private";
+
 /// One message on its way through the pipeline: what `beforeSend` chains (the message), what
 /// `afterReceive` chains (the response), and the metadata plugins add on the way.
+#[derive(Default)]
 pub(super) struct Exchange {
     pub message: String,
     /// What the caller sent with the message, plus the session's own keys.
@@ -96,6 +104,8 @@ pub(super) struct Exchange {
     /// template's variables.
     pub extensions: Map<String, Value>,
     pub response: Value,
+    /// Keys plugins listed under [`PRIVATE_KEYS`], from every plugin that listed some.
+    pub private: BTreeSet<String>,
 }
 
 impl Exchange {
@@ -123,7 +133,7 @@ impl Exchange {
             Hook::BeforeSend => match out.get("message").and_then(Value::as_str) {
                 Some(changed) => {
                     self.message = changed.to_string();
-                    merge(&mut self.extensions, out.get("metadata"));
+                    self.take_metadata(out.get("metadata"));
                     Ok(())
                 }
                 None => Err("beforeSend must return { message: string, metadata? }".into()),
@@ -131,12 +141,46 @@ impl Exchange {
             _ => match out.get("response") {
                 Some(changed) if changed.get("content").is_some_and(Value::is_string) => {
                     self.response = changed.clone();
-                    merge(&mut self.extensions, out.get("metadata"));
+                    self.take_metadata(out.get("metadata"));
                     Ok(())
                 }
                 _ => Err("afterReceive must return { response: { content: string, metadata }, metadata? }".into()),
             },
         }
+    }
+
+    /// Merges a plugin's metadata and remembers the keys it lists as private.
+    fn take_metadata(&mut self, metadata: Option<&Value>) {
+        merge(&mut self.extensions, metadata);
+        if let Some(keys) = metadata
+            .and_then(|m| m.get(PRIVATE_KEYS))
+            .and_then(Value::as_array)
+        {
+            self.private
+                .extend(keys.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+    }
+
+    /// The reply's metadata: what plugins returned, then the answer's own (usage, timings),
+    /// without `$`-keys (directives for this send: `$headers` may hold a fresh token), the
+    /// private keys, or the raw upstream body and headers. Each message's row then holds that
+    /// message's metadata only, never the conversation so far.
+    pub fn reply_metadata(&self) -> Map<String, Value> {
+        let public = |k: &str| !k.starts_with('$') && !self.private.contains(k);
+        let mut out: Map<String, Value> = self
+            .extensions
+            .iter()
+            .filter(|(k, _)| public(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(meta) = self.response.get("metadata").and_then(Value::as_object) {
+            for (k, v) in meta {
+                if k != "rawResponse" && k != "headers" && public(k) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out
     }
 }
 
@@ -303,7 +347,10 @@ pub(super) async fn stream_answer(
                 index += 1;
             }
             Some(Ok(StreamItem::Done(metadata))) => {
-                return Ok(ConnectorResponse { content, metadata })
+                return Ok(ConnectorResponse {
+                    content,
+                    metadata: *metadata,
+                })
             }
             Some(Err(ConnectorError::StreamBroken(why)))
             | Some(Err(ConnectorError::Unreachable(why)))
@@ -429,9 +476,35 @@ mod tests {
         Exchange {
             message: "hi".into(),
             metadata: json!({ "sessionId": "s" }).as_object().cloned().unwrap(),
-            extensions: Map::new(),
-            response: Value::Null,
+            ..Exchange::default()
         }
+    }
+
+    #[test]
+    fn private_and_dollar_keys_reach_later_plugins_but_not_the_reply() {
+        let mut ex = exchange();
+        let history = json!([{ "role": "user", "content": "hi" }]);
+        ex.accept(
+            Hook::BeforeSend,
+            json!({ "message": "hi", "metadata": { "messages": history, "model": "m", "$private": ["messages"], "$headers": { "a": "b" } } }),
+        )
+        .unwrap();
+        // A later plugin lists nothing private: the first one's list still holds.
+        ex.accept(
+            Hook::BeforeSend,
+            json!({ "message": "hi", "metadata": { "tag": 1, "$private": [] } }),
+        )
+        .unwrap();
+        assert_eq!(ex.input(Hook::BeforeSend)["metadata"]["messages"], history);
+        assert_eq!(
+            ex.extensions["messages"], history,
+            "the template's variable"
+        );
+        ex.response = json!({ "content": "a", "metadata": { "responseTimeMs": 3, "rawResponse": { "messages": history }, "headers": {} } });
+        assert_eq!(
+            Value::Object(ex.reply_metadata()),
+            json!({ "model": "m", "tag": 1, "responseTimeMs": 3 })
+        );
     }
 
     #[test]

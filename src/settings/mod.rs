@@ -139,20 +139,29 @@ pub struct PluginSettings {
     pub limits: BTreeMap<String, ScriptLimitOverrides>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptLimits {
     pub memory_limit_bytes: usize,
     pub call_timeout_ms: u64,
     pub max_stack_bytes: usize,
+    /// Hosts `fetch` may reach (globs: `*.example.com`, `127.0.0.1:8080`, `*`).
+    pub fetch_allowed_hosts: Vec<String>,
+    pub fetch_max_response_bytes: usize,
+    pub fetch_timeout_ms: u64,
+    pub fetch_max_concurrent: usize,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptLimitOverrides {
     pub memory_limit_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub max_stack_bytes: Option<usize>,
+    pub fetch_allowed_hosts: Option<Vec<String>>,
+    pub fetch_max_response_bytes: Option<usize>,
+    pub fetch_timeout_ms: Option<u64>,
+    pub fetch_max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +210,8 @@ pub struct BrokerSettings {
     pub mailbox_capacity: usize,
     pub stream_capacity: usize,
     pub stream_keepalive_ms: u64,
+    /// The most JSON an event's `data` may take; a larger one is replaced by a marker.
+    pub max_event_bytes: usize,
 }
 
 /// Log output format.
@@ -235,13 +246,25 @@ impl Settings {
 
     /// Engine limits of script plugin `id`: its `[plugins.limits.<id>]` overrides over the
     /// `[plugins.script]` defaults.
-    pub fn script_limits(&self, id: &str) -> ScriptLimits {
-        let base = self.plugins.script;
-        let o = self.plugins.limits.get(id).copied().unwrap_or_default();
+    /// The limits of the script plugin known by `names` (its declared id, then its
+    /// directory): the first name with a `[plugins.limits.<name>]` table overrides the defaults.
+    pub fn script_limits(&self, names: &[&str]) -> ScriptLimits {
+        let base = self.plugins.script.clone();
+        let o = names
+            .iter()
+            .find_map(|n| self.plugins.limits.get(*n))
+            .cloned()
+            .unwrap_or_default();
         ScriptLimits {
             memory_limit_bytes: o.memory_limit_bytes.unwrap_or(base.memory_limit_bytes),
             call_timeout_ms: o.call_timeout_ms.unwrap_or(base.call_timeout_ms),
             max_stack_bytes: o.max_stack_bytes.unwrap_or(base.max_stack_bytes),
+            fetch_allowed_hosts: o.fetch_allowed_hosts.unwrap_or(base.fetch_allowed_hosts),
+            fetch_max_response_bytes: o
+                .fetch_max_response_bytes
+                .unwrap_or(base.fetch_max_response_bytes),
+            fetch_timeout_ms: o.fetch_timeout_ms.unwrap_or(base.fetch_timeout_ms),
+            fetch_max_concurrent: o.fetch_max_concurrent.unwrap_or(base.fetch_max_concurrent),
         }
     }
 
@@ -419,9 +442,35 @@ mod tests {
             Vec::new(),
         )
         .unwrap();
-        assert_eq!(s.script_limits("slow-one").call_timeout_ms, 5000);
-        assert_eq!(s.script_limits("other").call_timeout_ms, 500);
-        assert_eq!(s.script_limits("other").memory_limit_bytes, 64 << 20);
+        assert_eq!(s.script_limits(&["slow-one"]).call_timeout_ms, 5000);
+        assert_eq!(s.script_limits(&["other"]).call_timeout_ms, 500);
+        assert_eq!(s.script_limits(&["other"]).memory_limit_bytes, 64 << 20);
+        // The declared id's table wins over the directory's; fetch policy is per plugin too.
+        let config = file(
+            &dir,
+            "fetch.toml",
+            "[plugins.script]\nfetch_max_concurrent = 3\n[plugins.limits.dir-name]\ncall_timeout_ms = 7\n[plugins.limits.declared]\nfetch_allowed_hosts = [\"*.example.com\"]\nfetch_timeout_ms = 50\n",
+        );
+        let s = load(
+            &Overrides {
+                config: Some(config),
+                ..Overrides::default()
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        let l = s.script_limits(&["declared", "dir-name"]);
+        assert_eq!(l.fetch_allowed_hosts, ["*.example.com"]);
+        assert_eq!(
+            (
+                l.fetch_timeout_ms,
+                l.fetch_max_concurrent,
+                l.call_timeout_ms
+            ),
+            (50, 3, 1000)
+        );
+        assert_eq!(s.script_limits(&["dir-name"]).call_timeout_ms, 7);
+        assert_eq!(s.script_limits(&["other"]).fetch_allowed_hosts, ["*"]);
         let bad = file(&dir, "bad.toml", "[plugins.limits.x]\ncall_timeout = 1\n");
         assert!(load(
             &Overrides {

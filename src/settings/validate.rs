@@ -90,6 +90,38 @@ impl Settings {
             "plugins.script.max_stack_bytes",
             "must be at least 65536 (64 KiB)".into(),
         );
+        // Per-plugin tables are checked like the defaults, under their own key path.
+        let mut fetch_tables = vec![("plugins.script".to_string(), self.plugins.script.clone())];
+        for name in self.plugins.limits.keys() {
+            fetch_tables.push((
+                format!("plugins.limits.{name}"),
+                self.script_limits(&[name]),
+            ));
+        }
+        for (table, l) in fetch_tables {
+            check(
+                l.fetch_timeout_ms > 0,
+                &format!("{table}.fetch_timeout_ms"),
+                "must be greater than 0".into(),
+            );
+            check(
+                l.fetch_max_concurrent > 0,
+                &format!("{table}.fetch_max_concurrent"),
+                "must be greater than 0".into(),
+            );
+            check(
+                l.fetch_max_response_bytes > 0,
+                &format!("{table}.fetch_max_response_bytes"),
+                "must be greater than 0".into(),
+            );
+            for host in &l.fetch_allowed_hosts {
+                check(
+                    !host.is_empty() && !host.contains(['/', ' ']),
+                    &format!("{table}.fetch_allowed_hosts"),
+                    format!("'{host}' is not a host pattern (a host name or address, optionally with :port, and * wildcards)"),
+                );
+            }
+        }
         check(
             matches!(
                 self.sessions.after_receive_order.as_str(),
@@ -130,6 +162,12 @@ impl Settings {
             self.broker.mailbox_capacity > 0,
             "broker.mailbox_capacity",
             "must be greater than 0".into(),
+        );
+        // broker::bound::MIN_MAX_EVENT_BYTES: the truncation marker itself must fit.
+        check(
+            self.broker.max_event_bytes >= 1024,
+            "broker.max_event_bytes",
+            "must be at least 1024 (the truncation marker must fit)".into(),
         );
         for (key, value) in [
             ("broker.stream_capacity", self.broker.stream_capacity as u64),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, u8)] = &[
     ("util", 0),
     ("health", 0),
+    // `switchyard plugin new`: templates and files only, nothing of the crate.
+    ("scaffold", 0),
     ("settings", 1),
     ("supervisor", 1),
     ("broker", 1),

@@ -256,29 +256,41 @@ async fn a_script_plugins_routes_answer_are_swapped_on_reload_and_removed_on_unl
 #[actix_web::test]
 async fn colliding_routes_and_tools_are_refused_with_plugin_error() {
     let dirs = Dirs::new();
-    let plugin = |body: &str| {
-        format!("export default {{ name: 'x', version: '1.0.0', init(ctx) {{ {body} }} }};")
+    let plugin = |name: &str, body: &str| {
+        format!("export default {{ name: '{name}', version: '1.0.0', init(ctx) {{ {body} }} }};")
     };
-    dirs.write("a", "index.js", &plugin("ctx.app.post('/hooks/x', (q, r) => r.send('a'), { absolute: true }); ctx.registerTool({ name: 'shared', execute: () => 1 });"));
+    dirs.write("a", "index.js", &plugin("a", "ctx.app.post('/hooks/x', (q, r) => r.send('a'), { absolute: true }); ctx.registerTool({ name: 'shared', execute: () => 1 });"));
     dirs.write(
         "b",
         "index.js",
-        &plugin("ctx.app.post('/hooks/:name', (q, r) => r.send('b'), { absolute: true });"),
+        &plugin(
+            "b",
+            "ctx.app.post('/hooks/:name', (q, r) => r.send('b'), { absolute: true });",
+        ),
     );
     dirs.write(
         "c",
         "index.js",
-        &plugin("ctx.app.get('/api/mine', (q, r) => r.send('c'), { absolute: true });"),
+        &plugin(
+            "c",
+            "ctx.app.get('/api/mine', (q, r) => r.send('c'), { absolute: true });",
+        ),
     );
     dirs.write(
         "d",
         "index.js",
-        &plugin("ctx.registerTool({ name: 'shared', execute: () => 2 });"),
+        &plugin(
+            "d",
+            "ctx.registerTool({ name: 'shared', execute: () => 2 });",
+        ),
     );
     dirs.write(
         "e",
         "index.js",
-        &plugin("ctx.registerTool({ name: 'bad schema', execute: () => 2 });"),
+        &plugin(
+            "e",
+            "ctx.registerTool({ name: 'bad schema', execute: () => 2 });",
+        ),
     );
     let mut app = TestApp::spawn_in(dirs, &[], vec![]).await;
     let mut errors = std::collections::BTreeMap::new();
@@ -306,7 +318,7 @@ async fn colliding_routes_and_tools_are_refused_with_plugin_error() {
         "{errors:?}"
     );
     // The location is the plugin's own line, not the host's glue.
-    assert!(errors["d"].contains("/d/index.js:1:"), "{errors:?}");
+    assert!(errors["d"].contains("(at d/index.js:1:"), "{errors:?}");
     // The first owner keeps serving.
     let mut resp = app.client().post(app.url("/hooks/x")).send().await.unwrap();
     assert_eq!(resp.body().await.unwrap(), "a");

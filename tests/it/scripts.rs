@@ -155,8 +155,10 @@ async fn bad_modules_are_refused_with_a_reason_and_throws_name_file_and_line() {
         errors["bad-syntax"].contains("bad-syntax/index.ts:4"),
         "{errors:?}"
     );
-    let (_, fine) = app.get("/api/plugins/fine").await;
+    // Known by the name it declares, living in `fine/`.
+    let (_, fine) = app.get("/api/plugins/gw").await;
     assert_eq!(fine["state"], "running");
+    assert_eq!(fine["script"]["directory"], "fine");
     let (_, throws) = app.get("/api/plugins/throws").await;
     assert_eq!(throws["state"], "failed");
     assert!(throws["lastError"]["message"]
@@ -468,5 +470,154 @@ async fn config_schemas_validate_with_the_seed_messages_and_order_follows_priori
         (400, Some("invalid_query"))
     );
     assert_eq!(app.get("/api/plugins/order").await.0, 400);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn typescript_runtime_errors_point_at_the_ts_source_line() {
+    let dirs = Dirs::new();
+    // Types, an interface and blank lines vanish from the stripped output: without the source
+    // map, the throw on line 12 would be reported a few lines up.
+    dirs.write(
+        "typed",
+        "index.ts",
+        "interface Options {\n  loud: boolean;\n  times: number;\n}\n\ntype Id = string;\n\nconst id: Id = \"typed\";\n\nexport default {\n  name: id, version: \"1.0.0\",\n  init(ctx: unknown, options?: Options): void { throw new RangeError(\"no room for \" + id); },\n};\n",
+    );
+    let mut app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    let error = app.next_event("plugin.error").await;
+    let message = error.data["error"].as_str().unwrap();
+    assert!(
+        message.contains("RangeError: no room for typed") && message.contains("typed/index.ts:12:"),
+        "{message}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn plugin_errors_show_no_host_paths_no_engine_internals_and_stay_bounded() {
+    let dirs = Dirs::new();
+    let root = dirs.root.path().display().to_string();
+    dirs.write(
+        "thrower",
+        "index.js",
+        r#"export default { name: "thrower", version: "1.0.0", init(ctx) {
+  ctx.app.get("/number", () => { throw 42; });
+  ctx.app.get("/object", () => { throw { reason: "nope" }; });
+  ctx.app.get("/huge", () => { throw new Error("x".repeat(5000000)); });
+  ctx.app.get("/where", () => { null.boom(); });
+} };"#,
+    );
+    let app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    for (path, expected) in [
+        ("/plugins/thrower/number", "uncaught 42"),
+        ("/plugins/thrower/object", "uncaught {\"reason\":\"nope\"}"),
+        ("/plugins/thrower/where", "thrower/index.js:5"),
+    ] {
+        let (status, body) = app.get(path).await;
+        let text = body.to_string();
+        assert!(status >= 500, "{path}: {status} {text}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{path}: {text}");
+        assert!(
+            !text.contains(&root),
+            "{path} leaks the host's paths: {text}"
+        );
+        assert!(
+            !text.contains("Int(") && !text.contains("Object(0x"),
+            "{path}: {text}"
+        );
+    }
+    let (_, huge) = app.get("/plugins/thrower/huge").await;
+    let text = huge.to_string();
+    assert!(
+        text.len() < 16 * 1024,
+        "a 5 MB message is cut: {} bytes",
+        text.len()
+    );
+    assert!(text.contains("bytes in all"), "{}", &text[..200]);
+
+    let (status, missing) = app.post("/api/plugins/nowhere/load").await;
+    assert_eq!(status, 404, "{missing}");
+    assert!(!missing.to_string().contains(&root), "{missing}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_plugin_that_breaks_the_calling_protocol_is_restarted() {
+    let dirs = Dirs::new();
+    dirs.write(
+        "saboteur",
+        "index.js",
+        r#"export default { name: "saboteur", version: "1.0.0", init(ctx) {
+  ctx.app.get("/ok", async () => ({ ok: true }));
+  ctx.app.get("/break", async () => { Map.prototype.get = () => undefined; return { broke: true }; });
+} };"#,
+    );
+    let mut app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    assert_eq!(app.get("/plugins/saboteur/ok").await.1["ok"], true);
+    // The call that breaks it fails, and the plugin is restarted with a fresh engine instead of
+    // answering errors for ever while it looks `running`.
+    let (status, body) = app.get("/plugins/saboteur/break").await;
+    assert!(status >= 500, "{status} {body}");
+    assert!(body.to_string().contains("calling protocol"), "{body}");
+    let restarted = app.next_event("plugin.restarted").await;
+    assert_eq!(restarted.data["plugin"], "saboteur");
+    crate::common::eventually("the plugin answers again", || async {
+        app.get("/plugins/saboteur/ok").await.1["ok"] == true
+    })
+    .await;
+    app.stop().await;
+}
+
+fn crasher(version: &str) -> String {
+    format!(
+        r#"export default {{ name: "crasher", version: "{version}", init(ctx) {{
+  ctx.app.get("/version", () => ({{ version: "{version}" }}));
+  ctx.app.get("/spin", () => {{ while (true) {{}} }});
+}} }};"#
+    )
+}
+
+#[actix_web::test]
+async fn a_crash_after_a_failed_reload_restarts_the_last_version_that_initialised() {
+    let dirs = Dirs::new();
+    dirs.write("crasher", "index.js", &crasher("1.0.0"));
+    let mut app = TestApp::spawn_in(
+        dirs.clone(),
+        &[("SWITCHYARD__PLUGINS__SCRIPT__CALL_TIMEOUT_MS", "200")],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        app.get("/plugins/crasher/version").await.1["version"],
+        "1.0.0"
+    );
+
+    // A broken edit is refused; 1.0.0 keeps serving.
+    dirs.write("crasher", "index.js", "export default { name: 'crasher',");
+    assert_eq!(app.post("/api/plugins/crasher/reload").await.0, 422);
+    // Now it crashes (time budget): the supervisor restarts 1.0.0, not the broken file.
+    let (status, _) = app.get("/plugins/crasher/spin").await;
+    assert!(status >= 500);
+    let restarted = app.next_event("plugin.restarted").await;
+    assert_eq!(restarted.data["plugin"], "crasher");
+    crate::common::eventually("1.0.0 serves again", || async {
+        app.get("/plugins/crasher/version").await.1["version"] == "1.0.0"
+    })
+    .await;
+    let (_, view) = app.get("/api/plugins/crasher").await;
+    assert_eq!(view["state"], "running", "{view}");
+    assert_eq!(view["script"]["runningLastGoodVersion"], true, "{view}");
+
+    // A good edit reloads from the files again.
+    dirs.write("crasher", "index.js", &crasher("2.0.0"));
+    let (status, reply) = app.post("/api/plugins/crasher/reload").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        app.get("/plugins/crasher/version").await.1["version"],
+        "2.0.0"
+    );
+    let (_, view) = app.get("/api/plugins/crasher").await;
+    assert_eq!(view["script"]["runningLastGoodVersion"], false, "{view}");
     app.stop().await;
 }

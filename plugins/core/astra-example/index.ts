@@ -1,6 +1,6 @@
 // An Open Astra gateway plugin: discovered from plugins/core/<dir>/index.ts, init(ctx) at boot,
 // start() once HTTP listens, stop() on shutdown (in reverse order).
-import type { PluginContext } from "./types";
+import type { GatewayContext, GatewayPlugin } from "./types";
 
 interface Greeting {
   greeted: string;
@@ -8,14 +8,14 @@ interface Greeting {
 }
 
 let seen = 0;
-let ctxRef: PluginContext | undefined;
+let ctxRef: GatewayContext | undefined;
 
 export default {
   name: "astra-example",
   version: "1.0.0",
   description: "Counts plugin events and registers a tool, an agent and a route.",
 
-  async init(ctx: PluginContext): Promise<void> {
+  async init(ctx: GatewayContext): Promise<void> {
     ctxRef = ctx;
     ctx.logger.info("astra-example initialising");
     ctx.getEventBus().on("plugin.*", (data: { plugin?: string }) => {
@@ -36,7 +36,7 @@ export default {
       systemPromptTemplate: "You greet people.",
       tools: { allow: ["greet"], deny: [] },
     });
-    ctx.app.get("/hello", (_req: unknown, res: { json: (body: unknown) => void }) => res.json({ hello: "world" }));
+    ctx.app.get("/hello", (_req, res) => res.json({ hello: "world" }));
   },
 
   start(): void {
@@ -46,4 +46,4 @@ export default {
   stop(): void {
     ctxRef?.logger.info("astra-example stopping");
   },
-};
+} satisfies GatewayPlugin;

@@ -3,11 +3,14 @@
 // `__switchyard_host` (which it then hides). Rust calls the methods of `__switchyard`.
 (() => {
   const host = globalThis.__switchyard_host;
+  // Kept before the plugin runs: a plugin that replaces JSON.stringify only fools itself.
+  const stringify = JSON.stringify;
   delete globalThis.__switchyard_host;
 
   const text = (args) =>
     args
-      .map((a) => (typeof a === "string" ? a : a instanceof Error ? a.stack || String(a) : JSON.stringify(a)))
+      // QuickJS's `stack` has no "Name: message" line, so both are printed.
+      .map((a) => (typeof a === "string" ? a : a instanceof Error ? (a.stack ? `${a}\n${a.stack}` : String(a)) : stringify(a)))
       .join(" ");
   globalThis.console = Object.freeze({
     log: (...a) => host.log("info", text(a)),
@@ -31,17 +34,27 @@
       if (i >= 0) handlers.splice(i, 1);
     },
     emit(name, data) {
-      host.emit(String(name), JSON.stringify(data === undefined ? null : data));
+      host.emit(String(name), stringify(data === undefined ? null : data));
     },
   });
 
-  // Host calls that finish later (an inference call): the host runs them between job-queue
-  // turns and settles the promise with `complete`.
+  // Host calls that finish later (inference, fetch, timers): the host runs them outside the
+  // engine and settles the promise with `complete`. A cancelled one never settles.
   const pendingOps = new Map();
-  const request = (op, payload) => {
-    const id = host.request(op, JSON.stringify(payload));
-    return new Promise((resolve, reject) => pendingOps.set(id, { resolve, reject }));
+  const start = (op, payload) => {
+    const id = host.request(op, stringify(payload));
+    const promise = new Promise((resolve, reject) => pendingOps.set(id, { resolve, reject }));
+    return { id, promise };
   };
+  const request = (op, payload) => start(op, payload).promise;
+  const cancel = (id) => {
+    if (pendingOps.delete(id)) host.cancel(id);
+  };
+  globalThis.__switchyard_web({
+    start, cancel,
+    url: host.url, urlSet: host.urlSet, randomBytes: host.randomBytes, digest: host.digest, uuid: host.uuid,
+  });
+  delete globalThis.__switchyard_web;
 
   // Express-like routes. Handlers live here; the host keeps the table and calls `route`.
   const routeHandlers = new Map();
@@ -59,7 +72,7 @@
       if (typeof path !== "string" || !path.startsWith("/")) throw new TypeError(`app.${method}(path, handler): path must start with '/'`);
       if (typeof handler !== "function") throw new TypeError(`app.${method}(path, handler): handler must be a function`);
       const absolute = !!(options && options.absolute);
-      const index = host.route(method.toUpperCase(), path, absolute);
+      const index = host.route(method.toUpperCase(), path, absolute, !!(options && options.public));
       routeHandlers.set(index, handler);
     };
   }
@@ -119,15 +132,15 @@
     registerTool(tool) {
       if (!tool || typeof tool.name !== "string" || !tool.name) throw new TypeError("registerTool(tool): tool.name must be a non-empty string");
       if (typeof tool.execute !== "function") throw new TypeError(`registerTool: tool '${tool.name}' needs an execute(params) function`);
-      host.tool(JSON.stringify({ name: tool.name, description: tool.description || "", parameters: tool.parameters === undefined ? null : tool.parameters }));
+      host.tool(stringify({ name: tool.name, description: tool.description || "", parameters: tool.parameters === undefined ? null : tool.parameters }));
       tools.set(tool.name, tool);
     },
     registerAgentConfig(id, config) {
       if (typeof id !== "string" || !id) throw new TypeError("registerAgentConfig(id, config): id must be a non-empty string");
-      host.agent(id, JSON.stringify(config === undefined ? null : config));
+      host.agent(id, stringify(config === undefined ? null : config));
     },
     resolveClient(config) {
-      host.client(JSON.stringify(config === undefined ? null : config));
+      host.client(stringify(config === undefined ? null : config));
       const chat = (messages, options) => {
         const req = Array.isArray(messages) ? { ...(options || {}), messages } : messages;
         return request("chat", { config, request: req });
@@ -141,6 +154,7 @@
   const HOOKS = ["initialize", "onConnect", "beforeSend", "afterReceive", "onChunk", "onDisconnect", "onError"];
 
   const calls = new Map();
+  const thrown = new Map();
   let callSeq = 0;
   const state = {
     plugin: undefined,
@@ -205,6 +219,15 @@
     // A Krawall connector hook. The context is rebuilt from the session's copy for each call,
     // and its (possibly changed) state is handed back.
     async connector(id, hook, input, ctx) {
+      try {
+        return await state.runConnector(id, hook, input, ctx);
+      } catch (error) {
+        // onError gets what was thrown, not the host's description of it.
+        thrown.set(id, { hook, error });
+        throw error;
+      }
+    },
+    async runConnector(id, hook, input, ctx) {
       const plugin = registered.find((p) => p.id === id);
       if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
       if (!isFn(plugin[hook])) return { skipped: true, state: ctx.state };
@@ -229,10 +252,20 @@
       return { skipped: false, result: result === undefined ? null : result, state: context.state };
     },
     onError(id, message, hook, ctx) {
+      const last = thrown.get(id);
+      thrown.delete(id);
       const plugin = registered.find((p) => p.id === id);
       if (!plugin || !isFn(plugin.onError)) return;
-      const context = { sessionId: ctx.sessionId, targetId: ctx.targetId, state: ctx.state, pluginConfig: ctx.pluginConfig };
-      plugin.onError(new Error(message), hook, context);
+      const context = { sessionId: ctx.sessionId, targetId: ctx.targetId, state: ctx.state, pluginConfig: ctx.pluginConfig, connector: { type: ctx.connectorType } };
+      // The hook's own throw when it threw; the host's message when the host failed it (a
+      // timeout, a refused result). Non-Error throws are wrapped, the value kept as `cause`.
+      let error;
+      if (last && last.hook === hook) {
+        error = last.error instanceof Error ? last.error : new Error(String(last.error), { cause: last.error });
+      } else {
+        error = new Error(message);
+      }
+      return plugin.onError(error, hook, context);
     },
     // Runs `method`; a promise is kept here and polled by the host between host calls.
     begin(method, args) {
@@ -246,7 +279,7 @@
     },
     poll(id) {
       const slot = calls.get(id);
-      if (!slot) throw new Error(`unknown call ${id}`);
+      if (!slot) return { broken: `unknown call ${id}` };
       if (slot.state === "pending") return { pending: true };
       calls.delete(id);
       if (slot.state === "err") throw slot.error;

@@ -1,0 +1,515 @@
+//! One instance of a script plugin: a [`Plugin`] whose hooks run in a QuickJS engine of its own.
+//!
+//! Owns calling into the engine (each run of JS under the time budget), the host calls a script
+//! starts that finish later (inference `chat`, `fetch`, timers: run as tasks on the plugin's
+//! thread, their outcomes delivered back between runs of JS, so waiting never spends the time
+//! budget), cancelling them (`clearTimeout`, an aborted fetch, and all of them when the instance
+//! stops or is dropped: timers die with their plugin on reload), and the plugin's identity as
+//! its module declares it. Does not own discovery (`script`), the engine itself (`engine`) nor
+//! the fetch policy (`fetch`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use semver::Version;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::engine::{Bridge, Engine, HostOp, ModuleInfo, ScriptError, Sources, Step};
+use super::fetch::{FetchRequest, Fetcher};
+use super::{PluginPolicy, ScriptSource, ScriptStatus};
+use crate::broker::Event;
+use crate::plugin::{
+    ConfigField, ConnectorPluginInfo, Hook, HookContext, Plugin, PluginContext, PluginError,
+    PluginManifest,
+};
+use crate::route::{RouteRequest, RouteResponse};
+
+/// How often a script plugin's engine memory is measured for the API.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// A host call's outcome: `Ok` resolves the script's promise, `Err` rejects it.
+type Settled = (u64, Result<Value, Value>);
+
+/// One instance of a script plugin: its engine (or why it could not be loaded).
+pub struct ScriptPlugin {
+    core: Arc<Core>,
+    manifest: PluginManifest,
+}
+
+/// What the instance's calls and its background host calls share.
+struct Core {
+    engine: Mutex<Result<Engine, ScriptError>>,
+    env: Arc<OpEnv>,
+    status: Arc<ScriptStatus>,
+    sampled_at: Mutex<Option<Instant>>,
+    /// Host calls in flight, by id, until their outcome is delivered.
+    tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    settled_tx: mpsc::UnboundedSender<Settled>,
+    /// Taken by the delivery task when the first host call starts.
+    settled_rx: Mutex<Option<mpsc::UnboundedReceiver<Settled>>>,
+    /// Bumped after each delivery: waiting calls look at their promise again.
+    delivered: watch::Sender<u64>,
+    /// Calls whose caller went away (a hook timeout): forgotten at the next run.
+    abandoned: Mutex<Vec<u64>>,
+    /// A limit breach outside any call (a timer callback): every later call reports it.
+    broken: Mutex<Option<ScriptError>>,
+}
+
+/// What a host call needs to run: the plugin's context and its fetch policy.
+struct OpEnv {
+    bridge: Arc<Bridge>,
+    fetcher: Fetcher,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ScriptPlugin {
+    /// Loads the module now (compile, evaluate, check contracts). A failure is kept and
+    /// returned by `init`, so it surfaces as `plugin.error` with its file and line.
+    pub fn load(
+        source: &ScriptSource,
+        policy: &(dyn Fn(&[&str]) -> PluginPolicy + Send + Sync),
+        status: Arc<ScriptStatus>,
+    ) -> ScriptPlugin {
+        let mut chosen = policy(&[&source.id]);
+        let bridge = Arc::new(Bridge::new(&source.id));
+        // A restart after a failed reload starts the version that last initialised, not the
+        // broken files; a reload (or the first start) reads the files.
+        let sources = match status.start_from() {
+            Some(snapshot) => Sources::Snapshot(snapshot),
+            None => Sources::disk(),
+        };
+        let engine = Engine::load(
+            &source.dir,
+            &source.entry,
+            chosen.limits,
+            bridge.clone(),
+            sources,
+        );
+        let (manifest, engine) = match engine {
+            Ok(mut engine) => match manifest_of(&source.id, &engine.info) {
+                Ok(manifest) => {
+                    if manifest.id != source.id {
+                        // Settings may name the plugin by its declared id.
+                        chosen = policy(&[&manifest.id, &source.id]);
+                        engine.set_limits(chosen.limits);
+                    }
+                    (manifest, Ok(engine))
+                }
+                Err(problem) => (
+                    fallback_manifest(&source.id, &status),
+                    Err(ScriptError::Contract(problem)),
+                ),
+            },
+            Err(error) => (fallback_manifest(&source.id, &status), Err(error)),
+        };
+        bridge.rename(&manifest.id);
+        let fetcher = Fetcher::new(&manifest.id, chosen.fetch, status.fetch.clone());
+        let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+        ScriptPlugin {
+            core: Arc::new(Core {
+                engine: Mutex::new(engine),
+                env: Arc::new(OpEnv { bridge, fetcher }),
+                status,
+                sampled_at: Mutex::new(None),
+                tasks: Mutex::new(HashMap::new()),
+                settled_tx,
+                settled_rx: Mutex::new(Some(settled_rx)),
+                delivered: watch::Sender::new(0),
+                abandoned: Mutex::new(Vec::new()),
+                broken: Mutex::new(None),
+            }),
+            manifest,
+        }
+    }
+
+    /// Why the module could not be loaded, if it could not.
+    pub fn load_error(&self) -> Option<ScriptError> {
+        lock(&self.core.engine).as_ref().err().cloned()
+    }
+
+    /// Runs `method` without waiting for a promise it returns (its host calls still run).
+    pub fn call(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
+        self.core.run(|e| e.call(method, args))
+    }
+
+    /// Runs `method` to the end: between runs of JS it waits for the host calls its promise
+    /// waits on. Other calls may run meanwhile, as in any JavaScript event loop.
+    async fn call_async(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
+        let core = &self.core;
+        let mut delivered = core.delivered.subscribe();
+        let call = match core.run(|e| e.start(method, args))? {
+            Step::Done(value) => return Ok(value),
+            Step::Waiting(call) => call,
+        };
+        let mut pending = Pending {
+            core,
+            call: Some(call),
+        };
+        loop {
+            if lock(&core.tasks).is_empty() {
+                return Err(PluginError::new(format!(
+                    "{method}: the promise it returned waits on nothing and will never settle"
+                )));
+            }
+            if delivered.changed().await.is_err() {
+                return Err(PluginError::new("the plugin's engine is gone"));
+            }
+            if let Step::Done(value) = core.run(|e| e.poll(call))? {
+                pending.call = None;
+                return Ok(value);
+            }
+        }
+    }
+}
+
+/// A call somebody waits on; dropped early (the hook timed out), the engine forgets it.
+struct Pending<'a> {
+    core: &'a Core,
+    call: Option<u64>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call {
+            lock(&self.core.abandoned).push(call);
+        }
+    }
+}
+
+impl Core {
+    /// Runs `f` on the engine, then starts the host calls it asked for and cancels the ones it
+    /// gave up. Limit breaches are fatal.
+    fn run<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Engine) -> Result<T, ScriptError>,
+    ) -> Result<T, PluginError> {
+        if let Some(error) = lock(&self.broken).clone() {
+            return Err(plugin_error(error));
+        }
+        let result = {
+            let engine = lock(&self.engine);
+            let engine = engine.as_ref().map_err(load_error)?;
+            let abandoned = std::mem::take(&mut *lock(&self.abandoned));
+            if !abandoned.is_empty() {
+                let _ = engine.abandon(&abandoned);
+            }
+            let result = f(engine);
+            self.sample_memory(engine);
+            result
+        };
+        self.start_ops();
+        if let Err(error) = &result {
+            if error.is_fatal() {
+                *lock(&self.broken) = Some(error.clone());
+                self.cancel_all();
+            }
+        }
+        result.map_err(plugin_error)
+    }
+
+    /// Starts the host calls the script asked for, as tasks on this thread.
+    fn start_ops(self: &Arc<Self>) {
+        let ops = self.env.bridge.take_ops();
+        if !ops.is_empty() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                // Only unit tests call an engine outside the actor system.
+                tracing::warn!(plugin = %self.env.bridge.plugin_id(), "Host calls need the actor system; ignored.");
+            } else {
+                if let Some(rx) = lock(&self.settled_rx).take() {
+                    tokio::task::spawn_local(deliver(Arc::downgrade(self), rx));
+                }
+                let mut tasks = lock(&self.tasks);
+                for op in ops {
+                    let (env, tx, id) = (self.env.clone(), self.settled_tx.clone(), op.id);
+                    let task = tokio::task::spawn_local(async move {
+                        let outcome = env.perform(op).await;
+                        let _ = tx.send((id, outcome));
+                    });
+                    tasks.insert(id, task.abort_handle());
+                }
+            }
+        }
+        let cancels = self.env.bridge.take_cancels();
+        if !cancels.is_empty() {
+            let mut tasks = lock(&self.tasks);
+            for id in cancels {
+                if let Some(task) = tasks.remove(&id) {
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    /// Cancels every host call in flight: timers, fetches, inference.
+    fn cancel_all(&self) {
+        for (_, task) in lock(&self.tasks).drain() {
+            task.abort();
+        }
+    }
+
+    /// Measuring walks the whole engine heap: do it at most once a second, not per call.
+    fn sample_memory(&self, engine: &Engine) {
+        let mut sampled = lock(&self.sampled_at);
+        if sampled.is_none_or(|at| at.elapsed() >= MEMORY_SAMPLE_EVERY) {
+            *sampled = Some(Instant::now());
+            self.status.record_memory(engine.memory_bytes());
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+/// Delivers host-call outcomes to the engine as they come, whether or not a call waits on
+/// them (a timer set in `start()` fires long after it returned). Ends with the instance.
+async fn deliver(core: Weak<Core>, mut rx: mpsc::UnboundedReceiver<Settled>) {
+    while let Some(first) = rx.recv().await {
+        let mut done = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            done.push(more);
+        }
+        let Some(core) = core.upgrade() else { break };
+        let ids: Vec<u64> = done.iter().map(|(id, _)| *id).collect();
+        let outcome = core.run(|e| e.deliver(done));
+        {
+            let mut tasks = lock(&core.tasks);
+            for id in ids {
+                tasks.remove(&id);
+            }
+        }
+        if let Err(error) = outcome {
+            tracing::warn!(plugin = %core.env.bridge.plugin_id(), %error, "A callback of a timer or host call failed.");
+        }
+        core.delivered.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl OpEnv {
+    /// Runs one host call for the script; the outcome settles its promise.
+    async fn perform(&self, op: HostOp) -> Result<Value, Value> {
+        match op.kind.as_str() {
+            "timer" => {
+                let ms = op.payload["ms"].as_f64().unwrap_or(0.0).max(0.0);
+                tokio::time::sleep(Duration::from_micros((ms * 1000.0) as u64)).await;
+                Ok(Value::Null)
+            }
+            "fetch" => {
+                let request = FetchRequest::from_json(&op.payload).map_err(|e| e.to_json())?;
+                self.fetcher
+                    .fetch(request)
+                    .await
+                    .map(|r| r.to_json())
+                    .map_err(|e| e.to_json())
+            }
+            "chat" => self.chat(&op.payload).await,
+            other => Err(json!({ "message": format!("unknown host call '{other}'") })),
+        }
+    }
+
+    async fn chat(&self, payload: &Value) -> Result<Value, Value> {
+        let fail = |code: &str, message: String| json!({ "code": code, "message": message });
+        let ctx = self.bridge.ctx.get().ok_or_else(|| {
+            fail(
+                "unavailable",
+                "resolveClient() needs init(ctx) first".into(),
+            )
+        })?;
+        let client = ctx
+            .resolve_client_json(&payload["config"])
+            .map_err(|e| fail("invalid_client_config", e.message))?;
+        let request: crate::inference::ChatRequest =
+            serde_json::from_value(payload["request"].clone()).map_err(|e| {
+                fail(
+                    "invalid_chat_request",
+                    format!("chat(messages, options): {e}"),
+                )
+            })?;
+        match client.chat(request).await {
+            Ok(response) => Ok(serde_json::to_value(response).unwrap_or(Value::Null)),
+            Err(error) => {
+                let code = match &error {
+                    crate::inference::InferenceError::CircuitOpen { .. } => "circuit_open",
+                    crate::inference::InferenceError::Config(_) => "invalid_client_config",
+                    _ => "inference_failed",
+                };
+                Err(fail(code, error.to_string()))
+            }
+        }
+    }
+}
+
+fn plugin_error(e: ScriptError) -> PluginError {
+    if e.is_fatal() {
+        PluginError::fatal(e.to_string())
+    } else {
+        PluginError::new(e.to_string())
+    }
+}
+
+/// A load failure as a plugin error that says which step failed.
+fn load_error(error: &ScriptError) -> PluginError {
+    let step = match error {
+        ScriptError::Contract(_) => "validate",
+        _ => "compile",
+    };
+    PluginError::new(error.to_string()).at_step(step)
+}
+
+/// Before a module loads, the API still needs a name: the last good manifest, or the directory.
+fn fallback_manifest(id: &str, status: &ScriptStatus) -> PluginManifest {
+    status.manifest().unwrap_or_else(|| {
+        PluginManifest::new(id, Version::new(0, 0, 0)).describe("not loaded: see lastError")
+    })
+}
+
+/// The plugin's identity is what its module declares: the gateway plugin's `name`, else the
+/// first connector plugin's `id`. The directory is only where it lives.
+pub fn declared_id(info: &ModuleInfo) -> Option<String> {
+    info.gateway.clone().or_else(|| {
+        info.connector_plugins
+            .first()
+            .and_then(|c| c["id"].as_str().map(str::to_owned))
+    })
+}
+
+fn manifest_of(dir: &str, info: &ModuleInfo) -> Result<PluginManifest, String> {
+    let version =
+        Version::parse(&info.version).map_err(|e| format!("`version` '{}': {e}", info.version))?;
+    let id = declared_id(info).unwrap_or_else(|| dir.to_string());
+    let first = info.connector_plugins.first();
+    let name = info
+        .gateway
+        .clone()
+        .or_else(|| first.and_then(|c| c["name"].as_str().map(str::to_owned)))
+        .unwrap_or_else(|| id.clone());
+    let mut manifest = PluginManifest::new(&id, version)
+        .named(&name)
+        .describe(&info.description);
+    if let Some(first) = first {
+        manifest.priority = first["priority"]
+            .as_f64()
+            .map(|p| p.max(0.0) as u32)
+            .unwrap_or(manifest.priority);
+        manifest.compatible_connectors =
+            serde_json::from_value(first["compatibleConnectors"].clone()).unwrap_or_default();
+        manifest.config_schema = serde_json::from_value::<Vec<ConfigField>>(
+            first["configSchema"].clone(),
+        )
+        .map_err(|e| {
+            format!(
+                "connector plugin '{}': invalid configSchema: {e}",
+                first["id"].as_str().unwrap_or(&id)
+            )
+        })?;
+    }
+    Ok(manifest)
+}
+
+#[async_trait(?Send)]
+impl Plugin for ScriptPlugin {
+    fn manifest(&self) -> PluginManifest {
+        self.manifest.clone()
+    }
+
+    async fn init(&self, ctx: &PluginContext) -> Result<(), PluginError> {
+        let _ = self.core.env.bridge.ctx.set(ctx.clone());
+        self.call_async("init", &[]).await.map_err(|e| {
+            if e.step.is_some() {
+                e
+            } else {
+                e.at_step("init")
+            }
+        })?;
+        let engine = lock(&self.core.engine);
+        if let Ok(engine) = engine.as_ref() {
+            let status = &self.core.status;
+            status.set_current(self.manifest.clone(), engine.info.clone());
+            status.initialised(engine.snapshot(), engine.from_snapshot());
+        }
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<(), PluginError> {
+        self.call_async("start", &[]).await.map(|_| ())
+    }
+
+    async fn stop(&self) -> Result<(), PluginError> {
+        let stopped = self.call_async("stop", &[]).await.map(|_| ());
+        // Timers and fetches die with the instance, whatever `stop()` did.
+        self.core.cancel_all();
+        stopped
+    }
+
+    async fn route(&self, handler: u32, req: RouteRequest) -> Result<RouteResponse, PluginError> {
+        let reply = self
+            .call_async("route", &[json!(handler), json!(req)])
+            .await?;
+        serde_json::from_value(reply).map_err(|e| {
+            PluginError::new(format!("the route handler's response is malformed: {e}"))
+        })
+    }
+
+    async fn tool(&self, name: &str, params: Value) -> Result<Value, PluginError> {
+        self.call_async("tool", &[json!(name), params]).await
+    }
+
+    fn hooks_inline(&self) -> bool {
+        false
+    }
+
+    fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
+        lock(&self.core.engine)
+            .as_ref()
+            .map(|e| super::connector_infos(&e.info))
+            .unwrap_or_default()
+    }
+
+    async fn connector_hook(
+        &self,
+        connector_plugin: &str,
+        hook: Hook,
+        input: Value,
+        ctx: &mut HookContext,
+    ) -> Result<Option<Value>, PluginError> {
+        let args = [
+            json!(connector_plugin),
+            json!(hook.name()),
+            input,
+            json!(ctx),
+        ];
+        let reply = self.call_async("connector", &args).await?;
+        if let Some(state) = reply.get("state").and_then(Value::as_object) {
+            ctx.state = state.clone();
+        }
+        if reply["skipped"].as_bool().unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(reply.get("result").cloned().unwrap_or(Value::Null)))
+    }
+
+    fn on_error(&self, connector_plugin: &str, error: &str, hook: Hook, ctx: &HookContext) {
+        let args = [
+            json!(connector_plugin),
+            json!(error),
+            json!(hook.name()),
+            json!(ctx),
+        ];
+        if let Err(e) = self.call("onError", &args) {
+            tracing::warn!(plugin = %self.manifest.id, hook = hook.name(), error = %e, "onError failed; ignored.");
+        }
+    }
+
+    async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
+        let event = json!({ "event": event.event, "timestamp": crate::util::rfc3339(event.timestamp), "data": event.data });
+        self.call_async("dispatch", &[event]).await.map(|_| ())
+    }
+}
