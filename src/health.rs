@@ -63,6 +63,26 @@ impl MailboxGauge {
         self.high_water.fetch_max(depth, Ordering::Relaxed);
     }
 
+    /// Reserves a place for a message in a mailbox the gauge itself bounds: counts it as queued
+    /// and answers true, or answers false when `capacity` messages already wait (the caller
+    /// then drops the message and calls [`MailboxGauge::dropped`]). Reserve before sending and
+    /// call [`MailboxGauge::dequeued`] when the message leaves (or the send fails): the depth
+    /// then never passes the capacity, nor does the high-water mark.
+    pub fn try_enqueue(&self) -> bool {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        match self
+            .depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                (d < capacity).then_some(d + 1)
+            }) {
+            Ok(before) => {
+                self.high_water.fetch_max(before + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A message left the queue (handler started, or the send failed).
     pub fn dequeued(&self) {
         // Saturating: a restarted actor may see a late decrement for a message of its predecessor.
@@ -228,5 +248,27 @@ impl Lifecycle {
 
     pub fn fatal(&self) -> Option<String> {
         self.fatal.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_gauge_never_passes_its_capacity() {
+        let gauge = MailboxGauge::new(8);
+        let admitted: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..1000).filter(|_| gauge.try_enqueue()).count()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 8);
+        let snap = gauge.snapshot();
+        assert_eq!((snap.depth, snap.high_water), (8, 8));
+        gauge.dequeued();
+        assert!(gauge.try_enqueue());
+        assert!(!gauge.try_enqueue());
     }
 }

@@ -46,6 +46,11 @@ pub enum ApiError {
     InvalidPath(String),
     #[error("{0}")]
     InvalidQuery(String),
+    /// The body could not be read (cut short, or not what its headers said).
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("this endpoint only speaks WebSocket: a GET with `Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` is required ({reason})")]
+    WebSocketUpgradeRequired { reason: String },
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -125,6 +130,12 @@ impl ApiError {
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", None),
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", None),
             ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", None),
+            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", None),
+            ApiError::WebSocketUpgradeRequired { reason } => (
+                S::BAD_REQUEST,
+                "websocket_upgrade_required",
+                Some(json!({ "reason": reason })),
+            ),
             ApiError::PayloadTooLarge { limit } => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -182,10 +193,56 @@ impl ApiError {
                 ApiError::PayloadTooLarge { limit }
             }
             JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-            JsonPayloadError::Deserialize(e) => {
-                ApiError::InvalidJson(format!("invalid JSON body: {e}"))
-            }
+            JsonPayloadError::Deserialize(e) => ApiError::from_serde(e),
+            JsonPayloadError::Payload(e) => ApiError::from_payload(e, limit),
             other => ApiError::InvalidJson(format!("invalid JSON body: {other}")),
+        }
+    }
+}
+
+impl ApiError {
+    /// A JSON body that does not read as the endpoint's body: serde's message without the
+    /// Rust type names (`expected struct CreateSession` says "expected a JSON object").
+    pub fn from_serde(error: &serde_json::Error) -> ApiError {
+        let mut message = error.to_string();
+        while let Some(start) = message.find("expected struct ") {
+            let rest = &message[start + "expected struct ".len()..];
+            let name = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            message.replace_range(
+                start..start + "expected struct ".len() + name,
+                "expected a JSON object",
+            );
+        }
+        let message = message
+            .replace("invalid type: sequence", "invalid type: an array")
+            .replace("invalid type: map", "invalid type: an object");
+        ApiError::InvalidJson(format!("invalid JSON body: {message}"))
+    }
+
+    /// A body that could not be read: too large, or broken on the way.
+    pub fn from_payload(error: &actix_web::error::PayloadError, limit: usize) -> ApiError {
+        use actix_web::error::PayloadError as P;
+        match error {
+            P::Overflow => ApiError::PayloadTooLarge { limit },
+            other => ApiError::InvalidBody(format!("the request body could not be read: {other}")),
+        }
+    }
+
+    /// A request to a WebSocket endpoint that is not a WebSocket handshake.
+    pub fn from_handshake(error: &actix_web_actors::ws::HandshakeError) -> ApiError {
+        use actix_web_actors::ws::HandshakeError as H;
+        let reason = match error {
+            H::GetMethodRequired => "the method must be GET",
+            H::NoWebsocketUpgrade => "no `Upgrade: websocket` header",
+            H::NoConnectionUpgrade => "no `Connection: Upgrade` header",
+            H::NoVersionHeader => "no `Sec-WebSocket-Version` header",
+            H::UnsupportedVersion => "only `Sec-WebSocket-Version: 13` is supported",
+            H::BadWebsocketKey => "the `Sec-WebSocket-Key` header is missing or malformed",
+        };
+        ApiError::WebSocketUpgradeRequired {
+            reason: reason.to_string(),
         }
     }
 }
@@ -470,6 +527,21 @@ mod tests {
             (ApiError::InvalidJson("bad".into()), 400, "invalid_json"),
             (ApiError::InvalidPath("bad".into()), 400, "invalid_path"),
             (ApiError::InvalidQuery("bad".into()), 400, "invalid_query"),
+            (ApiError::InvalidBody("cut".into()), 400, "invalid_body"),
+            (
+                ApiError::WebSocketUpgradeRequired { reason: "r".into() },
+                400,
+                "websocket_upgrade_required",
+            ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    path: "/livez".into(),
+                    allowed: vec!["GET".into(), "HEAD".into()],
+                },
+                405,
+                "method_not_allowed",
+            ),
             (
                 ApiError::PayloadTooLarge { limit: 10 },
                 413,
@@ -492,6 +564,30 @@ mod tests {
             assert_eq!(b["code"], code);
             assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
+    }
+
+    #[test]
+    fn body_errors_speak_json_not_rust() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct CreateThing {
+            name: String,
+        }
+        let e = serde_json::from_str::<CreateThing>("true").unwrap_err();
+        let message = ApiError::from_serde(&e).to_string();
+        assert!(
+            message.starts_with(
+                "invalid JSON body: invalid type: boolean `true`, expected a JSON object"
+            ),
+            "{message}"
+        );
+        let e = serde_json::from_str::<CreateThing>(r#"{"name": []}"#).unwrap_err();
+        let array = ApiError::from_serde(&e).to_string();
+        assert!(
+            array.contains("invalid type: an array, expected a string"),
+            "{array}"
+        );
+        assert!(!message.contains("CreateThing"), "{message}");
     }
 
     #[test]

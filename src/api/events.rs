@@ -116,13 +116,15 @@ fn sse_frame(id: u64, name: &str, data: &str) -> String {
     format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
 }
 
-/// `GET /api/events/ws`: the same events over a WebSocket.
+/// `GET /api/events/ws`: the same events over a WebSocket. A request that is no WebSocket
+/// handshake gets the JSON error saying what is missing (and subscribes to nothing).
 pub async fn websocket(
     req: HttpRequest,
     payload: web::Payload,
     query: web::Query<StreamQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    ws::handshake(&req).map_err(|e| ApiError::from_handshake(&e))?;
     let sub = subscribe(&state, &query)?;
     ws::start(
         EventSocket {

@@ -12,14 +12,14 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState};
 use crate::tool::Caller;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/routes", web::get().to(list_routes))
-        .route("/tools", web::get().to(list_tools))
-        .route("/tools/{name}", web::get().to(get_tool))
-        .route("/tools/{name}/invoke", web::post().to(invoke_tool))
-        .route("/agents", web::get().to(list_agents))
-        .route("/agents/{id}", web::get().to(get_agent))
-        .route("/agents/{id}/chat", web::post().to(chat));
+pub fn configure(api: &mut super::Mounter<'_>) {
+    api.get("/routes", list_routes)
+        .get("/tools", list_tools)
+        .get("/tools/{name}", get_tool)
+        .post("/tools/{name}/invoke", invoke_tool)
+        .get("/agents", list_agents)
+        .get("/agents/{id}", get_agent)
+        .post("/agents/{id}/chat", chat);
 }
 
 async fn list_routes(state: web::Data<AppState>) -> HttpResponse {
@@ -51,7 +51,7 @@ struct InvokeBody {
 
 async fn invoke_tool(
     name: web::Path<String>,
-    body: web::Json<InvokeBody>,
+    body: super::JsonObject<InvokeBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = match body.into_inner().params {
@@ -96,7 +96,7 @@ struct ChatBody {
 
 async fn chat(
     id: web::Path<String>,
-    body: web::Json<ChatBody>,
+    body: super::JsonObject<ChatBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();

@@ -33,7 +33,9 @@
 //!   `Accept: text/event-stream`); `GET /api/sessions/{id}/messages` — its stored transcript;
 //!   `GET /api/sessions/{id}/audit` — what the audit plugin recorded.
 //!
-//! `/api/*` requires `Authorization: Bearer <admin token>` when one is set. Every response
+//! `/api/*` requires `Authorization: Bearer <admin token>` when one is set, and so do plugin
+//! routes unless their plugin marked them public. Every GET route answers HEAD (no body); a
+//! core path asked with a method it does not have answers 405 with `Allow`. Every response
 //! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
 //! extractor errors; does not own the state it shows.
 
@@ -46,11 +48,14 @@ pub mod sessions;
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::body::{BodySize, BodyStream, EitherBody, MessageBody};
+use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{
+    guard, web, FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Responder,
+};
 use serde_json::json;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 
@@ -96,32 +101,225 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         )
         .app_data(web::PayloadConfig::default().limit(limit))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .app_data(web::QueryConfig::default().error_handler(error::query_error))
-        .route("/livez", web::get().to(health::livez))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/health", web::get().to(health::health))
-        .service(
-            web::scope("/api")
-                .wrap(from_fn(require_admin))
-                .route("/plugins", web::get().to(list_plugins))
-                .route("/plugins/order", web::get().to(plugin_order))
-                .route("/plugins/{id}", web::get().to(get_plugin))
-                .route("/plugins/{id}/config-schema", web::get().to(config_schema))
-                .route(
-                    "/plugins/{id}/validate-config",
-                    web::post().to(validate_config),
-                )
-                .route("/plugins/{id}", web::delete().to(unload_plugin))
-                .route("/plugins/{id}/{action}", web::post().to(plugin_action))
-                .route("/actors", web::get().to(health::actors))
-                .configure(sessions::configure)
-                .route("/events/catalogue", web::get().to(event_catalogue))
-                .route("/events", web::post().to(publish_event))
-                .route("/events", web::get().to(events::sse))
-                .route("/events/ws", web::get().to(events::websocket))
-                .configure(extensions::configure),
+        .app_data(web::QueryConfig::default().error_handler(error::query_error));
+    let mut core = Mounter::new(cfg, "");
+    core.get("/livez", health::livez)
+        .get("/readyz", health::readyz)
+        .get("/health", health::health);
+    let mut table = core.finish();
+    cfg.service(
+        web::scope("/api")
+            .wrap(from_fn(require_admin))
+            .configure(|cfg| {
+                let mut api = Mounter::new(cfg, "/api");
+                api.get("/plugins", list_plugins)
+                    .get("/plugins/order", plugin_order)
+                    .get("/plugins/{id}", get_plugin)
+                    .get("/plugins/{id}/config-schema", config_schema)
+                    .post("/plugins/{id}/validate-config", validate_config)
+                    .delete("/plugins/{id}", unload_plugin)
+                    .post("/plugins/{id}/{action}", plugin_action)
+                    .get("/actors", health::actors);
+                sessions::configure(&mut api);
+                api.get("/events/catalogue", event_catalogue)
+                    .post("/events", publish_event)
+                    .get("/events", events::sse)
+                    .get("/events/ws", events::websocket);
+                extensions::configure(&mut api);
+                table.extend(api.finish());
+            }),
+    )
+    .app_data(web::Data::new(CoreRoutes::new(table)))
+    .default_service(web::to(plugin_routes::dispatch));
+}
+
+/// A JSON body that must be an object and read as `T`: derived structs would otherwise also
+/// take arrays (`["x"]` as `{event: "x"}`). Size, content type and syntax are checked as for
+/// `web::Json` (with the same error answers).
+pub struct JsonObject<T>(pub T);
+
+impl<T> JsonObject<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for JsonObject<T> {
+    type Error = actix_web::Error;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            Ok(JsonObject(object_body(value)?))
+        })
+    }
+}
+
+/// Reads `value` as `T` when it is a JSON object.
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    use serde_json::Value as V;
+    let kind = match &value {
+        V::Object(_) => return serde_json::from_value(value).map_err(|e| ApiError::from_serde(&e)),
+        V::Array(_) => "an array",
+        V::String(_) => "a string",
+        V::Number(_) => "a number",
+        V::Bool(_) => "a boolean",
+        V::Null => "null",
+    };
+    Err(ApiError::InvalidJson(format!(
+        "invalid JSON body: it must be a JSON object, got {kind}"
+    )))
+}
+
+/// Mounts core routes and records each `(method, pattern)` for [`CoreRoutes`]. A GET route
+/// answers HEAD too, as GET would but without a body.
+pub struct Mounter<'a> {
+    cfg: &'a mut web::ServiceConfig,
+    prefix: &'static str,
+    routes: Vec<(Method, String)>,
+    /// HEAD twins of the GET routes, mounted last so they never slow the other routes down.
+    heads: Vec<Mount>,
+}
+
+/// Mounts something on a `ServiceConfig`, later.
+type Mount = Box<dyn FnOnce(&mut web::ServiceConfig)>;
+
+impl<'a> Mounter<'a> {
+    pub fn new(cfg: &'a mut web::ServiceConfig, prefix: &'static str) -> Self {
+        Mounter {
+            cfg,
+            prefix,
+            routes: Vec::new(),
+            heads: Vec::new(),
+        }
+    }
+
+    fn add<F, Args>(&mut self, method: Method, path: &str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        if method == Method::GET {
+            let (at, twin) = (path.to_string(), handler.clone());
+            self.heads
+                .push(Box::new(move |cfg: &mut web::ServiceConfig| {
+                    cfg.service(
+                        web::resource(at)
+                            .guard(guard::Head())
+                            .to(twin)
+                            .wrap(from_fn(without_streamed_body)),
+                    );
+                }));
+            self.routes
+                .push((Method::HEAD, format!("{}{path}", self.prefix)));
+        }
+        self.routes
+            .push((method.clone(), format!("{}{path}", self.prefix)));
+        self.cfg
+            .route(path, web::route().method(method).to(handler));
+        self
+    }
+
+    pub fn get<F, Args>(&mut self, path: &str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::GET, path, handler)
+    }
+
+    pub fn post<F, Args>(&mut self, path: &str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::POST, path, handler)
+    }
+
+    pub fn put<F, Args>(&mut self, path: &str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::PUT, path, handler)
+    }
+
+    pub fn delete<F, Args>(&mut self, path: &str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.add(Method::DELETE, path, handler)
+    }
+
+    /// Mounts the HEAD twins and returns what was mounted, as `(method, full pattern)`.
+    pub fn finish(self) -> Vec<(Method, String)> {
+        for head in self.heads {
+            head(self.cfg);
+        }
+        self.routes
+    }
+}
+
+/// A HEAD answer carries GET's status and headers but no body; a streamed body (the event
+/// stream) would never end, so it is dropped here instead of being read and thrown away.
+async fn without_streamed_body(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let response = next.call(req).await?;
+    if matches!(response.response().body().size(), BodySize::Stream) {
+        let empty = futures::stream::empty::<Result<web::Bytes, std::convert::Infallible>>();
+        return Ok(response.map_body(|_, _| EitherBody::right(BodyStream::new(empty))));
+    }
+    Ok(response.map_body(|_, body| EitherBody::left(body)))
+}
+
+/// Every core route, by pattern: a request no route answered learns here whether its path
+/// exists for other methods (405 with `Allow`) or not at all (404).
+pub struct CoreRoutes(Vec<(ResourceDef, Method)>);
+
+impl CoreRoutes {
+    pub fn new(routes: Vec<(Method, String)>) -> Self {
+        CoreRoutes(
+            routes
+                .into_iter()
+                .map(|(method, path)| (ResourceDef::new(path), method))
+                .collect(),
         )
-        .default_service(web::to(plugin_routes::dispatch));
+    }
+
+    /// The methods `path` is mounted for (empty when it is no core route), in a fixed order.
+    pub fn allowed(&self, path: &str) -> Vec<String> {
+        const ORDER: [Method; 6] = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ];
+        let found: Vec<&Method> = self
+            .0
+            .iter()
+            .filter(|(def, _)| def.is_match(path))
+            .map(|(_, m)| m)
+            .collect();
+        ORDER
+            .iter()
+            .filter(|m| found.contains(m))
+            .map(|m| m.as_str().to_string())
+            .collect()
+    }
 }
 
 /// Echoes a well-formed `X-Request-ID` or generates one, and stores it for the span and logs.
@@ -165,27 +363,62 @@ impl RootSpanBuilder for RequestSpan {
     }
 }
 
-/// Checks the admin bearer token on `/api/*` (constant-time comparison).
+/// Whether `headers` carry `Authorization: Bearer <token>` for the admin token, when one is
+/// set (constant-time comparison; the scheme's case does not matter).
+pub(crate) fn admitted(headers: &HeaderMap, token: Option<&str>) -> bool {
+    let Some(expected) = token else {
+        return true;
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// Checks the admin bearer token on `/api/*`.
 async fn require_admin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let expected = req
         .app_data::<web::Data<AppState>>()
         .and_then(|s| s.admin_token.clone());
-    if let Some(expected) = expected {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            let response = actix_web::ResponseError::error_response(&ApiError::Unauthorized);
-            return Ok(req.into_response(response).map_into_right_body());
-        }
+    if !admitted(req.headers(), expected.as_deref()) {
+        let response = actix_web::ResponseError::error_response(&ApiError::Unauthorized);
+        return Ok(req.into_response(response).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The request body, up to `limit` bytes: a larger one (by its `Content-Length`, or as it
+/// arrives) is `payload_too_large`, a broken one `invalid_body`.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut payload = payload;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
+        let chunk = chunk.map_err(|e| ApiError::from_payload(&e, limit))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -201,7 +434,7 @@ async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
         .map(|view| {
             let mut value = json!(view);
             if let Some(map) = value.as_object_mut() {
-                map.remove("configSchema");
+                map.shift_remove("configSchema");
             }
             value
         })
@@ -312,7 +545,7 @@ struct PublishBody {
 
 async fn publish_event(
     state: web::Data<AppState>,
-    body: web::Json<PublishBody>,
+    body: JsonObject<PublishBody>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();

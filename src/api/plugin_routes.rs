@@ -3,7 +3,10 @@
 //! Owns turning an actix request into the JSON request a plugin handler sees (params, query,
 //! lower-case headers, JSON or text body), sending it to the owning plugin's actor under the
 //! call timeout, and turning the handler's answer back into HTTP. A handler that throws gets a
-//! JSON 500 naming the plugin; a plugin that is restarting gets 503. Does not own the route
+//! JSON 500 naming the plugin; a plugin that is restarting gets 503. With `server.admin_token`
+//! set, a route the plugin did not mark `public` needs `Authorization: Bearer <token>` (401
+//! otherwise). Also answers, in the JSON error shape, whatever reaches no route: 405 with
+//! `Allow` for a core path asked with another method, 404 for the rest. Does not own the route
 //! table (`route`) nor the handlers (the plugins).
 
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -24,26 +27,35 @@ const HOP_BY_HOP: &[&str] = &[
     "x-request-id",
 ];
 
+/// Answers every request no core route took: a plugin route, or the JSON error saying why
+/// not (404, 405 with `Allow` for core and plugin paths alike, 401 for a protected plugin
+/// route without the admin token). Nothing of the body is read before the request is known
+/// to go to a handler, so an unknown method (`CONNECT`) or a refused request is answered at
+/// once, and a body over `server.max_body_bytes` is refused with 413 as it arrives.
 pub async fn dispatch(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || ApiError::RouteNotFound {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-    };
+    let admitted = || super::admitted(req.headers(), state.admin_token.as_deref());
     let (route, params) = match state.ext.routes.lookup(req.method().as_str(), req.path()) {
         Lookup::Found { route, params } => (route, params),
-        Lookup::MethodNotAllowed(allowed) => {
+        Lookup::MethodNotAllowed { allowed, public } => {
+            if !public && !admitted() {
+                return Err(ApiError::Unauthorized);
+            }
             return Err(ApiError::MethodNotAllowed {
                 method: req.method().to_string(),
                 path: req.path().to_string(),
                 allowed: allowed.iter().map(|m| m.as_str().to_string()).collect(),
-            })
+            });
         }
-        Lookup::NotFound => return Err(not_found()),
+        Lookup::NotFound => return Err(not_routed(&req, &state)),
     };
+    if !route.public && !admitted() {
+        return Err(ApiError::Unauthorized);
+    }
+    let body = super::read_body(&req, payload, state.max_body_bytes).await?;
     let plugin = route.plugin.clone();
     let is_json = req.content_type().split(';').next().is_some_and(|t| {
         t.trim().eq_ignore_ascii_case("application/json") || t.trim().ends_with("+json")
@@ -129,6 +141,34 @@ pub async fn dispatch(
             response.body(text)
         }
     })
+}
+
+/// Why a request that matched no route at all is refused: its path is a core route's, for
+/// other methods (405); or it is under `/plugins/` and, with an admin token set, the caller
+/// has none (401: without it, nobody learns which plugin routes exist); or it is unknown (404).
+fn not_routed(req: &HttpRequest, state: &AppState) -> ApiError {
+    let allowed = req
+        .app_data::<web::Data<super::CoreRoutes>>()
+        .map(|core| core.allowed(req.path()))
+        .unwrap_or_default();
+    if !allowed.is_empty() {
+        return ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            allowed,
+        };
+    }
+    let under_plugins = req
+        .path()
+        .strip_prefix(crate::route::PLUGIN_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if under_plugins && !super::admitted(req.headers(), state.admin_token.as_deref()) {
+        return ApiError::Unauthorized;
+    }
+    ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    }
 }
 
 /// The path below the plugin's mount point (`/plugins/<id>`), which `app.use(prefix)` matches.

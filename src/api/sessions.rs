@@ -7,20 +7,20 @@ use serde_json::Value;
 use super::{ApiError, AppState, RequestId};
 use crate::session::{CreateSession, StreamEvent};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/targets", web::get().to(list_targets))
-        .route("/targets", web::post().to(create_target))
-        .route("/targets/{id}", web::get().to(get_target))
-        .route("/targets/{id}", web::put().to(update_target))
-        .route("/targets/{id}", web::delete().to(delete_target))
-        .route("/targets/{id}/test", web::post().to(test_target))
-        .route("/sessions", web::post().to(create_session))
-        .route("/sessions", web::get().to(list_sessions))
-        .route("/sessions/{id}", web::get().to(get_session))
-        .route("/sessions/{id}", web::delete().to(close_session))
-        .route("/sessions/{id}/messages", web::post().to(send_message))
-        .route("/sessions/{id}/audit", web::get().to(audit))
-        .route("/sessions/{id}/messages", web::get().to(transcript));
+pub fn configure(api: &mut super::Mounter<'_>) {
+    api.get("/targets", list_targets)
+        .post("/targets", create_target)
+        .get("/targets/{id}", get_target)
+        .put("/targets/{id}", update_target)
+        .delete("/targets/{id}", delete_target)
+        .post("/targets/{id}/test", test_target)
+        .post("/sessions", create_session)
+        .get("/sessions", list_sessions)
+        .get("/sessions/{id}", get_session)
+        .delete("/sessions/{id}", close_session)
+        .post("/sessions/{id}/messages", send_message)
+        .get("/sessions/{id}/audit", audit)
+        .get("/sessions/{id}/messages", transcript);
 }
 
 async fn list_targets(state: web::Data<AppState>) -> HttpResponse {
@@ -78,13 +78,23 @@ struct TestBody {
     message: Option<String>,
 }
 
+/// `POST /api/targets/{id}/test`: the body is optional, but one that is sent must be a
+/// `{message?}` object.
 async fn test_target(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: Option<web::Json<TestBody>>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let bytes = super::read_body(&req, payload, state.max_body_bytes).await?;
+    let body: Option<TestBody> = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::from_serde(&e))?;
+        Some(super::object_body(value)?)
+    };
     let message = body
-        .and_then(|b| b.into_inner().message)
+        .and_then(|b| b.message)
         .unwrap_or_else(|| "Hello from switchyard".into());
     let result = state.sessions.targets().test(&id, &message).await?;
     Ok(HttpResponse::Ok().json(result))
@@ -92,7 +102,7 @@ async fn test_target(
 
 async fn create_session(
     state: web::Data<AppState>,
-    body: web::Json<CreateSession>,
+    body: super::JsonObject<CreateSession>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let info = state.sessions.create(body.into_inner()).await?;
@@ -169,10 +179,7 @@ async fn list_sessions(
                 .sessions(&filter, limit, offset)
                 .await
                 .map_err(internal)?;
-            (
-                rows.into_iter().map(|r| serde_json::json!(r)).collect(),
-                total,
-            )
+            (rows.into_iter().map(stored_view).collect(), total)
         }
         None => {
             let mut live: Vec<_> = state
@@ -198,6 +205,13 @@ async fn list_sessions(
     ))
 }
 
+/// A stored session as responses show it: its plugins' secrets (sealed in the row, or in clear
+/// in a row written before they were) masked.
+fn stored_view(mut row: crate::store::SessionRow) -> Value {
+    crate::session::secrets::redact_stored(&mut row.plugins);
+    serde_json::json!(row)
+}
+
 /// A live session's snapshot, or the stored row of an ended one.
 async fn get_session(
     state: web::Data<AppState>,
@@ -211,7 +225,7 @@ async fn get_session(
                 None => None,
             };
             stored
-                .map(|row| HttpResponse::Ok().json(row))
+                .map(|row| HttpResponse::Ok().json(stored_view(row)))
                 .ok_or(ApiError::Session(not_live))
         }
     }
@@ -281,7 +295,7 @@ fn accepts_event_stream(req: &HttpRequest) -> bool {
 async fn send_message(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<MessageBody>,
+    body: super::JsonObject<MessageBody>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();

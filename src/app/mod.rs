@@ -191,6 +191,8 @@ impl App {
             }),
             server_addr: Arc::new(OnceLock::new()),
         };
+        core.broker
+            .set_max_event_bytes(settings.broker.max_event_bytes);
         // Targets and agents first: a bad one is a setup problem (exit 2), reported before
         // anything starts.
         let (targets, agents) = plan::declared(&settings)?;
@@ -339,7 +341,12 @@ async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, Startup
     if !settings.store.enabled {
         return Ok(None);
     }
-    let store = Store::open(&settings.store.path).await?;
+    // The key for credentials at rest goes with the store: target rows and sessions' plugin
+    // secrets are sealed with it.
+    let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
+    let store = Store::open(&settings.store.path).await?.with_secrets(
+        crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
+    );
     let interrupted = store
         .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
         .await?;
@@ -364,7 +371,7 @@ async fn start_tree(
     let policy = plan::restart_policy(settings);
     let loader = crate::script::ScriptLoader::new(settings.script_plugins_dir(), {
         let settings = settings.clone();
-        Box::new(move |id| plan::script_limits(&settings, id))
+        std::sync::Arc::new(move |names: &[&str]| plan::script_policy(&settings, names))
     });
     let plugins = PluginHost::new(
         core.broker.clone(),
@@ -381,16 +388,12 @@ async fn start_tree(
         &settings.data.dir,
         ext,
     );
-    let persistence = match store {
-        Some(handle) => {
-            let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
-            Some(crate::target::catalogue::Persistence {
-                store: handle.store().clone(),
-                secrets: crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
-            })
-        }
-        None => None,
-    };
+    let persistence = store.and_then(|handle| {
+        Some(crate::target::catalogue::Persistence {
+            store: handle.store().clone(),
+            secrets: handle.store().secrets()?.clone(),
+        })
+    });
     let targets = Arc::new(
         crate::target::catalogue::TargetRegistry::load(targets, persistence)
             .await

@@ -20,6 +20,9 @@ pub struct Event {
     pub event: String,
     #[serde(serialize_with = "crate::util::serialize_rfc3339")]
     pub timestamp: SystemTime,
+    /// At most `broker.max_event_bytes` of JSON once published: a larger payload is replaced
+    /// by a marker `{"truncated": true, "originalBytes", "maxBytes", "preview", …}`
+    /// (`broker::bound::marker`).
     pub data: Value,
 }
 

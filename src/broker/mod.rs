@@ -1,10 +1,20 @@
 //! The broker: the event bus, as a supervised actor.
 //!
 //! Owns subscriptions (exact names or prefix patterns like `plugin.*`), fan-out of published
-//! events, and the counters of what was dropped. Delivery to each subscriber goes through a
-//! bounded queue with `try_send`: a full subscriber loses that event (counted), and a publisher
-//! is never blocked and never excluded by its type. Does not own the meaning of events
-//! (`events`) nor who publishes them.
+//! events, its two bounds and the counters of what was dropped or cut. Delivery to each
+//! subscriber goes through a bounded queue with `try_send`: a full subscriber loses that event
+//! (counted), and a publisher is never blocked and never excluded by its type. Does not own the
+//! meaning of events (`events`) nor who publishes them.
+//!
+//! The bounds are enforced by the publisher, before anything is queued:
+//! - the mailbox: a publish takes a slot of `broker.mailbox_capacity` from the mailbox gauge
+//!   and gives it back when the broker takes the message out. With no slot left the event is
+//!   dropped and counted (`publishDropped`). actix's own mailbox capacity is no bound: it parks
+//!   each *sender* after one message too many, and every clone of an `Addr` is a new sender,
+//!   while `do_send` ignores it altogether. The actix mailbox is therefore left unbounded and
+//!   the slots are the bound.
+//! - the payload: a `data` over `broker.max_event_bytes` as JSON is replaced by a marker
+//!   (`bound::marker`), counted (`eventsTruncated`) and warned about once a minute per name.
 //!
 //! Callers never hold the broker's `Addr`; they hold a [`BrokerHandle`], which always points at
 //! the current instance. Subscriptions belong to their subscribers: the handle keeps the list,
@@ -12,10 +22,12 @@
 //! is re-subscribed without doing anything (events published while it was down are lost and
 //! counted as `publishDropped`).
 
+pub mod bound;
 pub mod events;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
@@ -76,10 +88,31 @@ impl Pattern {
 
 // ---- Messages -------------------------------------------------------------------------------
 
-/// Publish one event to every matching subscriber.
+/// Publish one event to every matching subscriber. Made by [`BrokerHandle::publish`] only: it
+/// holds the event's mailbox slot.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Publish(pub Arc<Event>);
+pub struct Publish {
+    event: Arc<Event>,
+    slot: MailboxSlot,
+}
+
+/// One place in the broker's mailbox, taken before the send and given back when the broker
+/// takes the message out, or when the message is dropped unhandled (a failed send, or the
+/// mailbox of a dead instance being drained): the gauge's depth is exactly what waits.
+struct MailboxSlot(Arc<MailboxGauge>);
+
+impl MailboxSlot {
+    fn take(gauge: &Arc<MailboxGauge>) -> Option<MailboxSlot> {
+        gauge.try_enqueue().then(|| MailboxSlot(gauge.clone()))
+    }
+}
+
+impl Drop for MailboxSlot {
+    fn drop(&mut self) {
+        self.0.dequeued();
+    }
+}
 
 /// Register a subscriber's queue (the handle chose its id).
 #[derive(Message)]
@@ -103,6 +136,13 @@ pub struct StopBroker;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CrashBroker;
+
+/// Test hook: the broker handles nothing more until the sender side is dropped (its mailbox
+/// fills up as if it were slow).
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PauseBroker(tokio::sync::oneshot::Receiver<()>);
 
 // ---- The actor ------------------------------------------------------------------------------
 
@@ -128,18 +168,14 @@ pub struct Broker {
 
 impl Actor for Broker {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.shared.mailbox_capacity);
-    }
 }
 
 impl Handler<Publish> for Broker {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) {
-        self.shared.gauge.dequeued();
-        let event = msg.0;
+        let Publish { event, slot } = msg;
+        drop(slot);
         let mut evicted = Vec::new();
         self.subscribers.retain(|sub| {
             if !sub.patterns.iter().any(|p| p.matches(&event.event)) {
@@ -219,6 +255,21 @@ impl Handler<CrashBroker> for Broker {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl Handler<PauseBroker> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: PauseBroker, ctx: &mut Context<Self>) {
+        // `wait` holds back the mailbox (not the thread) until the guard is dropped.
+        ctx.wait(
+            async move {
+                let _ = msg.0.await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
 // ---- Handle and subscriptions ---------------------------------------------------------------
 
 #[derive(Default)]
@@ -228,7 +279,11 @@ struct Stats {
     publish_dropped: AtomicU64,
     delivery_dropped: AtomicU64,
     subscribers_evicted: AtomicU64,
+    events_truncated: AtomicU64,
 }
+
+/// How often the broker repeats a warning about one event name.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 struct Shared {
     current: RwLock<Option<Addr<Broker>>>,
@@ -237,9 +292,13 @@ struct Shared {
     registry: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
     subscriber_capacity: usize,
-    mailbox_capacity: usize,
+    /// `broker.max_event_bytes`.
+    max_event_bytes: AtomicUsize,
+    /// The mailbox bound: its slots (`MailboxGauge::try_enqueue`).
     gauge: Arc<MailboxGauge>,
     stats: Stats,
+    truncated_warnings: bound::WarnLimiter,
+    dropped_warnings: bound::WarnLimiter,
 }
 
 /// Counters for `/health`.
@@ -254,6 +313,8 @@ pub struct BrokerStats {
     pub delivery_dropped: u64,
     /// Stream clients disconnected because they fell behind.
     pub subscribers_evicted: u64,
+    /// Events whose payload was over `broker.max_event_bytes`: subscribers got the marker.
+    pub events_truncated: u64,
 }
 
 /// The stable way to reach the bus. Cheap to clone; survives broker restarts.
@@ -263,6 +324,8 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
+    /// A handle whose events may carry [`bound::DEFAULT_MAX_EVENT_BYTES`] of payload (see
+    /// [`BrokerHandle::set_max_event_bytes`]).
     pub fn new(subscriber_capacity: usize, mailbox_capacity: usize) -> Self {
         BrokerHandle {
             shared: Arc::new(Shared {
@@ -270,11 +333,21 @@ impl BrokerHandle {
                 registry: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 subscriber_capacity,
-                mailbox_capacity,
+                max_event_bytes: AtomicUsize::new(bound::DEFAULT_MAX_EVENT_BYTES),
                 gauge: MailboxGauge::new(mailbox_capacity),
                 stats: Stats::default(),
+                truncated_warnings: bound::WarnLimiter::new(WARN_EVERY),
+                dropped_warnings: bound::WarnLimiter::new(WARN_EVERY),
             }),
         }
+    }
+
+    /// Sets `broker.max_event_bytes`: the most JSON a published event's `data` may take (at
+    /// least [`bound::MIN_MAX_EVENT_BYTES`]; settings validation refuses less).
+    pub fn set_max_event_bytes(&self, bytes: usize) {
+        self.shared
+            .max_event_bytes
+            .store(bytes.max(bound::MIN_MAX_EVENT_BYTES), Ordering::Relaxed);
     }
 
     fn current(&self) -> Option<Addr<Broker>> {
@@ -287,22 +360,74 @@ impl BrokerHandle {
     }
 
     /// Publishes without ever waiting: if the broker's mailbox is full or the broker is
-    /// restarting, the event is dropped and counted.
-    pub fn publish(&self, event: Event) {
+    /// restarting, the event is dropped and counted. A payload over `broker.max_event_bytes`
+    /// is replaced by its marker first.
+    pub fn publish(&self, mut event: Event) {
         self.shared.stats.published.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .current()
-            .map(|addr| addr.try_send(Publish(Arc::new(event))).is_ok())
-            .unwrap_or(false);
-        if sent {
-            self.shared.gauge.enqueued();
-        } else {
-            self.shared.gauge.dropped();
-            self.shared
-                .stats
-                .publish_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("Event dropped: the broker is full or restarting.");
+        // The slot first: a publish that will be dropped costs no measuring.
+        let Some(slot) = MailboxSlot::take(&self.shared.gauge) else {
+            return self.dropped(&event.event, "the broker's mailbox is full");
+        };
+        self.bound(&mut event);
+        let name = event.event.clone();
+        let msg = Publish {
+            event: Arc::new(event),
+            slot,
+        };
+        // The shared `Addr`, not a clone: a send through it is one queue push.
+        let sent = {
+            let current = self
+                .shared
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            current
+                .as_ref()
+                .filter(|addr| addr.connected())
+                .map(|addr| addr.try_send(msg).is_ok())
+        };
+        // A failed send dropped the message, and its slot with it.
+        if sent != Some(true) {
+            self.dropped(&name, "the broker is restarting");
+        }
+    }
+
+    /// Replaces an oversized payload by its marker (counted, warned about once a minute per
+    /// event name).
+    fn bound(&self, event: &mut Event) {
+        let max = self.shared.max_event_bytes.load(Ordering::Relaxed);
+        if bound::fits(&event.data, max) {
+            return;
+        }
+        let original = bound::json_len(&event.data);
+        event.data = bound::marker(&event.data, original, max);
+        self.shared
+            .stats
+            .events_truncated
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.shared.truncated_warnings.allow(&event.event) {
+            tracing::warn!(
+                event = %event.event,
+                original_bytes = original,
+                max_bytes = max,
+                truncated_since_last_warning = held_back,
+                "Event payload over broker.max_event_bytes: subscribers get a truncated marker."
+            );
+        }
+    }
+
+    fn dropped(&self, name: &str, why: &str) {
+        self.shared.gauge.dropped();
+        self.shared
+            .stats
+            .publish_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.shared.dropped_warnings.allow(name) {
+            tracing::warn!(
+                event = %name,
+                dropped_since_last_warning = held_back,
+                "Event dropped: {why}."
+            );
         }
     }
 
@@ -373,6 +498,7 @@ impl BrokerHandle {
             publish_dropped: s.publish_dropped.load(Ordering::Relaxed),
             delivery_dropped: s.delivery_dropped.load(Ordering::Relaxed),
             subscribers_evicted: s.subscribers_evicted.load(Ordering::Relaxed),
+            events_truncated: s.events_truncated.load(Ordering::Relaxed),
         }
     }
 
@@ -387,6 +513,23 @@ impl BrokerHandle {
             addr.do_send(CrashBroker);
         }
     }
+
+    /// Test hook: the current broker instance stops handling messages (publishes pile up in
+    /// its mailbox) until the returned guard is dropped. Returns once the broker is paused.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn pause(&self) -> PauseGuard {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(addr) = self.current() {
+            let _ = addr.send(PauseBroker(rx)).await;
+        }
+        PauseGuard { _resume: tx }
+    }
+}
+
+/// Keeps the broker paused while it lives ([`BrokerHandle::pause`]).
+#[cfg(any(test, feature = "test-util"))]
+pub struct PauseGuard {
+    _resume: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A live subscription. Dropping it unsubscribes.
@@ -481,12 +624,16 @@ impl ChildFactory for BrokerFactory {
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let shared = self.handle.shared.clone();
         let registry = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let addr = Broker {
-            subscribers: registry.clone(),
-            shared: shared.clone(),
-            guard: args.guard,
-        }
-        .start();
+        let addr = Broker::create(|ctx| {
+            // Unbounded before the address exists: the mailbox slots are the bound (see the
+            // module's notes), so actix must never park the shared sender on its own count.
+            ctx.set_mailbox_capacity(0);
+            Broker {
+                subscribers: registry.clone(),
+                shared: shared.clone(),
+                guard: args.guard,
+            }
+        });
         *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
         drop(registry);
         let gauge = shared.gauge.clone();

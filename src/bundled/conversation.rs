@@ -2,8 +2,9 @@
 //! model parameters, to the request template.
 //!
 //! Both run the same hook sequence (reset the history on `initialize`/`onDisconnect`, add the
-//! user's turn and expose `${messages}` and the parameters in `beforeSend`, record the answer
-//! and its usage in `afterReceive`); an [`Api`] holds what differs between the two wire formats:
+//! user's turn and expose `${messages}` and the parameters in `beforeSend`, the history as a
+//! `$private` key so it never reaches the reply or the transcript, record the answer and its
+//! usage in `afterReceive`); an [`Api`] holds what differs between the two wire formats:
 //! OpenAI's system message and `usage.prompt_tokens`, Anthropic's separate `system`, strict role
 //! alternation, text blocks and `usage.input_tokens`. Does not own sending (`connector`).
 
@@ -69,7 +70,9 @@ impl Conversation {
         }
     }
 
-    /// The request-template variables of one send.
+    /// The request-template variables of one send. The history and the system prompt are
+    /// listed under `$private`: later plugins and the template see them, but the reply and the
+    /// transcript do not (each row would otherwise carry the whole conversation so far).
     fn variables(&self, ctx: &HookContext, history: Vec<Value>) -> Value {
         let cfg = &ctx.plugin_config;
         let param = |key: &str, default: Value| cfg.get(key).cloned().unwrap_or(default);
@@ -79,6 +82,7 @@ impl Conversation {
                 "model": param("model", json!("gpt-4")),
                 "temperature": param("temperature", json!(1)),
                 "max_tokens": param("max_tokens", json!(1024)),
+                "$private": ["messages"],
             }),
             Api::Anthropic => {
                 let mut vars = json!({
@@ -86,6 +90,7 @@ impl Conversation {
                     "model": param("model", Value::Null),
                     "max_tokens": param("max_tokens", json!(1024)),
                     "temperature": param("temperature", json!(1)),
+                    "$private": ["messages", "system", "systemPrompt"],
                 });
                 if let Some(prompt) = ctx.state.get("systemPrompt").filter(|p| !p.is_null()) {
                     vars["system"] = prompt.clone();
@@ -267,6 +272,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first["metadata"]["system"], json!("Be brief."));
+        assert_eq!(
+            first["metadata"]["$private"],
+            json!(["messages", "system", "systemPrompt"])
+        );
         // The first send failed upstream: the next user turn replaces the unanswered one.
         let raw = json!({
             "content": [{ "type": "text", "text": "hello" }],

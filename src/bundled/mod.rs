@@ -75,6 +75,14 @@ pub(crate) fn field(
     }
 }
 
+/// `field` marked secret: masked in every response, sealed at rest (`session::secrets`).
+pub(crate) fn secret(field: ConfigField) -> ConfigField {
+    ConfigField {
+        secret: true,
+        ..field
+    }
+}
+
 pub(crate) fn select(
     key: &str,
     label: &str,
@@ -157,5 +165,21 @@ mod tests {
         for (id, factory) in all {
             assert_eq!(factory().manifest().id, id);
         }
+    }
+
+    #[test]
+    fn every_bundled_field_named_like_a_credential_is_marked_secret() {
+        let mut marked = Vec::new();
+        for (id, factory) in catalogue(AuditLog::new(1, 1, None)) {
+            for field in factory().manifest().config_schema {
+                if crate::store::secrets::looks_like_credential(&field.key) {
+                    assert!(field.secret, "{id}.{} is not marked secret", field.key);
+                }
+                if field.secret {
+                    marked.push(format!("{id}.{}", field.key));
+                }
+            }
+        }
+        assert_eq!(marked, ["multi-step-auth.authBody"]);
     }
 }

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{field, manifest, now_ms, select, text};
+use super::{field, manifest, now_ms, secret, select, text};
 use crate::connector::auth::{auth_headers, AuthType};
 use crate::connector::template;
 use crate::connector::ConnectorConfig;
@@ -106,7 +106,8 @@ impl Plugin for MultiStepAuth {
             vec![
                 field("authEndpoint", "Auth Endpoint", FieldType::String, true, None, "URL of the token endpoint."),
                 select("authMethod", "Auth Method", &["POST", "GET"], false, Some("POST"), "HTTP method of the handshake."),
-                field("authBody", "Auth Body", FieldType::Json, false, None, "JSON body of the handshake."),
+                // Credentials: masked in every response, sealed at rest.
+                secret(field("authBody", "Auth Body", FieldType::Json, false, None, "JSON body of the handshake (credentials: masked in responses, encrypted at rest).")),
                 field("tokenPath", "Token Path", FieldType::String, false, Some(json!("token")), "Where the token is in the answer, e.g. data.access_token."),
                 field("tokenHeader", "Token Header", FieldType::String, false, Some(json!("Authorization")), "Header that carries the token."),
                 field("tokenPrefix", "Token Prefix", FieldType::String, false, Some(json!("Bearer")), "Put before the token in the header."),

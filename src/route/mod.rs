@@ -4,7 +4,8 @@
 //! gateway owns and the HTTP layer consults for any path no core route matched. Owns path
 //! validation (`/items/:id`, a trailing `*rest`), where a route is mounted (under
 //! `/plugins/<plugin>/…`, or at an absolute path the plugin declares), collision rules
-//! (core paths and other plugins' routes are refused), matching (most specific route wins),
+//! (core paths and other plugins' routes are refused), whether a route is `public` (answered
+//! without the admin token; protected by default), matching (most specific route wins),
 //! and replacing one plugin's routes at once. The table is copy-on-write: a lookup clones an
 //! `Arc` and never waits for a writer. Does not own running handlers (the plugin's actor does)
 //! nor the HTTP request and response (`api::plugin_routes`).
@@ -79,6 +80,16 @@ pub enum RouteError {
     },
 }
 
+/// How a plugin mounts a route (the third argument of `ctx.app.get(path, handler, options)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Mount at the declared path itself instead of under `/plugins/<id>`.
+    pub absolute: bool,
+    /// Answer without the admin token (`server.admin_token`) when one is set: for webhooks
+    /// and other callers that cannot send it. Protected by default.
+    pub public: bool,
+}
+
 /// One segment of a route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -100,6 +111,9 @@ pub struct Route {
     /// The path as the plugin declared it.
     pub declared: String,
     pub absolute: bool,
+    /// Answered without the admin token even when one is set (webhooks). Routes are
+    /// protected unless the plugin marks them public.
+    pub public: bool,
     /// Which of the plugin's handlers answers (its registration order).
     pub handler: u32,
     /// The plugin instance that mounted it; a late stop of an older instance leaves a newer
@@ -146,10 +160,32 @@ impl Route {
             path: render(&segments),
             declared: declared.to_string(),
             absolute,
+            public: false,
             handler,
             instance,
             segments,
         })
+    }
+
+    /// Validates and mounts `declared` for `plugin` as `options` say.
+    pub fn with_options(
+        plugin: &str,
+        method: Method,
+        declared: &str,
+        options: RouteOptions,
+        handler: u32,
+        instance: u64,
+    ) -> Result<Route, RouteError> {
+        let mut route = Route::new(
+            plugin,
+            method,
+            declared,
+            options.absolute,
+            handler,
+            instance,
+        )?;
+        route.public = options.public;
+        Ok(route)
     }
 
     /// The pattern with parameter names erased: two routes with the same shape and method
@@ -336,8 +372,12 @@ pub enum Lookup {
         route: Route,
         params: BTreeMap<String, String>,
     },
-    /// The path is mounted, but not for this method.
-    MethodNotAllowed(Vec<Method>),
+    /// The path is mounted, but not for this method: the methods it is mounted for, and
+    /// whether one of those routes is public.
+    MethodNotAllowed {
+        allowed: Vec<Method>,
+        public: bool,
+    },
     NotFound,
 }
 
@@ -444,12 +484,14 @@ impl RouteTable {
         let method = Method::parse(method);
         let mut best: Option<(Vec<u8>, &Route, BTreeMap<String, String>)> = None;
         let mut allowed = Vec::new();
+        let mut public = false;
         for route in table.iter() {
             let Some(params) = route.matches(&parts) else {
                 continue;
             };
             if Some(route.method) != method {
                 allowed.push(route.method);
+                public |= route.public;
                 continue;
             }
             let score = route.specificity();
@@ -465,7 +507,7 @@ impl RouteTable {
             None if !allowed.is_empty() => {
                 allowed.sort();
                 allowed.dedup();
-                Lookup::MethodNotAllowed(allowed)
+                Lookup::MethodNotAllowed { allowed, public }
             }
             None => Lookup::NotFound,
         }
@@ -589,8 +631,13 @@ mod tests {
         };
         assert_eq!(params["path"], "a/b.txt");
         assert!(
-            matches!(table.lookup("DELETE", "/plugins/demo/items/1"), Lookup::MethodNotAllowed(m) if m == [Method::Get])
+            matches!(table.lookup("DELETE", "/plugins/demo/items/1"), Lookup::MethodNotAllowed { allowed, public: false } if allowed == [Method::Get])
         );
+        // An unknown method finds nothing to call, only what is allowed.
+        assert!(matches!(
+            table.lookup("CONNECT", "/plugins/demo/items/1"),
+            Lookup::MethodNotAllowed { .. }
+        ));
         assert!(matches!(
             table.lookup("GET", "/plugins/demo/items/1/x"),
             Lookup::NotFound
@@ -642,6 +689,31 @@ mod tests {
         // Duplicates inside one plugin are refused too.
         let dup = route("c", Method::Get, "/x", false);
         assert!(table.check(&dup, std::slice::from_ref(&dup)).is_err());
+    }
+
+    #[test]
+    fn routes_are_protected_unless_marked_public() {
+        let hook = RouteOptions {
+            absolute: true,
+            public: true,
+        };
+        let open = Route::with_options("a", Method::Post, "/hooks/in", hook, 0, 1).unwrap();
+        let closed = route("a", Method::Get, "/admin", false);
+        assert!(open.public && open.absolute && !closed.public);
+        assert_eq!(
+            serde_json::to_value(&open).unwrap()["public"],
+            serde_json::json!(true)
+        );
+        let table = RouteTable::default();
+        table.replace("a", vec![open, closed]).unwrap();
+        let Lookup::Found { route: r, .. } = table.lookup("POST", "/hooks/in") else {
+            panic!()
+        };
+        assert!(r.public);
+        assert!(matches!(
+            table.lookup("GET", "/hooks/in"),
+            Lookup::MethodNotAllowed { public: true, .. }
+        ));
     }
 
     #[test]

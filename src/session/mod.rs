@@ -9,6 +9,7 @@
 
 pub mod actor;
 pub mod pipeline;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,7 +277,12 @@ impl SessionManager {
                     .timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(self.settings.hook_timeout),
-                masked_config: config::mask(&info.config_schema, &r.config),
+                masked_config: secrets::redact(&info.config_schema, &r.config),
+                // Never in clear: sealed with the store's key, or masked without one.
+                stored_config: match self.store.as_ref().and_then(|s| s.store().secrets()) {
+                    Some(key) => secrets::seal(&info.config_schema, &r.config, key),
+                    None => secrets::redact(&info.config_schema, &r.config),
+                },
                 ctx: HookContext {
                     session_id: session_id.to_string(),
                     target_id: target.id.clone(),

@@ -5,6 +5,11 @@
 //! read queries the API uses (sessions with filters and pagination, a session's messages).
 //! Writes go through the batched writer actor (`writer`) so the message path never waits for
 //! the database. Queries are plain SQL through sqlx, so the same code can move to PostgreSQL.
+//! With a key ([`Store::with_secrets`]) a target row is sealed on its way in: its whole
+//! `authConfig` subtree, an endpoint with a password, credential headers of
+//! `protocolConfig.headers` and credential keys of its plugins' configs (nested and non-string
+//! values too), and opened on its way out, so no credential of a target is kept in clear
+//! whatever its shape.
 
 pub mod audit;
 pub mod secrets;
@@ -75,12 +80,15 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("a stored credential cannot be read: {0}")]
+    Secret(#[from] secrets::SecretError),
 }
 
-/// The database. Cheap to clone (a connection pool).
+/// The database. Cheap to clone (a connection pool, and the key for credentials at rest).
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    secrets: Option<secrets::Secrets>,
 }
 
 /// Filters of `GET /api/sessions`.
@@ -172,7 +180,22 @@ impl Store {
             .run(&pool)
             .await
             .map_err(migrate)?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            secrets: None,
+        })
+    }
+
+    /// This store with the key that encrypts credentials at rest (`store.secret_key` or the key
+    /// file): target rows are sealed with it, and sessions seal their plugins' secrets with it.
+    pub fn with_secrets(mut self, secrets: secrets::Secrets) -> Store {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The key for credentials at rest, when the store was given one.
+    pub fn secrets(&self) -> Option<&secrets::Secrets> {
+        self.secrets.as_ref()
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -346,28 +369,107 @@ impl AuditDirection {
     }
 }
 
-/// A stored target: its JSON (credentials encrypted) and its last test.
+/// A stored target: its JSON (credentials as the caller saved them) and its last test.
 pub struct StoredTarget {
     pub body: Value,
     pub last_test: Option<Value>,
 }
 
+/// Whether an endpoint URL carries a password (`scheme://user:password@host/…`).
+fn has_url_password(endpoint: &str) -> bool {
+    let Some((_, rest)) = endpoint.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// Seals, at any depth of `value`, every entry whose key looks like a credential.
+fn seal_credential_keys(value: &mut Value, secrets: &secrets::Secrets) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if secrets::looks_like_credential(key) {
+                    *v = secrets.seal(v);
+                } else {
+                    seal_credential_keys(v, secrets);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| seal_credential_keys(v, secrets)),
+        _ => {}
+    }
+}
+
+/// A target's row as it is kept: the whole `authConfig` sealed as one value (nested and
+/// non-string credentials included), the endpoint when it holds a password, the credential
+/// headers of `protocolConfig.headers` and the credential keys of its plugins' configs.
+fn seal_target(body: &Value, secrets: &secrets::Secrets) -> Value {
+    let mut sealed = body.clone();
+    let Some(target) = sealed.as_object_mut() else {
+        return sealed;
+    };
+    if let Some(auth) = target
+        .get_mut("authConfig")
+        .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+    {
+        *auth = secrets.seal(auth);
+    }
+    if let Some(endpoint) = target
+        .get_mut("endpoint")
+        .filter(|e| e.as_str().is_some_and(has_url_password))
+    {
+        *endpoint = secrets.seal(endpoint);
+    }
+    if let Some(headers) = target
+        .get_mut("protocolConfig")
+        .and_then(|p| p.get_mut("headers"))
+    {
+        seal_credential_keys(headers, secrets);
+    }
+    if let Some(Value::Array(plugins)) = target.get_mut("plugins") {
+        for plugin in plugins {
+            if let Some(config) = plugin.get_mut("config") {
+                seal_credential_keys(config, secrets);
+            }
+        }
+    }
+    sealed
+}
+
 impl Store {
+    /// Stored targets, their sealed values opened again (a row saved without a key is read as
+    /// it is; a value sealed with another key is an error).
     pub async fn targets(&self) -> Result<Vec<StoredTarget>, StoreError> {
         let rows = sqlx::query("SELECT body, last_test FROM targets ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredTarget {
-                body: json_column(r.get("body")).unwrap_or(Value::Null),
-                last_test: json_column(r.get("last_test")),
+        rows.iter()
+            .map(|r| {
+                let body = json_column(r.get("body")).unwrap_or(Value::Null);
+                let body = match &self.secrets {
+                    Some(secrets) => secrets.open(&body)?,
+                    None => body,
+                };
+                Ok(StoredTarget {
+                    body,
+                    last_test: json_column(r.get("last_test")),
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// Inserts or replaces target `id` (its body with credentials already encrypted).
+    /// Inserts or replaces target `id`. With a key, its credentials are sealed whole here
+    /// (whatever the caller encrypted already); `targets` gives back what was passed in.
     pub async fn save_target(&self, id: &str, body: &Value, at: &str) -> Result<(), StoreError> {
+        let body = match &self.secrets {
+            Some(secrets) => seal_target(body, secrets),
+            None => body.clone(),
+        };
         sqlx::query("INSERT INTO targets (id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")
             .bind(id)
             .bind(body.to_string())
@@ -412,5 +514,44 @@ fn session_row(r: &sqlx::sqlite::SqliteRow) -> SessionRow {
             avg_response_time_ms: if messages > 0 { total_ms / messages } else { 0 },
             error_count: r.get("error_count"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn url_passwords_are_found_in_the_authority_only() {
+        assert!(has_url_password("http://user:pw@host/chat"));
+        assert!(has_url_password("wss://u:p@h:8080?q=1"));
+        assert!(!has_url_password("http://user@host/chat"));
+        assert!(!has_url_password("http://host/a:b@c"));
+        assert!(!has_url_password("not a url"));
+    }
+
+    #[test]
+    fn a_target_row_keeps_no_credential_in_clear_and_opens_to_what_was_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = secrets::Secrets::load(None, dir.path()).unwrap();
+        let body = json!({
+            "id": "t", "endpoint": "http://bob:hunter2@h/x",
+            "authType": "CUSTOM_HEADER",
+            "authConfig": { "headers": { "X-Pin": 4815162342u64 }, "extra": { "deep": "d33p" } },
+            "protocolConfig": { "headers": { "Authorization": "Bearer pc-tok", "Accept": "text/plain" } },
+            "plugins": [{ "id": "multi-step-auth", "config": { "authBody": { "password": "pw-1" }, "tokenPath": "data.token" } }],
+        });
+        let sealed = seal_target(&body, &secrets);
+        let text = sealed.to_string();
+        for secret in ["hunter2", "4815162342", "d33p", "pc-tok", "pw-1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(sealed["protocolConfig"]["headers"]["Accept"], "text/plain");
+        assert_eq!(sealed["plugins"][0]["config"]["tokenPath"], "data.token");
+        assert_eq!(secrets.open(&sealed).unwrap(), body);
+        // Nothing to seal: the row is as it was.
+        let plain = json!({ "id": "p", "endpoint": "http://h/x", "authConfig": {} });
+        assert_eq!(seal_target(&plain, &secrets), plain);
     }
 }

@@ -1,9 +1,12 @@
 //! Credentials at rest: AES-256-GCM with a key from `SWITCHYARD_SECRET_KEY` or a key file.
 //!
 //! Owns the key (from the environment as 64 hex digits or base64 of 32 bytes, else
-//! `<data.dir>/secret.key`, created on first run with permissions 0600) and turning a secret
-//! into `enc:v1:<base64(nonce ‖ ciphertext)>` and back. Does not decide which fields are
-//! secret (`target`).
+//! `<data.dir>/secret.key`, created on first run with permissions 0600), turning a secret
+//! into `enc:v1:<base64(nonce ‖ ciphertext)>` and back, sealing a whole JSON value (a number,
+//! an object, a nested subtree: `enc:v1:json:<…>`, its JSON text encrypted) and opening every
+//! sealed value in a document, and what a credential's key looks like
+//! ([`looks_like_credential`]). Does not decide which fields of a target or a plugin config
+//! are secret (`target`, `session`).
 
 use std::path::Path;
 
@@ -11,10 +14,14 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde_json::Value;
 
 /// Environment variable with the key.
 pub const ENV_SECRET_KEY: &str = "SWITCHYARD_SECRET_KEY";
 const PREFIX: &str = "enc:v1:";
+/// A sealed JSON value that is not a string: its JSON text, encrypted. `:` is not in the
+/// base64 alphabet, so this never collides with a sealed string.
+const JSON_PREFIX: &str = "enc:v1:json:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -87,9 +94,13 @@ impl Secrets {
         format!("{PREFIX}{}", STANDARD.encode(out))
     }
 
-    /// Decrypts what `encrypt` made; other text is returned as it is (plain values).
+    /// Decrypts what `encrypt` made; other text is returned as it is (plain values). A sealed
+    /// non-string value ([`Secrets::seal`]) comes back as its JSON text.
     pub fn decrypt(&self, text: &str) -> Result<String, SecretError> {
-        let Some(encoded) = text.strip_prefix(PREFIX) else {
+        let Some(encoded) = text
+            .strip_prefix(JSON_PREFIX)
+            .or_else(|| text.strip_prefix(PREFIX))
+        else {
             return Ok(text.to_string());
         };
         let bytes = STANDARD.decode(encoded).map_err(|_| SecretError::Decrypt)?;
@@ -103,6 +114,90 @@ impl Secrets {
             .map_err(|_| SecretError::Decrypt)?;
         String::from_utf8(plain).map_err(|_| SecretError::Decrypt)
     }
+}
+
+impl Secrets {
+    /// `value` encrypted whole: a string as [`Secrets::encrypt`] does (one already sealed is
+    /// kept as it is), anything else (a number, a boolean, an object or array with everything
+    /// nested in it) as `enc:v1:json:` and its JSON text encrypted. `null` stays `null`.
+    pub fn seal(&self, value: &Value) -> Value {
+        match value {
+            Value::Null => Value::Null,
+            Value::String(text) if is_sealed_text(text) => value.clone(),
+            Value::String(text) => Value::String(self.encrypt(text)),
+            other => {
+                let sealed = self.encrypt(&other.to_string());
+                Value::String(format!("{JSON_PREFIX}{}", &sealed[PREFIX.len()..]))
+            }
+        }
+    }
+
+    /// A copy of `value` with every sealed value in it, at any depth, opened again (a sealed
+    /// subtree is opened, then searched too). Plain values are kept.
+    pub fn open(&self, value: &Value) -> Result<Value, SecretError> {
+        Ok(match value {
+            Value::String(text) if text.starts_with(JSON_PREFIX) => {
+                let json = self.decrypt(text)?;
+                let inner: Value = serde_json::from_str(&json).map_err(|_| SecretError::Decrypt)?;
+                self.open(&inner)?
+            }
+            Value::String(text) if text.starts_with(PREFIX) => Value::String(self.decrypt(text)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.open(v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.open(v)?)))
+                    .collect::<Result<_, SecretError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+}
+
+/// Whether `text` is a sealed value (`enc:v1:…`).
+pub fn is_sealed_text(text: &str) -> bool {
+    text.starts_with(PREFIX)
+}
+
+/// Whether `value` is a sealed value.
+pub fn is_sealed(value: &Value) -> bool {
+    value.as_str().is_some_and(is_sealed_text)
+}
+
+/// The words a credential's key ends with, compared without case, `_`, `-` or `.`:
+/// `password`, `apiKey`, `client_secret`, `authToken`, `X-Api-Key`, `Authorization`,
+/// `authBody`… but not `tokenPath`, `tokenPrefix` or `max_tokens`.
+const CREDENTIAL_SUFFIXES: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "authorization",
+    "authbody",
+    "credential",
+    "credentials",
+    "cookie",
+];
+
+/// Whether a key (a config field, a header name) names a credential, by its last word:
+/// see [`CREDENTIAL_SUFFIXES`].
+pub fn looks_like_credential(key: &str) -> bool {
+    let folded: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    CREDENTIAL_SUFFIXES
+        .iter()
+        .any(|suffix| folded.ends_with(suffix))
 }
 
 /// Writes a file only its owner can read (0600 on Unix).
@@ -138,6 +233,66 @@ mod tests {
         assert!(!a.contains("sk-123"));
         assert_eq!(secrets.decrypt(&a).unwrap(), "sk-123");
         assert_eq!(secrets.decrypt("plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn whole_values_are_sealed_and_every_sealed_value_in_a_document_opens() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Secrets::load(None, dir.path()).unwrap();
+        let nested = json!({ "extra": { "deep": "d33p" }, "pin": 4815162342u64, "on": true });
+        let sealed = secrets.seal(&nested);
+        let text = sealed.as_str().unwrap();
+        assert!(text.starts_with("enc:v1:json:"), "{text}");
+        assert!(!text.contains("d33p") && !text.contains("4815162342"));
+        let number = secrets.seal(&json!(42));
+        assert!(is_sealed(&number));
+        let string = secrets.seal(&json!("pw"));
+        assert_eq!(secrets.seal(&string), string, "sealing is not repeated");
+        assert_eq!(secrets.seal(&Value::Null), Value::Null);
+        // A document with sealed values anywhere, and a sealed subtree holding sealed leaves.
+        let inner = json!({ "token": secrets.encrypt("t0k"), "n": 7 });
+        let doc = json!({ "a": [sealed, number, string], "b": secrets.seal(&inner), "c": "plain" });
+        assert_eq!(
+            secrets.open(&doc).unwrap(),
+            json!({ "a": [nested, 42, "pw"], "b": { "token": "t0k", "n": 7 }, "c": "plain" })
+        );
+        let other = Secrets::load(Some(&"cd".repeat(32)), dir.path()).unwrap();
+        assert!(matches!(other.open(&doc), Err(SecretError::Decrypt)));
+    }
+
+    #[test]
+    fn credential_keys_are_told_by_their_last_word() {
+        for key in [
+            "password",
+            "apiKey",
+            "api_key",
+            "X-Api-Key",
+            "authorization",
+            "authBody",
+            "client_secret",
+            "accessToken",
+            "bearer-token",
+            "Cookie",
+            "privateKey",
+        ] {
+            assert!(looks_like_credential(key), "{key}");
+        }
+        for key in [
+            "tokenPath",
+            "tokenHeader",
+            "tokenPrefix",
+            "max_tokens",
+            "totalTokens",
+            "model",
+            "authEndpoint",
+            "username",
+            "headerName",
+            "expiresInPath",
+            "secretName",
+        ] {
+            assert!(!looks_like_credential(key), "{key}");
+        }
     }
 
     #[cfg(unix)]

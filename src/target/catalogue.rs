@@ -1,7 +1,8 @@
 //! The targets the service knows: from the settings (read-only) and created over REST
 //! (persisted in the store with credentials encrypted, when the store is on).
 //!
-//! Owns create/update/delete with every validation problem reported, the read-only rule for
+//! Owns create/update/delete with every validation problem reported (a create without an `id`
+//! gets a fresh one, as in Krawall; an update takes its id from the path), the read-only rule for
 //! configured targets, the connection test (connect, health check, one message) and its stored
 //! result. Does not own sessions or the wire protocol.
 
@@ -19,7 +20,7 @@ use crate::store::Store;
 pub enum TargetError {
     #[error("target '{0}' does not exist")]
     NotFound(String),
-    #[error("the target is not valid ({} problems)", .0.len())]
+    #[error("the target is not valid: {}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error("{0}")]
     Conflict(String),
@@ -142,18 +143,44 @@ impl TargetRegistry {
             .map(Self::view)
     }
 
-    fn parse(body: Value) -> Result<Target, TargetError> {
-        let mut targets = parse_targets(&[("target".to_string(), body)]).map_err(|problems| {
-            TargetError::Invalid(
-                problems
+    /// Reads `body` as a target, with `extra` problems found before (paths start `target`).
+    /// What a view adds (`source`, `lastTest`) is dropped, so a target read with GET can be
+    /// edited and sent back as it is.
+    fn parse(mut body: Value, extra: Vec<String>) -> Result<Target, TargetError> {
+        if let Some(object) = body.as_object_mut() {
+            object.shift_remove("source");
+            object.shift_remove("lastTest");
+        }
+        let parsed = parse_targets(&[("target".to_string(), body)]);
+        let problems: Vec<String> = extra
+            .into_iter()
+            .chain(
+                parsed
+                    .as_ref()
+                    .err()
                     .into_iter()
-                    .map(|(path, m)| format!("{path}: {m}"))
-                    .collect(),
+                    .flatten()
+                    .map(|(path, m)| format!("{path}: {m}")),
             )
-        })?;
-        let target = targets.remove(0);
-        target.warn_if_insecure();
-        Ok(target)
+            .collect();
+        match parsed {
+            Ok(mut targets) if problems.is_empty() && !targets.is_empty() => {
+                let target = targets.swap_remove(0);
+                target.warn_if_insecure();
+                Ok(target)
+            }
+            _ => Err(TargetError::Invalid(problems)),
+        }
+    }
+
+    /// A fresh id no target has (as Krawall gives a target created without one).
+    fn fresh_id(&self) -> String {
+        loop {
+            let id = crate::util::random_id();
+            if self.get(&id).is_none() {
+                return id;
+            }
+        }
     }
 
     async fn persist(&self, target: &Target) -> Result<(), TargetError> {
@@ -170,8 +197,14 @@ impl TargetRegistry {
         Ok(())
     }
 
-    pub async fn create(&self, body: Value) -> Result<Value, TargetError> {
-        let target = Self::parse(body)?;
+    /// Creates a target from `body`; without an `id` (or with `null`), it gets a fresh one.
+    pub async fn create(&self, mut body: Value) -> Result<Value, TargetError> {
+        if let Some(object) = body.as_object_mut() {
+            if object.get("id").is_none_or(Value::is_null) {
+                object.insert("id".into(), Value::String(self.fresh_id()));
+            }
+        }
+        let target = Self::parse(body, Vec::new())?;
         if self.get(&target.id).is_some() {
             return Err(TargetError::Conflict(format!(
                 "a target '{}' already exists",
@@ -211,19 +244,36 @@ impl TargetRegistry {
     /// client can send back what it read.
     pub async fn update(&self, id: &str, mut body: Value) -> Result<Value, TargetError> {
         self.editable(id)?;
-        match body.get("id").and_then(Value::as_str) {
-            Some(given) if given != id => {
-                return Err(TargetError::Invalid(vec![format!(
-                    "target.id: '{given}' does not match the path's '{id}'"
-                )]))
-            }
-            _ => body["id"] = json!(id),
-        }
         let current = self
             .get(id)
             .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
+        // The path names the target: a body without an id gets it, one with another id is
+        // refused (among every other problem). Anything but an object is refused by `parse`.
+        let mut extra = Vec::new();
+        if let Some(object) = body.as_object_mut() {
+            match object.get("id") {
+                None | Some(Value::Null) => {
+                    object.insert("id".into(), json!(id));
+                }
+                Some(Value::String(given)) if given != id => {
+                    extra.push(format!(
+                        "target.id: '{given}' does not match the path's '{id}'"
+                    ));
+                    object.insert("id".into(), json!(id));
+                }
+                _ => {}
+            }
+        }
         keep_masked_secrets(&mut body, &current.auth_config);
-        let target = Self::parse(body)?;
+        // The endpoint as shown (password masked) keeps the stored password.
+        if let Some(endpoint) = body.get_mut("endpoint") {
+            if endpoint.as_str() == Some(super::mask_url_password(&current.endpoint).as_str())
+                && endpoint.as_str() != Some(current.endpoint.as_str())
+            {
+                *endpoint = Value::String(current.endpoint.clone());
+            }
+        }
+        let target = Self::parse(body, extra)?;
         self.persist(&target).await?;
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let entry = entries

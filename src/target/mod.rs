@@ -1,13 +1,16 @@
 //! Targets: the upstream endpoints sessions talk to, with Krawall's field names.
 //!
 //! Owns the target shape (`id`, `name`, `connectorType`, `endpoint`, `authType`, `authConfig`,
-//! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`, `tls`), parsing
-//! targets with *every* problem reported by its path, masking and mapping their credentials,
+//! `requestTemplate`, `responseTemplate`, `protocolConfig`, `timeoutMs`, `plugins`, `tls`; the
+//! shape as data in `shape`), parsing targets with *every* problem reported by its path (missing,
+//! unknown and mistyped fields beside the checks of the well-formed ones), masking and mapping
+//! their credentials,
 //! the connector config a target opens with, and the catalogue of known targets
 //! (`catalogue`), persisted through the store's API. Does not own speaking a protocol
 //! (`connector`) nor sessions.
 
 pub mod catalogue;
+mod shape;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,6 +23,7 @@ use crate::connector::template::{RequestTemplate, ResponseTemplate};
 use crate::connector::tls::TlsOptions;
 use crate::connector::{is_default, ConnectorConfig, SUPPORTED_CONNECTORS};
 use crate::util::MASK;
+use shape::Kind;
 
 /// A plugin a target (or a session) uses, with its config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,46 +76,6 @@ pub struct Target {
     pub tls: TlsOptions,
 }
 
-/// The keys a target may have, and whether each must be present.
-const FIELDS: &[(&str, bool)] = &[
-    ("id", true),
-    ("name", true),
-    ("connectorType", true),
-    ("endpoint", true),
-    ("authType", false),
-    ("authConfig", false),
-    ("requestTemplate", true),
-    ("responseTemplate", true),
-    ("protocolConfig", false),
-    ("timeoutMs", false),
-    ("plugins", false),
-    ("tls", false),
-];
-
-/// Problems with a target's JSON before it is read as a [`Target`]: missing and unknown
-/// fields, each named (serde would stop at the first, in its own words).
-fn shape_problems(value: &Value) -> Vec<(String, String)> {
-    let Some(object) = value.as_object() else {
-        return vec![(String::new(), "a target must be a JSON object".into())];
-    };
-    let mut out = Vec::new();
-    for (field, required) in FIELDS {
-        if *required && !object.contains_key(*field) {
-            out.push((field.to_string(), "is required".to_string()));
-        }
-    }
-    for key in object.keys() {
-        if !FIELDS.iter().any(|(f, _)| f == key) {
-            let known: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
-            out.push((
-                key.clone(),
-                format!("unknown field; a target has {}", known.join(", ")),
-            ));
-        }
-    }
-    out
-}
-
 /// The URL schemes each connector type accepts.
 fn schemes(connector_type: &str) -> &'static [&'static str] {
     match connector_type {
@@ -162,10 +126,13 @@ impl Target {
         for_each_secret(&mut copy.auth_config, &mut |v| {
             *v = Value::String(MASK.into())
         });
+        copy.endpoint = mask_url_password(&copy.endpoint);
         serde_json::to_value(copy).unwrap_or(Value::Null)
     }
 
     /// A copy with every credential string passed through `f` (encrypting or decrypting).
+    ///
+    /// (The endpoint's own password is masked by [`Target::masked`] and sealed by the store.)
     pub fn map_secrets<E>(
         &self,
         mut f: impl FnMut(&str) -> Result<String, E>,
@@ -300,39 +267,69 @@ impl Target {
     }
 }
 
-/// Parses targets given as JSON values (from settings and `targets.toml`), reporting every
-/// problem as `(path, message)` with paths like `targets[1].endpoint`.
+/// Parses targets given as JSON values (from settings, `targets.toml` and REST), reporting
+/// every problem as `(path, message)` with paths like `targets[1].endpoint`: the shape's
+/// (missing, unknown and mistyped fields, checked before serde reads the value) and the
+/// checks of the fields that are well formed, all at once.
 pub fn parse_targets(values: &[(String, Value)]) -> Result<Vec<Target>, Vec<(String, String)>> {
     let mut targets = Vec::new();
     let mut problems = Vec::new();
     let mut ids = HashSet::new();
     for (path, value) in values {
-        let shape = shape_problems(value);
-        if !shape.is_empty() {
-            for (field, message) in shape {
-                let at = if field.is_empty() {
-                    path.clone()
-                } else {
-                    format!("{path}.{field}")
-                };
-                problems.push((at, message));
-            }
+        let Some(object) = value.as_object() else {
+            problems.push((
+                path.clone(),
+                format!(
+                    "a target must be a JSON object, got {}",
+                    shape::describe(value)
+                ),
+            ));
             continue;
+        };
+        let shape = shape::check(value, Kind::Fields(shape::TARGET), path, "a target");
+        let mut bad: Vec<String> = shape.iter().map(|(p, _)| p.clone()).collect();
+        let readable = if shape.is_empty() {
+            value.clone()
+        } else {
+            Value::Object(shape::repaired(object, shape::TARGET, path, &bad))
+        };
+        let well_formed = shape.is_empty();
+        problems.extend(shape);
+        // Without a readable connector type, its protocol checks would only mislead.
+        if bad.contains(&format!("{path}.connectorType")) {
+            bad.push(format!("{path}.protocolConfig"));
         }
-        match serde_json::from_value::<Target>(value.clone()) {
+        let covered = |at: &str| {
+            bad.iter().any(|b| {
+                at == b
+                    || at
+                        .strip_prefix(b.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            })
+        };
+        match serde_json::from_value::<Target>(readable) {
             Ok(target) => {
                 for (field, message) in target.problems() {
-                    problems.push((format!("{path}.{field}"), message));
+                    let at = format!("{path}.{field}");
+                    if !covered(&at) {
+                        problems.push((at, message));
+                    }
                 }
-                if !ids.insert(target.id.clone()) {
-                    problems.push((
-                        format!("{path}.id"),
-                        format!("'{}' is used by another target", target.id),
-                    ));
+                if well_formed {
+                    if !ids.insert(target.id.clone()) {
+                        problems.push((
+                            format!("{path}.id"),
+                            format!("'{}' is used by another target", target.id),
+                        ));
+                    }
+                    targets.push(target);
                 }
-                targets.push(target);
             }
-            Err(error) => problems.push((path.clone(), error.to_string())),
+            // The shape above mirrors the serde types; this only guards against drift.
+            Err(error) if well_formed => {
+                problems.push((path.clone(), format!("cannot be read as a target: {error}")))
+            }
+            Err(_) => {}
         }
     }
     if problems.is_empty() {
@@ -387,9 +384,34 @@ pub fn load(inline: &[Value], file: &Path) -> Result<Vec<Target>, Vec<(String, S
     parse_targets(&values)
 }
 
+/// `endpoint` with the password of its userinfo (`https://user:pass@host/`) masked; anything
+/// else unchanged.
+pub fn mask_url_password(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(MASK));
+            url.to_string()
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_passwords_are_masked_and_nothing_else() {
+        assert_eq!(
+            mask_url_password("https://bob:hunter2@api.test:8443/v1?x=1"),
+            format!("https://bob:{MASK}@api.test:8443/v1?x=1")
+        );
+        assert_eq!(
+            mask_url_password("https://api.test/v1"),
+            "https://api.test/v1"
+        );
+        assert_eq!(mask_url_password("not a url"), "not a url");
+    }
     use serde_json::json;
 
     fn target(extra: Value) -> Value {

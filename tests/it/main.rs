@@ -3,16 +3,22 @@
 
 mod api;
 mod architecture;
+mod authoring;
 mod common;
 mod config;
 mod connectors;
+mod events_bounds;
 mod extensions;
+mod krawall;
 mod lifecycle;
 mod mock;
 mod model;
+mod robustness;
 mod scripts;
+mod secrets;
 mod sessions;
 mod shutdown;
 mod store;
 mod supervision;
 mod upstreams;
+mod webapis;
