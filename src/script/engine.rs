@@ -490,8 +490,16 @@ impl Engine {
                 .catch(&ctx)
                 .map_err(|e| caught(e, &self.clock, self.limits, &self.naming))
         });
+        // QuickJS swallows an exception thrown in a promise job (a timer callback): the clock
+        // still knows the budget was broken.
+        let tripped = self.clock.tripped.load(Ordering::Relaxed);
         self.clock.disarm();
-        result
+        match result {
+            Ok(_) if tripped => Err(ScriptError::Timeout(
+                self.limits.call_timeout.as_millis() as u64
+            )),
+            other => other,
+        }
     }
 
     /// The files this version was built from, as read.

@@ -388,9 +388,20 @@ async fn perform(policy: &FetchPolicy, request: FetchRequest) -> Result<FetchRes
                         "the server redirected to {location} and the request's redirect mode is 'error'"
                     )));
                 }
-                url = url.join(location).map_err(|e| {
+                let next = url.join(location).map_err(|e| {
                     FetchError::Failed(format!("invalid redirect location '{location}': {e}"))
                 })?;
+                // Credentials are for the origin they were written for, not wherever it
+                // redirects (what browsers and Node do).
+                if next.origin() != url.origin() {
+                    headers.retain(|(n, _)| {
+                        !matches!(
+                            n.as_str(),
+                            "authorization" | "proxy-authorization" | "cookie"
+                        )
+                    });
+                }
+                url = next;
                 // 303, and 301/302 after a POST, turn into a GET without a body (as browsers do).
                 if status.as_u16() == 303
                     || (matches!(status.as_u16(), 301 | 302) && method == Method::POST)

@@ -117,13 +117,12 @@ impl Secrets {
 }
 
 impl Secrets {
-    /// `value` encrypted whole: a string as [`Secrets::encrypt`] does (one already sealed is
-    /// kept as it is), anything else (a number, a boolean, an object or array with everything
+    /// `value` encrypted whole: a string as [`Secrets::encrypt`] does (always: a client's text
+    /// that merely starts like a sealed value is sealed too), anything else (a number, a boolean, an object or array with everything
     /// nested in it) as `enc:v1:json:` and its JSON text encrypted. `null` stays `null`.
     pub fn seal(&self, value: &Value) -> Value {
         match value {
             Value::Null => Value::Null,
-            Value::String(text) if is_sealed_text(text) => value.clone(),
             Value::String(text) => Value::String(self.encrypt(text)),
             other => {
                 let sealed = self.encrypt(&other.to_string());
@@ -133,15 +132,32 @@ impl Secrets {
     }
 
     /// A copy of `value` with every sealed value in it, at any depth, opened again (a sealed
-    /// subtree is opened, then searched too). Plain values are kept.
+    /// subtree is opened, then searched too). Plain values are kept. A string that only looks
+    /// sealed (a client's `"name": "enc:v1:x"`) cannot be opened and is kept as it is, with a
+    /// warning: one such value must never stop the service from starting.
     pub fn open(&self, value: &Value) -> Result<Value, SecretError> {
+        let kept = |text: &str| {
+            tracing::warn!(
+                bytes = text.len(),
+                "A stored value looks encrypted but does not open with this key; it is kept as it is."
+            );
+            Value::String(text.to_string())
+        };
         Ok(match value {
             Value::String(text) if text.starts_with(JSON_PREFIX) => {
-                let json = self.decrypt(text)?;
-                let inner: Value = serde_json::from_str(&json).map_err(|_| SecretError::Decrypt)?;
-                self.open(&inner)?
+                match self
+                    .decrypt(text)
+                    .ok()
+                    .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+                {
+                    Some(inner) => self.open(&inner)?,
+                    None => kept(text),
+                }
             }
-            Value::String(text) if text.starts_with(PREFIX) => Value::String(self.decrypt(text)?),
+            Value::String(text) if text.starts_with(PREFIX) => match self.decrypt(text) {
+                Ok(plain) => Value::String(plain),
+                Err(_) => kept(text),
+            },
             Value::Array(items) => Value::Array(
                 items
                     .iter()

@@ -77,9 +77,7 @@ impl TargetRegistry {
                     tracing::warn!(target = %target.id, "A stored target has the id of a configured one; the configured one wins.");
                     continue;
                 }
-                let target = target
-                    .map_secrets(|s| p.secrets.decrypt(s))
-                    .map_err(|e| format!("target '{}': {e}", target.id))?;
+                // Opened by the store already (rows from before it sealed whole values too).
                 entries.push(Entry {
                     target,
                     source: Source::Api,
@@ -185,10 +183,9 @@ impl TargetRegistry {
 
     async fn persist(&self, target: &Target) -> Result<(), TargetError> {
         if let Some(p) = &self.persistence {
-            let sealed = target
-                .map_secrets(|s| Ok::<_, std::convert::Infallible>(p.secrets.encrypt(s)))
-                .unwrap_or_else(|never| match never {});
-            let body = serde_json::to_value(&sealed).unwrap_or(Value::Null);
+            // The store seals the credentials (the whole authConfig, endpoint passwords,
+            // credential headers and plugin-config keys) as it writes the row.
+            let body = serde_json::to_value(target).unwrap_or(Value::Null);
             p.store
                 .save_target(&target.id, &body, &crate::util::rfc3339(SystemTime::now()))
                 .await
@@ -265,6 +262,13 @@ impl TargetRegistry {
             }
         }
         keep_masked_secrets(&mut body, &current.auth_config);
+        // Masked credential headers and plugin-config keys keep their stored values too.
+        let stored = serde_json::to_value(&current).unwrap_or(Value::Null);
+        for pointer in ["/protocolConfig", "/plugins"] {
+            if let (Some(sent), Some(kept)) = (body.pointer_mut(pointer), stored.pointer(pointer)) {
+                super::restore_masks(sent, kept);
+            }
+        }
         // The endpoint as shown (password masked) keeps the stored password.
         if let Some(endpoint) = body.get_mut("endpoint") {
             if endpoint.as_str() == Some(super::mask_url_password(&current.endpoint).as_str())

@@ -127,7 +127,17 @@ impl Target {
             *v = Value::String(MASK.into())
         });
         copy.endpoint = mask_url_password(&copy.endpoint);
-        serde_json::to_value(copy).unwrap_or(Value::Null)
+        let mut value = serde_json::to_value(copy).unwrap_or(Value::Null);
+        // What the store seals beyond authConfig is masked here too.
+        if let Some(headers) = value.pointer_mut("/protocolConfig/headers") {
+            mask_credential_keys(headers);
+        }
+        if let Some(plugins) = value.get_mut("plugins").and_then(Value::as_array_mut) {
+            for config in plugins.iter_mut().filter_map(|p| p.get_mut("config")) {
+                mask_credential_keys(config);
+            }
+        }
+        value
     }
 
     /// A copy with every credential string passed through `f` (encrypting or decrypting).
@@ -382,6 +392,45 @@ pub fn load(inline: &[Value], file: &Path) -> Result<Vec<Target>, Vec<(String, S
         }
     }
     parse_targets(&values)
+}
+
+/// Masks, at any depth, the values of keys that name a credential (`Authorization`,
+/// `password`, `X-Api-Key`…), whole.
+fn mask_credential_keys(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if crate::store::secrets::looks_like_credential(key) && !v.is_null() {
+                    *v = Value::String(MASK.into());
+                } else {
+                    mask_credential_keys(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_credential_keys),
+        _ => {}
+    }
+}
+
+/// Puts back, at the same place, the stored value of every mask a client sent back.
+pub fn restore_masks(sent: &mut Value, stored: &Value) {
+    match (sent, stored) {
+        (Value::Object(map), Value::Object(old)) => {
+            for (key, v) in map.iter_mut() {
+                match old.get(key) {
+                    Some(previous) if v == MASK => *v = previous.clone(),
+                    Some(previous) => restore_masks(v, previous),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(old)) => {
+            for (v, previous) in items.iter_mut().zip(old) {
+                restore_masks(v, previous);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `endpoint` with the password of its userinfo (`https://user:pass@host/`) masked; anything

@@ -621,3 +621,30 @@ async fn a_crash_after_a_failed_reload_restarts_the_last_version_that_initialise
     assert_eq!(view["script"]["runningLastGoodVersion"], false, "{view}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_timer_callback_that_breaks_the_time_budget_crashes_its_plugin() {
+    let dirs = Dirs::new();
+    dirs.write(
+        "looper",
+        "index.js",
+        r#"export default { name: "looper", version: "1.0.0", init(ctx) {
+  ctx.app.get("/ping", () => ({ ok: true }));
+  setTimeout(() => { while (true) {} }, 10);
+} };"#,
+    );
+    let mut app = TestApp::spawn_in(
+        dirs,
+        &[("SWITCHYARD__PLUGINS__SCRIPT__CALL_TIMEOUT_MS", "200")],
+        vec![],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // The swallowed breach is not lost: the next call reports it and the plugin restarts.
+    let (status, body) = app.get("/plugins/looper/ping").await;
+    assert!(status >= 500, "{status} {body}");
+    assert!(body.to_string().contains("time budget"), "{body}");
+    let restarted = app.next_event("plugin.restarted").await;
+    assert_eq!(restarted.data["plugin"], "looper");
+    app.stop().await;
+}

@@ -186,6 +186,40 @@ async fn nested_and_non_string_target_credentials_are_never_stored_in_clear() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["authConfig"]["headers"]["X-Pin"], MASK, "{created}");
     assert_eq!(created["authConfig"]["extra"], MASK, "{created}");
+    // Credential headers and plugin-config secrets are masked in answers too.
+    assert_eq!(
+        created["protocolConfig"]["headers"]["Authorization"], MASK,
+        "{created}"
+    );
+    assert_eq!(
+        created["protocolConfig"]["headers"]["X-Trace"],
+        "visible-trace"
+    );
+    assert_eq!(
+        created["plugins"][0]["config"]["authBody"], MASK,
+        "{created}"
+    );
+    for secret in [
+        "hdr-secret-5150",
+        "pc-secret-1618",
+        "tp-pass-2718",
+        "deep-secret-8675309",
+    ] {
+        assert!(
+            !created.to_string().contains(secret),
+            "{secret} in {created}"
+        );
+    }
+    // Sending the shown target back keeps every stored secret.
+    let status = app
+        .client()
+        .put(app.url("/api/targets/deep"))
+        .send_json(&created)
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 200);
 
     let check_upstream = |mock: &MockUpstream| {
         let sent = mock.requests("/chat").last().cloned().unwrap();
