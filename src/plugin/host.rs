@@ -215,7 +215,8 @@ impl PluginHost {
                 let members = e
                     .connectors
                     .iter()
-                    .filter(|c| c.id != e.manifest.id)
+                    // A refused plugin provides nothing: its members are not listed either.
+                    .filter(|c| c.id != e.manifest.id && e.refused.is_none())
                     .map(|c| self.member_view(e, c, &own))
                     .collect::<Vec<_>>();
                 std::iter::once(own).chain(members)

@@ -232,6 +232,11 @@ impl PluginHost {
         if let Some(moved) = self.moved_identity(id) {
             // Its files now declare another id: it leaves under the old one and comes back
             // under the new one (checked against every other plugin's ids).
+            if let Some(reason) = moved.2 {
+                return Err(ManageError::Conflict(format!(
+                    "{reason}; the version declaring '{id}' keeps serving"
+                )));
+            }
             tracing::info!(plugin = %id, now = %moved.1, "The module now declares another id; moving it.");
             self.unload(id).await?;
             let view = self.load(&moved.0).await?;
@@ -312,17 +317,49 @@ impl PluginHost {
     }
 
     /// The loader key and the new id, when a loaded plugin's files now declare another id.
-    fn moved_identity(&self, id: &str) -> Option<(String, String)> {
-        let (key, factory) = {
+    /// Also says whether the new ids clash with another plugin's (checked before anything is
+    /// unloaded, so a refused move leaves the old version serving).
+    fn moved_identity(&self, id: &str) -> Option<(String, String, Option<String>)> {
+        let (key, factory, origin) = {
             let entries = self.read();
             let entry = entries.iter().find(|e| e.manifest.id == id)?;
+            let status = entry.status.as_ref()?;
             (
-                entry.status.as_ref()?.key().to_string(),
+                status.key().to_string(),
                 entry.factory.clone(),
+                status.origin(),
             )
         };
-        let now = factory().manifest().id;
-        (now != id).then_some((key, now))
+        let instance = factory();
+        let now = instance.manifest().id;
+        if now == id {
+            return None;
+        }
+        let mut ids = vec![now.clone()];
+        ids.extend(
+            instance
+                .connector_plugins()
+                .into_iter()
+                .map(|c| c.id)
+                .filter(|c| *c != now),
+        );
+        let mut claims: Vec<deps::Claim> = self
+            .read()
+            .iter()
+            .filter(|e| e.refused.is_none() && e.manifest.id != id)
+            .map(Entry::claim)
+            .collect();
+        claims.push(deps::Claim {
+            ids,
+            origin,
+            native: false,
+        });
+        let last = claims.len() - 1;
+        let clash = deps::clashes(&claims)
+            .into_iter()
+            .find(|(i, _)| *i == last)
+            .map(|(_, reason)| reason);
+        Some((key, now, clash))
     }
 
     /// A loaded plugin's files changed (hot reload): reload, load or unload it. `key` is what

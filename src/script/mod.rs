@@ -533,6 +533,27 @@ export { p };"#,
     }
 
     #[test]
+    fn declared_ids_must_be_usable_in_routes_and_paths() {
+        let (_root, plugin) = load(&[(
+            "index.js",
+            "export default { name: 'My Plugin', version: '1.0.0', init() {} };",
+        )]);
+        assert!(
+            error_of(&plugin).contains("plugin id 'My Plugin' is not valid"),
+            "{}",
+            error_of(&plugin)
+        );
+        let (_root, plugin) = load(&[("index.js", "import { PluginLoader } from './loader'; PluginLoader.register({ id: 'a/b', name: 'A', description: '', version: '1.0.0', compatibleConnectors: ['SSE'] });")]);
+        assert!(error_of(&plugin).contains("'a/b'"), "{}", error_of(&plugin));
+        assert!(plugin::valid_id("multi-step-auth") && plugin::valid_id("v1.2_x"));
+        assert!(
+            !plugin::valid_id(".hidden")
+                && !plugin::valid_id("")
+                && !plugin::valid_id(&"x".repeat(65))
+        );
+    }
+
+    #[test]
     fn a_module_with_neither_contract_is_refused_saying_what_is_missing() {
         let (_root, plugin) = load(&[("index.js", "export const x = 1;")]);
         assert!(
@@ -642,7 +663,8 @@ export { p };"#,
         let plugin = ScriptPlugin::load(&source, &policy, ScriptStatus::new(source.clone()));
         assert!(
             error_of(&plugin).contains("imports may not leave the plugin's directory")
-                && error_of(&plugin).contains("links to"),
+                && error_of(&plugin).contains("link.js is a link that leads outside it")
+                && !error_of(&plugin).contains(&outside.path().display().to_string()),
             "{}",
             error_of(&plugin)
         );
@@ -650,7 +672,7 @@ export { p };"#,
         std::os::unix::fs::symlink(&secret, source.dir.join("index.js")).unwrap();
         let plugin = ScriptPlugin::load(&source, &policy, ScriptStatus::new(source.clone()));
         assert!(
-            error_of(&plugin).contains("links to"),
+            error_of(&plugin).contains("leads outside it"),
             "{}",
             error_of(&plugin)
         );

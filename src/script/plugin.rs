@@ -381,10 +381,36 @@ pub fn declared_id(info: &ModuleInfo) -> Option<String> {
     })
 }
 
+/// Whether `id` can name a plugin everywhere it appears: routes (`/plugins/<id>/…`), health
+/// paths, the REST API and settings keys.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn manifest_of(dir: &str, info: &ModuleInfo) -> Result<PluginManifest, String> {
     let version =
         Version::parse(&info.version).map_err(|e| format!("`version` '{}': {e}", info.version))?;
     let id = declared_id(info).unwrap_or_else(|| dir.to_string());
+    let declared = std::iter::once(id.as_str()).chain(
+        info.connector_plugins
+            .iter()
+            .filter_map(|c| c["id"].as_str()),
+    );
+    let invalid: Vec<String> = declared
+        .filter(|i| !valid_id(i))
+        .map(|i| format!("'{i}'"))
+        .collect();
+    if !invalid.is_empty() {
+        return Err(format!(
+            "plugin id {} is not valid: use 1 to 64 letters, digits, '-', '_' or '.' (not first)",
+            invalid.join(", ")
+        ));
+    }
     let first = info.connector_plugins.first();
     let name = info
         .gateway

@@ -325,3 +325,38 @@ async fn request_bodies_keep_the_templates_key_order() {
     app.stop().await;
     mock.stop().await;
 }
+
+fn named(name: &str) -> String {
+    format!("export default {{ name: \"{name}\", version: \"1.0.0\", init(ctx) {{ ctx.app.get(\"/who\", () => ({{ name: \"{name}\" }})); }} }};")
+}
+
+#[actix_web::test]
+async fn a_reload_that_changes_the_declared_id_moves_the_plugin_unless_the_id_is_taken() {
+    let dirs = Dirs::new();
+    dirs.write("a", "index.js", &named("alpha"));
+    dirs.write("b", "index.js", &named("beta"));
+    let app = start(dirs.clone(), json!([]), "[]").await;
+    assert_eq!(app.get("/plugins/alpha/who").await.1["name"], "alpha");
+
+    // A new, free id: unloaded under the old one, loaded under the new one.
+    dirs.write("a", "index.js", &named("gamma"));
+    let (status, moved) = app.post("/api/plugins/alpha/reload").await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["plugin"]["id"], "gamma");
+    assert_eq!(app.get("/api/plugins/alpha").await.0, 404);
+    assert_eq!(app.get("/plugins/gamma/who").await.1["name"], "gamma");
+
+    // An id another plugin holds: refused before anything is unloaded.
+    dirs.write("a", "index.js", &named("beta"));
+    let (status, refused) = app.post("/api/plugins/gamma/reload").await;
+    assert_eq!(status, 409, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("a/index.js declares the id 'beta', which b/index.js already has")
+            && message.contains("'gamma' keeps serving"),
+        "{message}"
+    );
+    assert_eq!(app.get("/plugins/gamma/who").await.1["name"], "gamma");
+    assert_eq!(app.get("/plugins/beta/who").await.1["name"], "beta");
+    app.stop().await;
+}
