@@ -93,6 +93,7 @@ pub fn script_policy(settings: &Settings, names: &[&str]) -> PluginPolicy {
             memory_limit_bytes: l.memory_limit_bytes,
             call_timeout: ms(l.call_timeout_ms),
             max_stack_bytes: l.max_stack_bytes,
+            max_host_calls: l.max_host_calls,
         },
         fetch: FetchPolicy {
             allowed_hosts: l.fetch_allowed_hosts,

@@ -32,6 +32,8 @@ pub struct Limits {
     pub memory_limit_bytes: usize,
     pub call_timeout: Duration,
     pub max_stack_bytes: usize,
+    /// Host calls in flight at once (timers, fetches, model calls); more are rejected.
+    pub max_host_calls: usize,
 }
 
 /// Why a script call failed.

@@ -420,6 +420,7 @@ mod tests {
             memory_limit_bytes: 16 << 20,
             call_timeout: Duration::from_millis(300),
             max_stack_bytes: 512 << 10,
+            max_host_calls: 1000,
         }
     }
 

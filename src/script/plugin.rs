@@ -56,6 +56,7 @@ struct Core {
     abandoned: Mutex<Vec<u64>>,
     /// A limit breach outside any call (a timer callback): every later call reports it.
     broken: Mutex<Option<ScriptError>>,
+    max_host_calls: usize,
 }
 
 /// What a host call needs to run: the plugin's context and its fetch policy.
@@ -123,6 +124,7 @@ impl ScriptPlugin {
                 delivered: watch::Sender::new(0),
                 abandoned: Mutex::new(Vec::new()),
                 broken: Mutex::new(None),
+                max_host_calls: chosen.limits.max_host_calls,
             }),
             manifest,
         }
@@ -215,34 +217,43 @@ impl Core {
 
     /// Starts the host calls the script asked for, as tasks on this thread.
     fn start_ops(self: &Arc<Self>) {
-        let ops = self.env.bridge.take_ops();
-        if !ops.is_empty() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                // Only unit tests call an engine outside the actor system.
-                tracing::warn!(plugin = %self.env.bridge.plugin_id(), "Host calls need the actor system; ignored.");
-            } else {
-                if let Some(rx) = lock(&self.settled_rx).take() {
-                    tokio::task::spawn_local(deliver(Arc::downgrade(self), rx));
-                }
-                let mut tasks = lock(&self.tasks);
-                for op in ops {
-                    let (env, tx, id) = (self.env.clone(), self.settled_tx.clone(), op.id);
-                    let task = tokio::task::spawn_local(async move {
-                        let outcome = env.perform(op).await;
-                        let _ = tx.send((id, outcome));
-                    });
-                    tasks.insert(id, task.abort_handle());
-                }
+        // Cancels first, so what the script gave up frees room for what it asked next; a call
+        // cancelled in the run that started it is never started.
+        let cancels = self.env.bridge.take_cancels();
+        let mut tasks = lock(&self.tasks);
+        for id in &cancels {
+            if let Some(task) = tasks.remove(id) {
+                task.abort();
             }
         }
-        let cancels = self.env.bridge.take_cancels();
-        if !cancels.is_empty() {
-            let mut tasks = lock(&self.tasks);
-            for id in cancels {
-                if let Some(task) = tasks.remove(&id) {
-                    task.abort();
-                }
+        let ops = self.env.bridge.take_ops();
+        if ops.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Only unit tests call an engine outside the actor system.
+            tracing::warn!(plugin = %self.env.bridge.plugin_id(), "Host calls need the actor system; ignored.");
+            return;
+        }
+        if let Some(rx) = lock(&self.settled_rx).take() {
+            tokio::task::spawn_local(deliver(Arc::downgrade(self), rx));
+        }
+        let cap = self.max_host_calls;
+        for op in ops.into_iter().filter(|op| !cancels.contains(&op.id)) {
+            if tasks.len() >= cap {
+                // Host calls live outside the engine's memory limit: cap them.
+                let _ = self.settled_tx.send((op.id, Err(json!({
+                    "code": "too_many_host_calls",
+                    "message": format!("the plugin already has {cap} host calls (timers, fetches, model calls) in flight (plugins.script.max_host_calls)"),
+                }))));
+                continue;
             }
+            let (env, tx, id) = (self.env.clone(), self.settled_tx.clone(), op.id);
+            let task = tokio::task::spawn_local(async move {
+                let outcome = env.perform(op).await;
+                let _ = tx.send((id, outcome));
+            });
+            tasks.insert(id, task.abort_handle());
         }
     }
 

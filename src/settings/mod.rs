@@ -145,6 +145,9 @@ pub struct ScriptLimits {
     pub memory_limit_bytes: usize,
     pub call_timeout_ms: u64,
     pub max_stack_bytes: usize,
+    /// Host calls (timers, fetches, model calls) in flight per plugin; they live outside the
+    /// engine's memory limit.
+    pub max_host_calls: usize,
     /// Hosts `fetch` may reach (globs: `*.example.com`, `127.0.0.1:8080`, `*`).
     pub fetch_allowed_hosts: Vec<String>,
     pub fetch_max_response_bytes: usize,
@@ -158,6 +161,7 @@ pub struct ScriptLimitOverrides {
     pub memory_limit_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub max_stack_bytes: Option<usize>,
+    pub max_host_calls: Option<usize>,
     pub fetch_allowed_hosts: Option<Vec<String>>,
     pub fetch_max_response_bytes: Option<usize>,
     pub fetch_timeout_ms: Option<u64>,
@@ -259,6 +263,7 @@ impl Settings {
             memory_limit_bytes: o.memory_limit_bytes.unwrap_or(base.memory_limit_bytes),
             call_timeout_ms: o.call_timeout_ms.unwrap_or(base.call_timeout_ms),
             max_stack_bytes: o.max_stack_bytes.unwrap_or(base.max_stack_bytes),
+            max_host_calls: o.max_host_calls.unwrap_or(base.max_host_calls),
             fetch_allowed_hosts: o.fetch_allowed_hosts.unwrap_or(base.fetch_allowed_hosts),
             fetch_max_response_bytes: o
                 .fetch_max_response_bytes

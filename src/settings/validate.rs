@@ -90,6 +90,11 @@ impl Settings {
             "plugins.script.max_stack_bytes",
             "must be at least 65536 (64 KiB)".into(),
         );
+        check(
+            self.plugins.script.max_host_calls > 0,
+            "plugins.script.max_host_calls",
+            "must be greater than 0".into(),
+        );
         // Per-plugin tables are checked like the defaults, under their own key path.
         let mut fetch_tables = vec![("plugins.script".to_string(), self.plugins.script.clone())];
         for name in self.plugins.limits.keys() {

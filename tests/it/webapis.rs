@@ -89,6 +89,16 @@ export default {
       res.json(all.map((r) => (r.status === "fulfilled" ? r.value.status : r.reason.code)));
     });
 
+    ctx.app.get("/flood", async (req, res) => {
+      const ids = [];
+      for (let i = 0; i < 50; i++) ids.push(setTimeout(() => {}, 1e9));
+      let over;
+      try { await fetch(req.query.url); over = "fetched"; } catch (e) { over = failure(e); }
+      ids.forEach(clearTimeout);
+      const after = await fetch(req.query.url).then((r) => r.status, (e) => failure(e));
+      res.json({ over, after });
+    });
+
     ctx.app.get("/aborted", async (req, res) => {
       const controller = new AbortController();
       const pending = fetch(req.query.url, { signal: controller.signal });
@@ -174,6 +184,7 @@ async fn fetch_goes_through_the_gateway_under_the_plugins_policy() {
                 "100",
             ),
             ("SWITCHYARD__PLUGINS__SCRIPT__FETCH_MAX_CONCURRENT", "2"),
+            ("SWITCHYARD__PLUGINS__SCRIPT__MAX_HOST_CALLS", "50"),
             // Waiting on the network must not spend the JS time budget.
             ("SWITCHYARD__PLUGINS__SCRIPT__CALL_TIMEOUT_MS", "200"),
         ],
@@ -244,6 +255,15 @@ async fn fetch_goes_through_the_gateway_under_the_plugins_policy() {
         .get(&format!("/plugins/web/burst?url={}", mock.url("/slow/300")))
         .await;
     assert_eq!(burst, json!([200, 200, "fetch_busy"]));
+
+    // Host calls live outside the engine's memory limit, so they are capped per plugin: with
+    // 50 timers pending (the cap here), a fetch is refused at once; once they are cleared it works.
+    let (status, flood) = app
+        .get(&format!("/plugins/web/flood?url={}", mock.url("/")))
+        .await;
+    assert_eq!(status, 200, "{flood}");
+    assert_eq!(flood["over"]["code"], "too_many_host_calls", "{flood}");
+    assert_eq!(flood["after"], 200, "{flood}");
 
     // Every call is counted for the plugin.
     let (_, web) = app.get("/api/plugins/web").await;
