@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
@@ -220,6 +220,8 @@ pub struct CallHook {
     pub hook: Hook,
     pub input: Value,
     pub ctx: HookContext,
+    /// The caller's deadline: the call is dropped here too once it passes (see [`abandoned`]).
+    pub timeout: Duration,
 }
 
 /// What a connector hook gave back.
@@ -247,6 +249,8 @@ pub struct NotifyError {
 pub struct CallRoute {
     pub handler: u32,
     pub request: RouteRequest,
+    /// The caller's deadline (see [`abandoned`]).
+    pub timeout: Duration,
 }
 
 /// Run one of the plugin's tools (the parameters already passed its schema).
@@ -255,6 +259,29 @@ pub struct CallRoute {
 pub struct CallTool {
     pub name: String,
     pub params: Value,
+    /// The caller's deadline (see [`abandoned`]).
+    pub timeout: Duration,
+}
+
+/// A caller that gave up (its timeout) does not stop the call on the actor, which would go on
+/// holding what it waits for (a script's pending promise, its host calls) for ever. So the
+/// actor drops the call too, just after the caller's deadline: the caller still reports its
+/// own timeout, and the plugin forgets the call.
+fn abandoned<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, PluginError>>,
+) -> impl Future<Output = Result<T, PluginError>> {
+    const MARGIN: Duration = Duration::from_millis(100);
+    async move {
+        tokio::time::timeout(timeout + MARGIN, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PluginError::new(format!(
+                    "abandoned after {} ms: the caller stopped waiting",
+                    timeout.as_millis()
+                )))
+            })
+    }
 }
 
 impl Handler<CallRoute> for PluginActor {
@@ -263,9 +290,12 @@ impl Handler<CallRoute> for PluginActor {
     fn handle(&mut self, msg: CallRoute, _ctx: &mut Context<Self>) -> Self::Result {
         self.gauge.dequeued();
         let plugin = self.plugin.clone();
-        self.run_hook("route", async move {
-            plugin.route(msg.handler, msg.request).await
-        })
+        self.run_hook(
+            "route",
+            abandoned(msg.timeout, async move {
+                plugin.route(msg.handler, msg.request).await
+            }),
+        )
     }
 }
 
@@ -277,7 +307,9 @@ impl Handler<CallTool> for PluginActor {
         let plugin = self.plugin.clone();
         self.run_hook(
             "tool",
-            async move { plugin.tool(&msg.name, msg.params).await },
+            abandoned(msg.timeout, async move {
+                plugin.tool(&msg.name, msg.params).await
+            }),
         )
     }
 }
@@ -288,13 +320,16 @@ impl Handler<CallHook> for PluginActor {
     fn handle(&mut self, msg: CallHook, _ctx: &mut Context<Self>) -> Self::Result {
         self.gauge.dequeued();
         let plugin = self.plugin.clone();
-        self.run_hook(msg.hook.name(), async move {
-            let mut ctx = msg.ctx;
-            let output = plugin
-                .connector_hook(&msg.connector_plugin, msg.hook, msg.input, &mut ctx)
-                .await?;
-            Ok(HookReply { output, ctx })
-        })
+        self.run_hook(
+            msg.hook.name(),
+            abandoned(msg.timeout, async move {
+                let mut ctx = msg.ctx;
+                let output = plugin
+                    .connector_hook(&msg.connector_plugin, msg.hook, msg.input, &mut ctx)
+                    .await?;
+                Ok(HookReply { output, ctx })
+            }),
+        )
     }
 }
 

@@ -163,6 +163,7 @@ pub async fn hook(
         hook,
         input,
         ctx: ctx.clone(),
+        timeout,
     };
     let reply = send(&addr, &gauge, message, timeout).await?;
     *ctx = reply.ctx;
@@ -238,7 +239,12 @@ pub async fn route(
     let (addr, gauge) = host
         .running_addr(plugin)
         .ok_or_else(|| CallError::NotRunning(plugin.to_string()))?;
-    send(&addr, &gauge, CallRoute { handler, request }, timeout).await
+    let message = CallRoute {
+        handler,
+        request,
+        timeout,
+    };
+    send(&addr, &gauge, message, timeout).await
 }
 
 /// Invokes tool `name`: checks `params` against its schema, runs it on its plugin (at most
@@ -263,6 +269,7 @@ pub async fn tool(
         let msg = CallTool {
             name: name.to_string(),
             params: params.clone(),
+            timeout,
         };
         let (addr, gauge) =
             host.running_addr(&tool.plugin)

@@ -264,6 +264,8 @@ pub struct ScriptStatus {
     read_files_next: AtomicBool,
     /// The running version was started from `last_good` while the files differ from it.
     behind_files: AtomicBool,
+    /// Calls whose promise waits on host calls right now.
+    pub waiting_calls: AtomicU64,
 }
 
 /// What the API shows about a script plugin.
@@ -279,6 +281,8 @@ pub struct ScriptView {
     /// It runs the last version that initialised, which differs from the files on disk (a
     /// reload failed, then it restarted).
     pub running_last_good_version: bool,
+    /// Calls (hooks, routes, tools) whose promise waits on host calls right now.
+    pub waiting_calls: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleInfo>,
 }
@@ -293,6 +297,7 @@ impl ScriptStatus {
             last_good: Mutex::new(None),
             read_files_next: AtomicBool::new(false),
             behind_files: AtomicBool::new(false),
+            waiting_calls: AtomicU64::new(0),
         })
     }
 
@@ -364,6 +369,7 @@ impl ScriptStatus {
             engine_memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
             fetch: self.fetch.snapshot(),
             running_last_good_version: self.behind_files.load(Ordering::Relaxed),
+            waiting_calls: self.waiting_calls.load(Ordering::Relaxed),
             module: current.map(|c| c.1),
         }
     }

@@ -9,6 +9,7 @@
 //! the fetch policy (`fetch`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,7 @@ impl ScriptPlugin {
             Step::Done(value) => return Ok(value),
             Step::Waiting(call) => call,
         };
+        core.status.waiting_calls.fetch_add(1, Ordering::Relaxed);
         let mut pending = Pending {
             core,
             call: Some(call),
@@ -178,6 +180,10 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        self.core
+            .status
+            .waiting_calls
+            .fetch_sub(1, Ordering::Relaxed);
         if let Some(call) = self.call {
             lock(&self.core.abandoned).push(call);
         }

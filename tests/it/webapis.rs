@@ -324,3 +324,39 @@ async fn a_plugins_timers_die_with_it_on_reload_and_unload() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_call_its_caller_gave_up_on_is_dropped_by_the_plugin_too() {
+    let dirs = Dirs::new();
+    dirs.write(
+        "stuck",
+        "index.js",
+        r#"export default { name: "stuck", version: "1.0.0", init(ctx) {
+  setInterval(() => {}, 50);
+  ctx.app.get("/never", () => new Promise(() => {}));
+} };"#,
+    );
+    let app = TestApp::spawn_in(
+        dirs,
+        &[("SWITCHYARD__PLUGINS__CALL_TIMEOUT_MS", "300")],
+        vec![],
+    )
+    .await;
+    let waiting = || async {
+        app.get("/api/plugins/stuck").await.1["script"]["waitingCalls"]
+            .as_u64()
+            .unwrap()
+    };
+    let request = app.get("/plugins/stuck/never");
+    let (status, _) = request.await;
+    assert!(
+        status >= 500,
+        "the caller gives up after its timeout: {status}"
+    );
+    // The plugin drops the call as well, instead of holding the pending promise for ever.
+    crate::common::eventually("the abandoned call is dropped", || async {
+        waiting().await == 0
+    })
+    .await;
+    app.stop().await;
+}
