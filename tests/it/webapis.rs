@@ -360,3 +360,70 @@ async fn a_call_its_caller_gave_up_on_is_dropped_by_the_plugin_too() {
     .await;
     app.stop().await;
 }
+
+/// A server whose `/go` redirects to `to`.
+fn redirector(to: String) -> (String, actix_web::dev::ServerHandle) {
+    crate::mock::serve(move || {
+        let to = to.clone();
+        actix_web::App::new().route(
+            "/go",
+            actix_web::web::to(move || {
+                let to = to.clone();
+                async move {
+                    actix_web::HttpResponse::Found()
+                        .insert_header(("location", to))
+                        .finish()
+                }
+            }),
+        )
+    })
+}
+
+#[actix_web::test]
+async fn redirects_are_checked_hop_by_hop_and_keep_credentials_at_home() {
+    let mock = MockUpstream::start().await;
+    let (redirect, server) = redirector(mock.url("/chat"));
+    let dirs = Dirs::new();
+    dirs.write("web", "index.js", WEB);
+    let app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    // Followed to another origin: the answer arrives, the credentials stay behind.
+    let reply = fetch(
+        &app,
+        json!({ "url": format!("{redirect}/go"), "init": { "method": "POST", "body": "{\"message\":\"hop\"}",
+            "headers": { "authorization": "Bearer home-only", "cookie": "s=1", "x-kept": "yes", "content-type": "application/json" } } }),
+    )
+    .await;
+    assert_eq!(reply["status"], 200, "{reply}");
+    let seen = mock.requests("/chat");
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("x-kept"), Some("yes"));
+    assert_eq!(last.header("authorization"), None);
+    assert_eq!(last.header("cookie"), None);
+    app.stop().await;
+
+    // Each hop is checked against the policy: the first host is allowed, the second is not.
+    let port = redirect.rsplit(':').next().unwrap().to_string();
+    let allowed = format!(r#"["127.0.0.1:{port}"]"#);
+    let dirs = Dirs::new();
+    dirs.write("web", "index.js", WEB);
+    let app = TestApp::spawn_in(
+        dirs,
+        &[(
+            "SWITCHYARD__PLUGINS__SCRIPT__FETCH_ALLOWED_HOSTS",
+            allowed.as_str(),
+        )],
+        vec![],
+    )
+    .await;
+    let before = mock.requests("/chat").len();
+    let refused = fetch(&app, json!({ "url": format!("{redirect}/go") })).await;
+    assert_eq!(refused["error"]["code"], "fetch_refused", "{refused}");
+    assert_eq!(
+        mock.requests("/chat").len(),
+        before,
+        "the refused hop was never sent"
+    );
+    app.stop().await;
+    server.stop(false).await;
+    mock.stop().await;
+}
