@@ -55,14 +55,21 @@ impl Entry {
 
     /// A refused duplicate is listed under what its loader knows it by (its directory), so it
     /// never shadows the plugin that holds the id.
-    pub(super) fn rename_to_key(&mut self) {
+    /// `taken` says whether an id is held by another plugin; the name chosen never is.
+    pub(super) fn rename_to_key(&mut self, taken: impl Fn(&str) -> bool) {
         if let Some(status) = &self.status {
             let key = status.key();
-            self.manifest.id = if key == self.manifest.id {
-                format!("{key}.duplicate")
-            } else {
-                key.to_string()
-            };
+            let mut id = key.to_string();
+            let mut n = 1;
+            while taken(&id) || id == self.manifest.id {
+                id = if n == 1 {
+                    format!("{key}.duplicate")
+                } else {
+                    format!("{key}.duplicate{n}")
+                };
+                n += 1;
+            }
+            self.manifest.id = id;
         }
         self.connectors.clear();
     }
@@ -292,7 +299,14 @@ impl PluginHost {
             .collect();
         let claims: Vec<deps::Claim> = entries.iter().map(Entry::claim).collect();
         for (i, reason) in deps::clashes(&claims) {
-            entries[i].rename_to_key();
+            let held: Vec<String> = claims
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, c)| c.ids.clone())
+                .chain(entries.iter().map(|e| e.manifest.id.clone()))
+                .collect();
+            entries[i].rename_to_key(|id| held.iter().any(|h| h == id));
             self.refuse(&mut entries[i], Phase::Discover, reason);
         }
         let live: Vec<usize> = (0..entries.len())

@@ -188,6 +188,25 @@ async fn a_script_may_not_take_a_native_plugins_id_until_the_native_is_dropped()
     let (_, refused) = app.get("/api/plugins/krawall-openai").await;
     assert_eq!(refused["state"], "failed");
     app.stop().await;
+
+    // A refused plugin listed under its directory never takes the id another plugin declares:
+    // the directory `audit` holds the openai file, while `x` holds the real audit plugin.
+    let dirs = Dirs::new();
+    dirs.write("audit", "index.ts", KRAWALL[0].1);
+    dirs.write("x", "index.ts", KRAWALL[3].1);
+    let app = start(dirs, json!([]), r#"["openai"]"#).await;
+    let (_, audit) = app.get("/api/plugins/audit").await;
+    assert_eq!(
+        (
+            audit["state"].as_str(),
+            audit["script"]["directory"].as_str()
+        ),
+        (Some("running"), Some("x")),
+        "{audit}"
+    );
+    let (_, refused) = app.get("/api/plugins/audit.duplicate").await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    app.stop().await;
 }
 
 /// A gateway plugin and two connector plugins in one module; the gateway part reports what
