@@ -45,32 +45,17 @@ pub fn parse_url(input: &str, base: Option<&str>) -> Result<Url, String> {
 
 /// One WHATWG `URL` setter. Setters other than `href` ignore invalid values, as browsers do.
 pub fn set_component(url: &mut Url, component: &str, value: &str) -> Result<(), String> {
-    match component {
-        "href" => quirks::set_href(url, value).map_err(|e| format!("Invalid URL '{value}': {e}")),
-        "protocol" => {
-            let _ = quirks::set_protocol(url, value);
-            Ok(())
+    // The `Err(())` of a component setter means "ignored", which is the specified behaviour.
+    let _ignored = match component {
+        "href" => {
+            return quirks::set_href(url, value).map_err(|e| format!("Invalid URL '{value}': {e}"))
         }
-        "username" => {
-            let _ = quirks::set_username(url, value);
-            Ok(())
-        }
-        "password" => {
-            let _ = quirks::set_password(url, value);
-            Ok(())
-        }
-        "host" => {
-            let _ = quirks::set_host(url, value);
-            Ok(())
-        }
-        "hostname" => {
-            let _ = quirks::set_hostname(url, value);
-            Ok(())
-        }
-        "port" => {
-            let _ = quirks::set_port(url, value);
-            Ok(())
-        }
+        "protocol" => quirks::set_protocol(url, value),
+        "username" => quirks::set_username(url, value),
+        "password" => quirks::set_password(url, value),
+        "host" => quirks::set_host(url, value),
+        "hostname" => quirks::set_hostname(url, value),
+        "port" => quirks::set_port(url, value),
         "pathname" => {
             quirks::set_pathname(url, value);
             Ok(())
@@ -83,8 +68,9 @@ pub fn set_component(url: &mut Url, component: &str, value: &str) -> Result<(), 
             quirks::set_hash(url, value);
             Ok(())
         }
-        other => Err(format!("unknown URL component '{other}'")),
-    }
+        other => return Err(format!("unknown URL component '{other}'")),
+    };
+    Ok(())
 }
 
 /// `n` bytes from the operating system's CSPRNG.
