@@ -135,8 +135,14 @@ pub struct ActorRecord {
     /// A failed required actor fails `/health`; a failed optional one only warns.
     pub required: bool,
     pub state: ActorState,
+    /// The instance's number: it grows with every start, restart and reload (a reload
+    /// candidate that failed used one too).
     pub generation: u64,
+    /// Starts after the first: crash restarts, operator restarts and enables, attempts that
+    /// failed to start included.
     pub restarts: u32,
+    /// Reloads that replaced the instance.
+    pub reloads: u32,
     pub last_error: Option<LastError>,
     pub started_at: Option<(Instant, SystemTime)>,
     pub mailbox: Option<Arc<MailboxGauge>>,
@@ -152,6 +158,7 @@ impl ActorRecord {
             state: ActorState::Starting,
             generation: 0,
             restarts: 0,
+            reloads: 0,
             last_error: None,
             started_at: None,
             mailbox: None,
@@ -224,6 +231,8 @@ pub enum Phase {
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     phase: AtomicU8,
+    /// Wakes [`Lifecycle::draining`] waiters when the phase changes.
+    changed: tokio::sync::Notify,
     /// Set when a required child spent its restart budget: `/livez` fails and the service exits.
     fatal: RwLock<Option<String>>,
 }
@@ -239,6 +248,20 @@ impl Lifecycle {
 
     pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once the service is draining (at once if it already is): endless streams
+    /// end on it rather than hold the HTTP drain open.
+    pub async fn draining(&self) {
+        loop {
+            // Registered before the check, so a change in between still wakes it.
+            let changed = self.changed.notified();
+            if self.phase() == Phase::Draining {
+                return;
+            }
+            changed.await;
+        }
     }
 
     pub fn set_fatal(&self, reason: String) {

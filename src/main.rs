@@ -25,16 +25,14 @@ async fn main() {
     };
     if check_only {
         // The same checks `serve` runs before anything starts: targets and agents too.
-        if let Err(error) = switchyard::app::plan::declared(&settings) {
-            eprintln!("switchyard: {error}");
-            std::process::exit(error.exit_code());
-        }
-        let mut shown = settings.clone();
-        for secret in [&mut shown.server.admin_token, &mut shown.store.secret_key] {
-            if !secret.is_empty() {
-                *secret = "********".into();
+        let targets = match switchyard::app::plan::declared(&settings) {
+            Ok((targets, _)) => targets,
+            Err(error) => {
+                eprintln!("switchyard: {error}");
+                std::process::exit(error.exit_code());
             }
-        }
+        };
+        let shown = switchyard::app::plan::shown(&settings, &targets);
         print!("{}", toml::to_string_pretty(&shown).unwrap_or_default());
         return;
     }

@@ -1,5 +1,5 @@
-//! Small helpers shared by several modules: timestamps in RFC 3339, request-id generation and
-//! the mask that stands in for a secret in every response.
+//! Small helpers shared by several modules: timestamps in RFC 3339, request-id generation,
+//! the mask that stands in for a secret in every response, and URLs as logs may show them.
 
 use std::time::SystemTime;
 
@@ -20,4 +20,42 @@ pub fn serialize_rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S
 /// A random 128-bit id as 32 hex digits (request ids, subscription ids in logs).
 pub fn random_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// `url` as logs may show it: no user, password or query (any of them can carry a
+/// credential); the query is replaced by `?…`. Not a URL: the mask.
+pub fn loggable_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let had_query = parsed.query().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut shown = parsed.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => MASK.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod loggable_url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_never_reach_a_log() {
+        assert_eq!(
+            loggable_url("wss://bot:s3cret@chat.example.com:8443/ws?token=abc#x"),
+            "wss://chat.example.com:8443/ws?…"
+        );
+        assert_eq!(
+            loggable_url("ws://127.0.0.1:9000/chat"),
+            "ws://127.0.0.1:9000/chat"
+        );
+        assert_eq!(loggable_url("not a url with s3cret"), MASK);
+    }
 }

@@ -85,6 +85,8 @@ pub struct GatewaySpec {
     pub hot_reload_ms: u64,
     pub backoff_min_ms: u64,
     pub store: bool,
+    /// `store.durability`: `batched` (the default) or `acknowledged`.
+    pub durability: String,
     pub max_sessions: usize,
     /// Built-in plugins to select (`plugins.native`).
     pub native: Vec<String>,
@@ -102,6 +104,7 @@ impl Default for GatewaySpec {
             hot_reload_ms: 0,
             backoff_min_ms: 200,
             store: true,
+            durability: "batched".into(),
             max_sessions: 50_000,
             native: Vec::new(),
         }
@@ -123,6 +126,10 @@ pub fn gateway(spec: GatewaySpec) {
                 format!("{}/switchyard.db", spec.data_dir),
             ),
             ("SWITCHYARD__STORE__ENABLED".into(), spec.store.to_string()),
+            (
+                "SWITCHYARD__STORE__DURABILITY".into(),
+                spec.durability.clone(),
+            ),
             (
                 "SWITCHYARD__SESSIONS__TARGETS_FILE".into(),
                 spec.targets_file.clone(),

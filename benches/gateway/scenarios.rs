@@ -343,6 +343,22 @@ async fn s1(plan: &Plan, upstream: &str, r: &mut Results) {
         r,
     )
     .await;
+    // The reply waits for its transcript's commit (`store.durability = "acknowledged"`).
+    let acknowledged = GatewaySpec {
+        durability: "acknowledged".into(),
+        ..Default::default()
+    };
+    s1_row(
+        plan,
+        &client,
+        upstream,
+        &direct,
+        (acknowledged, Vec::new()),
+        &[],
+        ("native, acknowledged", 0),
+        r,
+    )
+    .await;
     // The realistic plugin, native and script: parse, rewrite and re-serialise the message.
     let js = (
         "js-rewrite".to_string(),
@@ -497,11 +513,12 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
     let max_c = plan.s2_concurrency.iter().copied().max().unwrap_or(1);
     let client = load::client(max_c * 2 + 8);
     let direct = direct(upstream);
-    for k in [0usize, 8] {
+    for (k, durability) in [(0usize, "batched"), (0, "acknowledged"), (8, "batched")] {
         let gw = Gateway::start(
             upstream,
             GatewaySpec {
                 noop: k,
+                durability: durability.into(),
                 ..Default::default()
             },
             &[],
@@ -518,7 +535,10 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
             &direct,
             &through,
             Some(&cpu),
-            &format!("K={k} native no-op plugins"),
+            &match durability {
+                "batched" => format!("K={k} native no-op plugins"),
+                _ => format!("K={k} native no-op plugins, durability {durability}"),
+            },
         )
         .await;
         if series.points.iter().any(|p| p.errors > 0)
@@ -527,7 +547,8 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
                 .as_ref()
                 .is_some_and(|o| o.gateway.errors > 0)
         {
-            r.failures.push(format!("S2 K={k}: errors in the sweep"));
+            r.failures
+                .push(format!("S2 K={k} ({durability}): errors in the sweep"));
         }
         r.s2.push(series);
         gw.stop();

@@ -1,7 +1,9 @@
 //! `ApiError`: every error the HTTP API answers, with its status and stable snake_case code.
 //!
 //! Owns the one table from error to (HTTP status, code, details) and the JSON body
-//! `{"code", "message", "details"?}`; extractor errors (JSON body, path, query) are mapped here
+//! `{"code", "message", "details"?}`: [`Code`] lists every stable code with its status and
+//! meaning (the OpenAPI document's `Error` schema is generated from it), and `row` maps each
+//! error to its code and details. Extractor errors (JSON body, path, query) are mapped here
 //! too so bad input always gets the same shape. A 5xx never carries internals: the cause is
 //! logged and the client gets a generic message.
 
@@ -53,6 +55,8 @@ pub enum ApiError {
     WebSocketUpgradeRequired { reason: String },
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive whole within {after_ms} ms")]
+    BodyTimeout { after_ms: u64 },
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("{method} is not allowed on {path}; allowed: {}", .allowed.join(", "))]
@@ -73,114 +77,182 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// nginx's 499: the client closed the connection before the answer was complete.
-fn client_closed() -> StatusCode {
-    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+/// Declares [`Code`]: each variant with its HTTP status, its stable snake_case code and what it
+/// means, and [`Code::ALL`], every one of them (complete by construction).
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = ($status:literal, $code:literal, $meaning:literal),)*) => {
+        /// Every stable error code the API answers with (the `code` of an error body).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as it appears in an error body, e.g. `plugin_not_found`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status it is answered with (499 included: a client that closed).
+            pub const fn status_u16(self) -> u16 {
+                match self {
+                    $(Code::$variant => $status,)*
+                }
+            }
+
+            /// What it means, in a sentence (the reference page and the spec show it).
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $meaning,)*
+                }
+            }
+        }
+    };
 }
 
-/// One row of the table: the HTTP status, the stable code, and the fields the body's
-/// `details` names (the plugin, target, session, field… concerned).
-type Row = (StatusCode, &'static str, Option<Value>);
+codes! {
+    RouteNotFound = (404, "route_not_found", "No route matches the method and path."),
+    PluginNotFound = (404, "plugin_not_found", "No plugin is registered under this id."),
+    InvalidEvent = (400, "invalid_event", "The event name is malformed (1-128 letters, digits, `.`, `_`, `-`) or in a namespace reserved for the host (`plugin.`, `agent.`, `tool.`, `session.`)."),
+    PluginStateConflict = (409, "plugin_state_conflict", "The action makes no sense in the plugin's state (enable an enabled plugin, unload a native one…)."),
+    PluginSourceNotFound = (404, "plugin_source_not_found", "The script plugin's files are gone."),
+    ReloadFailed = (422, "reload_failed", "The new version failed at `details.step` (`compile`, `validate`, `init`, `start`); the old version keeps serving."),
+    PluginStartFailed = (422, "plugin_start_failed", "The plugin did not start."),
+    TargetNotFound = (404, "target_not_found", "No target has this id."),
+    InvalidTarget = (400, "invalid_target", "The target is not valid; `details.errors` lists every problem with its field path."),
+    TargetConflict = (409, "target_conflict", "A target with this id exists already, or the target is declared in the settings (read-only over REST)."),
+    StoreDisabled = (409, "store_disabled", "Transcripts were asked for with the store off (`store.enabled = false`)."),
+    SessionNotFound = (404, "session_not_found", "No live or stored session has this id."),
+    InvalidSessionPlugins = (400, "invalid_session_plugins", "The session's plugins are not valid; `details.errors` lists every problem."),
+    SessionBusy = (429, "session_busy", "The session's message queue is full (`sessions.queue_capacity`)."),
+    TooManySessions = (503, "too_many_sessions", "`sessions.max_sessions` sessions are open."),
+    PluginHookFailed = (502, "plugin_hook_failed", "A plugin hook failed (`details.plugin`, `details.hook`): `initialize`/`onConnect` when opening, or a critical plugin's `beforeSend`/`afterReceive`."),
+    UpstreamError = (502, "upstream_error", "The target's upstream failed or answered an error (`details.status`)."),
+    TlsError = (502, "tls_error", "The TLS handshake with the upstream or provider failed; `details.reason` says why."),
+    SessionEnded = (410, "session_ended", "The session ended (closed, failed or timed out)."),
+    ClientClosedRequest = (499, "client_closed_request", "A streaming client went away before the answer was complete (recorded, never answered)."),
+    TranscriptNotCommitted = (503, "transcript_not_committed", "`store.durability = \"acknowledged\"` and the answer's transcript could not be stored, so the answer is withheld."),
+    Unauthorized = (401, "unauthorized", "A valid `Authorization: Bearer <admin token>` is required."),
+    InvalidJson = (400, "invalid_json", "The body is not valid JSON, not a JSON object, or does not read as the endpoint's body (unknown or mistyped fields)."),
+    InvalidPath = (400, "invalid_path", "A path parameter is not valid."),
+    InvalidQuery = (400, "invalid_query", "The query string is not valid (unknown parameter, bad value)."),
+    InvalidBody = (400, "invalid_body", "The body broke on the way (a malformed chunk, say)."),
+    WebSocketUpgradeRequired = (400, "websocket_upgrade_required", "The endpoint only speaks WebSocket; `details.reason` names what the handshake lacks."),
+    PayloadTooLarge = (413, "payload_too_large", "The body is larger than `server.max_body_bytes` (`details.limitBytes`)."),
+    RequestBodyTimeout = (408, "request_body_timeout", "The body did not arrive whole within `server.request_body_timeout_ms` of the head; the connection is closed."),
+    UnsupportedMediaType = (415, "unsupported_media_type", "The body must be JSON (`Content-Type: application/json`)."),
+    MethodNotAllowed = (405, "method_not_allowed", "The path exists for other methods, listed in the `Allow` header and `details.allowed`."),
+    PluginUnavailable = (503, "plugin_unavailable", "The owning plugin is restarting, failed or disabled."),
+    PluginRouteFailed = (500, "plugin_route_failed", "A plugin route's handler threw or broke its time budget (`details.plugin`)."),
+    ToolNotFound = (404, "tool_not_found", "No tool is registered under this name."),
+    InvalidToolParams = (422, "invalid_tool_params", "The parameters do not match the tool's JSON Schema; `details.errors` lists each problem with its JSON Pointer."),
+    ToolFailed = (502, "tool_failed", "The tool's plugin failed to run it."),
+    InvalidTool = (400, "invalid_tool", "A tool registration is invalid (name, schema, or a name another plugin holds)."),
+    AgentNotFound = (404, "agent_not_found", "No agent is registered under this id."),
+    InvalidChatRequest = (400, "invalid_chat_request", "`message` is empty or `sessionId` is malformed (`details.field`)."),
+    InferenceFailed = (502, "inference_failed", "The model provider failed or answered an error (`details.provider`, `details.status`)."),
+    CircuitOpen = (503, "circuit_open", "The provider's circuit breaker is open (`details.retryInMs`)."),
+    InvalidAgentModel = (422, "invalid_agent_model", "The agent's model configuration cannot make a client."),
+    AgentTimeout = (504, "agent_timeout", "The agent turn did not finish within `agent.turn_timeout_ms`."),
+    Internal = (500, "internal_error", "Something failed inside the gateway; the cause is logged, never answered."),
+}
+
+impl Code {
+    pub fn status(self) -> StatusCode {
+        StatusCode::from_u16(self.status_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// One row of the table: the code (with its status), and the fields the body's `details`
+/// names (the plugin, target, session, field… concerned).
+type Row = (Code, Option<Value>);
 
 impl ApiError {
-    /// The table: every error's status, code and details, in one place.
+    /// The table: every error's code (with its status) and details, in one place.
     fn row(&self) -> Row {
-        use StatusCode as S;
+        use Code as C;
         match self {
-            ApiError::RouteNotFound { .. } => (S::NOT_FOUND, "route_not_found", None),
-            ApiError::PluginNotFound(id) => (
-                S::NOT_FOUND,
-                "plugin_not_found",
-                Some(json!({ "plugin": id })),
-            ),
+            ApiError::RouteNotFound { .. } => (C::RouteNotFound, None),
+            ApiError::PluginNotFound(id) => (C::PluginNotFound, Some(json!({ "plugin": id }))),
             ApiError::InvalidEvent { event, .. } => (
-                S::BAD_REQUEST,
-                "invalid_event",
+                C::InvalidEvent,
                 Some(json!({ "field": "event", "event": event })),
             ),
-            ApiError::PluginStateConflict { plugin, .. } => (
-                S::CONFLICT,
-                "plugin_state_conflict",
-                Some(json!({ "plugin": plugin })),
-            ),
-            ApiError::PluginSourceNotFound { plugin, .. } => (
-                S::NOT_FOUND,
-                "plugin_source_not_found",
-                Some(json!({ "plugin": plugin })),
-            ),
+            ApiError::PluginStateConflict { plugin, .. } => {
+                (C::PluginStateConflict, Some(json!({ "plugin": plugin })))
+            }
+            ApiError::PluginSourceNotFound { plugin, .. } => {
+                (C::PluginSourceNotFound, Some(json!({ "plugin": plugin })))
+            }
             ApiError::ReloadFailed { plugin, step, .. } => (
-                S::UNPROCESSABLE_ENTITY,
-                "reload_failed",
+                C::ReloadFailed,
                 Some(json!({ "plugin": plugin, "step": step })),
             ),
-            ApiError::PluginStartFailed { plugin, .. } => (
-                S::UNPROCESSABLE_ENTITY,
-                "plugin_start_failed",
-                Some(json!({ "plugin": plugin })),
-            ),
-            ApiError::TargetNotFound(id) => (
-                S::NOT_FOUND,
-                "target_not_found",
-                Some(json!({ "target": id })),
-            ),
-            ApiError::StoreDisabled => (S::CONFLICT, "store_disabled", None),
+            ApiError::PluginStartFailed { plugin, .. } => {
+                (C::PluginStartFailed, Some(json!({ "plugin": plugin })))
+            }
+            ApiError::TargetNotFound(id) => (C::TargetNotFound, Some(json!({ "target": id }))),
+            ApiError::StoreDisabled => (C::StoreDisabled, None),
             ApiError::Target(e) => target_row(e),
             ApiError::Session(e) => session_row(e),
-            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", None),
-            ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", None),
-            ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", None),
-            ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", None),
-            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", None),
+            ApiError::Unauthorized => (C::Unauthorized, None),
+            ApiError::InvalidJson(_) => (C::InvalidJson, None),
+            ApiError::InvalidPath(_) => (C::InvalidPath, None),
+            ApiError::InvalidQuery(_) => (C::InvalidQuery, None),
+            ApiError::InvalidBody(_) => (C::InvalidBody, None),
             ApiError::WebSocketUpgradeRequired { reason } => (
-                S::BAD_REQUEST,
-                "websocket_upgrade_required",
+                C::WebSocketUpgradeRequired,
                 Some(json!({ "reason": reason })),
             ),
-            ApiError::PayloadTooLarge { limit } => (
-                S::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                Some(json!({ "limitBytes": limit })),
-            ),
-            ApiError::UnsupportedMediaType => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+            ApiError::PayloadTooLarge { limit } => {
+                (C::PayloadTooLarge, Some(json!({ "limitBytes": limit })))
             }
-            ApiError::MethodNotAllowed { allowed, .. } => (
-                S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                Some(json!({ "allowed": allowed })),
+            ApiError::BodyTimeout { after_ms } => (
+                C::RequestBodyTimeout,
+                Some(json!({ "timeoutMs": after_ms })),
             ),
-            ApiError::PluginUnavailable(plugin) => (
-                S::SERVICE_UNAVAILABLE,
-                "plugin_unavailable",
-                Some(json!({ "plugin": plugin })),
-            ),
+            ApiError::UnsupportedMediaType => (C::UnsupportedMediaType, None),
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                (C::MethodNotAllowed, Some(json!({ "allowed": allowed })))
+            }
+            ApiError::PluginUnavailable(plugin) => {
+                (C::PluginUnavailable, Some(json!({ "plugin": plugin })))
+            }
             // The plugin's own failure, reported as such (never the gateway's internals).
-            ApiError::PluginRouteFailed { plugin, .. } => (
-                S::INTERNAL_SERVER_ERROR,
-                "plugin_route_failed",
-                Some(json!({ "plugin": plugin })),
-            ),
+            ApiError::PluginRouteFailed { plugin, .. } => {
+                (C::PluginRouteFailed, Some(json!({ "plugin": plugin })))
+            }
             ApiError::Tool(e) => tool_row(e),
             ApiError::Agent(e) => agent_row(e),
-            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
+            ApiError::Internal(_) => (C::Internal, None),
         }
     }
 
     /// The stable, documented code of each error.
     pub fn code(&self) -> &'static str {
-        self.row().1
+        self.row().0.as_str()
+    }
+
+    /// The code as a [`Code`] (its status and meaning with it).
+    pub fn kind(&self) -> Code {
+        self.row().0
     }
 
     /// The JSON body: `{code, message, details?}` (also the data of a stream's `error` event).
     pub fn body(&self) -> Value {
-        let (_, code, details) = self.row();
+        let (code, details) = self.row();
         // An internal failure's text (a database error, say) is logged, never answered.
-        let message = if code == "internal_error" {
+        let message = if code == Code::Internal {
             "an internal error occurred".to_string()
         } else {
             self.to_string()
         };
-        let mut body = json!({ "code": code, "message": message });
+        let mut body = json!({ "code": code.as_str(), "message": message });
         if let Some(details) = details {
             body["details"] = details;
         }
@@ -226,6 +298,9 @@ impl ApiError {
         use actix_web::error::PayloadError as P;
         match error {
             P::Overflow => ApiError::PayloadTooLarge { limit },
+            e if super::deadline::timed_out_after(e).is_some() => ApiError::BodyTimeout {
+                after_ms: super::deadline::timed_out_after(e).unwrap_or_default(),
+            },
             other => ApiError::InvalidBody(format!("the request body could not be read: {other}")),
         }
     }
@@ -249,14 +324,14 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.row().0
+        self.row().0.status()
     }
 
     fn error_response(&self) -> HttpResponse {
         if self.code() == "internal_error" {
             tracing::error!(error = ?self, "Internal error.");
         }
-        let mut response = HttpResponse::build(self.row().0);
+        let mut response = HttpResponse::build(self.row().0.status());
         let body = self.body();
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
@@ -307,150 +382,96 @@ impl ApiError {
 
 fn target_row(e: &crate::target::catalogue::TargetError) -> Row {
     use crate::target::catalogue::TargetError as T;
-    use StatusCode as S;
+    use Code as C;
     match e {
-        T::NotFound(id) => (
-            S::NOT_FOUND,
-            "target_not_found",
-            Some(json!({ "target": id })),
-        ),
+        T::NotFound(id) => (C::TargetNotFound, Some(json!({ "target": id }))),
         T::Invalid(errors) => (
-            S::BAD_REQUEST,
-            "invalid_target",
+            C::InvalidTarget,
             Some(json!({ "field": "target", "errors": errors })),
         ),
-        T::Conflict(_) => (S::CONFLICT, "target_conflict", None),
-        T::Store(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
+        T::Conflict(_) => (C::TargetConflict, None),
+        T::Store(_) => (C::Internal, None),
     }
 }
 
 fn session_row(e: &crate::session::SessionError) -> Row {
     use crate::session::SessionError as E;
-    use StatusCode as S;
+    use Code as C;
     match e {
-        E::TargetNotFound(id) => (
-            S::NOT_FOUND,
-            "target_not_found",
-            Some(json!({ "target": id })),
-        ),
-        E::SessionNotFound(id) => (
-            S::NOT_FOUND,
-            "session_not_found",
-            Some(json!({ "session": id })),
-        ),
+        E::TargetNotFound(id) => (C::TargetNotFound, Some(json!({ "target": id }))),
+        E::SessionNotFound(id) => (C::SessionNotFound, Some(json!({ "session": id }))),
         E::InvalidPlugins(errors) => (
-            S::BAD_REQUEST,
-            "invalid_session_plugins",
+            C::InvalidSessionPlugins,
             Some(json!({ "field": "plugins", "errors": errors })),
         ),
-        E::QueueFull(id) => (
-            S::TOO_MANY_REQUESTS,
-            "session_busy",
-            Some(json!({ "session": id })),
-        ),
-        E::TooManySessions(limit) => (
-            S::SERVICE_UNAVAILABLE,
-            "too_many_sessions",
-            Some(json!({ "limit": limit })),
-        ),
+        E::QueueFull(id) => (C::SessionBusy, Some(json!({ "session": id }))),
+        E::TooManySessions(limit) => (C::TooManySessions, Some(json!({ "limit": limit }))),
         E::HookFailed { plugin, hook, .. } => (
-            S::BAD_GATEWAY,
-            "plugin_hook_failed",
+            C::PluginHookFailed,
             Some(json!({ "plugin": plugin, "hook": hook })),
         ),
-        E::Upstream(crate::connector::ConnectorError::Tls(tls)) => (
-            S::BAD_GATEWAY,
-            "tls_error",
-            Some(json!({ "reason": tls.reason() })),
-        ),
-        E::Upstream(e) => (
-            S::BAD_GATEWAY,
-            "upstream_error",
-            Some(json!({ "status": e.status() })),
-        ),
-        E::Ended { id, .. } => (S::GONE, "session_ended", Some(json!({ "session": id }))),
+        E::Upstream(crate::connector::ConnectorError::Tls(tls)) => {
+            (C::TlsError, Some(json!({ "reason": tls.reason() })))
+        }
+        E::Upstream(e) => (C::UpstreamError, Some(json!({ "status": e.status() }))),
+        E::Ended { id, .. } => (C::SessionEnded, Some(json!({ "session": id }))),
         // nginx's "client closed request": only ever recorded, the client is gone.
-        E::ClientGone => (client_closed(), "client_closed_request", None),
+        E::ClientGone => (C::ClientClosedRequest, None),
+        E::NotCommitted(_) => (C::TranscriptNotCommitted, None),
     }
 }
 
 fn tool_row(e: &crate::tool::ToolError) -> Row {
     use crate::tool::ToolError as T;
-    use StatusCode as S;
+    use Code as C;
     match e {
-        T::NotFound(tool) => (
-            S::NOT_FOUND,
-            "tool_not_found",
-            Some(json!({ "tool": tool })),
-        ),
+        T::NotFound(tool) => (C::ToolNotFound, Some(json!({ "tool": tool }))),
         T::InvalidParams { tool, errors } => (
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_tool_params",
+            C::InvalidToolParams,
             Some(json!({ "tool": tool, "field": "params", "errors": errors })),
         ),
         T::Failed { tool, plugin, .. } => (
-            S::BAD_GATEWAY,
-            "tool_failed",
+            C::ToolFailed,
             Some(json!({ "tool": tool, "plugin": plugin })),
         ),
         T::Unavailable { tool, plugin } => (
-            S::SERVICE_UNAVAILABLE,
-            "plugin_unavailable",
+            C::PluginUnavailable,
             Some(json!({ "tool": tool, "plugin": plugin })),
         ),
-        T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => {
-            (S::BAD_REQUEST, "invalid_tool", None)
-        }
+        T::InvalidName(_) | T::InvalidSchema { .. } | T::Clash { .. } => (C::InvalidTool, None),
     }
 }
 
 fn agent_row(e: &crate::turn::AgentError) -> Row {
     use crate::inference::InferenceError as I;
     use crate::turn::AgentError as A;
-    use StatusCode as S;
+    use Code as C;
     match e {
-        A::NotFound(id) => (
-            S::NOT_FOUND,
-            "agent_not_found",
-            Some(json!({ "agent": id })),
-        ),
-        A::EmptyMessage => (
-            S::BAD_REQUEST,
-            "invalid_chat_request",
-            Some(json!({ "field": "message" })),
-        ),
-        A::InvalidSessionId(_) => (
-            S::BAD_REQUEST,
-            "invalid_chat_request",
-            Some(json!({ "field": "sessionId" })),
-        ),
-        A::Timeout(_) => (S::GATEWAY_TIMEOUT, "agent_timeout", None),
+        A::NotFound(id) => (C::AgentNotFound, Some(json!({ "agent": id }))),
+        A::EmptyMessage => (C::InvalidChatRequest, Some(json!({ "field": "message" }))),
+        A::InvalidSessionId(_) => (C::InvalidChatRequest, Some(json!({ "field": "sessionId" }))),
+        A::Timeout(_) => (C::AgentTimeout, None),
         A::Inference(I::CircuitOpen {
             provider,
             retry_in_ms,
         }) => (
-            S::SERVICE_UNAVAILABLE,
-            "circuit_open",
+            C::CircuitOpen,
             Some(json!({ "provider": provider, "retryInMs": retry_in_ms })),
         ),
-        A::Inference(I::Config(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_agent_model", None),
+        A::Inference(I::Config(_)) => (C::InvalidAgentModel, None),
         A::Inference(I::Status {
             provider, status, ..
         }) => (
-            S::BAD_GATEWAY,
-            "inference_failed",
+            C::InferenceFailed,
             Some(json!({ "provider": provider, "status": status })),
         ),
         A::Inference(I::Tls { provider, error }) => (
-            S::BAD_GATEWAY,
-            "tls_error",
+            C::TlsError,
             Some(json!({ "provider": provider, "reason": error.reason() })),
         ),
-        A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => (
-            S::BAD_GATEWAY,
-            "inference_failed",
-            Some(json!({ "provider": provider })),
-        ),
+        A::Inference(I::Network { provider, .. } | I::Decode { provider, .. }) => {
+            (C::InferenceFailed, Some(json!({ "provider": provider })))
+        }
     }
 }
 
@@ -588,6 +609,149 @@ mod tests {
             "{array}"
         );
         assert!(!message.contains("CreateThing"), "{message}");
+    }
+
+    /// One error of every kind the table maps, nested ones included.
+    fn samples() -> Vec<ApiError> {
+        use crate::connector::tls::TlsError;
+        use crate::connector::ConnectorError;
+        use crate::inference::InferenceError as I;
+        use crate::session::SessionError as E;
+        use crate::target::catalogue::TargetError as T;
+        use crate::tool::ToolError as Tl;
+        use crate::turn::AgentError as A;
+        let s = || "x".to_string();
+        vec![
+            ApiError::RouteNotFound {
+                method: s(),
+                path: s(),
+            },
+            ApiError::PluginNotFound(s()),
+            ApiError::InvalidEvent {
+                event: s(),
+                message: s(),
+            },
+            ApiError::PluginStateConflict {
+                plugin: s(),
+                message: s(),
+            },
+            ApiError::PluginSourceNotFound {
+                plugin: s(),
+                message: s(),
+            },
+            ApiError::ReloadFailed {
+                plugin: s(),
+                step: s(),
+                error: s(),
+            },
+            ApiError::PluginStartFailed {
+                plugin: s(),
+                error: s(),
+            },
+            ApiError::TargetNotFound(s()),
+            ApiError::StoreDisabled,
+            ApiError::Target(T::NotFound(s())),
+            ApiError::Target(T::Invalid(vec![s()])),
+            ApiError::Target(T::Conflict(s())),
+            ApiError::Target(T::Store(s())),
+            ApiError::Session(E::TargetNotFound(s())),
+            ApiError::Session(E::SessionNotFound(s())),
+            ApiError::Session(E::InvalidPlugins(vec![s()])),
+            ApiError::Session(E::QueueFull(s())),
+            ApiError::Session(E::TooManySessions(1)),
+            ApiError::Session(E::HookFailed {
+                plugin: s(),
+                hook: "onConnect",
+                message: s(),
+            }),
+            ApiError::Session(E::Upstream(ConnectorError::Timeout)),
+            ApiError::Session(E::Upstream(ConnectorError::Tls(TlsError::Untrusted(s())))),
+            ApiError::Session(E::Ended {
+                id: s(),
+                reason: s(),
+            }),
+            ApiError::Session(E::ClientGone),
+            ApiError::Session(E::NotCommitted(
+                crate::store::writer::CommitError::Unavailable,
+            )),
+            ApiError::Unauthorized,
+            ApiError::InvalidJson(s()),
+            ApiError::InvalidPath(s()),
+            ApiError::InvalidQuery(s()),
+            ApiError::InvalidBody(s()),
+            ApiError::WebSocketUpgradeRequired { reason: s() },
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::BodyTimeout { after_ms: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::MethodNotAllowed {
+                method: s(),
+                path: s(),
+                allowed: vec![s()],
+            },
+            ApiError::PluginUnavailable(s()),
+            ApiError::PluginRouteFailed {
+                plugin: s(),
+                message: s(),
+            },
+            ApiError::Tool(Tl::NotFound(s())),
+            ApiError::Tool(Tl::InvalidName(s())),
+            ApiError::Tool(Tl::InvalidParams {
+                tool: s(),
+                errors: vec![],
+            }),
+            ApiError::Tool(Tl::Failed {
+                tool: s(),
+                plugin: s(),
+                message: s(),
+            }),
+            ApiError::Tool(Tl::Unavailable {
+                tool: s(),
+                plugin: s(),
+            }),
+            ApiError::Agent(A::NotFound(s())),
+            ApiError::Agent(A::EmptyMessage),
+            ApiError::Agent(A::InvalidSessionId(s())),
+            ApiError::Agent(A::Timeout(1)),
+            ApiError::Agent(A::Inference(I::CircuitOpen {
+                provider: s(),
+                retry_in_ms: 1,
+            })),
+            ApiError::Agent(A::Inference(I::Config(s()))),
+            ApiError::Agent(A::Inference(I::Status {
+                provider: s(),
+                status: 500,
+                message: s(),
+            })),
+            ApiError::Agent(A::Inference(I::Tls {
+                provider: s(),
+                error: TlsError::Untrusted(s()),
+            })),
+            ApiError::Internal(s()),
+        ]
+    }
+
+    /// `Code::ALL` is complete by construction (one macro declares both), and every error maps
+    /// to a `Code`; this checks the other direction: no code in the table (and so in the
+    /// OpenAPI document) is dead, and codes are unique, snake_case, 4xx or 5xx.
+    #[test]
+    fn every_code_in_the_table_is_answered_by_some_error_and_none_twice() {
+        let produced: std::collections::HashSet<Code> =
+            samples().iter().map(ApiError::kind).collect();
+        for code in Code::ALL {
+            assert!(produced.contains(code), "{code:?} is answered by no error");
+            assert!((400..600).contains(&code.status_u16()), "{code:?}");
+            assert!(code
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!code.meaning().is_empty());
+        }
+        let names: std::collections::HashSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len(), "a code string is used twice");
+        for error in samples() {
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), error.kind().status_u16());
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! connection is an `EventSocket` actor, subscribed to the broker, that writes one JSON text
 //! frame per event and answers pings). Both subscribe with a bounded queue: a client that falls
 //! `broker.stream_capacity` events behind is disconnected and counted in the broker's
-//! `subscribersEvicted`, so it never slows the broker or other clients. Does not own
+//! `subscribersEvicted`, so it never slows the broker or other clients. When the service
+//! starts draining, every stream ends at once with a `stream.closed` frame (the WebSocket with
+//! close code 1001), so an open client never holds the shutdown's HTTP drain. Does not own
 //! subscriptions or fan-out (`broker`).
 //!
 //! The WebSocket side uses `actix-web-actors`, as the project's design asks, though upstream
@@ -24,6 +26,7 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::broker::{Event, Subscription};
+use crate::health::Lifecycle;
 
 /// Limits of event streams (`[broker] stream_capacity`, `stream_keepalive_ms`).
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +35,8 @@ pub struct StreamSettings {
     pub keep_alive: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Comma-separated patterns (`plugin.*,tool.executed`); all events when absent.
     pattern: Option<String>,
@@ -55,7 +59,16 @@ fn dropped_notice(missed: u64) -> serde_json::Value {
     } })
 }
 
-/// `GET /api/events`: Server-Sent Events.
+/// The broker's events as Server-Sent Events.
+///
+/// One frame per event (`id:`, `event:` its name, `data:` the JSON envelope), in publish order;
+/// `: keep-alive` comments when idle. A client that falls `broker.stream_capacity` events
+/// behind gets a `stream.dropped` frame and the end of the stream; at shutdown every stream
+/// ends with a `stream.closed` frame. The stream does not end otherwise.
+#[utoipa::path(get, path = "/api/events", tag = "events", operation_id = "event_stream", params(StreamQuery),
+    responses((status = 200, description = "The stream: one event per broker event.", content_type = "text/event-stream",
+        body = super::schemas::BrokerStreamEvent)),
+    extensions(("x-error-codes" = json!([]))))]
 pub async fn sse(
     query: web::Query<StreamQuery>,
     state: web::Data<AppState>,
@@ -67,6 +80,7 @@ pub async fn sse(
         seq: u64,
         ended: bool,
         tick: tokio::time::Interval,
+        lifecycle: Arc<Lifecycle>,
     }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,6 +89,7 @@ pub async fn sse(
         seq: 0,
         ended: false,
         tick,
+        lifecycle: state.lifecycle.clone(),
     };
     // The first frame tells the client the subscription is live.
     let hello = futures::stream::once(async {
@@ -101,6 +116,11 @@ pub async fn sse(
                 }
             },
             _ = feed.tick.tick() => ": keep-alive\n\n".to_string(),
+            // The last frame, so a client knows the end is deliberate (and reconnects later).
+            _ = feed.lifecycle.draining() => {
+                feed.ended = true;
+                sse_frame(feed.seq + 1, "stream.closed", &shutdown_notice().to_string())
+            }
         };
         Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), feed))
     });
@@ -111,13 +131,33 @@ pub async fn sse(
         .streaming(hello.chain(events)))
 }
 
+/// The last frame of every stream when the service shuts down.
+fn shutdown_notice() -> serde_json::Value {
+    json!({ "event": "stream.closed", "data": {
+        "reason": "the service is shutting down",
+    } })
+}
+
 fn sse_frame(id: u64, name: &str, data: &str) -> String {
     // JSON has no raw newlines, so one `data:` line carries it.
     format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
 }
 
-/// `GET /api/events/ws`: the same events over a WebSocket. A request that is no WebSocket
-/// handshake gets the JSON error saying what is missing (and subscribes to nothing).
+/// The broker's events over a WebSocket.
+///
+/// The same events as `GET /api/events`, one JSON text frame each. A request that is no
+/// WebSocket handshake gets `websocket_upgrade_required` saying what is missing (and subscribes
+/// to nothing).
+#[utoipa::path(get, path = "/api/events/ws", tag = "events", operation_id = "event_socket",
+    params(
+        StreamQuery,
+        ("Connection" = String, Header, description = "`Upgrade`.", example = "Upgrade"),
+        ("Upgrade" = String, Header, description = "`websocket`.", example = "websocket"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`.", example = "13"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes, base64.", example = "dGhlIHNhbXBsZSBub25jZQ=="),
+    ),
+    responses((status = 101, description = "Switching protocols: the socket is open.")),
+    extensions(("x-error-codes" = json!(["websocket_upgrade_required"]))))]
 pub async fn websocket(
     req: HttpRequest,
     payload: web::Payload,
@@ -132,6 +172,7 @@ pub async fn websocket(
             missed: None,
             keep_alive: state.streams.keep_alive,
             last_heard: Instant::now(),
+            lifecycle: state.lifecycle.clone(),
         },
         &req,
         payload,
@@ -146,6 +187,7 @@ pub struct EventSocket {
     missed: Option<Arc<AtomicU64>>,
     keep_alive: Duration,
     last_heard: Instant,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Actor for EventSocket {
@@ -164,6 +206,16 @@ impl Actor for EventSocket {
             }
             ctx.ping(b"");
         });
+        let lifecycle = self.lifecycle.clone();
+        let draining = async move { lifecycle.draining().await };
+        ctx.spawn(draining.into_actor(self).map(|_, _, ctx| {
+            ctx.text(shutdown_notice().to_string());
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Away,
+                description: Some("the service is shutting down".into()),
+            }));
+            ctx.stop();
+        }));
     }
 }
 

@@ -6,8 +6,9 @@
 //! running tools and turns (`plugin::call`, `turn`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
 use crate::tool::Caller;
@@ -22,14 +23,56 @@ pub fn configure(api: &mut super::Mounter<'_>) {
         .post("/agents/{id}/chat", chat);
 }
 
+/// `{routes}`.
+#[derive(Serialize, ToSchema)]
+struct RouteList {
+    #[schema(value_type = Vec<super::schemas::RouteView>)]
+    routes: Vec<crate::route::Route>,
+}
+
+/// `{tools}`.
+#[derive(Serialize, ToSchema)]
+struct ToolList {
+    #[schema(value_type = Vec<super::schemas::ToolView>)]
+    tools: Vec<crate::tool::Tool>,
+}
+
+/// `{agents}`.
+#[derive(Serialize, ToSchema)]
+struct AgentList {
+    #[schema(value_type = Vec<super::schemas::AgentView>)]
+    agents: Vec<crate::agent::Agent>,
+}
+
+/// Every plugin route.
+///
+/// Method, path, owner, handler and whether it is public. The routes themselves are served
+/// under `/plugins/{id}/…` (or the absolute paths plugins declared).
+#[utoipa::path(get, path = "/api/routes", tag = "extensions",
+    responses((status = 200, description = "The plugin routes.", body = RouteList)),
+    extensions(("x-error-codes" = json!([]))))]
 async fn list_routes(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "routes": state.ext.routes.list() }))
+    HttpResponse::Ok().json(RouteList {
+        routes: state.ext.routes.list(),
+    })
 }
 
+/// Every registered tool.
+#[utoipa::path(get, path = "/api/tools", tag = "extensions",
+    responses((status = 200, description = "Tools: name, description, JSON Schema `parameters`, owning plugin.",
+        body = ToolList)),
+    extensions(("x-error-codes" = json!([]))))]
 async fn list_tools(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "tools": state.ext.tools.list() }))
+    HttpResponse::Ok().json(ToolList {
+        tools: state.ext.tools.list(),
+    })
 }
 
+/// One tool.
+#[utoipa::path(get, path = "/api/tools/{name}", tag = "extensions",
+    params(("name" = String, Path, description = "The tool's name.")),
+    responses((status = 200, description = "The tool.", body = super::schemas::ToolView)),
+    extensions(("x-error-codes" = json!(["tool_not_found"]))))]
 async fn get_tool(
     name: web::Path<String>,
     state: web::Data<AppState>,
@@ -42,13 +85,25 @@ async fn get_tool(
     Ok(HttpResponse::Ok().json(tool))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/tools/{name}/invoke`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"params": {"name": "Ada"}}))]
 struct InvokeBody {
+    /// The tool's parameters, checked against its JSON Schema (`{}` when absent or null).
     #[serde(default)]
     params: Value,
 }
 
+/// Invoke a tool.
+///
+/// The parameters are validated against the tool's JSON Schema, then the owning plugin runs
+/// it; `tool.executed` is published whatever happened.
+#[utoipa::path(post, path = "/api/tools/{name}/invoke", tag = "extensions",
+    params(("name" = String, Path, description = "The tool's name.")),
+    request_body = InvokeBody,
+    responses((status = 200, description = "The tool's result.", body = super::schemas::ToolResult)),
+    extensions(("x-error-codes" = json!(["tool_not_found", "invalid_tool_params", "tool_failed", "plugin_unavailable", "unsupported_media_type"]))))]
 async fn invoke_tool(
     name: web::Path<String>,
     body: super::JsonObject<InvokeBody>,
@@ -70,10 +125,23 @@ async fn invoke_tool(
     Ok(HttpResponse::Ok().json(done))
 }
 
+/// Every agent configuration.
+///
+/// From `[[agents]]` or plugins, defaults filled in, with `source`.
+#[utoipa::path(get, path = "/api/agents", tag = "extensions",
+    responses((status = 200, description = "The agents.", body = AgentList)),
+    extensions(("x-error-codes" = json!([]))))]
 async fn list_agents(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "agents": state.ext.agents.list() }))
+    HttpResponse::Ok().json(AgentList {
+        agents: state.ext.agents.list(),
+    })
 }
 
+/// One agent configuration.
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "extensions",
+    params(("id" = String, Path, description = "The agent's id.")),
+    responses((status = 200, description = "The agent.", body = super::schemas::AgentView)),
+    extensions(("x-error-codes" = json!(["agent_not_found"]))))]
 async fn get_agent(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -86,14 +154,29 @@ async fn get_agent(
     Ok(HttpResponse::Ok().json(agent))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/agents/{id}/chat`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"message": "Say hello to Ada", "sessionId": "ops-1"}))]
 struct ChatBody {
+    /// What the user says; must not be blank.
+    #[schema(pattern = r"\S")]
     message: String,
+    /// The conversation to continue (a new one when absent).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     session_id: Option<String>,
 }
 
+/// One agent turn.
+///
+/// The model answers with the agent's system prompt, the conversation's history and the tools
+/// its allow/deny lists permit; tool calls run through the registry.
+#[utoipa::path(post, path = "/api/agents/{id}/chat", tag = "extensions",
+    params(("id" = String, Path, description = "The agent's id.")),
+    request_body = ChatBody,
+    responses((status = 200, description = "The turn's answer.", body = super::schemas::ChatResult)),
+    extensions(("x-error-codes" = json!(["agent_not_found", "invalid_chat_request", "inference_failed", "tls_error", "circuit_open", "invalid_agent_model", "agent_timeout", "unsupported_media_type"]))))]
 async fn chat(
     id: web::Path<String>,
     body: super::JsonObject<ChatBody>,

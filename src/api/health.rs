@@ -40,7 +40,16 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
-/// `GET /livez`: the process should keep running (no required actor has given up).
+/// Liveness.
+///
+/// 200 while the process should keep running; 503 once a required actor gave up (the service
+/// is shutting down with exit code 1).
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses(
+        (status = 200, description = "Alive.", body = super::schemas::Probe, example = json!({"status": "pass"})),
+        (status = 503, description = "A required actor gave up.", body = super::schemas::Probe),
+    ),
+    extensions(("x-error-codes" = json!([]))))]
 pub async fn livez(state: web::Data<AppState>) -> HttpResponse {
     let response = match state.lifecycle.fatal() {
         None => HttpResponse::Ok().json(json!({ "status": "pass" })),
@@ -51,7 +60,16 @@ pub async fn livez(state: web::Data<AppState>) -> HttpResponse {
     no_store(response)
 }
 
-/// `GET /readyz`: 200 only while serving; 503 during start-up and shutdown.
+/// Readiness.
+///
+/// 200 only while serving; 503 during start-up and shutdown (`output` says which).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Serving.", body = super::schemas::Probe, example = json!({"status": "pass"})),
+        (status = 503, description = "Starting, draining, or a required actor gave up.", body = super::schemas::Probe,
+            example = json!({"status": "fail", "output": "draining"})),
+    ),
+    extensions(("x-error-codes" = json!([]))))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let phase = state.lifecycle.phase();
     let response = match (phase, state.lifecycle.fatal()) {
@@ -78,6 +96,7 @@ pub fn actor_check(row: &ActorRecord, now: Instant) -> Value {
         "required": row.required,
         "generation": row.generation,
         "restarts": row.restarts,
+        "reloads": row.reloads,
         "time": crate::util::rfc3339(SystemTime::now()),
     });
     if let Some((started, started_wall)) = row.started_at {
@@ -107,7 +126,17 @@ fn add_script_details(state: &AppState, row: &ActorRecord, check: &mut Value) {
     }
 }
 
-/// `GET /health`: one check per actor, worst status wins; `fail` answers 503.
+/// The health of every actor.
+///
+/// One check per actor (state, generation, restarts, reloads, last error, uptime, mailbox),
+/// the broker's counters, the store, provider breakers, insecure targets and the session
+/// count. The worst status wins; `fail` answers 503.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Passing, or warnings.", content_type = "application/health+json", body = super::schemas::HealthReport),
+        (status = 503, description = "Failing.", content_type = "application/health+json", body = super::schemas::HealthReport),
+    ),
+    extensions(("x-error-codes" = json!([]))))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = Instant::now();
     let rows = state.health.snapshot();
@@ -200,7 +229,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     )
 }
 
-/// `GET /api/actors`: the supervision tree, nested by path.
+/// The supervision tree.
+///
+/// `root` → `broker`, `plugins` → each plugin, `sessions` → each session, nested by path.
+#[utoipa::path(get, path = "/api/actors", tag = "actors",
+    responses((status = 200, description = "The tree from `root`.", body = super::schemas::ActorNode)),
+    extensions(("x-error-codes" = json!([]))))]
 pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
     let now = Instant::now();
     let rows = state.health.snapshot();

@@ -32,18 +32,24 @@
 //!   the pipeline (streamed as Server-Sent Events with `stream` or
 //!   `Accept: text/event-stream`); `GET /api/sessions/{id}/messages` — its stored transcript;
 //!   `GET /api/sessions/{id}/audit` — what the audit plugin recorded.
+//! - `GET /api/openapi.json` — the OpenAPI 3.1 document of all of the above, generated from the
+//!   handlers (`openapi`); `GET /api/docs` — its reference page (embedded, works offline).
 //!
-//! `/api/*` requires `Authorization: Bearer <admin token>` when one is set, and so do plugin
-//! routes unless their plugin marked them public. Every GET route answers HEAD (no body); a
+//! `/api/*` requires `Authorization: Bearer <admin token>` when one is set (except the two
+//! documentation routes, which hold no secrets), and so do plugin routes unless their plugin
+//! marked them public. Every GET route answers HEAD (no body); a
 //! core path asked with a method it does not have answers 405 with `Allow`. Every response
 //! carries `X-Request-ID` (echoed, or generated). Owns routing, middleware and the mapping of
 //! extractor errors; does not own the state it shows.
 
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod extensions;
 pub mod health;
+pub mod openapi;
 pub mod plugin_routes;
+pub mod schemas;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -58,6 +64,7 @@ use actix_web::{
 };
 use serde_json::json;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use utoipa::{IntoParams, ToSchema};
 
 pub use error::ApiError;
 
@@ -77,6 +84,8 @@ pub struct AppState {
     pub store: Option<crate::store::writer::StoreHandle>,
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
+    /// Time a request body may take to arrive whole, from its head.
+    pub body_timeout: std::time::Duration,
     pub ext: Arc<crate::plugin::Extensions>,
     pub agents: Arc<crate::turn::AgentRunner>,
     /// Time a plugin route handler or tool call may take.
@@ -102,35 +111,70 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(web::PayloadConfig::default().limit(limit))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error));
-    let mut core = Mounter::new(cfg, "");
-    core.get("/livez", health::livez)
-        .get("/readyz", health::readyz)
-        .get("/health", health::health);
+    let statics: Arc<std::collections::HashSet<String>> = Arc::new(
+        routes()
+            .into_iter()
+            .map(|(_, path)| path)
+            .filter(|path| !path.contains('{'))
+            .collect(),
+    );
+    let mut core = Mounter::new(cfg, "", statics.clone());
+    core_routes(&mut core);
     let mut table = core.finish();
     cfg.service(
         web::scope("/api")
             .wrap(from_fn(require_admin))
             .configure(|cfg| {
-                let mut api = Mounter::new(cfg, "/api");
-                api.get("/plugins", list_plugins)
-                    .get("/plugins/order", plugin_order)
-                    .get("/plugins/{id}", get_plugin)
-                    .get("/plugins/{id}/config-schema", config_schema)
-                    .post("/plugins/{id}/validate-config", validate_config)
-                    .delete("/plugins/{id}", unload_plugin)
-                    .post("/plugins/{id}/{action}", plugin_action)
-                    .get("/actors", health::actors);
-                sessions::configure(&mut api);
-                api.get("/events/catalogue", event_catalogue)
-                    .post("/events", publish_event)
-                    .get("/events", events::sse)
-                    .get("/events/ws", events::websocket);
-                extensions::configure(&mut api);
+                let mut api = Mounter::new(cfg, "/api", statics);
+                api_routes(&mut api);
                 table.extend(api.finish());
             }),
     )
     .app_data(web::Data::new(CoreRoutes::new(table)))
     .default_service(web::to(plugin_routes::dispatch));
+}
+
+/// The routes outside `/api`: the health probes.
+fn core_routes(core: &mut Mounter<'_>) {
+    core.get("/livez", health::livez)
+        .get("/readyz", health::readyz)
+        .get("/health", health::health);
+}
+
+/// The routes under `/api` (paths relative to it).
+fn api_routes(api: &mut Mounter<'_>) {
+    api.get("/plugins", list_plugins)
+        .get("/plugins/order", plugin_order)
+        .get("/plugins/{id}", get_plugin)
+        .get("/plugins/{id}/config-schema", config_schema)
+        .post("/plugins/{id}/validate-config", validate_config)
+        .delete("/plugins/{id}", unload_plugin)
+        .post("/plugins/{id}/reload", reload_plugin)
+        .post("/plugins/{id}/restart", restart_plugin)
+        .post("/plugins/{id}/disable", disable_plugin)
+        .post("/plugins/{id}/enable", enable_plugin)
+        .post("/plugins/{id}/load", load_plugin)
+        .get("/actors", health::actors);
+    sessions::configure(api);
+    api.get("/events/catalogue", event_catalogue)
+        .post("/events", publish_event)
+        .get("/events", events::sse)
+        .get("/events/ws", events::websocket);
+    extensions::configure(api);
+    openapi::configure(api);
+}
+
+/// Every core route as [`configure`] mounts it, as `(method, full pattern)`, HEAD twins
+/// included: the table `CoreRoutes` holds, recorded by the same functions without a server
+/// (the OpenAPI document is checked against it).
+pub fn routes() -> Vec<(Method, String)> {
+    let mut core = Mounter::recording("");
+    core_routes(&mut core);
+    let mut api = Mounter::recording("/api");
+    api_routes(&mut api);
+    let mut all = core.finish();
+    all.extend(api.finish());
+    all
 }
 
 /// A JSON body that must be an object and read as `T`: derived structs would otherwise also
@@ -176,26 +220,64 @@ pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
 }
 
 /// Mounts core routes and records each `(method, pattern)` for [`CoreRoutes`]. A GET route
-/// answers HEAD too, as GET would but without a body.
+/// answers HEAD too, as GET would but without a body. A path without parameters belongs to
+/// its own routes only: a route with parameters never answers it (`DELETE
+/// /api/plugins/order` is a 405, not the unloading of a plugin called `order`), as in the
+/// OpenAPI document, where a concrete path wins over a templated one. A recording mounter
+/// ([`routes`]) only records.
 pub struct Mounter<'a> {
-    cfg: &'a mut web::ServiceConfig,
+    cfg: Option<&'a mut web::ServiceConfig>,
     prefix: &'static str,
+    /// Every core path without parameters, in full.
+    statics: Arc<std::collections::HashSet<String>>,
     routes: Vec<(Method, String)>,
     /// HEAD twins of the GET routes, mounted last so they never slow the other routes down.
     heads: Vec<Mount>,
+}
+
+/// Matches requests whose path is none of the static core paths.
+#[derive(Clone)]
+struct OffStatics(Arc<std::collections::HashSet<String>>);
+
+impl guard::Guard for OffStatics {
+    fn check(&self, ctx: &guard::GuardContext<'_>) -> bool {
+        !self.0.contains(ctx.head().uri.path())
+    }
 }
 
 /// Mounts something on a `ServiceConfig`, later.
 type Mount = Box<dyn FnOnce(&mut web::ServiceConfig)>;
 
 impl<'a> Mounter<'a> {
-    pub fn new(cfg: &'a mut web::ServiceConfig, prefix: &'static str) -> Self {
+    /// Mounts on `cfg`, under `prefix`; `statics` are the core paths without parameters.
+    pub fn new(
+        cfg: &'a mut web::ServiceConfig,
+        prefix: &'static str,
+        statics: Arc<std::collections::HashSet<String>>,
+    ) -> Self {
         Mounter {
-            cfg,
+            cfg: Some(cfg),
             prefix,
+            statics,
             routes: Vec::new(),
             heads: Vec::new(),
         }
+    }
+
+    /// A mounter that records what would be mounted, and mounts nothing.
+    fn recording(prefix: &'static str) -> Mounter<'static> {
+        Mounter {
+            cfg: None,
+            prefix,
+            statics: Arc::default(),
+            routes: Vec::new(),
+            heads: Vec::new(),
+        }
+    }
+
+    /// For a path with parameters: a guard that keeps it off the static core paths.
+    fn off_statics(&self, path: &str) -> Option<OffStatics> {
+        path.contains('{').then(|| OffStatics(self.statics.clone()))
     }
 
     fn add<F, Args>(&mut self, method: Method, path: &str, handler: F) -> &mut Self
@@ -205,23 +287,31 @@ impl<'a> Mounter<'a> {
         F::Output: Responder + 'static,
     {
         if method == Method::GET {
-            let (at, twin) = (path.to_string(), handler.clone());
-            self.heads
-                .push(Box::new(move |cfg: &mut web::ServiceConfig| {
-                    cfg.service(
-                        web::resource(at)
-                            .guard(guard::Head())
-                            .to(twin)
-                            .wrap(from_fn(without_streamed_body)),
-                    );
-                }));
             self.routes
                 .push((Method::HEAD, format!("{}{path}", self.prefix)));
         }
         self.routes
             .push((method.clone(), format!("{}{path}", self.prefix)));
-        self.cfg
-            .route(path, web::route().method(method).to(handler));
+        let off_statics = self.off_statics(path);
+        let Some(cfg) = self.cfg.as_deref_mut() else {
+            return self;
+        };
+        if method == Method::GET {
+            let (at, twin, off) = (path.to_string(), handler.clone(), off_statics.clone());
+            self.heads
+                .push(Box::new(move |cfg: &mut web::ServiceConfig| {
+                    let mut head = web::resource(at).guard(guard::Head());
+                    if let Some(off) = off {
+                        head = head.guard(off);
+                    }
+                    cfg.service(head.to(twin).wrap(from_fn(without_streamed_body)));
+                }));
+        }
+        let mut route = web::route().method(method);
+        if let Some(off) = off_statics {
+            route = route.guard(off);
+        }
+        cfg.route(path, route.to(handler));
         self
     }
 
@@ -263,8 +353,10 @@ impl<'a> Mounter<'a> {
 
     /// Mounts the HEAD twins and returns what was mounted, as `(method, full pattern)`.
     pub fn finish(self) -> Vec<(Method, String)> {
-        for head in self.heads {
-            head(self.cfg);
+        if let Some(cfg) = self.cfg {
+            for head in self.heads {
+                head(cfg);
+            }
         }
         self.routes
     }
@@ -285,7 +377,8 @@ async fn without_streamed_body(
 }
 
 /// Every core route, by pattern: a request no route answered learns here whether its path
-/// exists for other methods (405 with `Allow`) or not at all (404).
+/// exists for other methods (405 with `Allow`) or not at all (404). A path without parameters
+/// is only its own routes' (see [`Mounter`]).
 pub struct CoreRoutes(Vec<(ResourceDef, Method)>);
 
 impl CoreRoutes {
@@ -308,10 +401,15 @@ impl CoreRoutes {
             Method::PATCH,
             Method::DELETE,
         ];
+        let is_static = |def: &ResourceDef| def.pattern().is_some_and(|p| !p.contains('{'));
+        let exact = self
+            .0
+            .iter()
+            .any(|(def, _)| is_static(def) && def.is_match(path));
         let found: Vec<&Method> = self
             .0
             .iter()
-            .filter(|(def, _)| def.is_match(path))
+            .filter(|(def, _)| def.is_match(path) && (!exact || is_static(def)))
             .map(|(_, m)| m)
             .collect();
         ORDER
@@ -379,7 +477,8 @@ pub(crate) fn admitted(headers: &HeaderMap, token: Option<&str>) -> bool {
     constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
-/// Checks the admin bearer token on `/api/*`.
+/// Checks the admin bearer token on `/api/*`, except on the documentation routes
+/// ([`openapi::PUBLIC`]): they describe the API and hold no secrets.
 async fn require_admin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -387,7 +486,8 @@ async fn require_admin(
     let expected = req
         .app_data::<web::Data<AppState>>()
         .and_then(|s| s.admin_token.clone());
-    if !admitted(req.headers(), expected.as_deref()) {
+    let public = openapi::PUBLIC.contains(&req.path());
+    if !public && !admitted(req.headers(), expected.as_deref()) {
         let response = actix_web::ResponseError::error_response(&ApiError::Unauthorized);
         return Ok(req.into_response(response).map_into_right_body());
     }
@@ -425,7 +525,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Metadata of every plugin (as Krawall's list, without config schemas) plus its state.
+/// List every plugin.
+///
+/// Metadata (as Krawall's list, without config schemas) plus state, generation, restarts,
+/// reloads and last error, in registration order.
+#[utoipa::path(get, path = "/api/plugins", tag = "plugins",
+    responses((status = 200, description = "Every plugin.", body = [schemas::PluginSummary])),
+    extensions(("x-error-codes" = json!([]))))]
 async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
     let plugins: Vec<serde_json::Value> = state
         .plugins
@@ -453,21 +559,53 @@ fn manifest_or_404(
         .ok_or(ApiError::PluginNotFound(id))
 }
 
-/// `GET /api/plugins/{id}/config-schema`.
+/// `{pluginId, pluginName, configSchema}`: a plugin's configuration fields, as Krawall's UI
+/// renders them.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ConfigSchemaView {
+    plugin_id: String,
+    plugin_name: String,
+    #[schema(value_type = Vec<schemas::ConfigField>)]
+    config_schema: Vec<crate::plugin::ConfigField>,
+}
+
+/// A plugin's config schema.
+#[utoipa::path(get, path = "/api/plugins/{id}/config-schema", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "The plugin's configuration fields.", body = ConfigSchemaView)),
+    extensions(("x-error-codes" = json!(["plugin_not_found"]))))]
 async fn config_schema(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let manifest = manifest_or_404(&state, id.into_inner())?;
-    Ok(HttpResponse::Ok().json(json!({
-        "pluginId": manifest.id,
-        "pluginName": manifest.name,
-        "configSchema": manifest.config_schema,
-    })))
+    Ok(HttpResponse::Ok().json(ConfigSchemaView {
+        plugin_id: manifest.id,
+        plugin_name: manifest.name,
+        config_schema: manifest.config_schema,
+    }))
 }
 
-/// `POST /api/plugins/{id}/validate-config`: the body is the raw config. Always 200 with
-/// `{valid, errors}` for a known plugin, as in Krawall.
+/// `{valid, errors}`: a config checked against a plugin's config schema.
+#[derive(serde::Serialize, ToSchema)]
+struct ConfigValidation {
+    valid: bool,
+    /// Krawall's messages, e.g. `Field 'model' is required`.
+    errors: Vec<String>,
+}
+
+/// Validate a config for a plugin.
+///
+/// The body is the raw config, checked with Krawall's exact rules. Always 200 with
+/// `{valid, errors}` for a known plugin, as in Krawall (a config that is not an object is
+/// reported in `errors`).
+#[utoipa::path(post, path = "/api/plugins/{id}/validate-config", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    request_body(content = serde_json::Value, description = "The config to check.",
+        example = json!({"model": "gpt-4o", "temperature": 0.2})),
+    responses((status = 200, description = "The verdict.", body = ConfigValidation)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "unsupported_media_type"]))))]
 async fn validate_config(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -475,18 +613,48 @@ async fn validate_config(
 ) -> Result<HttpResponse, ApiError> {
     let manifest = manifest_or_404(&state, id.into_inner())?;
     let errors = crate::plugin::config::validate(&manifest.config_schema, &config);
-    Ok(HttpResponse::Ok().json(json!({ "valid": errors.is_empty(), "errors": errors })))
+    Ok(HttpResponse::Ok().json(ConfigValidation {
+        valid: errors.is_empty(),
+        errors,
+    }))
 }
 
 /// Query of `GET /api/plugins/order`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OrderQuery {
+    /// The connector type.
+    #[param(inline, value_type = schemas::ConnectorType)]
     connector: String,
 }
 
-/// `GET /api/plugins/order?connector=HTTP_REST`: the compatible plugins in pipeline order
-/// (ascending priority, ties in registration order).
+/// The pipeline order for a connector type.
+#[derive(serde::Serialize, ToSchema)]
+struct PipelineOrder {
+    connector: String,
+    /// Compatible plugins in pipeline order: ascending priority, ties in registration order.
+    plugins: Vec<PipelineEntry>,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct PipelineEntry {
+    #[schema(value_type = String)]
+    id: serde_json::Value,
+    #[schema(value_type = String)]
+    name: serde_json::Value,
+    #[schema(value_type = u32)]
+    priority: serde_json::Value,
+    #[schema(value_type = schemas::ActorState)]
+    state: crate::health::ActorState,
+}
+
+/// The pipeline order for a connector type.
+///
+/// The plugins compatible with the connector, in the order their hooks run.
+#[utoipa::path(get, path = "/api/plugins/order", tag = "plugins", params(OrderQuery),
+    responses((status = 200, description = "The order.", body = PipelineOrder)),
+    extensions(("x-error-codes" = json!([]))))]
 async fn plugin_order(
     state: web::Data<AppState>,
     query: web::Query<OrderQuery>,
@@ -498,22 +666,28 @@ async fn plugin_order(
             crate::plugin::CONNECTOR_TYPES.join(", ")
         )));
     }
-    let order: Vec<serde_json::Value> = state
+    let plugins = state
         .plugins
         .pipeline_order(&connector)
         .into_iter()
-        .map(|view| {
-            json!({
-                "id": view.manifest["id"],
-                "name": view.manifest["name"],
-                "priority": view.manifest["priority"],
-                "state": view.state,
-            })
+        .map(|view| PipelineEntry {
+            id: view.manifest["id"].clone(),
+            name: view.manifest["name"].clone(),
+            priority: view.manifest["priority"].clone(),
+            state: view.state,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "connector": connector, "plugins": order })))
+    Ok(HttpResponse::Ok().json(PipelineOrder { connector, plugins }))
 }
 
+/// One plugin.
+///
+/// With its config schema, dependencies and (script plugins) source path, entry file, engine
+/// memory and what it registered.
+#[utoipa::path(get, path = "/api/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "The plugin.", body = schemas::PluginDetail)),
+    extensions(("x-error-codes" = json!(["plugin_not_found"]))))]
 async fn get_plugin(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -526,23 +700,49 @@ async fn get_plugin(
         .ok_or(ApiError::PluginNotFound(id))
 }
 
+/// An event the broker carries, and who publishes it.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct CatalogueEntry {
+    event: &'static str,
+    published_by: &'static str,
+}
+
+/// Every event the broker carries.
+#[utoipa::path(get, path = "/api/events/catalogue", tag = "events",
+    responses((status = 200, description = "The catalogue.", body = [CatalogueEntry])),
+    extensions(("x-error-codes" = json!([]))))]
 async fn event_catalogue() -> HttpResponse {
-    let events: Vec<_> = CATALOGUE
+    let events: Vec<CatalogueEntry> = CATALOGUE
         .iter()
-        .map(|(name, publisher)| json!({ "event": name, "publishedBy": publisher }))
+        .map(|&(event, published_by)| CatalogueEntry {
+            event,
+            published_by,
+        })
         .collect();
     HttpResponse::Ok().json(events)
 }
 
 /// Body of `POST /api/events`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"event": "ops.note", "data": {"text": "deploy started"}}))]
 struct PublishBody {
+    /// 1-128 letters, digits, `.`, `_` or `-`, not starting or ending with `.`, outside the
+    /// host's namespaces (`plugin.`, `agent.`, `tool.`, `session.`), e.g. `ops.note`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     event: String,
+    /// The payload (any JSON; null when absent).
     #[serde(default)]
     data: serde_json::Value,
 }
 
+/// Publish a custom event.
+///
+/// Subscribers (plugins, `GET /api/events` streams) receive it in publish order.
+#[utoipa::path(post, path = "/api/events", tag = "events", request_body = PublishBody,
+    responses((status = 202, description = "Published: the event as it travels.", body = schemas::Event)),
+    extensions(("x-error-codes" = json!(["invalid_event", "unsupported_media_type"]))))]
 async fn publish_event(
     state: web::Data<AppState>,
     body: JsonObject<PublishBody>,
@@ -565,48 +765,173 @@ async fn publish_event(
     Ok(HttpResponse::Accepted().json(event))
 }
 
-/// `POST /api/plugins/{id}/{reload|restart|disable|enable|load}`.
-async fn plugin_action(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
+/// What an operator action answers: the plugin as it is now (and, for a reload, the versions).
+#[derive(serde::Serialize, ToSchema)]
+struct ActionOutcome {
+    #[schema(value_type = schemas::PluginDetail)]
+    plugin: crate::plugin::host::PluginView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reload: Option<ReloadVersions>,
+}
+
+/// The versions a reload went from and to.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReloadVersions {
+    old_version: String,
+    #[schema(value_type = String)]
+    new_version: serde_json::Value,
+}
+
+/// Runs operator action `action` on plugin `id` and answers with its outcome.
+async fn act(
+    id: &str,
+    action: &str,
+    req: &HttpRequest,
+    outcome: impl std::future::Future<Output = Result<ActionOutcome, crate::plugin::host::ManageError>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, action) = path.into_inner();
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let host = &state.plugins;
-    let outcome = match action.as_str() {
-        "reload" => host.reload(&id).await.map(|(view, old_version)| {
-            let new_version = view.manifest["version"].clone();
-            json!({ "plugin": view, "reload": { "oldVersion": old_version, "newVersion": new_version } })
-        }),
-        "restart" => host.restart(&id).await.map(|v| json!({ "plugin": v })),
-        "disable" => host.disable(&id).await.map(|v| json!({ "plugin": v })),
-        "enable" => host.enable(&id).await.map(|v| json!({ "plugin": v })),
-        "load" => host.load(&id).await.map(|v| json!({ "plugin": v })),
-        _ => {
-            return Err(ApiError::RouteNotFound {
-                method: "POST".into(),
-                path: req.path().to_string(),
-            })
-        }
-    };
-    match outcome {
+    match outcome.await {
         Ok(body) => {
-            tracing::info!(plugin = %id, action = %action, request_id = %request_id, state = %body["plugin"]["state"], "Plugin action done.");
+            tracing::info!(plugin = %id, action = %action, request_id = %request_id, state = %body.plugin.state.as_str(), "Plugin action done.");
             Ok(HttpResponse::Ok().json(body))
         }
         Err(error) => {
             tracing::info!(plugin = %id, action = %action, request_id = %request_id, %error, "Plugin action refused or failed.");
-            Err(ApiError::from_manage(&id, error))
+            Err(ApiError::from_manage(id, error))
         }
     }
 }
 
-/// `DELETE /api/plugins/{id}`: unload a script plugin (its files stay).
+fn plugin_only(view: crate::plugin::host::PluginView) -> ActionOutcome {
+    ActionOutcome {
+        plugin: view,
+        reload: None,
+    }
+}
+
+/// Reload a script plugin from its files.
+///
+/// The old version keeps serving unless the new one initialises; `reload_failed` says which
+/// step failed (`compile`, `validate`, `init`, `start`).
+#[utoipa::path(post, path = "/api/plugins/{id}/reload", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "The new version serves.", body = ActionOutcome)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "plugin_state_conflict", "plugin_source_not_found", "reload_failed", "plugin_start_failed", "internal_error"]))))]
+async fn reload_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = async {
+        let (view, old_version) = state.plugins.reload(&id).await?;
+        let new_version = view.manifest["version"].clone();
+        Ok(ActionOutcome {
+            plugin: view,
+            reload: Some(ReloadVersions {
+                old_version,
+                new_version,
+            }),
+        })
+    };
+    act(&id, "reload", &req, outcome).await
+}
+
+/// Restart a plugin under supervision.
+///
+/// Answers once it runs again (a fresh instance: no state survives).
+#[utoipa::path(post, path = "/api/plugins/{id}/restart", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "It runs again.", body = ActionOutcome)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "plugin_state_conflict", "plugin_start_failed", "internal_error"]))))]
+async fn restart_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = async { state.plugins.restart(&id).await.map(plugin_only) };
+    act(&id, "restart", &req, outcome).await
+}
+
+/// Disable a plugin.
+///
+/// Stops it and keeps it stopped, across restarts of the service too (`data/plugins.json`).
+#[utoipa::path(post, path = "/api/plugins/{id}/disable", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "It is disabled.", body = ActionOutcome)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "plugin_state_conflict", "plugin_start_failed", "internal_error"]))))]
+async fn disable_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = async { state.plugins.disable(&id).await.map(plugin_only) };
+    act(&id, "disable", &req, outcome).await
+}
+
+/// Enable a disabled plugin.
+#[utoipa::path(post, path = "/api/plugins/{id}/enable", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "It runs again.", body = ActionOutcome)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "plugin_state_conflict", "plugin_start_failed", "internal_error"]))))]
+async fn enable_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = async { state.plugins.enable(&id).await.map(plugin_only) };
+    act(&id, "enable", &req, outcome).await
+}
+
+/// Load a script plugin from its files.
+///
+/// `id` is the plugin's directory under `plugins/core` or the id it declares; the plugin is
+/// added and started.
+#[utoipa::path(post, path = "/api/plugins/{id}/load", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's directory or declared id.")),
+    responses((status = 200, description = "It is loaded and runs.", body = ActionOutcome)),
+    extensions(("x-error-codes" = json!(["plugin_state_conflict", "plugin_source_not_found", "plugin_start_failed", "internal_error"]))))]
+async fn load_plugin(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = async { state.plugins.load(&id).await.map(plugin_only) };
+    act(&id, "load", &req, outcome).await
+}
+
+/// `{plugin: {id, state: "unloaded"}}`.
+#[derive(serde::Serialize, ToSchema)]
+struct Unloaded {
+    plugin: UnloadedPlugin,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct UnloadedPlugin {
+    id: String,
+    /// Always `unloaded`.
+    #[schema(inline)]
+    state: UnloadedState,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum UnloadedState {
+    Unloaded,
+}
+
+/// Unload a script plugin.
+///
+/// Its files stay; `POST /api/plugins/{id}/load` loads it again. Native plugins cannot be
+/// unloaded (409).
+#[utoipa::path(delete, path = "/api/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin's id.")),
+    responses((status = 200, description = "It is unloaded.", body = Unloaded)),
+    extensions(("x-error-codes" = json!(["plugin_not_found", "plugin_state_conflict", "internal_error"]))))]
 async fn unload_plugin(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -624,5 +949,10 @@ async fn unload_plugin(
         .await
         .map_err(|e| ApiError::from_manage(&id, e))?;
     tracing::info!(plugin = %id, request_id = %request_id, "Plugin unloaded over REST.");
-    Ok(HttpResponse::Ok().json(json!({ "plugin": { "id": id, "state": "unloaded" } })))
+    Ok(HttpResponse::Ok().json(Unloaded {
+        plugin: UnloadedPlugin {
+            id,
+            state: UnloadedState::Unloaded,
+        },
+    }))
 }

@@ -1,8 +1,9 @@
 //! Targets and sessions over REST. Handlers only translate; `session::SessionManager` acts.
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, RequestId};
 use crate::session::{CreateSession, StreamEvent};
@@ -23,10 +24,21 @@ pub fn configure(api: &mut super::Mounter<'_>) {
         .get("/sessions/{id}/messages", transcript);
 }
 
+/// Every target.
+///
+/// Credentials masked, with `source` (`config`: read-only; `api`) and `lastTest`.
+#[utoipa::path(get, path = "/api/targets", tag = "targets",
+    responses((status = 200, description = "The targets.", body = [super::schemas::TargetView])),
+    extensions(("x-error-codes" = json!([]))))]
 async fn list_targets(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.sessions.targets().views())
 }
 
+/// One target.
+#[utoipa::path(get, path = "/api/targets/{id}", tag = "targets",
+    params(("id" = String, Path, description = "The target's id.")),
+    responses((status = 200, description = "The target, credentials masked.", body = super::schemas::TargetView)),
+    extensions(("x-error-codes" = json!(["target_not_found"]))))]
 async fn get_target(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -40,6 +52,20 @@ async fn get_target(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Create a target.
+///
+/// Persisted with its credentials encrypted. Without an `id` it gets a fresh unique one.
+/// Every problem is reported at once with its field path (`details.errors`).
+#[utoipa::path(post, path = "/api/targets", tag = "targets",
+    request_body = super::schemas::TargetBody,
+    responses((status = 201, description = "Created: the target, credentials masked.", body = super::schemas::TargetView,
+        links(
+            ("GetTarget" = (operation_id = "get_target", parameters(("id" = "$response.body#/id")))),
+            ("TestTarget" = (operation_id = "test_target", parameters(("id" = "$response.body#/id")))),
+            ("UpdateTarget" = (operation_id = "update_target", parameters(("id" = "$response.body#/id")))),
+            ("DeleteTarget" = (operation_id = "delete_target", parameters(("id" = "$response.body#/id")))),
+        ))),
+    extensions(("x-error-codes" = json!(["invalid_target", "target_conflict", "unsupported_media_type", "internal_error"]))))]
 async fn create_target(
     state: web::Data<AppState>,
     body: web::Json<Value>,
@@ -48,6 +74,16 @@ async fn create_target(
     Ok(HttpResponse::Created().json(view))
 }
 
+/// Replace a target.
+///
+/// The id comes from the path. What GET showed may be sent back: masked credentials keep
+/// their stored values, `source` and `lastTest` are ignored. Targets from the settings are
+/// read-only (409).
+#[utoipa::path(put, path = "/api/targets/{id}", tag = "targets",
+    params(("id" = String, Path, description = "The target's id.")),
+    request_body = super::schemas::TargetBody,
+    responses((status = 200, description = "The target as it is now, credentials masked.", body = super::schemas::TargetView)),
+    extensions(("x-error-codes" = json!(["target_not_found", "invalid_target", "target_conflict", "unsupported_media_type", "internal_error"]))))]
 async fn update_target(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -61,25 +97,49 @@ async fn update_target(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// `{id, deleted: true}`.
+#[derive(Serialize, ToSchema)]
+struct Deleted {
+    id: String,
+    deleted: bool,
+}
+
+/// Delete a target.
+///
+/// Targets from the settings are read-only (409).
+#[utoipa::path(delete, path = "/api/targets/{id}", tag = "targets",
+    params(("id" = String, Path, description = "The target's id.")),
+    responses((status = 200, description = "Deleted.", body = Deleted)),
+    extensions(("x-error-codes" = json!(["target_not_found", "target_conflict", "internal_error"]))))]
 async fn delete_target(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     state.sessions.targets().delete(&id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id, "deleted": true })))
+    Ok(HttpResponse::Ok().json(Deleted { id, deleted: true }))
 }
 
 /// Body of `POST /api/targets/{id}/test`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "Hello from switchyard"}))]
 struct TestBody {
+    /// The message to send (`Hello from switchyard` when absent).
     #[serde(default)]
     message: Option<String>,
 }
 
-/// `POST /api/targets/{id}/test`: the body is optional, but one that is sent must be a
-/// `{message?}` object.
+/// Test a target.
+///
+/// Connects, checks health and sends one message; the result is kept as the target's
+/// `lastTest`. A failed connection is a 200 with `ok: false`. The body is optional, but one
+/// that is sent must be a `{message?}` object.
+#[utoipa::path(post, path = "/api/targets/{id}/test", tag = "targets",
+    params(("id" = String, Path, description = "The target's id.")),
+    request_body(content = Option<TestBody>, content_type = "application/json"),
+    responses((status = 200, description = "The result.", body = super::schemas::TargetTestResult)),
+    extensions(("x-error-codes" = json!(["target_not_found", "internal_error"]))))]
 async fn test_target(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -100,6 +160,21 @@ async fn test_target(
     Ok(HttpResponse::Ok().json(result))
 }
 
+/// Open a session.
+///
+/// Runs every plugin's `initialize`, then the `onConnect` chain, then connects. Every plugin
+/// error is listed at once (400 `invalid_session_plugins`).
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions",
+    request_body = super::schemas::CreateSessionBody,
+    responses((status = 201, description = "Open: the live session.", body = super::schemas::LiveSession,
+        links(
+            ("GetSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/id")))),
+            ("SendMessage" = (operation_id = "send_message", parameters(("id" = "$response.body#/id")))),
+            ("Transcript" = (operation_id = "transcript", parameters(("id" = "$response.body#/id")))),
+            ("Audit" = (operation_id = "audit", parameters(("id" = "$response.body#/id")))),
+            ("CloseSession" = (operation_id = "close_session", parameters(("id" = "$response.body#/id")))),
+        ))),
+    extensions(("x-error-codes" = json!(["target_not_found", "invalid_session_plugins", "too_many_sessions", "plugin_hook_failed", "upstream_error", "tls_error", "unsupported_media_type"]))))]
 async fn create_session(
     state: web::Data<AppState>,
     body: super::JsonObject<CreateSession>,
@@ -116,49 +191,111 @@ async fn create_session(
 }
 
 /// Pagination: `limit` (1–500, default 50) and `offset` (default 0), and the filters.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// Items per page.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// Items to skip.
     #[serde(default)]
+    #[param(minimum = 0, default = 0)]
     offset: Option<i64>,
+    /// Only this target's sessions.
     #[serde(default)]
     target_id: Option<String>,
+    /// Only sessions in this state.
     #[serde(default)]
+    #[param(inline, value_type = Option<SessionStateFilter>)]
     state: Option<String>,
 }
 
-impl Page {
-    fn bounds(&self) -> Result<(i64, i64), ApiError> {
-        let limit = self.limit.unwrap_or(50);
-        let offset = self.offset.unwrap_or(0);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!(
-                "limit must be between 1 and 500, got {limit}"
-            )));
-        }
-        if offset < 0 {
-            return Err(ApiError::InvalidQuery(format!(
-                "offset must not be negative, got {offset}"
-            )));
-        }
-        Ok((limit, offset))
+/// The states `GET /api/sessions?state=` filters by.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum SessionStateFilter {
+    Open,
+    Closed,
+    Failed,
+    Interrupted,
+}
+
+/// Pagination of a transcript: `limit` (1–500, default 50) and `offset` (default 0).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct TranscriptPage {
+    /// Messages per page.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<i64>,
+    /// Messages to skip.
+    #[serde(default)]
+    #[param(minimum = 0, default = 0)]
+    offset: Option<i64>,
+}
+
+/// `{items, total, limit, offset}` of `GET /api/sessions`.
+#[derive(Serialize, ToSchema)]
+struct SessionPage {
+    /// Newest first.
+    #[schema(value_type = Vec<super::schemas::SessionView>)]
+    items: Vec<Value>,
+    /// Matching sessions in all.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// `{items, total, limit, offset}` of `GET /api/sessions/{id}/messages`.
+#[derive(Serialize, ToSchema)]
+struct MessagePage {
+    /// Oldest first.
+    #[schema(value_type = Vec<super::schemas::TranscriptRow>)]
+    items: Vec<crate::store::MessageRow>,
+    /// Rows in all.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// `limit` and `offset`, checked.
+fn bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    let offset = offset.unwrap_or(0);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and 500, got {limit}"
+        )));
     }
+    if offset < 0 {
+        return Err(ApiError::InvalidQuery(format!(
+            "offset must not be negative, got {offset}"
+        )));
+    }
+    Ok((limit, offset))
 }
 
 fn internal(error: crate::store::StoreError) -> ApiError {
     ApiError::Internal(error.to_string())
 }
 
-/// `GET /api/sessions?targetId=&state=&limit=&offset=` → `{items, total, limit, offset}`,
-/// newest first. From the store when it is on (ended sessions included), else the live ones.
+/// List sessions.
+///
+/// `{items, total, limit, offset}`, newest first. From the store when it is on (ended and
+/// `interrupted` sessions too), else the live ones.
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(Page),
+    responses((status = 200, description = "A page of sessions.", body = SessionPage)),
+    extensions(("x-error-codes" = json!(["internal_error"]))))]
 async fn list_sessions(
     state: web::Data<AppState>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let page = page.into_inner();
-    let (limit, offset) = page.bounds()?;
+    let (limit, offset) = bounds(page.limit, page.offset)?;
     if let Some(wanted) = &page.state {
         const STATES: &[&str] = &["open", "closed", "failed", "interrupted"];
         if !STATES.contains(&wanted.as_str()) {
@@ -200,9 +337,12 @@ async fn list_sessions(
             (items, total)
         }
     };
-    Ok(HttpResponse::Ok().json(
-        serde_json::json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(HttpResponse::Ok().json(SessionPage {
+        items,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// A stored session as responses show it: its plugins' secrets (sealed in the row, or in clear
@@ -212,7 +352,14 @@ fn stored_view(mut row: crate::store::SessionRow) -> Value {
     serde_json::json!(row)
 }
 
-/// A live session's snapshot, or the stored row of an ended one.
+/// One session.
+///
+/// A live session's snapshot (state, target, plugin order, counts), or the stored row of an
+/// ended one (summary: messages, tokens counted once, average response time, errors).
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "The session.", body = super::schemas::SessionView)),
+    extensions(("x-error-codes" = json!(["session_not_found", "internal_error"]))))]
 async fn get_session(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -231,14 +378,21 @@ async fn get_session(
     }
 }
 
-/// `GET /api/sessions/{id}/messages?limit=&offset=`: the stored transcript, oldest first.
+/// A session's transcript.
+///
+/// Every stored message and answer, oldest first, with metadata, response time, usage or
+/// error. Needs the store (409 `store_disabled` without it).
+#[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "sessions", operation_id = "transcript",
+    params(("id" = String, Path, description = "The session's id."), TranscriptPage),
+    responses((status = 200, description = "A page of the transcript.", body = MessagePage)),
+    extensions(("x-error-codes" = json!(["store_disabled", "session_not_found", "internal_error"]))))]
 async fn transcript(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    page: web::Query<Page>,
+    page: web::Query<TranscriptPage>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let (limit, offset) = page.bounds()?;
+    let (limit, offset) = bounds(page.limit, page.offset)?;
     let store = state.sessions.store().ok_or(ApiError::StoreDisabled)?;
     if store
         .store()
@@ -256,11 +410,21 @@ async fn transcript(
         .messages(&id, limit, offset)
         .await
         .map_err(internal)?;
-    Ok(HttpResponse::Ok().json(
-        serde_json::json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(HttpResponse::Ok().json(MessagePage {
+        items,
+        total,
+        limit,
+        offset,
+    }))
 }
 
+/// Close a session.
+///
+/// Runs every plugin's `onDisconnect` (all of them, even if one fails) and closes.
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "Closed: what each `onDisconnect` did.", body = super::schemas::Closed)),
+    extensions(("x-error-codes" = json!(["session_not_found", "session_ended"]))))]
 async fn close_session(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -269,11 +433,15 @@ async fn close_session(
 }
 
 /// Body of `POST /api/sessions/{id}/messages`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "Hello!", "metadata": {"channel": "ops"}}))]
 struct MessageBody {
+    /// What to send upstream (after every plugin's `beforeSend`).
     message: String,
+    /// Handed to the plugins and the request template (`${name}`), merged into the reply.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// Stream the answer as Server-Sent Events (as `Accept: text/event-stream` does).
     #[serde(default)]
@@ -292,6 +460,22 @@ fn accepts_event_stream(req: &HttpRequest) -> bool {
         })
 }
 
+/// Send a message.
+///
+/// Runs it through the pipeline (`beforeSend` in priority order, the connector,
+/// `afterReceive`) one message at a time per session. With `stream` (or
+/// `Accept: text/event-stream`) the answer comes as Server-Sent Events: `chunk` events
+/// (`{index, content}`), then one `done` (the reply) or one `error` (`{code, message,
+/// details?}`); a failure before the first chunk is a plain JSON error instead.
+#[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id.")),
+    request_body = MessageBody,
+    responses((status = 200, description = "The answer: content, merged metadata and each hook's outcome.",
+        content(
+            (super::schemas::Reply = "application/json"),
+            (super::schemas::MessageStreamEvent = "text/event-stream"),
+        ))),
+    extensions(("x-error-codes" = json!(["session_not_found", "session_busy", "session_ended", "plugin_hook_failed", "upstream_error", "tls_error", "transcript_not_committed", "unsupported_media_type"]))))]
 async fn send_message(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -368,20 +552,40 @@ fn sse_frame(event: StreamEvent) -> (String, bool) {
     (format!("event: {name}\ndata: {data}\n\n"), last)
 }
 
-/// `GET /api/sessions/{id}/audit`: what the audit plugin recorded (also after the session closed).
+/// `{sessionId, entries}` of `GET /api/sessions/{id}/audit`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AuditLog {
+    session_id: String,
+    #[schema(value_type = Vec<super::schemas::AuditEntry>)]
+    entries: Vec<crate::store::AuditEntry>,
+}
+
+/// A session's audit log.
+///
+/// What the `audit` plugin recorded, also after the session closed; empty for a live session
+/// without it.
+#[utoipa::path(get, path = "/api/sessions/{id}/audit", tag = "sessions", operation_id = "audit",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "The entries, oldest first.", body = AuditLog)),
+    extensions(("x-error-codes" = json!(["session_not_found", "internal_error"]))))]
 async fn audit(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match state.audit.entries(&id).await.map_err(internal)? {
-        Some(entries) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionId": id, "entries": entries })))
-        }
+        Some(entries) => Ok(HttpResponse::Ok().json(AuditLog {
+            session_id: id,
+            entries,
+        })),
         None => {
             // A live session without the audit plugin (or without messages yet) has no entries.
             state.sessions.describe(&id).await?;
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionId": id, "entries": [] })))
+            Ok(HttpResponse::Ok().json(AuditLog {
+                session_id: id,
+                entries: Vec::new(),
+            }))
         }
     }
 }

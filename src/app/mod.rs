@@ -218,6 +218,7 @@ impl App {
             store,
             admin_token: settings.admin_token().map(str::to_owned),
             max_body_bytes: settings.server.max_body_bytes,
+            body_timeout: Duration::from_millis(settings.server.request_body_timeout_ms),
             ext,
             agents: crate::turn::AgentRunner::new(
                 tree.plugins.clone(),
@@ -354,6 +355,14 @@ async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, Startup
         tracing::info!(
             sessions = interrupted,
             "Sessions left open by the last run are marked interrupted."
+        );
+    }
+    if let Some(sealed) = store.seal_plaintext_once().await? {
+        tracing::info!(
+            targets = sealed.targets,
+            sessions = sealed.sessions,
+            messages = sealed.messages,
+            "Credentials kept in clear by an older version are now sealed."
         );
     }
     Ok(Some(StoreHandle::new(store, plan::writer(settings))))
@@ -538,6 +547,7 @@ fn start_http(
         let state = state.clone();
         // Outermost last: the request id exists before the tracing span is opened.
         actix_web::App::new()
+            .wrap(actix_web::middleware::from_fn(api::deadline::body_deadline))
             .wrap(TracingLogger::<api::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(api::request_id))
             .configure(move |cfg| api::configure(cfg, state))
@@ -551,6 +561,9 @@ fn start_http(
             }
         }
     })
+    .client_request_timeout(Duration::from_millis(
+        settings.server.request_head_timeout_ms,
+    ))
     .disable_signals()
     .shutdown_timeout(settings.shutdown.http_drain_timeout_ms.div_ceil(1000))
     .listen(listener)

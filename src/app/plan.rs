@@ -15,7 +15,7 @@ use crate::script::fetch::FetchPolicy;
 use crate::script::PluginPolicy;
 use crate::session::{AfterReceiveOrder, SessionConfig};
 use crate::settings::{Problem, Settings};
-use crate::store::writer::WriterSettings;
+use crate::store::writer::{Durability, WriterSettings};
 use crate::supervisor::policy::{Backoff, Intensity, RestartPolicy};
 use crate::target::Target;
 use crate::turn::RunnerConfig;
@@ -67,6 +67,47 @@ pub fn declared(settings: &Settings) -> Result<(Vec<Target>, AgentRegistry), Sta
     Ok((targets, agents))
 }
 
+/// The settings as `check-config` prints them: the admin token, the store key and the inline
+/// targets' credentials masked (the targets as `/api/targets` shows them).
+pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
+    let mut shown = settings.clone();
+    for secret in [&mut shown.server.admin_token, &mut shown.store.secret_key] {
+        if !secret.is_empty() {
+            *secret = crate::util::MASK.into();
+        }
+    }
+    for inline in shown.targets.iter_mut() {
+        let id = inline.get("id").and_then(toml::Value::as_str);
+        match targets.iter().find(|t| Some(t.id.as_str()) == id) {
+            Some(target) => *inline = toml_of(&target.masked()),
+            // Checked before this is called; never shown unmasked all the same.
+            None => *inline = toml::Value::String(crate::util::MASK.into()),
+        }
+    }
+    shown
+}
+
+/// `value` as TOML, which has no null: null members are left out.
+fn toml_of(value: &serde_json::Value) -> toml::Value {
+    use serde_json::Value as J;
+    match value {
+        J::Null => toml::Value::String(String::new()),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => n
+            .as_i64()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|| toml::Value::Float(n.as_f64().unwrap_or_default())),
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(items.iter().map(toml_of).collect()),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), toml_of(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// The restart policy every plugin child gets.
 pub fn restart_policy(settings: &Settings) -> RestartPolicy {
     let s = &settings.supervisor;
@@ -101,6 +142,7 @@ pub fn script_policy(settings: &Settings, names: &[&str]) -> PluginPolicy {
             timeout: ms(l.fetch_timeout_ms),
             max_concurrent: l.fetch_max_concurrent,
         },
+        hooks_on_session_thread: l.hooks_on_session_thread,
     }
 }
 
@@ -146,6 +188,12 @@ pub fn sessions(settings: &Settings) -> SessionConfig {
         },
         max_sessions: s.max_sessions,
         threads: s.threads,
+        // Validated by the settings: `batched` or `acknowledged`.
+        durability: if settings.store.durability == "acknowledged" {
+            Durability::Acknowledged
+        } else {
+            Durability::Batched
+        },
     }
 }
 

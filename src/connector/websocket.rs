@@ -429,7 +429,7 @@ impl Connection {
                     return;
                 }
                 Ended::Dropped(why) => {
-                    tracing::info!(endpoint = %self.config.endpoint, reason = %why, "WebSocket dropped.");
+                    tracing::info!(endpoint = %crate::util::loggable_url(&self.config.endpoint), reason = %why, "WebSocket dropped.");
                     self.fail_waiting("WebSocket disconnected");
                 }
             }
@@ -437,7 +437,7 @@ impl Connection {
             // connection to send them on); a close ends the task.
             loop {
                 if reconnects >= self.options.max_reconnects {
-                    tracing::warn!(endpoint = %self.config.endpoint, "WebSocket gave up reconnecting.");
+                    tracing::warn!(endpoint = %crate::util::loggable_url(&self.config.endpoint), "WebSocket gave up reconnecting.");
                     // Every later request fails at once: the channel closes with the task.
                     return;
                 }
@@ -452,14 +452,14 @@ impl Connection {
                 }
                 match handshake(&self.config, &self.options).await {
                     Ok(fresh) => {
-                        tracing::info!(endpoint = %self.config.endpoint, attempt = reconnects, "WebSocket reconnected.");
+                        tracing::info!(endpoint = %crate::util::loggable_url(&self.config.endpoint), attempt = reconnects, "WebSocket reconnected.");
                         socket = fresh;
                         self.last_pong = Instant::now();
                         reconnects = 0;
                         break;
                     }
                     Err(error) => {
-                        tracing::warn!(endpoint = %self.config.endpoint, attempt = reconnects, %error, "WebSocket reconnection failed.");
+                        tracing::warn!(endpoint = %crate::util::loggable_url(&self.config.endpoint), attempt = reconnects, %error, "WebSocket reconnection failed.");
                     }
                 }
             }

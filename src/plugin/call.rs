@@ -188,7 +188,11 @@ async fn hook_inline(
     let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
     let run = plugin.connector_hook(connector_plugin, hook, input, &mut scratch);
     let run = guarded(module, hook.name(), run).instrument(span);
+    let began = std::time::Instant::now();
     match tokio::time::timeout(timeout, run).await {
+        // A hook that ran past its timeout without yielding (blocking code cannot be
+        // interrupted here) is bypassed all the same, as on the plugin's own thread.
+        Ok(Ok(_)) if began.elapsed() > timeout => Err(CallError::Timeout(timeout)),
         Ok(Ok(output)) => {
             *ctx = scratch;
             Ok(output)

@@ -99,8 +99,10 @@ pub struct PluginView {
     pub manifest: Value,
     pub source: Source,
     pub state: ActorState,
+    /// See `health::ActorRecord`: the instance's number, its restarts and its reloads.
     pub generation: u64,
     pub restarts: u32,
+    pub reloads: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
     /// What the loader says about the plugin's files and engine (script plugins).
@@ -346,6 +348,7 @@ impl PluginHost {
             state: row.as_ref().map(|r| r.state).unwrap_or(ActorState::Failed),
             generation: row.as_ref().map(|r| r.generation).unwrap_or(0),
             restarts: row.as_ref().map(|r| r.restarts).unwrap_or(0),
+            reloads: row.as_ref().map(|r| r.reloads).unwrap_or(0),
             last_error: row.and_then(|r| r.last_error),
             files: entry.status.as_ref().map(|s| s.view()),
             registrations: self.runtime.ext.of(&entry.manifest.id),

@@ -212,6 +212,12 @@ impl ChildFactory for PluginChildFactory {
                 (addr, Some(arbiter))
             }
         };
+        let killer = addr.clone();
+        pctx.on_crash(Box::new(move |reason| {
+            killer.do_send(KillPlugin {
+                reason: ExitReason::Error(reason),
+            })
+        }));
         let phase = args.phase;
         async move {
             let running = RunningPlugin {

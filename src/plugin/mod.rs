@@ -374,7 +374,12 @@ struct ContextInner {
     instance: u64,
     /// Routes, tools and agents registered during `init`; installed together when it returns.
     staged: Mutex<Option<Staged>>,
+    /// Stops this instance's actor with a reason (set once the actor runs).
+    crash: OnceLock<CrashReporter>,
 }
+
+/// Stops a plugin instance's actor with a reason, so its supervisor restarts it.
+pub(crate) type CrashReporter = Box<dyn Fn(String) + Send + Sync>;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
@@ -394,8 +399,26 @@ impl PluginContext {
                 ext,
                 instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 staged: Mutex::new(Some(Staged::default())),
+                crash: OnceLock::new(),
             }),
         }
+    }
+
+    /// Reports that this instance broke down outside any call (a script that broke a limit in
+    /// a timer callback, say): its actor stops with `reason` and its supervisor restarts it,
+    /// at once rather than at the next call.
+    pub fn crash(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        match self.inner.crash.get() {
+            Some(report) => report(reason),
+            None => {
+                tracing::warn!(plugin = %self.inner.plugin, %reason, "A plugin broke down before its actor ran; its next call reports it.")
+            }
+        }
+    }
+
+    pub(crate) fn on_crash(&self, report: CrashReporter) {
+        let _ = self.inner.crash.set(report);
     }
 
     /// This plugin instance's number (a restart or reload gets a new one).

@@ -9,7 +9,7 @@
 
 use super::deps;
 use super::host::{Entry, ManageError, PluginHost, PluginView, PLUGINS_PATH};
-use super::source::{Discovered, Source};
+use super::source::{Discovered, Loader, Source};
 use crate::broker::events::{self, Phase};
 use crate::health::ActorState;
 use crate::supervisor::child::{StartError, StartPhase};
@@ -19,6 +19,7 @@ use crate::supervisor::{
 };
 use actix::Addr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 impl PluginHost {
     /// Checks that `id` is under supervision and returns where it comes from.
@@ -167,8 +168,17 @@ impl PluginHost {
                 "plugin '{key}' is already loaded"
             )));
         }
-        let discovered = self.find_files(key)?;
-        let instance = (discovered.factory)();
+        // Finding the files may evaluate every module, and making the instance evaluates one:
+        // blocking work, kept off the HTTP worker.
+        let loaders = self.loaders.clone();
+        let wanted = key.to_string();
+        let (discovered, instance) = tokio::task::spawn_blocking(move || {
+            let discovered = find_files(&loaders, &wanted)?;
+            let instance = (discovered.factory)();
+            Ok::<_, ManageError>((discovered, instance))
+        })
+        .await
+        .map_err(|e| ManageError::Conflict(format!("loading '{key}' failed: {e}")))??;
         let entry = Entry::new(discovered, instance.as_ref(), true);
         let id = &entry.manifest.id.clone();
         {
@@ -229,17 +239,20 @@ impl PluginHost {
             )));
         }
         self.read_files_next(id);
-        if let Some(moved) = self.moved_identity(id) {
+        let declared = self.declared_now(id).await;
+        // Its files now declare an id (its own or a connector plugin's) another plugin holds:
+        // refused before anything is unloaded.
+        if let Some(reason) = declared.as_ref().and_then(|d| d.clash.clone()) {
+            return Err(ManageError::Conflict(format!(
+                "{reason}; the version declaring '{id}' keeps serving"
+            )));
+        }
+        if let Some(moved) = declared.filter(|d| d.id != id) {
             // Its files now declare another id: it leaves under the old one and comes back
-            // under the new one (checked against every other plugin's ids).
-            if let Some(reason) = moved.2 {
-                return Err(ManageError::Conflict(format!(
-                    "{reason}; the version declaring '{id}' keeps serving"
-                )));
-            }
-            tracing::info!(plugin = %id, now = %moved.1, "The module now declares another id; moving it.");
+            // under the new one.
+            tracing::info!(plugin = %id, now = %moved.id, "The module now declares another id; moving it.");
             self.unload(id).await?;
-            let view = self.load(&moved.0).await?;
+            let view = self.load(&moved.key).await?;
             return Ok((view, String::new()));
         }
         let old_version = self
@@ -316,10 +329,9 @@ impl PluginHost {
         }
     }
 
-    /// The loader key and the new id, when a loaded plugin's files now declare another id.
-    /// Also says whether the new ids clash with another plugin's (checked before anything is
-    /// unloaded, so a refused move leaves the old version serving).
-    fn moved_identity(&self, id: &str) -> Option<(String, String, Option<String>)> {
+    /// What a loaded plugin's files declare now (`None` for a plugin without files): its
+    /// id, and whether its ids clash with another plugin's.
+    async fn declared_now(&self, id: &str) -> Option<Declared> {
         let (key, factory, origin) = {
             let entries = self.read();
             let entry = entries.iter().find(|e| e.manifest.id == id)?;
@@ -330,19 +342,22 @@ impl PluginHost {
                 status.origin(),
             )
         };
-        let instance = factory();
-        let now = instance.manifest().id;
-        if now == id {
-            return None;
-        }
-        let mut ids = vec![now.clone()];
-        ids.extend(
-            instance
-                .connector_plugins()
-                .into_iter()
-                .map(|c| c.id)
-                .filter(|c| *c != now),
-        );
+        // Evaluating the module is blocking work: off the HTTP worker.
+        let (now, ids) = tokio::task::spawn_blocking(move || {
+            let instance = factory();
+            let now = instance.manifest().id;
+            let mut ids = vec![now.clone()];
+            ids.extend(
+                instance
+                    .connector_plugins()
+                    .into_iter()
+                    .map(|c| c.id)
+                    .filter(|c| *c != now),
+            );
+            (now, ids)
+        })
+        .await
+        .ok()?;
         let mut claims: Vec<deps::Claim> = self
             .read()
             .iter()
@@ -359,7 +374,11 @@ impl PluginHost {
             .into_iter()
             .find(|(i, _)| *i == last)
             .map(|(_, reason)| reason);
-        Some((key, now, clash))
+        Some(Declared {
+            key,
+            id: now,
+            clash,
+        })
     }
 
     /// A loaded plugin's files changed (hot reload): reload, load or unload it. `key` is what
@@ -381,26 +400,36 @@ impl PluginHost {
             tracing::warn!(plugin = key, %error, "Applying a file change failed.");
         }
     }
+}
 
-    /// The plugin `id` from the first loader that has its files.
-    fn find_files(&self, id: &str) -> Result<Discovered, ManageError> {
-        let mut why = Vec::new();
-        for loader in &self.loaders {
-            match loader.load(id) {
-                Ok(found) => return Ok(found),
-                Err(message) => why.push(message),
-            }
+/// What a loaded plugin's files declare now.
+struct Declared {
+    /// What its loader knows it by (a script plugin's directory).
+    key: String,
+    /// The id they declare.
+    id: String,
+    /// Why their ids cannot be taken (another plugin holds one).
+    clash: Option<String>,
+}
+
+/// The files of plugin `id`, from the first loader that has them.
+fn find_files(loaders: &[Arc<dyn Loader>], id: &str) -> Result<Discovered, ManageError> {
+    let mut why = Vec::new();
+    for loader in loaders {
+        match loader.load(id) {
+            Ok(found) => return Ok(found),
+            Err(message) => why.push(message),
         }
-        let message = if why.is_empty() {
-            format!("no plugin loader is configured, so '{id}' cannot be loaded from files")
-        } else {
-            why.join("; ")
-        };
-        Err(ManageError::SourceNotFound {
-            id: id.to_string(),
-            message,
-        })
     }
+    let message = if why.is_empty() {
+        format!("no plugin loader is configured, so '{id}' cannot be loaded from files")
+    } else {
+        why.join("; ")
+    };
+    Err(ManageError::SourceNotFound {
+        id: id.to_string(),
+        message,
+    })
 }
 
 /// A start step that failed during a reload.

@@ -277,11 +277,15 @@ struct Clock {
     /// Nanoseconds since `epoch`; 0 means no call is running.
     deadline: AtomicU64,
     tripped: AtomicBool,
+    /// The script ran out of memory where QuickJS swallows the error (a timer callback, a
+    /// listener): the host JS reports it through `host.outOfMemory()`.
+    out_of_memory: AtomicBool,
 }
 
 impl Clock {
     fn arm(&self, budget: Duration) {
         self.tripped.store(false, Ordering::Relaxed);
+        self.out_of_memory.store(false, Ordering::Relaxed);
         let at = self.epoch.elapsed() + budget;
         self.deadline
             .store(at.as_nanos().max(1) as u64, Ordering::Relaxed);
@@ -318,6 +322,7 @@ impl Engine {
             epoch: Instant::now(),
             deadline: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
+            out_of_memory: AtomicBool::new(false),
         });
         let check = clock.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || check.expired())));
@@ -348,7 +353,7 @@ impl Engine {
 
         clock.arm(limits.call_timeout);
         let loaded = context.with(|ctx| -> Result<ModuleInfo, ScriptError> {
-            install_host(&ctx, &bridge).map_err(|e| internal(&e.to_string()))?;
+            install_host(&ctx, &bridge, &clock).map_err(|e| internal(&e.to_string()))?;
             let module = Module::declare(ctx.clone(), entry_name.clone(), source)
                 .catch(&ctx)
                 .map_err(|e| caught(e, &clock, limits, &naming))?;
@@ -407,11 +412,9 @@ impl Engine {
         let begun = self.run(|ctx| {
             let state: Object = ctx.globals().get("__switchyard")?;
             let begin: Function = state.get("begin")?;
-            let list = rquickjs::Array::new(ctx.clone())?;
-            for (i, arg) in args.iter().enumerate() {
-                let text = serde_json::to_string(arg).unwrap_or_else(|_| "null".into());
-                list.set(i, ctx.json_parse(text)?)?;
-            }
+            // One parse for all the arguments.
+            let text = serde_json::to_string(args).unwrap_or_else(|_| "[]".into());
+            let list = ctx.json_parse(text)?;
             let value: Value = begin.call((method, list))?;
             // Read field by field, never through JSON, which the plugin can subvert.
             let Some(reply) = value.as_object() else {
@@ -499,11 +502,13 @@ impl Engine {
         // QuickJS swallows an exception thrown in a promise job (a timer callback): the clock
         // still knows the budget was broken.
         let tripped = self.clock.tripped.load(Ordering::Relaxed);
+        let out_of_memory = self.clock.out_of_memory.load(Ordering::Relaxed);
         self.clock.disarm();
         match result {
             Ok(_) if tripped => Err(ScriptError::Timeout(
                 self.limits.call_timeout.as_millis() as u64
             )),
+            Ok(_) if out_of_memory => Err(ScriptError::OutOfMemory(self.limits.memory_limit_bytes)),
             other => other,
         }
     }
@@ -635,8 +640,15 @@ fn first_location(stack: &str) -> Option<String> {
 }
 
 /// Installs `console`, the hidden host functions and the prelude (ctx, PluginLoader state).
-fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>) -> rquickjs::Result<()> {
+fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>, clock: &Arc<Clock>) -> rquickjs::Result<()> {
     let host = Object::new(ctx.clone())?;
+    let c = clock.clone();
+    host.set(
+        "outOfMemory",
+        Function::new(ctx.clone(), move || {
+            c.out_of_memory.store(true, Ordering::Relaxed);
+        })?,
+    )?;
     let b = bridge.clone();
     host.set(
         "log",

@@ -107,6 +107,8 @@ pub fn source_for(root: &Path, id: &str) -> Option<ScriptSource> {
 pub struct PluginPolicy {
     pub limits: Limits,
     pub fetch: FetchPolicy,
+    /// Connector hooks run on the calling session's thread rather than the plugin's.
+    pub hooks_on_session_thread: bool,
 }
 
 /// The policy of a plugin known by these names (declared id first, then its directory).
@@ -445,6 +447,7 @@ mod tests {
         PluginPolicy {
             limits: limits(),
             fetch: FetchPolicy::default(),
+            hooks_on_session_thread: true,
         }
     }
 

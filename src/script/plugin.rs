@@ -1,9 +1,9 @@
 //! One instance of a script plugin: a [`Plugin`] whose hooks run in a QuickJS engine of its own.
 //!
 //! Owns calling into the engine (each run of JS under the time budget), the host calls a script
-//! starts that finish later (inference `chat`, `fetch`, timers: run as tasks on the plugin's
-//! thread, their outcomes delivered back between runs of JS, so waiting never spends the time
-//! budget), cancelling them (`clearTimeout`, an aborted fetch, and all of them when the instance
+//! starts that finish later (inference `chat`, `fetch`, timers: run as tasks on the thread that
+//! ran the JS — the plugin's own, or a session's when hooks run there — their outcomes
+//! delivered back between runs of JS, so waiting never spends the time budget), cancelling them (`clearTimeout`, an aborted fetch, and all of them when the instance
 //! stops or is dropped: timers die with their plugin on reload), and the plugin's identity as
 //! its module declares it. Does not own discovery (`script`), the engine itself (`engine`) nor
 //! the fetch policy (`fetch`).
@@ -38,6 +38,8 @@ type Settled = (u64, Result<Value, Value>);
 pub struct ScriptPlugin {
     core: Arc<Core>,
     manifest: PluginManifest,
+    /// `plugins.script.hooks_on_session_thread`.
+    hooks_inline: bool,
 }
 
 /// What the instance's calls and its background host calls share.
@@ -128,6 +130,7 @@ impl ScriptPlugin {
                 max_host_calls: chosen.limits.max_host_calls,
             }),
             manifest,
+            hooks_inline: chosen.hooks_on_session_thread,
         }
     }
 
@@ -303,8 +306,19 @@ async fn deliver(core: Weak<Core>, mut rx: mpsc::UnboundedReceiver<Settled>) {
                 tasks.remove(&id);
             }
         }
-        if let Err(error) = outcome {
-            tracing::warn!(plugin = %core.env.bridge.plugin_id(), %error, "A callback of a timer or host call failed.");
+        match outcome {
+            // A broken limit (memory, time) in a callback: the instance is done for, and its
+            // supervisor learns it now, not at the next call.
+            Err(error) if error.fatal => {
+                tracing::error!(plugin = %core.env.bridge.plugin_id(), %error, "A callback of a timer or host call broke a limit; the plugin counts as crashed.");
+                if let Some(ctx) = core.env.bridge.ctx.get() {
+                    ctx.crash(format!("a timer or host-call callback: {}", error.message));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %core.env.bridge.plugin_id(), %error, "A callback of a timer or host call failed.");
+            }
+            Ok(()) => {}
         }
         core.delivered.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -506,7 +520,9 @@ impl Plugin for ScriptPlugin {
     }
 
     fn hooks_inline(&self) -> bool {
-        false
+        // The engine is shared behind a lock and host calls run as tasks on whichever thread
+        // started them, so a hook may run on any session's thread.
+        self.hooks_inline
     }
 
     fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {

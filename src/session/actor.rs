@@ -27,7 +27,7 @@ use crate::broker::BrokerHandle;
 use crate::connector::Connector;
 use crate::plugin::host::PluginHost;
 use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
-use crate::store::writer::{StoreHandle, Write};
+use crate::store::writer::{Durability, StoreHandle, Write};
 use crate::supervisor::child::DownGuard;
 use crate::supervisor::policy::ExitReason;
 use crate::target::Target;
@@ -352,7 +352,9 @@ impl Handler<SendMessage> for SessionActor {
         let index = self.messages;
         self.messages += 1;
         self.publish();
-        let sent = msg.message.clone();
+        let sent_text = msg.message.clone();
+        let store = self.store.clone();
+        let durability = self.settings.durability;
         let mut stages = std::mem::take(&mut self.stages);
         let host = self.host.clone();
         let broker = self.broker.clone();
@@ -439,18 +441,35 @@ impl Handler<SendMessage> for SessionActor {
             let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
             (stages, Ok(reply), reconnected)
         };
+        let transcript_of = self.id.clone();
         let pipeline = async move {
-            let out = pipeline.await;
+            let (stages, mut result, reconnected) = pipeline.await;
+            if let Some(store) = store {
+                let write = transcript(&transcript_of, index, sent_text, &result);
+                match durability {
+                    // Queued, not awaited: the caller never waits for the database.
+                    Durability::Batched => store.write(write),
+                    // The answer (whole or the stream's last event) only once it is stored.
+                    Durability::Acknowledged => {
+                        if let Err(error) = store.write_committed(write).await {
+                            tracing::error!(%error, "An answer was withheld: its transcript could not be committed.");
+                            if result.is_ok() {
+                                result = Err(SessionError::NotCommitted(error));
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(client) = stream_client {
                 // The stream's last event (waiting for room, as chunks do); a client that left
                 // gets nothing.
-                let last = match &out.1 {
+                let last = match &result {
                     Ok(reply) => StreamEvent::Done(reply.clone()),
                     Err(error) => StreamEvent::Failed(error.clone()),
                 };
                 let _ = client.send(last).await;
             }
-            out
+            (stages, result, reconnected)
         };
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
             move |(stages, result, reconnected), act, _| {
@@ -461,10 +480,6 @@ impl Handler<SendMessage> for SessionActor {
 
                 if result.is_err() {
                     act.errors += 1;
-                }
-                if let Some(store) = &act.store {
-                    // Queued, not awaited: the caller never waits for the database.
-                    store.write(transcript(&act.id, index, sent, &result));
                 }
                 act.last_activity = (Instant::now(), SystemTime::now());
                 act.publish();

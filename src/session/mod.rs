@@ -56,6 +56,8 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Session threads (0: one per core).
     pub threads: usize,
+    /// Whether a reply waits for its transcript rows to commit.
+    pub durability: crate::store::writer::Durability,
 }
 
 /// The order `afterReceive` runs in, relative to `beforeSend`'s.
@@ -108,6 +110,10 @@ pub enum SessionError {
         "the client went away before the answer was complete; the upstream call was cancelled"
     )]
     ClientGone,
+    /// `store.durability = "acknowledged"` and the answer's transcript rows could not be
+    /// committed: the answer is withheld rather than acknowledged without its record.
+    #[error("the answer was not sent because its transcript could not be stored: {0}")]
+    NotCommitted(crate::store::writer::CommitError),
 }
 
 /// `POST /api/sessions` body.

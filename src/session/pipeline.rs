@@ -431,10 +431,6 @@ pub(super) fn transcript(
                 received: reply["content"].as_str().map(str::to_owned),
                 metadata: Some(metadata.clone()),
                 response_time_ms: metadata["responseTimeMs"].as_u64(),
-                tokens: usage
-                    .as_ref()
-                    .and_then(|u| u["totalTokens"].as_u64())
-                    .unwrap_or(0),
                 token_usage: usage,
                 error: None,
                 at,
@@ -448,7 +444,6 @@ pub(super) fn transcript(
             metadata: None,
             response_time_ms: None,
             token_usage: None,
-            tokens: 0,
             error: Some(error.to_string()),
             at,
         },

@@ -106,6 +106,8 @@ pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
     pub max_body_bytes: usize,
+    pub request_head_timeout_ms: u64,
+    pub request_body_timeout_ms: u64,
     pub admin_token: String,
 }
 
@@ -153,6 +155,8 @@ pub struct ScriptLimits {
     pub fetch_max_response_bytes: usize,
     pub fetch_timeout_ms: u64,
     pub fetch_max_concurrent: usize,
+    /// Connector hooks run on the session's thread (see config/default.toml).
+    pub hooks_on_session_thread: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -166,6 +170,7 @@ pub struct ScriptLimitOverrides {
     pub fetch_max_response_bytes: Option<usize>,
     pub fetch_timeout_ms: Option<u64>,
     pub fetch_max_concurrent: Option<usize>,
+    pub hooks_on_session_thread: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +178,8 @@ pub struct ScriptLimitOverrides {
 pub struct StoreSettings {
     pub enabled: bool,
     pub path: PathBuf,
+    /// `batched` or `acknowledged` (see config/default.toml).
+    pub durability: String,
     pub batch_window_ms: u64,
     pub batch_max_rows: usize,
     pub queue_capacity: usize,
@@ -270,6 +277,9 @@ impl Settings {
                 .unwrap_or(base.fetch_max_response_bytes),
             fetch_timeout_ms: o.fetch_timeout_ms.unwrap_or(base.fetch_timeout_ms),
             fetch_max_concurrent: o.fetch_max_concurrent.unwrap_or(base.fetch_max_concurrent),
+            hooks_on_session_thread: o
+                .hooks_on_session_thread
+                .unwrap_or(base.hooks_on_session_thread),
         }
     }
 
@@ -437,7 +447,7 @@ mod tests {
         let config = file(
             &dir,
             "limits.toml",
-            "[plugins.script]\ncall_timeout_ms = 500\n[plugins.limits.slow-one]\ncall_timeout_ms = 5000\n",
+            "[plugins.script]\ncall_timeout_ms = 500\n[plugins.limits.slow-one]\ncall_timeout_ms = 5000\nhooks_on_session_thread = false\n",
         );
         let s = load(
             &Overrides {
@@ -450,6 +460,8 @@ mod tests {
         assert_eq!(s.script_limits(&["slow-one"]).call_timeout_ms, 5000);
         assert_eq!(s.script_limits(&["other"]).call_timeout_ms, 500);
         assert_eq!(s.script_limits(&["other"]).memory_limit_bytes, 64 << 20);
+        assert!(!s.script_limits(&["slow-one"]).hooks_on_session_thread);
+        assert!(s.script_limits(&["other"]).hooks_on_session_thread);
         // The declared id's table wins over the directory's; fetch policy is per plugin too.
         let config = file(
             &dir,

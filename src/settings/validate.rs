@@ -22,11 +22,19 @@ impl Settings {
                 self.server.bind
             ),
         );
-        check(
-            self.server.max_body_bytes > 0,
-            "server.max_body_bytes",
-            "must be greater than 0".into(),
-        );
+        for (key, value) in [
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            (
+                "server.request_head_timeout_ms",
+                self.server.request_head_timeout_ms,
+            ),
+            (
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
+            ),
+        ] {
+            check(value > 0, key, "must be greater than 0".into());
+        }
         check(
             matches!(self.log.format.as_str(), "pretty" | "json"),
             "log.format",
@@ -136,6 +144,14 @@ impl Settings {
             format!(
                 "'{}' is not one of: same, reverse",
                 self.sessions.after_receive_order
+            ),
+        );
+        check(
+            matches!(self.store.durability.as_str(), "batched" | "acknowledged"),
+            "store.durability",
+            format!(
+                "'{}' is not one of: batched, acknowledged",
+                self.store.durability
             ),
         );
         for (key, value) in [

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod secrets;
+pub mod sweep;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "targets",
         include_str!("../../migrations/0003_targets.sql"),
+    ),
+    (
+        4,
+        "store_meta",
+        include_str!("../../migrations/0004_store_meta.sql"),
+    ),
+    (
+        5,
+        "session_counters",
+        include_str!("../../migrations/0005_session_counters.sql"),
     ),
 ];
 
@@ -163,10 +174,16 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // No checkpoint inside a commit (it syncs the database file: milliseconds on the
+            // message path); the writer checkpoints from another connection instead.
+            .pragma("wal_autocheckpoint", "0")
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A file connection does not go stale as a network one does: no ping (a round trip
+            // to the database thread) before each use.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(fail)?;
@@ -200,6 +217,15 @@ impl Store {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Copies what the WAL holds into the database file, without waiting for (or blocking)
+    /// readers and writers; the WAL is then reused from its start.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Marks sessions that were open when the process stopped as `interrupted`.
@@ -269,7 +295,11 @@ impl Store {
                 message_index: r.get("message_index"),
                 direction: r.get("direction"),
                 content: r.get("content"),
-                metadata: json_column(r.get("metadata")),
+                // Sealed values (rows of older versions, sealed by the sweep) read as the mask.
+                metadata: json_column(r.get("metadata")).map(|mut m| {
+                    secrets::mask_sealed(&mut m);
+                    m
+                }),
                 response_time_ms: r.get("response_time_ms"),
                 token_usage: json_column(r.get("token_usage")),
                 error: r.get("error"),

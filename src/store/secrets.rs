@@ -235,6 +235,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Replaces every sealed value in `value`, at any depth, with the mask.
+pub fn mask_sealed(value: &mut Value) {
+    match value {
+        v if is_sealed(v) => *v = Value::String(crate::util::MASK.into()),
+        Value::Object(map) => map.values_mut().for_each(mask_sealed),
+        Value::Array(items) => items.iter_mut().for_each(mask_sealed),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,18 @@
 //! The store writer: one actor that batches writes into transactions.
 //!
-//! Owns the write queue (the actor's bounded mailbox; a full queue drops and counts, it never
-//! blocks the message path), batching (a batch is written when it is full or its window has
-//! passed), retries of a failed batch, the counters `/health` shows, and flushing on a clean
-//! stop so nothing acknowledged is lost on SIGTERM. A hard kill loses at most one window.
+//! Owns the write queue (shared by every sender: a lock and a push per write, and a wake for
+//! the writer only when none is on its way; a full queue drops and counts, it never blocks the
+//! message path), batching (a batch is written when it is full or its window has passed),
+//! retries of a failed batch, the counters `/health` shows, and flushing on a clean stop so
+//! nothing acknowledged is lost on SIGTERM. The queue outlives the writer: a restarted writer
+//! starts with what was queued.
+//!
+//! Two durabilities ([`Durability`]). `Batched`: a write is queued and forgotten; a hard kill
+//! loses what was queued but not yet committed (the last window while the writer keeps up, at
+//! most `queue_capacity` writes when it falls behind). `Acknowledged`: the caller waits for
+//! the commit ([`StoreHandle::write_committed`]); the first such write wakes the writer to
+//! commit at once, taking everything queued until then into the same transaction (group
+//! commit), so a hard kill loses nothing that was acknowledged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::Store;
 use crate::health::MailboxGauge;
@@ -38,7 +48,6 @@ pub enum Write {
         metadata: Option<Value>,
         response_time_ms: Option<u64>,
         token_usage: Option<Value>,
-        tokens: u64,
         error: Option<String>,
         at: String,
     },
@@ -51,10 +60,39 @@ pub enum Write {
     Audit(super::AuditEntry),
 }
 
-/// Queue one write.
+/// When a reply may be sent, relative to its transcript rows' commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The rows are queued and the reply sent at once; a batch commits per window.
+    #[default]
+    Batched,
+    /// The reply waits until its rows are committed (group commit).
+    Acknowledged,
+}
+
+/// Why a write the caller waits for was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("the store writer is not running (it is restarting or stopped)")]
+    Unavailable,
+    #[error("the store could not commit the write: {0}")]
+    Failed(String),
+}
+
+/// Told once a write's transaction commits (or fails for good).
+pub type Committed = tokio::sync::oneshot::Sender<Result<(), CommitError>>;
+
+/// Writes arrived while none was on its way: schedule the window's flush (or flush now when
+/// the batch is full). Sent by the first write after a flush, not by every write.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Write);
+struct Wake;
+
+/// A caller waits for its write: commit what is queued now. Sent by the first such write
+/// after a flush; every write queued until the commit starts goes into the same transaction.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CommitNow;
 
 /// Write everything queued now; answers when done.
 #[derive(Message)]
@@ -70,6 +108,7 @@ pub struct StopWriter;
 #[derive(Default)]
 pub struct WriterStats {
     written: AtomicU64,
+    batches: AtomicU64,
     failed_batches: AtomicU64,
     dropped: AtomicU64,
     retries: AtomicU64,
@@ -80,6 +119,8 @@ pub struct WriterStats {
 #[serde(rename_all = "camelCase")]
 pub struct WriterSnapshot {
     pub written: u64,
+    /// Transactions committed (each holds one or more writes).
+    pub batches: u64,
     pub failed_batches: u64,
     pub dropped: u64,
     pub retries: u64,
@@ -98,6 +139,7 @@ impl WriterStats {
             .clone();
         WriterSnapshot {
             written: self.written.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
@@ -116,9 +158,24 @@ impl WriterStats {
 pub struct StoreHandle {
     store: Store,
     current: Arc<RwLock<Option<Addr<StoreWriter>>>>,
+    queue: Arc<Mutex<Queue>>,
     stats: Arc<WriterStats>,
     gauge: Arc<MailboxGauge>,
     settings: WriterSettings,
+}
+
+/// The writes waiting for the writer, shared by every sender and the writer: queueing a write
+/// is a lock and a push, and the writer is woken only when no wake is on its way already (one
+/// wake per batch, not per write). It outlives a writer's restart, so nothing queued is lost.
+#[derive(Default)]
+struct Queue {
+    writes: Vec<Write>,
+    /// Callers waiting for the queued writes to commit.
+    waiters: Vec<Committed>,
+    /// A [`Wake`] is on its way or the window's flush is scheduled.
+    woken: bool,
+    /// A [`CommitNow`] is on its way.
+    commit_soon: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +195,7 @@ impl StoreHandle {
         StoreHandle {
             store,
             current: Arc::new(RwLock::new(None)),
+            queue: Arc::new(Mutex::new(Queue::default())),
             stats: Arc::new(WriterStats::default()),
             gauge: MailboxGauge::new(settings.queue_capacity),
             settings,
@@ -152,33 +210,77 @@ impl StoreHandle {
         self.stats.snapshot()
     }
 
-    /// Queues `write`. A full queue or a writer that is restarting drops it, counted.
-    pub fn write(&self, write: Write) {
-        let addr = self
-            .current
+    fn writer(&self) -> Option<Addr<StoreWriter>> {
+        self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let queued = addr.is_some_and(|a| a.try_send(Enqueue(write)).is_ok());
-        if queued {
-            self.gauge.enqueued();
-            return;
+            .clone()
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `write`. A full queue drops it, counted (the store is then degraded).
+    pub fn write(&self, write: Write) {
+        let wake = {
+            let mut queue = self.queue();
+            if queue.writes.len() >= self.settings.queue_capacity {
+                None
+            } else {
+                queue.writes.push(write);
+                self.gauge.enqueued();
+                // A full batch is worth a wake of its own: it is written at once.
+                let wake = !queue.woken || queue.writes.len() == self.settings.batch_max_rows;
+                queue.woken = true;
+                Some(wake)
+            }
+        };
+        match wake {
+            Some(true) => {
+                // No writer (it is restarting): the next one starts with what is queued.
+                if let Some(addr) = self.writer() {
+                    let _ = addr.try_send(Wake);
+                }
+            }
+            Some(false) => {}
+            None => {
+                self.gauge.dropped();
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .failed("a write was dropped: the writer's queue was full".into());
+                tracing::warn!("Store write dropped: the writer's queue is full.");
+            }
         }
-        self.gauge.dropped();
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .failed("a write was dropped: the writer's queue was full or it was restarting".into());
-        tracing::warn!("Store write dropped: the writer's queue is full or it is restarting.");
+    }
+
+    /// Queues `write` and waits until it is committed. Such writes are never dropped for a
+    /// full queue: each one holds its caller (a session's message in flight), so their number
+    /// is already bounded by the callers.
+    pub fn write_committed(
+        &self,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<(), CommitError>> + 'static {
+        let (committed, done) = tokio::sync::oneshot::channel();
+        let wake = {
+            let mut queue = self.queue();
+            queue.writes.push(write);
+            queue.waiters.push(committed);
+            self.gauge.enqueued();
+            !std::mem::replace(&mut queue.commit_soon, true)
+        };
+        if wake {
+            if let Some(addr) = self.writer() {
+                let _ = addr.try_send(CommitNow);
+            }
+        }
+        // A writer that stops for good without committing drops the sender.
+        async move { done.await.unwrap_or(Err(CommitError::Unavailable)) }
     }
 
     /// Waits until everything queued so far is written (tests, benchmarks).
     pub async fn flush(&self) {
-        let addr = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(addr) = addr {
+        if let Some(addr) = self.writer() {
             let _ = addr.send(Flush).await;
         }
     }
@@ -186,30 +288,27 @@ impl StoreHandle {
 
 pub struct StoreWriter {
     handle: StoreHandle,
-    buffer: Vec<Write>,
     scheduled: Option<SpawnHandle>,
+    /// A checkpoint is running (a slow disk must not stack them up).
+    checkpointing: bool,
     guard: DownGuard,
 }
 
-/// Writes one batch in one transaction.
+/// Rows per multi-row INSERT: 9 parameters each stays far below SQLite's 32,766.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Writes one batch atomically with as few statements as its kinds of writes need, each a
+/// round trip to the database thread: sessions opened, then every message row in order (a
+/// trigger adds each answer to its session's counters), audit entries, then sessions ended. A
+/// batch of messages alone (the steady state) is one statement and commits by itself.
 async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
+    let mut opened = Vec::new();
+    let mut rows = Vec::new();
+    let mut audit = Vec::new();
+    let mut ended = Vec::new();
     for write in batch {
         match write {
-            Write::SessionOpened {
-                id,
-                target_id,
-                plugins,
-                at,
-            } => {
-                sqlx::query("INSERT OR IGNORE INTO sessions (id, target_id, state, plugins, created_at) VALUES (?, ?, 'open', ?, ?)")
-                    .bind(id)
-                    .bind(target_id)
-                    .bind(plugins.to_string())
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            Write::SessionOpened { .. } => opened.push(write),
             Write::Exchange {
                 session_id,
                 index,
@@ -218,119 +317,223 @@ async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> 
                 metadata,
                 response_time_ms,
                 token_usage,
-                tokens,
                 error,
                 at,
             } => {
-                let index = *index as i64;
-                sqlx::query("INSERT INTO messages (session_id, message_index, direction, content, created_at) VALUES (?, ?, 'sent', ?, ?)")
-                    .bind(session_id)
-                    .bind(index)
-                    .bind(sent)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                let direction = if error.is_some() { "error" } else { "received" };
-                sqlx::query("INSERT INTO messages (session_id, message_index, direction, content, metadata, response_time_ms, token_usage, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                    .bind(session_id)
-                    .bind(index)
-                    .bind(direction)
-                    .bind(received)
-                    .bind(metadata.as_ref().map(Value::to_string))
-                    .bind(response_time_ms.map(|v| v as i64))
-                    .bind(token_usage.as_ref().map(Value::to_string))
-                    .bind(error)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE sessions SET message_count = message_count + 1, total_tokens = total_tokens + ?, total_response_ms = total_response_ms + ?, error_count = error_count + ? WHERE id = ?")
-                    .bind(*tokens as i64)
-                    .bind(response_time_ms.unwrap_or(0) as i64)
-                    .bind(i64::from(error.is_some()))
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
+                rows.push(MessageRow {
+                    session_id,
+                    index: *index as i64,
+                    direction: "sent",
+                    content: Some(sent.as_str()),
+                    metadata: None,
+                    response_time_ms: None,
+                    token_usage: None,
+                    error: None,
+                    at,
+                });
+                rows.push(MessageRow {
+                    session_id,
+                    index: *index as i64,
+                    direction: if error.is_some() { "error" } else { "received" },
+                    content: received.as_deref(),
+                    metadata: metadata.as_ref().map(Value::to_string),
+                    response_time_ms: response_time_ms.map(|v| v as i64),
+                    token_usage: token_usage.as_ref().map(Value::to_string),
+                    error: error.as_deref(),
+                    at,
+                });
             }
-            Write::Audit(entry) => {
-                sqlx::query("INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-                    .bind(&entry.session_id)
-                    .bind(&entry.target_id)
-                    .bind(entry.direction.as_str())
-                    .bind(&entry.message)
-                    .bind(&entry.response_content)
-                    .bind(entry.response_time_ms.map(|v| v as i64))
-                    .bind(entry.token_usage.as_ref().map(Value::to_string))
-                    .bind(&entry.timestamp)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Write::SessionEnded {
+            Write::Audit(entry) => audit.push(entry),
+            Write::SessionEnded { .. } => ended.push(write),
+        }
+    }
+    if opened.is_empty() && audit.is_empty() && ended.is_empty() && rows.len() <= ROWS_PER_INSERT {
+        return match insert_messages(&rows) {
+            Some(mut q) => q.build().execute(store.pool()).await.map(|_| ()),
+            None => Ok(()),
+        };
+    }
+
+    let mut tx = store.pool().begin().await?;
+    if !opened.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO sessions (id, target_id, state, plugins, created_at) ",
+        );
+        q.push_values(&opened, |mut b, write| {
+            if let Write::SessionOpened {
                 id,
-                state,
-                reason,
+                target_id,
+                plugins,
                 at,
-            } => {
-                sqlx::query(
-                    "UPDATE sessions SET state = ?, end_reason = ?, ended_at = ? WHERE id = ?",
-                )
+            } = write
+            {
+                b.push_bind(id)
+                    .push_bind(target_id)
+                    .push_bind("open")
+                    .push_bind(plugins.to_string())
+                    .push_bind(at);
+            }
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        if let Some(mut q) = insert_messages(chunk) {
+            q.build().execute(&mut *tx).await?;
+        }
+    }
+    for chunk in audit.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) ",
+        );
+        q.push_values(chunk, |mut b, entry| {
+            b.push_bind(&entry.session_id)
+                .push_bind(&entry.target_id)
+                .push_bind(entry.direction.as_str())
+                .push_bind(&entry.message)
+                .push_bind(&entry.response_content)
+                .push_bind(entry.response_time_ms.map(|v| v as i64))
+                .push_bind(entry.token_usage.as_ref().map(Value::to_string))
+                .push_bind(&entry.timestamp);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for write in ended {
+        if let Write::SessionEnded {
+            id,
+            state,
+            reason,
+            at,
+        } = write
+        {
+            sqlx::query("UPDATE sessions SET state = ?, end_reason = ?, ended_at = ? WHERE id = ?")
                 .bind(*state)
                 .bind(reason)
                 .bind(at)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            }
         }
     }
     tx.commit().await
 }
 
+/// One multi-row INSERT of `rows` (none for no rows).
+fn insert_messages<'a>(rows: &'a [MessageRow<'a>]) -> Option<QueryBuilder<'a, Sqlite>> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO messages (session_id, message_index, direction, content, metadata, response_time_ms, token_usage, error, created_at) ",
+    );
+    q.push_values(rows, |mut b, row| {
+        b.push_bind(row.session_id)
+            .push_bind(row.index)
+            .push_bind(row.direction)
+            .push_bind(row.content)
+            .push_bind(row.metadata.as_deref())
+            .push_bind(row.response_time_ms)
+            .push_bind(row.token_usage.as_deref())
+            .push_bind(row.error)
+            .push_bind(row.at);
+    });
+    Some(q)
+}
+
+/// One `messages` row of a batch, borrowed from its write.
+struct MessageRow<'a> {
+    session_id: &'a str,
+    index: i64,
+    direction: &'static str,
+    content: Option<&'a str>,
+    metadata: Option<String>,
+    response_time_ms: Option<i64>,
+    token_usage: Option<String>,
+    error: Option<&'a str>,
+    at: &'a str,
+}
+
+/// How often the WAL is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Attempts of one batch before it is given up (logged and counted).
 const ATTEMPTS: u32 = 3;
 
 impl StoreWriter {
-    /// Writes the buffer now; the mailbox waits meanwhile (that is the queue's backpressure).
+    /// Writes what is queued now; the writer's own messages wait meanwhile.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let write = self.take_batch(ctx);
         ctx.wait(write.into_actor(self));
     }
 
-    /// The write of everything buffered, as a future (nothing to do when the buffer is empty).
+    /// The write of everything queued, as a future (nothing to do when the queue is empty).
     fn take_batch(&mut self, ctx: &mut Context<Self>) -> futures::future::BoxFuture<'static, ()> {
         if let Some(handle) = self.scheduled.take() {
             ctx.cancel_future(handle);
         }
-        let batch = std::mem::take(&mut self.buffer);
+        let (batch, waiters) = {
+            // Taken with the flags cleared under one lock: a write queued after this wakes
+            // the writer again, one queued before is in this batch.
+            let mut queue = self.handle.queue();
+            queue.woken = false;
+            queue.commit_soon = false;
+            (
+                std::mem::take(&mut queue.writes),
+                std::mem::take(&mut queue.waiters),
+            )
+        };
+        for _ in 0..batch.len() {
+            self.handle.gauge.dequeued();
+        }
         if batch.is_empty() {
             return Box::pin(async {});
         }
         let store = self.handle.store.clone();
         let stats = self.handle.stats.clone();
         let write = async move {
-            let mut last = None;
-            for attempt in 0..ATTEMPTS {
-                if attempt > 0 {
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                match write_batch(&store, &batch).await {
-                    Ok(()) => {
-                        stats
-                            .written
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        return;
-                    }
-                    Err(error) => last = Some(error.to_string()),
-                }
+            let outcome = commit_with_retries(&store, &batch, &stats).await;
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
             }
-            let error = last.unwrap_or_default();
-            tracing::error!(%error, rows = batch.len(), "Store write failed after retries; the batch is lost.");
-            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            stats.failed(error);
         };
         Box::pin(write)
     }
+}
+
+/// Writes `batch`, retrying a failed transaction; counts the outcome.
+async fn commit_with_retries(
+    store: &Store,
+    batch: &[Write],
+    stats: &WriterStats,
+) -> Result<(), CommitError> {
+    let mut last = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        let began = std::time::Instant::now();
+        match write_batch(store, batch).await {
+            Ok(()) => {
+                tracing::debug!(
+                    rows = batch.len(),
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "Batch committed."
+                );
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return Ok(());
+            }
+            Err(error) => last = Some(error.to_string()),
+        }
+    }
+    let error = last.unwrap_or_default();
+    tracing::error!(%error, rows = batch.len(), "Store write failed after retries; the batch is lost.");
+    stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+    stats.failed(error.clone());
+    Err(CommitError::Failed(error))
 }
 
 impl StoreWriter {
@@ -362,23 +565,43 @@ impl Actor for StoreWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.handle.settings.queue_capacity);
         let settings = self.handle.settings;
         if settings.audit_retention.is_some() || settings.audit_max_rows.is_some() {
             ctx.run_interval(settings.prune_interval, |act, ctx| act.prune(ctx));
         }
+        // Checkpoints off the commit path, on a connection of their own: commits never wait
+        // for the database file to be synced, and the WAL stays small.
+        ctx.run_interval(CHECKPOINT_EVERY, |act, ctx| {
+            if std::mem::replace(&mut act.checkpointing, true) {
+                return;
+            }
+            let store = act.handle.store.clone();
+            let checkpoint = async move {
+                if let Err(error) = store.checkpoint().await {
+                    tracing::warn!(%error, "WAL checkpoint failed; will try again.");
+                }
+            };
+            ctx.spawn(
+                checkpoint
+                    .into_actor(act)
+                    .map(|_, act, _| act.checkpointing = false),
+            );
+        });
+        // Writes queued while no writer ran (a restart) are written now.
+        if !self.handle.queue().writes.is_empty() {
+            ctx.notify(CommitNow);
+        }
     }
 }
 
-impl Handler<Enqueue> for StoreWriter {
+impl Handler<Wake> for StoreWriter {
     type Result = ();
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        self.handle.gauge.dequeued();
-        self.buffer.push(msg.0);
-        if self.buffer.len() >= self.handle.settings.batch_max_rows {
+    fn handle(&mut self, _msg: Wake, ctx: &mut Context<Self>) {
+        let queued = self.handle.queue().writes.len();
+        if queued >= self.handle.settings.batch_max_rows {
             self.flush(ctx);
-        } else if self.scheduled.is_none() {
+        } else if self.scheduled.is_none() && queued > 0 {
             self.scheduled = Some(
                 ctx.run_later(self.handle.settings.batch_window, |act, ctx| {
                     act.scheduled = None;
@@ -386,6 +609,14 @@ impl Handler<Enqueue> for StoreWriter {
                 }),
             );
         }
+    }
+}
+
+impl Handler<CommitNow> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, _msg: CommitNow, ctx: &mut Context<Self>) {
+        self.flush(ctx);
     }
 }
 
@@ -448,8 +679,8 @@ impl ChildFactory for StoreWriterFactory {
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let addr = StoreWriter {
             handle: self.handle.clone(),
-            buffer: Vec::new(),
             scheduled: None,
+            checkpointing: false,
             guard: args.guard,
         }
         .start();
@@ -461,5 +692,92 @@ impl ChildFactory for StoreWriterFactory {
         let gauge = self.handle.gauge.clone();
         async move { Ok(Box::new(RunningWriter { addr, gauge }) as Box<dyn RunningChild>) }
             .boxed_local()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(id: &str) -> Write {
+        Write::SessionOpened {
+            id: id.into(),
+            target_id: "t".into(),
+            plugins: Value::Array(Vec::new()),
+            at: "2026-11-26T00:00:00.000Z".into(),
+        }
+    }
+
+    async fn handle(dir: &std::path::Path, capacity: usize) -> StoreHandle {
+        let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
+        StoreHandle::new(
+            store,
+            WriterSettings {
+                batch_window: Duration::from_millis(10),
+                batch_max_rows: 500,
+                queue_capacity: capacity,
+                audit_retention: None,
+                audit_max_rows: None,
+                prune_interval: Duration::from_secs(3600),
+            },
+        )
+    }
+
+    fn start_writer(handle: &StoreHandle) -> Addr<StoreWriter> {
+        let addr = StoreWriter {
+            handle: handle.clone(),
+            scheduled: None,
+            checkpointing: false,
+            guard: DownGuard::detached("store"),
+        }
+        .start();
+        *handle.current.write().unwrap() = Some(addr.clone());
+        addr
+    }
+
+    async fn sessions(handle: &StoreHandle) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(handle.store().pool())
+            .await
+            .unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_full_queue_drops_and_counts_and_a_new_writer_writes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = handle(dir.path(), 3).await;
+        // No writer yet (as during a restart): writes wait in the queue, up to its capacity.
+        for i in 0..5 {
+            handle.write(opened(&format!("s{i}")));
+        }
+        assert_eq!(handle.stats().dropped, 2);
+        assert_eq!(handle.gauge.snapshot().depth, 3);
+        assert_eq!(handle.gauge.snapshot().high_water, 3);
+        start_writer(&handle);
+        handle.flush().await;
+        assert_eq!(sessions(&handle).await, 3);
+        assert_eq!(handle.gauge.snapshot().depth, 0);
+    }
+
+    #[actix_web::test]
+    async fn waiting_writes_commit_together_without_waiting_for_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut handle = handle(dir.path(), 100).await;
+        // A window far longer than the test: only a waiting write can bring the commit forward.
+        handle.settings.batch_window = Duration::from_secs(3600);
+        start_writer(&handle);
+        handle.write(opened("batched"));
+        let waits: Vec<_> = (0..20)
+            .map(|i| handle.write_committed(opened(&format!("w{i}"))))
+            .collect();
+        let began = std::time::Instant::now();
+        for outcome in futures::future::join_all(waits).await {
+            outcome.unwrap();
+        }
+        assert!(began.elapsed() < Duration::from_secs(5));
+        // Committed means readable, the batched write queued before them included.
+        assert_eq!(sessions(&handle).await, 21);
+        // One transaction: the first waiting write woke the writer, the rest rode along.
+        assert_eq!((handle.stats().written, handle.stats().batches), (21, 1));
     }
 }

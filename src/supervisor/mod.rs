@@ -180,7 +180,11 @@ struct Child {
     state: ActorState,
     running: Option<Box<dyn RunningChild>>,
     tracker: RestartTracker,
+    /// Times an instance was started again (after a crash, an operator restart or enable),
+    /// every attempt counted, including those that failed to start.
     restarts: u32,
+    /// Times a reload replaced the instance.
+    reloads: u32,
     /// Why the last instance died; carried into the restart event.
     last_exit: Option<ExitReason>,
     /// Stopped because an older sibling died (rest_for_one); restarted after it.
@@ -250,6 +254,7 @@ impl Supervisor {
                 row.state = child.state;
                 row.generation = child.generation;
                 row.restarts = child.restarts;
+                row.reloads = child.reloads;
                 if let Some(reason) = child.last_exit.as_ref().filter(|r| r.is_abnormal()) {
                     let message = reason.describe();
                     if row.last_error.as_ref().map(|e| &e.message) != Some(&message) {
@@ -282,6 +287,9 @@ impl Supervisor {
         let child = &mut self.children[idx];
         child.issued += 1;
         child.generation = child.issued;
+        if phase == StartPhase::Restart {
+            child.restarts += 1;
+        }
         let generation = child.generation;
         let id = child.spec.id.clone();
         let args = StartArgs {
@@ -330,9 +338,6 @@ impl Supervisor {
                 let child = &mut self.children[idx];
                 child.running = Some(running);
                 child.tracker.started(Instant::now());
-                if phase == StartPhase::Restart {
-                    child.restarts += 1;
-                }
                 let restarts = child.restarts;
                 let reason = child.last_exit.clone();
                 if let Some(reply) = child.reply.take() {
@@ -469,6 +474,7 @@ impl Handler<AddChild> for Supervisor {
             running: None,
             tracker: RestartTracker::default(),
             restarts: 0,
+            reloads: 0,
             last_exit: None,
             waiting_for_sibling: false,
             reply: Some(tx),
@@ -671,6 +677,7 @@ impl Handler<ReloadChild> for Supervisor {
             let activate = new.activate();
             let old = child.running.replace(new);
             child.generation = candidate;
+            child.reloads += 1;
             child.tracker.started(Instant::now());
             let timeout = child.spec.shutdown_timeout;
             act.report(idx);
@@ -856,6 +863,8 @@ mod tests {
     enum PanicIn {
         Started,
         Timer,
+        /// `start` itself fails (a restart that cannot bring the child back).
+        Start,
         Nowhere,
     }
 
@@ -873,7 +882,7 @@ mod tests {
                 PanicIn::Timer => {
                     ctx.run_later(Duration::from_millis(5), |_, _| panic!("panic in a timer"));
                 }
-                PanicIn::Nowhere => {}
+                PanicIn::Start | PanicIn::Nowhere => {}
             }
         }
     }
@@ -907,6 +916,20 @@ mod tests {
             } else {
                 PanicIn::Nowhere
             };
+            if matches!(panic_in, PanicIn::Start) {
+                // The first instance crashes; the next ones fail to start.
+                if args.generation > 1 {
+                    return Box::pin(async { Err(StartError::new("init", "cannot start")) });
+                }
+                let addr = Worker {
+                    _guard: args.guard,
+                    panic_in: PanicIn::Started,
+                }
+                .start();
+                return Box::pin(async move {
+                    Ok(Box::new(Running { _addr: addr }) as Box<dyn RunningChild>)
+                });
+            }
             let addr = Worker {
                 _guard: args.guard,
                 panic_in,
@@ -1007,6 +1030,40 @@ mod tests {
             };
             assert!(error.contains(expected), "{id}: {error}");
         }
+    }
+
+    #[actix_web::test]
+    async fn every_restart_attempt_is_counted_even_one_that_fails_to_start() {
+        install_panic_hook();
+        let health = HealthRegistry::default();
+        let sup = Supervisor::new(
+            "t",
+            Strategy::OneForOne,
+            health.clone(),
+            Arc::new(NoObserver),
+            None,
+        )
+        .start();
+        let starts = Arc::new(AtomicU32::new(0));
+        // Generation 1 crashes; generations 2 and 3 fail to start; generation 4 runs.
+        let factory = Factory {
+            panic_in: PanicIn::Start,
+            fail_first: 3,
+            starts: starts.clone(),
+        };
+        let _ = sup
+            .send(AddChild {
+                spec: spec("w", factory),
+                phase: StartPhase::Boot,
+                disabled: false,
+            })
+            .await;
+        let row = wait_for(&health, "t/w", |r| {
+            r.generation == 4 && r.state == ActorState::Running
+        })
+        .await;
+        assert_eq!((row.restarts, row.reloads), (3, 0));
+        assert_eq!(starts.load(Ordering::SeqCst), 4);
     }
 
     #[actix_web::test]

@@ -87,6 +87,37 @@ fn check_config_prints_the_effective_settings_with_the_token_masked() {
 }
 
 #[test]
+fn check_config_masks_the_credentials_of_inline_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[targets]]
+id = "vault"
+name = "Vault"
+connectorType = "HTTP_REST"
+endpoint = "https://svc:url-pass-123@example.com/chat"
+authType = "BEARER_TOKEN"
+authConfig = { token = "tok-456", extra = { deep = 789 } }
+requestTemplate = { messagePath = "message" }
+responseTemplate = { responsePath = "reply" }
+protocolConfig = { headers = { "X-Api-Key" = "hdr-key-000", "X-Trace" = "visible" } }
+"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for secret in ["url-pass-123", "tok-456", "789", "hdr-key-000"] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+    // The rest of the target is shown as given.
+    assert!(stdout.contains("id = \"vault\""), "{stdout}");
+    assert!(stdout.contains("visible"), "{stdout}");
+    assert!(stdout.contains("example.com/chat"), "{stdout}");
+}
+
+#[test]
 fn an_address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -379,3 +379,45 @@ async fn a_reload_that_changes_the_declared_id_moves_the_plugin_unless_the_id_is
     assert_eq!(app.get("/plugins/beta/who").await.1["name"], "beta");
     app.stop().await;
 }
+
+fn connectors(ids: &[&str]) -> String {
+    let mut module = String::from("import { PluginLoader } from \"./loader\";\n");
+    for id in ids {
+        module += &format!("PluginLoader.register({{ id: \"{id}\", name: \"{id}\", description: \"\", version: \"1.0.0\", priority: 10, compatibleConnectors: [\"HTTP_REST\"] }});\n");
+    }
+    module
+}
+
+#[actix_web::test]
+async fn a_reload_that_adds_a_connector_id_another_plugin_holds_is_refused() {
+    let dirs = Dirs::new();
+    dirs.write("x", "index.js", &connectors(&["xa"]));
+    dirs.write("y", "index.js", &connectors(&["ya"]));
+    let app = start(dirs.clone(), json!([]), "[]").await;
+    assert_eq!(app.get("/api/plugins/ya").await.0, 200);
+
+    // Same id, but it now also registers `xa`, which x holds.
+    dirs.write("y", "index.js", &connectors(&["ya", "xa"]));
+    let (status, refused) = app.post("/api/plugins/ya/reload").await;
+    assert_eq!(status, 409, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("'xa'") && message.contains("'ya' keeps serving"),
+        "{message}"
+    );
+    let (_, x) = app.get("/api/plugins/xa").await;
+    assert_eq!(
+        (&x["state"], &x["unit"]),
+        (&json!("running"), &Value::Null),
+        "{x}"
+    );
+    let (_, y) = app.get("/api/plugins/ya").await;
+    assert_eq!(y["state"], "running", "{y}");
+
+    // A free new connector id is fine.
+    dirs.write("y", "index.js", &connectors(&["ya", "yb"]));
+    let (status, reloaded) = app.post("/api/plugins/ya/reload").await;
+    assert_eq!(status, 200, "{reloaded}");
+    assert_eq!(app.get("/api/plugins/yb").await.0, 200);
+    app.stop().await;
+}

@@ -374,3 +374,80 @@ async fn a_password_in_a_target_endpoint_is_never_shown() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn credentials_an_older_version_kept_in_clear_are_sealed_at_the_next_start() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    std::fs::create_dir_all(dirs.data()).unwrap();
+    // Rows as an older version wrote them: no key, credentials in clear.
+    let store = open_store(&dirs).await;
+    let mut old_target = target("legacy", &mock, "/chat");
+    old_target["authType"] = json!("BEARER_TOKEN");
+    old_target["authConfig"] = json!({ "token": "old-target-token", "extra": { "pin": 4242 } });
+    let statements = [
+        (
+            "INSERT INTO targets (id, body, created_at, updated_at) VALUES ('legacy', ?, 't', 't')",
+            old_target.to_string(),
+        ),
+        (
+            "INSERT INTO sessions (id, target_id, state, plugins, created_at) VALUES ('s-old', 'legacy', 'closed', ?, 't')",
+            json!([{ "id": "multi-step-auth", "config": { "authBody": { "password": "old-plain-pw" }, "tokenPath": "data.token" } }]).to_string(),
+        ),
+        (
+            "INSERT INTO messages (session_id, message_index, direction, content, metadata, created_at) VALUES ('s-old', 0, 'received', 'hi', ?, 't')",
+            json!({ "$headers": { "Authorization": "Bearer old-plain-bearer" }, "latency": 3 }).to_string(),
+        ),
+    ];
+    for (sql, value) in statements {
+        sqlx::query(sql)
+            .bind(value)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    store.pool().close().await;
+    let old = [
+        "old-target-token",
+        "4242",
+        "old-plain-pw",
+        "old-plain-bearer",
+    ];
+
+    let app = start(dirs.clone(), json!([]), &[], "[]").await;
+    // Still usable and masked in responses.
+    let (_, session) = app.get("/api/sessions/s-old").await;
+    assert_eq!(
+        session["plugins"][0]["config"]["authBody"], MASK,
+        "{session}"
+    );
+    assert_eq!(session["plugins"][0]["config"]["tokenPath"], "data.token");
+    let (_, shown) = app.get("/api/targets/legacy").await;
+    assert_eq!(shown["authConfig"]["token"], MASK, "{shown}");
+    let (_, transcript) = app.get("/api/sessions/s-old/messages").await;
+    let metadata = &transcript["items"][0]["metadata"];
+    assert_eq!(metadata["latency"], 3, "{transcript}");
+    assert_eq!(metadata["$headers"]["Authorization"], MASK, "{transcript}");
+    for text in [
+        session.to_string(),
+        shown.to_string(),
+        transcript.to_string(),
+    ] {
+        for secret in old {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+    }
+    // The target's credentials still reach the upstream.
+    let id = open(&app, json!({ "targetId": "legacy" })).await;
+    let (status, reply) = say(&app, &id, "hello").await;
+    assert_eq!(status, 200, "{reply}");
+    let sent = mock.requests("/chat");
+    assert_eq!(
+        sent.last().unwrap().header("authorization"),
+        Some("Bearer old-target-token")
+    );
+    app.stop().await;
+    mock.stop().await;
+    // Nothing of it is left in clear on disk, not even in freed pages or the WAL.
+    assert_not_at_rest(&dirs, &old);
+}

@@ -813,3 +813,73 @@ async fn a_native_hook_runs_on_the_session_and_a_panic_there_restarts_only_its_p
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn script_hooks_run_on_the_session_thread_unless_set_apart() {
+    let mock = MockUpstream::start().await;
+    let nap = "if (message.includes('nap')) { const end = Date.now() + 400; while (Date.now() < end) {} }";
+    for on_session_thread in [true, false] {
+        let dirs = Dirs::new();
+        dirs.write("first", "index.js", &tagger("first", 50, ""));
+        dirs.write("second", "index.js", &tagger("second", 60, ""));
+        dirs.write(
+            "sleepy",
+            "index.js",
+            &tagger("sleepy", 70, "").replace(
+                "ctx.state.count += 1;",
+                &format!("ctx.state.count += 1; {nap}"),
+            ),
+        );
+        let flag = on_session_thread.to_string();
+        let env = [(
+            "SWITCHYARD__PLUGINS__SCRIPT__HOOKS_ON_SESSION_THREAD",
+            flag.as_str(),
+        )];
+        let app = start(dirs, json!([target("chat", &mock, "/chat")]), &env, "[]").await;
+        let id = open(
+            &app,
+            json!({ "targetId": "chat", "plugins": [{ "id": "first" }, { "id": "second" }, { "id": "sleepy", "timeoutMs": 100 }] }),
+        )
+        .await;
+        for n in 0..3 {
+            let (status, reply) = say(&app, &id, &format!("m{n}")).await;
+            assert_eq!(status, 200, "{reply}");
+            // Same order, same answers and per-session state on either thread.
+            assert_eq!(
+                reply["content"],
+                format!("echo: m{n} [first] [second] [sleepy] <first> <second> <sleepy>")
+            );
+            assert_eq!(reply["metadata"]["first"], n + 1, "{reply}");
+            assert_eq!(reply["metadata"]["second"], n + 1, "{reply}");
+        }
+        // A hook that blocks for 400 ms past its 100 ms timeout is bypassed either way. On the
+        // session's thread the session waits for the JavaScript to finish (nothing can
+        // interrupt it there short of the engine's own budget); set apart, only the plugin's
+        // thread is held and the session goes on at the deadline.
+        let began = std::time::Instant::now();
+        let (status, reply) = say(&app, &id, "nap").await;
+        let took = began.elapsed();
+        assert_eq!(status, 200, "{reply}");
+        assert!(
+            reply["plugins"][2]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("timed out after 100 ms")),
+            "{reply}"
+        );
+        // (Set apart, sleepy's afterReceive then waits behind its own nap and is bypassed too.)
+        assert!(
+            reply["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("echo: nap [first] [second] <first> <second>"),
+            "{reply}"
+        );
+        if on_session_thread {
+            assert!(took >= std::time::Duration::from_millis(400), "{took:?}");
+        } else {
+            assert!(took < std::time::Duration::from_millis(390), "{took:?}");
+        }
+        app.stop().await;
+    }
+    mock.stop().await;
+}

@@ -44,7 +44,9 @@ async fn open(app: &TestApp, target: &str) -> String {
 async fn transcripts_survive_a_graceful_restart() {
     let mock = MockUpstream::start().await;
     let dirs = Dirs::new();
-    let env = env(&dirs, json!([openai_target(&mock, "gpt")]));
+    let mut broken = openai_target(&mock, "broken");
+    broken["endpoint"] = json!(mock.url("/fail/500"));
+    let env = env(&dirs, json!([openai_target(&mock, "gpt"), broken]));
     let app = spawn(dirs.clone(), &env).await;
     let id = open(&app, "gpt").await;
     for text in ["one", "two"] {
@@ -56,6 +58,15 @@ async fn transcripts_survive_a_graceful_restart() {
             .await;
         assert_eq!(status, 200);
     }
+    // A failed exchange counts as a message and an error.
+    let failing = open(&app, "broken").await;
+    let (status, _) = app
+        .post_json(
+            &format!("/api/sessions/{failing}/messages"),
+            json!({ "message": "x" }),
+        )
+        .await;
+    assert_eq!(status, 502);
     // Graceful stop: sessions close, then the writer flushes before it stops.
     app.stop().await;
 
@@ -69,7 +80,17 @@ async fn transcripts_survive_a_graceful_restart() {
         session["summary"]["totalTokens"], 24,
         "12 per exchange, counted once"
     );
+    assert_eq!(session["summary"]["errorCount"], 0);
     assert_eq!(session["plugins"][0]["id"], "openai");
+    let (_, failed) = app.get(&format!("/api/sessions/{failing}")).await;
+    assert_eq!(
+        (
+            &failed["summary"]["messageCount"],
+            &failed["summary"]["errorCount"]
+        ),
+        (&json!(1), &json!(1)),
+        "{failed}"
+    );
     let (_, transcript) = app.get(&format!("/api/sessions/{id}/messages")).await;
     assert_eq!(transcript["total"], 4);
     let rows: Vec<String> = transcript["items"]

@@ -53,6 +53,7 @@
   globalThis.__switchyard_web({
     start, cancel,
     url: host.url, urlSet: host.urlSet, randomBytes: host.randomBytes, digest: host.digest, uuid: host.uuid,
+    outOfMemory: host.outOfMemory,
   });
   delete globalThis.__switchyard_web;
 
@@ -151,6 +152,19 @@
 
   const registered = [];
   const isFn = (v) => typeof v === "function";
+  // What `await` would wait for (a plugin's own thenable included).
+  const isThenable = (v) => v !== null && (typeof v === "object" || typeof v === "function") && typeof v.then === "function";
+  // Awaits `value`, then maps it with `ok`; a failure goes to `failed` when given.
+  const settle = async (value, ok, failed) => {
+    let settled;
+    try {
+      settled = await value;
+    } catch (error) {
+      if (failed) return failed(error);
+      throw error;
+    }
+    return ok(settled);
+  };
   const HOOKS = ["initialize", "onConnect", "beforeSend", "afterReceive", "onChunk", "onDisconnect", "onError"];
 
   const calls = new Map();
@@ -218,16 +232,23 @@
     },
     // A Krawall connector hook. The context is rebuilt from the session's copy for each call,
     // and its (possibly changed) state is handed back.
-    async connector(id, hook, input, ctx) {
-      try {
-        return await state.runConnector(id, hook, input, ctx);
-      } catch (error) {
+    // Synchronous when the plugin's hook is: the host then has its answer in one run of JS,
+    // without a promise to poll (most hooks are synchronous).
+    connector(id, hook, input, ctx) {
+      const failed = (error) => {
         // onError gets what was thrown, not the host's description of it.
         thrown.set(id, { hook, error });
         throw error;
+      };
+      let out;
+      try {
+        out = state.runConnector(id, hook, input, ctx);
+      } catch (error) {
+        failed(error);
       }
+      return isThenable(out) ? settle(out, (v) => v, failed) : out;
     },
-    async runConnector(id, hook, input, ctx) {
+    runConnector(id, hook, input, ctx) {
       const plugin = registered.find((p) => p.id === id);
       if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
       if (!isFn(plugin[hook])) return { skipped: true, state: ctx.state };
@@ -238,18 +259,21 @@
         pluginConfig: ctx.pluginConfig,
         connector: { type: ctx.connectorType },
       };
-      let result;
-      if (hook === "onConnect") result = await plugin.onConnect(input, context);
-      else if (hook === "beforeSend") result = await plugin.beforeSend(input.message, input.metadata, context);
-      else if (hook === "afterReceive") result = await plugin.afterReceive(input.response, context);
+      const finish = (result) => ({ skipped: false, result: result === undefined ? null : result, state: context.state });
+      let returned;
+      let done = finish;
+      if (hook === "onConnect") returned = plugin.onConnect(input, context);
+      else if (hook === "beforeSend") returned = plugin.beforeSend(input.message, input.metadata, context);
+      else if (hook === "afterReceive") returned = plugin.afterReceive(input.response, context);
       else if (hook === "onChunk") {
+        returned = plugin.onChunk(input.chunk, context);
         // A string rewrites the chunk ("" drops it); anything else lets it through.
-        const chunk = await plugin.onChunk(input.chunk, context);
-        result = typeof chunk === "string" ? { chunk } : null;
-        if (result === null) return { skipped: true, state: context.state };
+        done = (chunk) => (typeof chunk === "string" ? finish({ chunk }) : { skipped: true, state: context.state });
+      } else {
+        returned = plugin[hook](context);
+        done = () => finish(undefined);
       }
-      else await plugin[hook](context);
-      return { skipped: false, result: result === undefined ? null : result, state: context.state };
+      return isThenable(returned) ? settle(returned, done) : done(returned);
     },
     onError(id, message, hook, ctx) {
       const last = thrown.get(id);

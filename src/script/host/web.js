@@ -9,6 +9,7 @@
 //   cancel(id)                                 the op's promise then never settles
 //   url(input, base?) / urlSet(href, component, value)   WHATWG URL records (the `url` crate)
 //   randomBytes(n) / digest(algorithm, base64) / uuid()
+//   outOfMemory()                              a callback ran out of memory (the plugin crashed)
 // Nothing of `host` is reachable from plugin code afterwards.
 //
 // Deliberately missing (the specs are large and plugins rarely need them):
@@ -38,8 +39,15 @@
     Object.defineProperty(C.prototype, Symbol.toStringTag, { value: name, configurable: true });
   const defineData = (target, key, value) =>
     Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-  // Errors thrown by callbacks the platform calls (timers, listeners) must not stop the caller.
+  // Errors thrown by callbacks the platform calls (timers, listeners) must not stop the caller,
+  // except running out of memory: the engine's limit is broken, so the host is told (the plugin
+  // then counts as crashed and is restarted, as for the same error in a hook).
+  const { InternalError } = globalThis;
+  const promiseThen = Promise.prototype.then;
   const report = (err) => {
+    if (typeof InternalError === "function" && err instanceof InternalError && String(err.message).includes("out of memory")) {
+      host.outOfMemory();
+    }
     try {
       globalThis.console.error(err);
     } catch {
@@ -1201,7 +1209,9 @@
     if (!timer.repeat) timers.delete(id);
     timer.op = 0; // its own completion, if still to come, is just a turn for another timer
     try {
-      timer.callback.apply(globalThis, timer.args);
+      const returned = timer.callback.apply(globalThis, timer.args);
+      // An async callback's failure is reported as a synchronous one's is.
+      if (returned instanceof Promise) promiseThen.call(returned, undefined, report);
     } catch (err) {
       report(err);
     }

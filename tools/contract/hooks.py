@@ -1,0 +1,32 @@
+"""Schemathesis hooks of the contract test (tests/it/contract.rs), loaded with
+SCHEMATHESIS_HOOKS=tools/contract/hooks.py.
+
+Targets the fuzzer creates or replaces keep every generated field but their endpoint's host:
+a well-formed endpoint (per the schema's pattern) is pointed at the test's mock upstream on
+loopback (SWITCHYARD_CONTRACT_UPSTREAM, `127.0.0.1:<port>`), so sessions and connection tests
+never reach the network and finish quickly. The scheme is kept, so the connector-type checks
+still see what was generated. Ill-formed endpoints are left alone: they are the negative cases
+the gateway must refuse.
+"""
+
+import os
+import re
+
+import schemathesis
+
+UPSTREAM = os.environ.get("SWITCHYARD_CONTRACT_UPSTREAM", "127.0.0.1:9")
+TARGET_BODIES = {"POST /api/targets", "PUT /api/targets/{id}"}
+WELL_FORMED = re.compile(r"([a-z]+)://\S+")
+
+
+@schemathesis.hook
+def map_body(context, body):
+    operation = getattr(context, "operation", None)
+    if operation is None or operation.label not in TARGET_BODIES or not isinstance(body, dict):
+        return body
+    endpoint = body.get("endpoint")
+    if isinstance(endpoint, str):
+        match = WELL_FORMED.fullmatch(endpoint)
+        if match:
+            return {**body, "endpoint": f"{match.group(1)}://{UPSTREAM}/chat"}
+    return body
