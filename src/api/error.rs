@@ -418,6 +418,7 @@ fn session_row(e: &crate::session::SessionError) -> Row {
         // nginx's "client closed request": only ever recorded, the client is gone.
         E::ClientGone => (C::ClientClosedRequest, None),
         E::NotCommitted(_) => (C::TranscriptNotCommitted, None),
+        E::PluginUnavailable(plugin) => (C::PluginUnavailable, Some(json!({ "plugin": plugin }))),
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::pipeline::{
-    call_stage, connect_chain, elapsed_ms, hook_failed, merge, notify, stream_answer, transcript,
+    call_stage, connect_chain, elapsed_ms, merge, notify, open_failed, stream_answer, transcript,
     Chain, Exchange, HookOutcome, Outcome, StreamEvent,
 };
 use super::{reply_json, AfterReceiveOrder, SessionError};
@@ -283,8 +283,7 @@ impl Handler<Open> for SessionActor {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
                 if let Err(error) = call_stage(&host, stage, Hook::Initialize, Value::Null).await {
-                    notify(&host, stage, Hook::Initialize, &error);
-                    let error = hook_failed(stage, Hook::Initialize, error);
+                    let error = open_failed(&host, stage, Hook::Initialize, error);
                     return (stages, Err(error));
                 }
             }
@@ -513,6 +512,7 @@ impl Handler<Close> for SessionActor {
                         Ok(None) => (Outcome::Passthrough, None),
                         Ok(Some(_)) => (Outcome::Ok, None),
                         Err(error) => {
+                            let error = error.to_string();
                             notify(&host, stage, Hook::OnDisconnect, &error);
                             (Outcome::Failed, Some(error))
                         }

@@ -114,6 +114,9 @@ pub enum SessionError {
     /// committed: the answer is withheld rather than acknowledged without its record.
     #[error("the answer was not sent because its transcript could not be stored: {0}")]
     NotCommitted(crate::store::writer::CommitError),
+    /// A plugin of the session is not running (disabled, restarting or failed).
+    #[error("plugin '{0}' is not running (restarting, failed or disabled)")]
+    PluginUnavailable(String),
 }
 
 /// `POST /api/sessions` body.

@@ -24,7 +24,7 @@ use crate::broker::BrokerHandle;
 use crate::connector::{
     self, ChunkStream, Connector, ConnectorConfig, ConnectorError, ConnectorResponse, StreamItem,
 };
-use crate::plugin::call;
+use crate::plugin::call::{self, CallError};
 use crate::plugin::host::PluginHost;
 use crate::plugin::Hook;
 use crate::store::writer::Write;
@@ -60,7 +60,7 @@ pub(super) async fn call_stage(
     stage: &mut Stage,
     hook: Hook,
     input: Value,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, CallError> {
     call::hook(
         host,
         &stage.module,
@@ -71,12 +71,27 @@ pub(super) async fn call_stage(
         stage.timeout,
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 /// Tells a stage's plugin that its hook failed.
 pub(super) fn notify(host: &PluginHost, stage: &Stage, hook: Hook, error: &str) {
     call::notify_error(host, &stage.module, &stage.info.id, hook, error, &stage.ctx);
+}
+
+/// What a session cannot open past: a plugin that is not running (disabled, restarting,
+/// failed) is unavailable; any other failure of `hook` is the plugin's.
+pub(super) fn open_failed(
+    host: &PluginHost,
+    stage: &Stage,
+    hook: Hook,
+    error: CallError,
+) -> SessionError {
+    if let CallError::NotRunning(_) = error {
+        return SessionError::PluginUnavailable(stage.info.id.clone());
+    }
+    let error = error.to_string();
+    notify(host, stage, hook, &error);
+    hook_failed(stage, hook, error)
 }
 
 pub(super) fn hook_failed(stage: &Stage, hook: Hook, message: String) -> SessionError {
@@ -207,7 +222,7 @@ impl Chain<'_> {
             let result = match call_stage(self.host, stage, hook, exchange.input(hook)).await {
                 Ok(None) => Ok(Outcome::Passthrough),
                 Ok(Some(out)) => exchange.accept(hook, out).map(|()| Outcome::Ok),
-                Err(error) => Err(error),
+                Err(error) => Err(error.to_string()),
             };
             match result {
                 Ok(outcome) => self.outcomes.push(HookOutcome {
@@ -282,7 +297,7 @@ impl Chain<'_> {
                     }
                 },
                 Err(error) => {
-                    self.failed(stage, Hook::OnChunk, error, began);
+                    self.failed(stage, Hook::OnChunk, error.to_string(), began);
                 }
             }
             if chunk.is_empty() {
@@ -400,7 +415,7 @@ pub(super) async fn connect_chain(
                 }
                 Err(e) => format!("onConnect returned an invalid connector config: {e}"),
             },
-            Err(error) => error,
+            Err(error) => return Err(open_failed(host, stage, Hook::OnConnect, error)),
         };
         notify(host, stage, Hook::OnConnect, &error);
         return Err(hook_failed(stage, Hook::OnConnect, error));

@@ -883,3 +883,31 @@ async fn script_hooks_run_on_the_session_thread_unless_set_apart() {
     }
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn a_session_with_a_disabled_plugin_is_refused_as_unavailable() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    dirs.write("tag", "index.js", &tagger("tag", 10, ""));
+    let app = start(dirs, json!([target("chat", &mock, "/chat")]), &[], "[]").await;
+    let (status, _) = app.post("/api/plugins/tag/disable").await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .post_json(
+            "/api/sessions",
+            json!({ "targetId": "chat", "plugins": [{ "id": "tag" }] }),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "plugin_unavailable", "{body}");
+    assert_eq!(body["details"]["plugin"], "tag", "{body}");
+    // Enabled again, it opens.
+    assert_eq!(app.post("/api/plugins/tag/enable").await.0, 200);
+    open(
+        &app,
+        json!({ "targetId": "chat", "plugins": [{ "id": "tag" }] }),
+    )
+    .await;
+    app.stop().await;
+    mock.stop().await;
+}
