@@ -419,6 +419,7 @@ fn session_row(e: &crate::session::SessionError) -> Row {
         E::ClientGone => (C::ClientClosedRequest, None),
         E::NotCommitted(_) => (C::TranscriptNotCommitted, None),
         E::PluginUnavailable(plugin) => (C::PluginUnavailable, Some(json!({ "plugin": plugin }))),
+        E::PluginDisabled(plugin) => (C::PluginStateConflict, Some(json!({ "plugin": plugin }))),
     }
 }
 

@@ -174,7 +174,7 @@ async fn test_target(
             ("Audit" = (operation_id = "audit", parameters(("id" = "$response.body#/id")))),
             ("CloseSession" = (operation_id = "close_session", parameters(("id" = "$response.body#/id")))),
         ))),
-    extensions(("x-error-codes" = json!(["target_not_found", "invalid_session_plugins", "too_many_sessions", "plugin_hook_failed", "plugin_unavailable", "upstream_error", "tls_error", "unsupported_media_type"]))))]
+    extensions(("x-error-codes" = json!(["target_not_found", "invalid_session_plugins", "too_many_sessions", "plugin_hook_failed", "plugin_unavailable", "plugin_state_conflict", "upstream_error", "tls_error", "unsupported_media_type"]))))]
 async fn create_session(
     state: web::Data<AppState>,
     body: super::JsonObject<CreateSession>,

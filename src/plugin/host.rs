@@ -165,7 +165,8 @@ impl PluginHost {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn is_disabled(&self, id: &str) -> bool {
+    /// Whether an operator disabled plugin `id` (it stays stopped until enabled).
+    pub fn is_disabled(&self, id: &str) -> bool {
         self.disabled.contains(id)
     }
 

@@ -115,8 +115,11 @@ pub enum SessionError {
     #[error("the answer was not sent because its transcript could not be stored: {0}")]
     NotCommitted(crate::store::writer::CommitError),
     /// A plugin of the session is not running (disabled, restarting or failed).
-    #[error("plugin '{0}' is not running (restarting, failed or disabled)")]
+    #[error("plugin '{0}' is not running (restarting or failed)")]
     PluginUnavailable(String),
+    /// A plugin of the session was disabled by an operator.
+    #[error("plugin '{0}' is disabled; enable it first")]
+    PluginDisabled(String),
 }
 
 /// `POST /api/sessions` body.

@@ -78,8 +78,9 @@ pub(super) fn notify(host: &PluginHost, stage: &Stage, hook: Hook, error: &str) 
     call::notify_error(host, &stage.module, &stage.info.id, hook, error, &stage.ctx);
 }
 
-/// What a session cannot open past: a plugin that is not running (disabled, restarting,
-/// failed) is unavailable; any other failure of `hook` is the plugin's.
+/// What a session cannot open past: a plugin an operator disabled (a conflict until it is
+/// enabled), one that is not running otherwise (restarting or failed: unavailable); any other
+/// failure of `hook` is the plugin's.
 pub(super) fn open_failed(
     host: &PluginHost,
     stage: &Stage,
@@ -87,7 +88,12 @@ pub(super) fn open_failed(
     error: CallError,
 ) -> SessionError {
     if let CallError::NotRunning(_) = error {
-        return SessionError::PluginUnavailable(stage.info.id.clone());
+        let plugin = stage.info.id.clone();
+        return if host.is_disabled(&stage.module) {
+            SessionError::PluginDisabled(plugin)
+        } else {
+            SessionError::PluginUnavailable(plugin)
+        };
     }
     let error = error.to_string();
     notify(host, stage, hook, &error);

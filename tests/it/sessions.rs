@@ -885,7 +885,7 @@ async fn script_hooks_run_on_the_session_thread_unless_set_apart() {
 }
 
 #[actix_web::test]
-async fn a_session_with_a_disabled_plugin_is_refused_as_unavailable() {
+async fn a_session_with_a_disabled_plugin_is_refused_naming_it() {
     let mock = MockUpstream::start().await;
     let dirs = Dirs::new();
     dirs.write("tag", "index.js", &tagger("tag", 10, ""));
@@ -898,8 +898,15 @@ async fn a_session_with_a_disabled_plugin_is_refused_as_unavailable() {
             json!({ "targetId": "chat", "plugins": [{ "id": "tag" }] }),
         )
         .await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["code"], "plugin_unavailable", "{body}");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "plugin_state_conflict", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("enable it first"),
+        "{body}"
+    );
     assert_eq!(body["details"]["plugin"], "tag", "{body}");
     // Enabled again, it opens.
     assert_eq!(app.post("/api/plugins/tag/enable").await.0, 200);
