@@ -939,6 +939,18 @@ mod tests {
         }
     }
 
+    /// A one_for_one supervisor `t` reporting to `health`.
+    fn one_for_one(health: &HealthRegistry) -> Addr<Supervisor> {
+        Supervisor::new(
+            "t",
+            Strategy::OneForOne,
+            health.clone(),
+            Arc::new(NoObserver),
+            None,
+        )
+        .start()
+    }
+
     fn spec(id: &str, factory: Factory) -> ChildSpec {
         ChildSpec {
             id: id.into(),
@@ -987,14 +999,7 @@ mod tests {
     async fn panics_in_started_and_in_timers_are_detected_and_restarted_fresh() {
         install_panic_hook();
         let health = HealthRegistry::default();
-        let sup = Supervisor::new(
-            "t",
-            Strategy::OneForOne,
-            health.clone(),
-            Arc::new(NoObserver),
-            None,
-        )
-        .start();
+        let sup = one_for_one(&health);
         for (id, panic_in) in [
             ("in-started", PanicIn::Started),
             ("in-timer", PanicIn::Timer),
@@ -1036,14 +1041,7 @@ mod tests {
     async fn every_restart_attempt_is_counted_even_one_that_fails_to_start() {
         install_panic_hook();
         let health = HealthRegistry::default();
-        let sup = Supervisor::new(
-            "t",
-            Strategy::OneForOne,
-            health.clone(),
-            Arc::new(NoObserver),
-            None,
-        )
-        .start();
+        let sup = one_for_one(&health);
         let starts = Arc::new(AtomicU32::new(0));
         // Generation 1 crashes; generations 2 and 3 fail to start; generation 4 runs.
         let factory = Factory {
@@ -1069,14 +1067,7 @@ mod tests {
     #[actix_web::test]
     async fn late_reports_from_old_generations_are_ignored() {
         let health = HealthRegistry::default();
-        let sup = Supervisor::new(
-            "t",
-            Strategy::OneForOne,
-            health.clone(),
-            Arc::new(NoObserver),
-            None,
-        )
-        .start();
+        let sup = one_for_one(&health);
         let starts = Arc::new(AtomicU32::new(0));
         let factory = Factory {
             panic_in: PanicIn::Nowhere,
