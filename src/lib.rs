@@ -14,14 +14,16 @@
 //! 0. [`util`], [`health`] — small helpers; the snapshot table every probe reads;
 //!    [`scaffold`] — `switchyard plugin new` (imports nothing of the crate).
 //! 1. [`settings`] — the settings tree as data; [`supervisor`] — the supervisor actor, child
-//!    specs and the pure restart [`supervisor::policy`]; [`broker`] — the event bus.
+//!    specs and the pure restart [`supervisor::policy`]; [`broker`] — the event bus;
+//!    [`metrics`] — the registry behind `GET /metrics`.
 //! 2. [`store`] — rows in SQLite and the batched writer; [`connector`] — upstream protocols;
 //!    [`route`], [`tool`], [`agent`] — what plugins register; [`inference`] — model clients.
 //! 3. [`target`] — targets and their catalogue; [`plugin`] — the plugin runtime, with
 //!    [`plugin::call`], the one way to call a plugin.
 //! 4. [`script`] — JS/TS plugins on QuickJS; [`bundled`] — the plugins shipped in the
 //!    binary; [`turn`] — agent turns.
-//! 5. [`session`] — session actors and the message pipeline.
+//! 5. [`session`] — session actors and the message pipeline; [`frontdoor`] — OpenAI- and
+//!    Anthropic-compatible traffic through implicit sessions: model routes, virtual keys.
 //! 6. [`api`] — HTTP routes, middleware and the single `ApiError` table.
 //! 7. [`app`] — boot order and shutdown, settings into each subsystem's config; [`cli`];
 //!    [`telemetry`] — log output. `test_util` — fault plugins for supervision tests (feature
@@ -34,8 +36,10 @@ pub mod broker;
 pub mod bundled;
 pub mod cli;
 pub mod connector;
+pub mod frontdoor;
 pub mod health;
 pub mod inference;
+pub mod metrics;
 pub mod plugin;
 pub mod route;
 pub mod scaffold;

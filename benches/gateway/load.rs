@@ -17,6 +17,8 @@ pub struct Call {
     pub method: awc::http::Method,
     pub url: String,
     pub body: Bytes,
+    /// Extra request headers (a peer's provider or auth headers), besides `content-type`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Call {
@@ -25,7 +27,14 @@ impl Call {
             method: awc::http::Method::POST,
             url,
             body: Bytes::from(body.to_string()),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same call with one more request header.
+    pub fn header(mut self, name: &str, value: &str) -> Call {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn get(url: String) -> Call {
@@ -33,6 +42,7 @@ impl Call {
             method: awc::http::Method::GET,
             url,
             body: Bytes::new(),
+            headers: Vec::new(),
         }
     }
 }
@@ -114,9 +124,13 @@ pub fn client(connections: usize) -> awc::Client {
 
 /// Sends `call` once; `Ok` only for a 2xx answer whose body was read.
 pub async fn send(client: &awc::Client, call: &Call) -> Result<Bytes, String> {
-    let mut resp = client
+    let mut request = client
         .request(call.method.clone(), &call.url)
-        .insert_header(("content-type", "application/json"))
+        .insert_header(("content-type", "application/json"));
+    for (name, value) in &call.headers {
+        request = request.insert_header((name.as_str(), value.as_str()));
+    }
+    let mut resp = request
         .send_body(call.body.clone())
         .await
         .map_err(|e| e.to_string())?;

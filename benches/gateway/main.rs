@@ -4,6 +4,13 @@
 //! `BENCHMARKS.md`; `cargo test --bench gateway -- --smoke` runs each scenario with tiny counts
 //! and fails if one errors (CI). `--only S1,S6` picks scenarios.
 //!
+//! S1 and S2 also measure the peers a user would otherwise pick, each as its own row: nginx
+//! (the bare-proxy floor) when installed, and the LiteLLM proxy and the Portkey gateway from
+//! scratch installs under `target/bench/peers/` (`benches/gateway/peers/install.sh` pins the
+//! versions). A full run installs a missing peer; `--smoke` only uses one already installed
+//! (`--install-peers` installs anyway, `--no-peers` skips them). A peer that cannot be
+//! installed or started is reported as not measured, with the reason.
+//!
 //! Three processes: this harness (the load generator), the mock upstream and the gateway (this
 //! executable again, with `--role`). Every latency scenario alternates a direct call to the
 //! mock with the same call through the gateway, in the same run, and reports the difference:
@@ -36,6 +43,11 @@ pub struct Plan {
     pub s8_requests: u64,
     /// Streamed answers per round and side in S4.
     pub s4_requests: u64,
+    /// Measure the peer gateways (LiteLLM, Portkey) in S1 and S2 (`--no-peers`: not).
+    pub peers: bool,
+    /// Install a missing peer into `target/bench/peers/` (full runs, or `--install-peers`);
+    /// otherwise a missing peer is reported as not measured.
+    pub install_peers: bool,
     pub only: Option<Vec<String>>,
 }
 
@@ -56,6 +68,8 @@ impl Plan {
             s7_crashes: 5,
             s8_requests: 2_000,
             s4_requests: 300,
+            peers: true,
+            install_peers: true,
             only: None,
         }
     }
@@ -76,6 +90,8 @@ impl Plan {
             s7_crashes: 1,
             s8_requests: 30,
             s4_requests: 5,
+            peers: true,
+            install_peers: false,
             only: None,
         }
     }
@@ -108,6 +124,8 @@ fn main() {
     } else {
         Plan::full()
     };
+    plan.peers = !args.iter().any(|a| a == "--no-peers");
+    plan.install_peers |= args.iter().any(|a| a == "--install-peers");
     plan.only = value("--only").map(|s| s.split(',').map(str::to_owned).collect());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = value("--out")

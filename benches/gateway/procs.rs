@@ -1,4 +1,4 @@
-//! Child processes (the gateway, the mock upstream, nginx) and what the kernel says about them:
+//! Child processes (the gateway, the mock upstream, nginx, the peer gateways) and what the kernel says about them:
 //! CPU time (summed over threads, in nanoseconds, from `/proc/<pid>/task/*/schedstat`) and
 //! resident memory (`VmRSS`).
 
@@ -195,6 +195,375 @@ impl Drop for Nginx {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time of `pid` and all its descendants (workers a node or python server may fork), in
+/// nanoseconds. A descendant that exited in between is not counted.
+pub fn cpu_ns_tree(pid: u32) -> u64 {
+    descendants(pid).into_iter().map(cpu_ns).sum()
+}
+
+/// Resident memory of `pid` and all its descendants, in KiB.
+pub fn rss_kib_tree(pid: u32) -> u64 {
+    descendants(pid).into_iter().map(rss_kib).sum()
+}
+
+/// `pid` and every process below it (`/proc/<pid>/task/*/children`, recursively).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() && all.len() < 4096 {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.filter_map(Result::ok) {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                all.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// An LLM gateway the harness compares switchyard with, run from a scratch install under
+/// `target/bench/peers/` (see `benches/gateway/peers/install.sh`, which pins the versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// LiteLLM proxy (python, uvicorn), `litellm[proxy]` in a venv.
+    LiteLlm,
+    /// Portkey gateway (node), `@portkey-ai/gateway` in an npm prefix.
+    Portkey,
+}
+
+/// The master key the LiteLLM proxy is started with (it refuses to start without one).
+const LITELLM_KEY: &str = "sk-switchyard-bench-loopback";
+
+/// Longest a peer may take to start (LiteLLM imports for 10–30 s on a busy machine).
+const PEER_START: Duration = Duration::from_secs(180);
+
+impl PeerKind {
+    pub const ALL: [PeerKind; 2] = [PeerKind::LiteLlm, PeerKind::Portkey];
+
+    /// The row label, with the pinned version.
+    pub fn label(self) -> String {
+        match self {
+            PeerKind::LiteLlm => format!(
+                "LiteLLM proxy {} (python, 1 worker)",
+                install_pin("LITELLM_VERSION")
+            ),
+            PeerKind::Portkey => {
+                format!("Portkey gateway {} (node)", install_pin("PORTKEY_VERSION"))
+            }
+        }
+    }
+
+    fn script_name(self) -> &'static str {
+        match self {
+            PeerKind::LiteLlm => "litellm",
+            PeerKind::Portkey => "portkey",
+        }
+    }
+
+    /// Where the scratch install lives.
+    pub fn dir(self) -> std::path::PathBuf {
+        let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/peers");
+        match self {
+            PeerKind::LiteLlm => peers.join("litellm-venv"),
+            PeerKind::Portkey => peers.join("portkey"),
+        }
+    }
+
+    /// The file that must exist for the peer to run.
+    fn entry(self) -> std::path::PathBuf {
+        match self {
+            PeerKind::LiteLlm => self.dir().join("bin/litellm"),
+            PeerKind::Portkey => self
+                .dir()
+                .join("node_modules/@portkey-ai/gateway/build/start-server.js"),
+        }
+    }
+
+    /// Makes sure the peer is installed: with `install`, runs the install script (a no-op
+    /// when the pinned version is already there; the outcome is remembered for the run), else
+    /// only looks. `Err` says why the peer cannot be measured. `Ok(Some(seconds))` when this
+    /// call installed it.
+    pub fn ensure_installed(self, install: bool) -> Result<Option<f64>, String> {
+        use std::sync::{Mutex, OnceLock};
+        /// Each peer's install outcome in this run.
+        type Outcomes = Vec<(PeerKind, Result<(), String>)>;
+        static DONE: OnceLock<Mutex<Outcomes>> = OnceLock::new();
+        let done = DONE.get_or_init(|| Mutex::new(Vec::new()));
+        if let Some((_, outcome)) = done
+            .lock()
+            .expect("peer installs")
+            .iter()
+            .find(|(k, _)| *k == self)
+        {
+            return outcome.clone().map(|()| None);
+        }
+        let marker = std::fs::read_to_string(self.dir().join(".installed")).unwrap_or_default();
+        let pin = match self {
+            PeerKind::LiteLlm => install_pin("LITELLM_VERSION"),
+            PeerKind::Portkey => install_pin("PORTKEY_VERSION"),
+        };
+        let outcome = if !install {
+            if marker.trim().ends_with(&pin) && self.entry().is_file() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "version {pin} is not installed in {} (a full run or --install-peers installs it)",
+                    self.dir().display()
+                ))
+            }
+        } else {
+            self.install()
+        };
+        done.lock()
+            .expect("peer installs")
+            .push((self, outcome.clone().map(|_| ())));
+        outcome
+    }
+
+    fn install(self) -> Result<Option<f64>, String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("benches/gateway/peers/install.sh");
+        let dir = self.dir();
+        let fresh = !dir.join(".installed").is_file();
+        let log = dir.with_extension("install.log");
+        let _ = std::fs::create_dir_all(dir.parent().expect("peers dir"));
+        if fresh {
+            eprintln!(
+                "Installing {} into {} (log: {}) ...",
+                self.label(),
+                dir.display(),
+                log.display()
+            );
+        }
+        let began = std::time::Instant::now();
+        let out = std::fs::File::create(&log)
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(self.script_name())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !status.success() || !self.entry().is_file() {
+            return Err(format!(
+                "installation failed ({status}, see {}): {}",
+                log.display(),
+                last_line(&log)
+            ));
+        }
+        Ok(fresh.then(|| began.elapsed().as_secs_f64()))
+    }
+}
+
+/// The value of `NAME=value` in the install script (the pinned versions).
+fn install_pin(name: &str) -> String {
+    include_str!("peers/install.sh")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// Disk use of a directory tree, in bytes.
+pub fn du_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| du_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A running peer gateway (its own process group), configured to forward one OpenAI chat
+/// model to the mock upstream.
+pub struct Peer {
+    child: Child,
+    pub kind: PeerKind,
+    pub addr: String,
+    upstream: String,
+    dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// Starts `kind` on a free loopback port, forwarding to `upstream` (`host:port`). The peer
+    /// must be installed ([`PeerKind::ensure_installed`]).
+    pub fn start(kind: PeerKind, upstream: &str) -> Result<Peer, String> {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let log = dir.path().join("peer.log");
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut cmd = match kind {
+            PeerKind::LiteLlm => {
+                let config = dir.path().join("litellm.yaml");
+                std::fs::write(&config, litellm_config(upstream)).map_err(|e| e.to_string())?;
+                let mut c = Command::new(kind.entry());
+                c.arg("--config")
+                    .arg(&config)
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--num_workers", "1"])
+                    // Errors only: no per-request access log line.
+                    .env("LITELLM_LOG", "ERROR")
+                    // The bundled model cost map, not a download at start.
+                    .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+                    // No `.env` file is read from the working directory.
+                    .env("LITELLM_MODE", "PRODUCTION")
+                    .env_remove("DATABASE_URL")
+                    .env_remove("REDIS_HOST")
+                    .env_remove("REDIS_URL");
+                c
+            }
+            PeerKind::Portkey => {
+                let mut c = Command::new("node");
+                c.arg(kind.entry())
+                    .arg(format!("--port={port}"))
+                    // No web UI and no log streaming.
+                    .arg("--headless")
+                    .env("NODE_ENV", "production");
+                c
+            }
+        };
+        let child = cmd
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", kind.label()))?;
+        let mut peer = Peer {
+            child,
+            kind,
+            addr: format!("127.0.0.1:{port}"),
+            upstream: upstream.to_string(),
+            dir,
+        };
+        let began = std::time::Instant::now();
+        while began.elapsed() < PEER_START {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                return Err(format!(
+                    "exited at start ({status}): {}",
+                    last_line(&peer.dir.path().join("peer.log"))
+                ));
+            }
+            if std::net::TcpStream::connect(&peer.addr).is_ok() {
+                return Ok(peer);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "did not listen within {} s: {}",
+            PEER_START.as_secs(),
+            last_line(&peer.dir.path().join("peer.log"))
+        ))
+    }
+
+    /// The OpenAI chat request `body` through this peer.
+    pub fn call(&self, body: &str) -> crate::load::Call {
+        let url = format!("http://{}/v1/chat/completions", self.addr);
+        let call = crate::load::Call::post(url, body);
+        match self.kind {
+            PeerKind::LiteLlm => call.header("authorization", &format!("Bearer {LITELLM_KEY}")),
+            PeerKind::Portkey => call
+                .header("x-portkey-provider", "openai")
+                .header(
+                    "x-portkey-custom-host",
+                    &format!("http://{}/v1", self.upstream),
+                )
+                .header("authorization", "Bearer x"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// One model, `bench`, forwarded to the mock as an OpenAI-compatible endpoint; everything
+/// that is not the proxying turned off (no database, no spend or error logs, no callbacks,
+/// no retries, no background health checks).
+fn litellm_config(upstream: &str) -> String {
+    format!(
+        "model_list:\n\
+         \x20 - model_name: bench\n\
+         \x20   litellm_params:\n\
+         \x20     model: openai/bench\n\
+         \x20     api_base: http://{upstream}/v1\n\
+         \x20     api_key: x\n\
+         litellm_settings:\n\
+         \x20 callbacks: []\n\
+         \x20 success_callback: []\n\
+         \x20 failure_callback: []\n\
+         \x20 turn_off_message_logging: true\n\
+         \x20 num_retries: 0\n\
+         \x20 request_timeout: 30\n\
+         general_settings:\n\
+         \x20 master_key: {LITELLM_KEY}\n\
+         \x20 disable_spend_logs: true\n\
+         \x20 disable_error_logs: true\n\
+         \x20 disable_reset_budget: true\n\
+         \x20 disable_adding_master_key_hash_to_db: true\n\
+         \x20 background_health_checks: false\n"
+    )
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The whole process group: a server's workers go with it.
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        for _ in 0..250 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // Any worker left behind in the group.
+                signal("-KILL");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal("-KILL");
         let _ = self.child.wait();
     }
 }

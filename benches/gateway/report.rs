@@ -145,6 +145,9 @@ pub struct S2Series {
     pub best: Option<(usize, f64, f64)>,
     /// A constant-rate run at half the best throughput, latency from the intended send time.
     pub open_loop: Option<OpenLoop>,
+    /// A peer's sweep stops after the first concurrency whose p50 reached 10 ms (or that had
+    /// errors): this one.
+    pub stopped_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +179,21 @@ pub struct S5 {
     pub bytes_per_session: f64,
     pub scripts: usize,
     pub kib_per_script: f64,
+    /// Many idle sessions held at once (full runs only).
+    pub held: Option<S5Held>,
+}
+
+/// S5's second figure: the gateway holding many idle sessions at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct S5Held {
+    pub sessions: usize,
+    pub rss_kib: u64,
+    /// (RSS with them all − RSS with one session) / sessions.
+    pub bytes_per_session: f64,
+    /// Seconds to open them (32 at a time).
+    pub open_s: f64,
+    /// Why opening stopped short of the 100k target, if it did.
+    pub stopped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,6 +221,14 @@ pub struct S8 {
     pub tool_lookup_p50_us: Spread,
     pub script_tool_p50_us: Spread,
     pub native_tool_p50_us: Spread,
+}
+
+/// S9: one script hook called in-process the way a session's thread calls it.
+#[derive(Debug, Clone, Serialize)]
+pub struct S9Row {
+    pub plugin: String,
+    pub hook: String,
+    pub us_per_call: Spread,
 }
 
 /// S4: one streaming path, gateway against the direct stream, in alternated rounds.
@@ -240,6 +266,7 @@ pub struct Results {
     pub s6: Option<S6>,
     pub s7: Option<S7>,
     pub s8: Option<S8>,
+    pub s9: Vec<S9Row>,
     pub notes: Vec<String>,
     pub failures: Vec<String>,
 }
@@ -339,6 +366,9 @@ pub fn markdown(r: &Results) -> String {
                     p.errors
                 );
             }
+            if let Some(c) = series.stopped_at {
+                let _ = writeln!(w, "\nThe sweep stopped after c={c}: its p50 reached 10 ms (or it had errors), so no higher concurrency can have p99 < 10 ms.");
+            }
             match series.best {
                 Some((c, rps, p99)) => {
                     let _ = writeln!(w, "\nBest with p99 < 10 ms and no errors: **{rps:.0} req/s** at c={c} (p99 {p99:.0} µs).\n");
@@ -353,6 +383,7 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    side_by_side(w, r);
     if let Some(s3) = &r.s3 {
         let _ = writeln!(
             w,
@@ -411,6 +442,19 @@ pub fn markdown(r: &Results) -> String {
             "- Per idle session ({} sessions, K=8 native): **{:.0} bytes**.",
             s5.sessions, s5.bytes_per_session
         );
+        if let Some(held) = &s5.held {
+            let _ = writeln!(
+                w,
+                "- {} idle sessions held (K=8 native): RSS **{:.0} MiB**, **{:.0} bytes** per session (opened in {:.0} s).",
+                held.sessions,
+                held.rss_kib as f64 / 1024.0,
+                held.bytes_per_session,
+                held.open_s
+            );
+            if let Some(why) = &held.stopped {
+                let _ = writeln!(w, "  Opening stopped short: {why}.");
+            }
+        }
         let _ = writeln!(
             w,
             "- Per idle script plugin ({} plugins): **{:.0} KiB**.\n",
@@ -437,6 +481,24 @@ pub fn markdown(r: &Results) -> String {
             s7.panic_to_next_served_ms.show(2)
         );
         let _ = writeln!(w, "- Messages lost besides the one in flight: **{}** of {} served; {} were served while the plugin restarted, with its hook skipped (non-critical).\n", s7.lost, s7.served, s7.skipped_plugin);
+    }
+    if !r.s9.is_empty() {
+        let _ = writeln!(
+            w,
+            "### S9 — one script hook in-process (µs per call, median (min–max) over rounds)\n"
+        );
+        let _ = writeln!(w, "The plugin's hook called as a session's thread calls it (`connector_hook`), with an OpenAI-shaped answer (raw body and headers) under `afterReceive`: no HTTP, no store, no other plugin.\n");
+        let _ = writeln!(w, "| plugin | hook | µs per call |\n|---|---|---|");
+        for row in &r.s9 {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} |",
+                row.plugin,
+                row.hook,
+                row.us_per_call.show(2)
+            );
+        }
+        let _ = writeln!(w);
     }
     if let Some(s8) = &r.s8 {
         let _ = writeln!(
@@ -514,6 +576,15 @@ pub fn markdown(r: &Results) -> String {
             s5.bytes_per_session,
             mark(s5.bytes_per_session <= 2048.0)
         );
+        if let Some(held) = &s5.held {
+            let _ = writeln!(
+                w,
+                "| {} idle sessions held | {:.0} MiB RSS | {} |",
+                held.sessions,
+                held.rss_kib as f64 / 1024.0,
+                mark(held.sessions >= 100_000 && held.stopped.is_none())
+            );
+        }
     }
     if let Some(s6) = &r.s6 {
         let _ = writeln!(
@@ -537,6 +608,72 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(w, "\n_{note}_");
     }
     md
+}
+
+/// The gateway next to the peers of the same run: S1's added p50 and CPU at c=1, S2's best
+/// throughput with p99 < 10 ms (when that configuration had a sweep).
+fn side_by_side(w: &mut String, r: &Results) {
+    let is_peer = |kind: &str| {
+        kind.starts_with("nginx") || kind.starts_with("LiteLLM") || kind.starts_with("Portkey")
+    };
+    let rows: Vec<(String, &S1Row, Option<&S2Series>)> = r
+        .s1
+        .iter()
+        .filter_map(|row| {
+            let (name, series) = match (row.kind.as_str(), row.k) {
+                ("native", 0 | 8) => (
+                    format!("switchyard K={} native no-op", row.k),
+                    Some(format!("K={} native no-op plugins", row.k)),
+                ),
+                ("script", 1) => ("switchyard 1 script plugin".into(), None),
+                ("script", 4) => ("switchyard 4 script plugins".into(), None),
+                (kind, _) if kind.starts_with("switchyard front door") => (row.kind.clone(), None),
+                ("nginx (bare proxy)", _) => (
+                    row.kind.clone(),
+                    Some("nginx (bare proxy, 1 worker)".into()),
+                ),
+                (kind, _) if is_peer(kind) => (row.kind.clone(), Some(row.kind.clone())),
+                _ => return None,
+            };
+            let series = series.and_then(|label| r.s2.iter().find(|s| s.label == label));
+            Some((name, row, series))
+        })
+        .collect();
+    if !rows.iter().any(|(_, row, _)| is_peer(&row.kind)) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "### Side by side — switchyard and the peers, same run
+"
+    );
+    let _ = writeln!(
+        w,
+        "| system | added p50, c=1 (µs) | core-µs/msg, c=1 | best msg/s with p99 < 10 ms |
+|---|---|---|---|"
+    );
+    for (name, row, series) in rows {
+        let best = match series {
+            Some(s) => match s.best {
+                Some((c, rps, _)) => format!("{rps:.0} (c={c})"),
+                None => {
+                    let c1 = s
+                        .points
+                        .first()
+                        .map(|p| p.gateway_rps.median)
+                        .unwrap_or(0.0);
+                    format!("none ({c1:.0} at c=1)")
+                }
+            },
+            None => "–".into(),
+        };
+        let _ = writeln!(
+            w,
+            "| {name} | {:.0} | {:.0} | {best} |",
+            row.added_p50_us.median, row.core_us_per_msg.median
+        );
+    }
+    let _ = writeln!(w);
 }
 
 const START: &str = "<!-- results:start -->";

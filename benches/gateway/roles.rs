@@ -90,6 +90,12 @@ pub struct GatewaySpec {
     pub max_sessions: usize,
     /// Built-in plugins to select (`plugins.native`).
     pub native: Vec<String>,
+    /// The front doors answer without a virtual key (`frontdoor.require_key = false`).
+    #[serde(default)]
+    pub frontdoor_open: bool,
+    /// `sessions.idle_timeout_ms` (0: the service's default).
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for GatewaySpec {
@@ -107,6 +113,8 @@ impl Default for GatewaySpec {
             durability: "batched".into(),
             max_sessions: 50_000,
             native: Vec::new(),
+            frontdoor_open: false,
+            idle_timeout_ms: 0,
         }
     }
 }
@@ -144,6 +152,15 @@ pub fn gateway(spec: GatewaySpec) {
             ),
             ("SWITCHYARD__LOG__LEVEL".into(), "error".into()),
         ];
+        if spec.frontdoor_open {
+            vars.push(("SWITCHYARD__FRONTDOOR__REQUIRE_KEY".into(), "false".into()));
+        }
+        if spec.idle_timeout_ms > 0 {
+            vars.push((
+                "SWITCHYARD__SESSIONS__IDLE_TIMEOUT_MS".into(),
+                spec.idle_timeout_ms.to_string(),
+            ));
+        }
         if spec.hot_reload_ms > 0 {
             vars.push(("SWITCHYARD__HOT_RELOAD__ENABLED".into(), "true".into()));
             vars.push((

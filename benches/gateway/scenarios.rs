@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::load::{self, Call, Stop};
-use crate::procs::{Nginx, Server};
+use crate::procs::{Nginx, Peer, PeerKind, Server};
 use crate::report::*;
 use crate::roles::{self, GatewaySpec, MockSpec};
 use crate::Plan;
@@ -19,6 +19,12 @@ const MESSAGE: &str = r#"{"text":"hello from the benchmark, please answer briefl
 
 fn direct_body() -> String {
     json!({ "model": "bench", "message": MESSAGE }).to_string()
+}
+
+/// The OpenAI chat request sent to the peer gateways (and, for their rows, straight to the
+/// mock): the same message as a user turn.
+fn chat_body() -> String {
+    json!({ "model": "bench", "messages": [{ "role": "user", "content": MESSAGE }] }).to_string()
 }
 
 fn gateway_body(message: &str) -> String {
@@ -89,7 +95,7 @@ responseTemplate = {{ responsePath = "choices[0].delta.content" }}
             plugins_dir: dir.path().join("plugins").display().to_string(),
             data_dir: dir.path().join("data").display().to_string(),
             targets_file: targets.display().to_string(),
-            max_sessions: 50_000,
+            max_sessions: spec.max_sessions.max(50_000),
             ..spec
         };
         let server = Server::spawn_role(
@@ -213,6 +219,9 @@ pub async fn run_all(plan: &Plan) -> Results {
     }
     if plan.runs("S8") {
         s8(plan, &upstream.addr, &mut r).await;
+    }
+    if plan.runs("S9") {
+        s9(plan, &mut r).await;
     }
     upstream.stop();
     r
@@ -413,6 +422,10 @@ async fn s1(plan: &Plan, upstream: &str, r: &mut Results) {
             .notes
             .push("nginx is not installed: the bare-proxy floor was not measured.".into()),
     }
+    for kind in PeerKind::ALL {
+        s1_peer(plan, &client, upstream, kind, r).await;
+    }
+    s1_front_door(plan, &client, upstream, r).await;
     for kind in ["native", "script"] {
         let rows: Vec<&S1Row> = r.s1.iter().filter(|x| x.kind == kind).collect();
         if rows.len() < 2 {
@@ -438,9 +451,19 @@ async fn sweep(
     through: &[Call],
     cpu_of: Option<&dyn Fn() -> u64>,
     label: &str,
+    stop_past_10ms: bool,
 ) -> S2Series {
-    let mut points = Vec::new();
+    let mut points: Vec<S2Point> = Vec::new();
+    let mut stopped_at = None;
+    // The last level's median p50 (µs): once it is 10 ms, no higher c can have p99 < 10 ms.
+    let mut last_p50 = 0.0;
     for &c in &plan.s2_concurrency {
+        if let Some(last) = points.last().filter(|_| stop_past_10ms) {
+            if last.errors > 0 || last_p50 >= 10_000.0 {
+                stopped_at = Some(last.concurrency);
+                break;
+            }
+        }
         let directs = vec![direct.clone(); c];
         let mut rows = Vec::new();
         let mut cpu = Vec::new();
@@ -461,6 +484,7 @@ async fn sweep(
         let pick = |f: &dyn Fn(&(load::Summary, load::Summary)) -> f64| {
             Spread::of(&rows.iter().map(f).collect::<Vec<_>>())
         };
+        last_p50 = pick(&|(_, g)| g.p50_us as f64).median;
         points.push(S2Point {
             concurrency: c,
             gateway_rps: pick(&|(_, g)| g.rps),
@@ -506,6 +530,7 @@ async fn sweep(
         points,
         best,
         open_loop,
+        stopped_at,
     }
 }
 
@@ -539,6 +564,7 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
                 "batched" => format!("K={k} native no-op plugins"),
                 _ => format!("K={k} native no-op plugins, durability {durability}"),
             },
+            false,
         )
         .await;
         if series.points.iter().any(|p| p.errors > 0)
@@ -570,6 +596,7 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
             &through,
             Some(&cpu),
             "nginx (bare proxy, 1 worker)",
+            false,
         )
         .await;
         if series.points.iter().any(|p| p.errors > 0) {
@@ -577,6 +604,191 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
         }
         r.s2.push(series);
     }
+    for kind in PeerKind::ALL {
+        s2_peer(plan, &client, upstream, max_c.max(32), kind, r).await;
+    }
+}
+
+/// Installs (when the plan allows) and starts a peer; `None`, with a note saying why, when it
+/// cannot be measured.
+fn start_peer(
+    plan: &Plan,
+    upstream: &str,
+    kind: PeerKind,
+    scenario: &str,
+    r: &mut Results,
+) -> Option<Peer> {
+    let label = kind.label();
+    if !plan.peers {
+        r.notes
+            .push(format!("{scenario} {label}: not measured (--no-peers)."));
+        return None;
+    }
+    match kind.ensure_installed(plan.install_peers) {
+        Ok(Some(seconds)) => r.notes.push(format!(
+            "{label}: installed for this run in {seconds:.0} s ({:.0} MB on disk).",
+            crate::procs::du_bytes(&kind.dir()) as f64 / 1e6
+        )),
+        Ok(None) => {}
+        Err(e) => {
+            r.notes
+                .push(format!("{scenario} {label}: not measured: {e}."));
+            return None;
+        }
+    }
+    eprintln!("{scenario}: starting {label} ...");
+    match Peer::start(kind, upstream) {
+        Ok(peer) => Some(peer),
+        Err(e) => {
+            r.notes
+                .push(format!("{scenario} {label}: not measured: it {e}."));
+            None
+        }
+    }
+}
+
+/// A peer's S1 row: alternating rounds of the same chat request straight to the mock and
+/// through the peer. A slow peer gets fewer requests per round (about 3 s' worth, at least
+/// 200), so a 10 ms proxy does not take minutes.
+async fn s1_peer(
+    plan: &Plan,
+    client: &awc::Client,
+    upstream: &str,
+    kind: PeerKind,
+    r: &mut Results,
+) {
+    let Some(peer) = start_peer(plan, upstream, kind, "S1", r) else {
+        return;
+    };
+    let label = kind.label();
+    let direct = Call::post(
+        format!("http://{upstream}/v1/chat/completions"),
+        &chat_body(),
+    );
+    let through = peer.call(&chat_body());
+    // First calls (imports, connection pools), then an estimate of its latency.
+    let probe = load::closed_loop(client, std::slice::from_ref(&through), Stop::Each(20)).await;
+    if probe.ok == 0 {
+        r.notes.push(format!(
+            "S1 {label}: not measured: no answer ({}).",
+            probe.first_error.unwrap_or_default()
+        ));
+        return;
+    }
+    let mean_us = probe.hist.mean().max(1.0);
+    let per_round = ((3e6 / mean_us) as u64).clamp(plan.s1_requests.min(200), plan.s1_requests);
+    let peer_plan = Plan {
+        s1_requests: per_round,
+        ..plan.clone()
+    };
+    let pid = peer.pid();
+    let cpu = move || crate::procs::cpu_ns_tree(pid);
+    let row = abab(&peer_plan, client, &direct, &through, Some(&cpu), &label, 0).await;
+    if row.errors > 0 {
+        r.notes
+            .push(format!("S1 {label}: {} errors (see the row).", row.errors));
+    }
+    if per_round < plan.s1_requests {
+        r.notes.push(format!(
+            "S1 {label}: {per_round} requests per round and side (a slow peer: about 3 s' worth)."
+        ));
+    }
+    r.notes.push(format!(
+        "S1 {label}: {:.0} MiB resident (VmRSS, process tree) after its rounds.",
+        crate::procs::rss_kib_tree(pid) as f64 / 1024.0
+    ));
+    r.s1.push(row);
+}
+
+/// The row to read beside the peers: the same OpenAI request through switchyard's front door
+/// (`POST /v1/chat/completions`, a model route to the mock's OpenAI API, no plugin, no key),
+/// against the same request sent straight to the mock.
+async fn s1_front_door(plan: &Plan, client: &awc::Client, upstream: &str, r: &mut Results) {
+    const LABEL: &str = "switchyard front door (OpenAI /v1/chat/completions)";
+    let spec = GatewaySpec {
+        frontdoor_open: true,
+        ..GatewaySpec::default()
+    };
+    let gw = Gateway::start(upstream, spec, &[]);
+    let route = json!({
+        "name": "bench",
+        "inference": { "provider": "openai", "modelId": "bench", "endpoint": format!("http://{upstream}/v1") },
+    });
+    let create = Call::post(format!("{}/api/models", gw.base), &route.to_string());
+    if let Err(e) = load::send(client, &create).await {
+        r.failures
+            .push(format!("S1 front door: the model route was refused: {e}"));
+        gw.stop();
+        return;
+    }
+    let direct = Call::post(
+        format!("http://{upstream}/v1/chat/completions"),
+        &chat_body(),
+    );
+    let through = Call::post(format!("{}/v1/chat/completions", gw.base), &chat_body());
+    match load::send(client, &through).await {
+        Ok(body)
+            if serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|v| v["choices"][0]["message"]["content"].is_string()) => {}
+        other => {
+            r.failures
+                .push(format!("S1 front door: not an OpenAI answer: {other:?}"));
+            gw.stop();
+            return;
+        }
+    }
+    let pid = gw.server.pid();
+    let cpu = move || crate::procs::cpu_ns(pid);
+    // Without a conversation key each request has a session of its own (opened, used,
+    // closed); with `X-Session-ID` the requests of one conversation share one.
+    let conversation = through.clone().header("x-session-id", "bench-conversation");
+    for (label, call) in [
+        (LABEL.to_string(), through),
+        (
+            format!("{LABEL}, one conversation (X-Session-ID)"),
+            conversation,
+        ),
+    ] {
+        let row = abab(plan, client, &direct, &call, Some(&cpu), &label, 0).await;
+        if row.errors > 0 {
+            r.failures
+                .push(format!("S1 {label}: {} errors", row.errors));
+        }
+        r.s1.push(row);
+    }
+    gw.stop();
+}
+
+/// A peer's S2 series: the same sweep as the gateway's, stopping after the first concurrency
+/// whose p50 is 10 ms or more (or that had errors): beyond it a closed loop only queues, so
+/// no higher concurrency can have p99 < 10 ms, and a slow peer does not spend minutes there.
+async fn s2_peer(
+    plan: &Plan,
+    client: &awc::Client,
+    upstream: &str,
+    connections: usize,
+    kind: PeerKind,
+    r: &mut Results,
+) {
+    let Some(peer) = start_peer(plan, upstream, kind, "S2", r) else {
+        return;
+    };
+    let label = kind.label();
+    let direct = Call::post(
+        format!("http://{upstream}/v1/chat/completions"),
+        &chat_body(),
+    );
+    let through = vec![peer.call(&chat_body()); connections];
+    // First calls (imports, connection pools) outside the measurement.
+    let _ = load::closed_loop(client, &through[..4.min(connections)], Stop::Each(10)).await;
+    let pid = peer.pid();
+    let cpu = move || crate::procs::cpu_ns_tree(pid);
+    let series = sweep(plan, client, &direct, &through, Some(&cpu), &label, true).await;
+    if series.points.iter().any(|p| p.errors > 0) {
+        r.notes
+            .push(format!("S2 {label}: errors in the sweep (see its table)."));
+    }
+    r.s2.push(series);
 }
 
 async fn s3(plan: &Plan, r: &mut Results) {
@@ -738,10 +950,16 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
     idle.stop();
 
     let k = 8;
+    // A full run also holds 100,000 idle sessions; a smoke run stays tiny.
+    let held = if plan.smoke { 0 } else { S5_HELD };
     let gw = Gateway::start(
         upstream,
         GatewaySpec {
             noop: k,
+            // The sessions, and the one opened first.
+            max_sessions: held.max(plan.s5_sessions) + 1,
+            // Held sessions must outlive the time it takes to open them all.
+            idle_timeout_ms: 3_600_000,
             ..Default::default()
         },
         &[],
@@ -755,6 +973,47 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
     let _ = gw.sessions(&client, &ids, n).await;
     settle().await;
     let after = gw.server.rss_kib();
+    let held_row = if held > n {
+        // Opened here rather than by `Gateway::sessions`, so that a refusal or the time limit
+        // ends this row with what was held instead of losing the scenario.
+        let body = json!({
+            "targetId": "mock",
+            "plugins": ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let call = Call::post(format!("{}/api/sessions", gw.base), &body);
+        let began = Instant::now();
+        let (mut open, mut stopped) = (n, None);
+        while open < held && stopped.is_none() {
+            if began.elapsed() > S5_HELD_LIMIT {
+                stopped = Some(format!("time limit ({} s)", S5_HELD_LIMIT.as_secs()));
+                break;
+            }
+            let batch = (held - open).min(32);
+            let replies =
+                futures::future::join_all((0..batch).map(|_| load::send(&client, &call))).await;
+            for reply in replies {
+                match reply {
+                    Ok(_) => open += 1,
+                    Err(e) => {
+                        stopped.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        let opened_in = began.elapsed();
+        settle().await;
+        let rss = gw.server.rss_kib();
+        Some(S5Held {
+            sessions: open,
+            rss_kib: rss,
+            bytes_per_session: (rss.saturating_sub(before) * 1024) as f64 / open as f64,
+            open_s: opened_in.as_secs_f64(),
+            stopped,
+        })
+    } else {
+        None
+    };
     gw.stop();
 
     let none = Gateway::start(upstream, GatewaySpec::default(), &[]);
@@ -772,8 +1031,15 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
         bytes_per_session: (after.saturating_sub(before) * 1024) as f64 / n as f64,
         scripts: plan.s5_scripts,
         kib_per_script: with.saturating_sub(base) as f64 / plan.s5_scripts as f64,
+        held: held_row,
     });
 }
+
+/// Idle sessions S5 holds at once on a full run (the 100k target).
+const S5_HELD: usize = 100_000;
+
+/// How long S5 may take to open them.
+const S5_HELD_LIMIT: Duration = Duration::from_secs(720);
 
 /// Answers seen by background load: when, and the body (or the error).
 type Seen = Rc<RefCell<Vec<(Instant, Result<String, String>)>>>;
@@ -1069,5 +1335,92 @@ impl Gateway {
             },
             &[],
         )
+    }
+}
+
+/// S9: a script plugin's hooks called in-process, as a session's thread calls them, so a hook's
+/// own cost is seen without HTTP, the store or the upstream around it.
+async fn s9(plan: &Plan, r: &mut Results) {
+    use switchyard::plugin::{Hook, HookContext, Plugin};
+    use switchyard::script::{engine::Limits, PluginPolicy, ScriptPlugin, ScriptStatus};
+    let calls = if plan.smoke { 50 } else { 20_000 };
+    let raw = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there! How can I help you today?"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}});
+    let headers = json!({"content-type": "application/json", "date": "Thu, 26 Nov 2026 21:00:00 GMT", "content-length": "300", "x-request-id": "abc"});
+    let before = json!({"message": "{\"text\":\"hello world\"}", "metadata": {"model": "bench"}});
+    let after = json!({"response": {"content": "Hello there! How can I help you today?",
+        "metadata": {"responseTimeMs": 3, "rawResponse": raw, "headers": headers, "tokenUsage": {"promptTokens": 9}}}});
+    let policy = |_: &[&str]| PluginPolicy {
+        limits: Limits {
+            memory_limit_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(1),
+            max_stack_bytes: 512 << 10,
+            max_host_calls: 100,
+        },
+        fetch: Default::default(),
+        hooks_on_session_thread: true,
+    };
+    let fixtures = [
+        (
+            "no-op",
+            roles::script_noop("p"),
+            vec![Hook::BeforeSend, Hook::AfterReceive],
+        ),
+        (
+            "JSON rewrite",
+            roles::script_rewrite("p"),
+            vec![Hook::BeforeSend],
+        ),
+    ];
+    for (plugin, source, hooks) in fixtures {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let plugin_dir = dir.path().join("p");
+        std::fs::create_dir_all(&plugin_dir).expect("the plugin's directory");
+        std::fs::write(plugin_dir.join("index.js"), source).expect("the plugin's source");
+        let Some(found) = switchyard::script::source_for(dir.path(), "p") else {
+            r.failures
+                .push("S9: the fixture plugin was not found".into());
+            return;
+        };
+        let loaded = ScriptPlugin::load(&found, &policy, ScriptStatus::new(found.clone()));
+        if let Some(error) = loaded.load_error() {
+            r.failures.push(format!("S9 {plugin}: {error}"));
+            continue;
+        }
+        for hook in hooks {
+            let input = if hook == Hook::BeforeSend {
+                &before
+            } else {
+                &after
+            };
+            let mut per_call = Vec::new();
+            for _ in 0..plan.rounds {
+                let began = Instant::now();
+                for _ in 0..calls {
+                    let mut ctx = HookContext {
+                        session_id: "s-1".into(),
+                        target_id: "t-1".into(),
+                        connector_type: "HTTP_REST".into(),
+                        state: Default::default(),
+                        plugin_config: Default::default(),
+                    };
+                    // The pipeline hands each plugin its own copy of the input: so does this.
+                    if let Err(e) = loaded
+                        .connector_hook("p", hook, input.clone(), &mut ctx)
+                        .await
+                    {
+                        r.failures.push(format!("S9 {plugin} {}: {e}", hook.name()));
+                        return;
+                    }
+                }
+                per_call.push(began.elapsed().as_secs_f64() * 1e6 / calls as f64);
+            }
+            r.s9.push(S9Row {
+                plugin: plugin.into(),
+                hook: hook.name().into(),
+                us_per_call: Spread::of(&per_call),
+            });
+        }
     }
 }

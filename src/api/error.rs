@@ -73,6 +73,9 @@ pub enum ApiError {
     Tool(#[from] crate::tool::ToolError),
     #[error(transparent)]
     Agent(#[from] crate::turn::AgentError),
+    /// The front doors (`/v1`) and their admin endpoints (keys, model routes).
+    #[error(transparent)]
+    Frontdoor(#[from] crate::frontdoor::FrontdoorError),
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -159,6 +162,17 @@ codes! {
     CircuitOpen = (503, "circuit_open", "The provider's circuit breaker is open (`details.retryInMs`)."),
     InvalidAgentModel = (422, "invalid_agent_model", "The agent's model configuration cannot make a client."),
     AgentTimeout = (504, "agent_timeout", "The agent turn did not finish within `agent.turn_timeout_ms`."),
+    InvalidModelRequest = (400, "invalid_model_request", "A `/v1` request cannot be read as the provider's API takes it (`details.field` names the field)."),
+    ModelNotFound = (404, "model_not_found", "No model route answers this model name (`details.model`), and there is no default route."),
+    InvalidApiKey = (401, "invalid_api_key", "A `/v1` request carried no virtual API key, or one that is not valid."),
+    ModelNotAllowed = (403, "model_not_allowed", "The virtual API key may not use this model (`details.model`)."),
+    RateLimited = (429, "rate_limited", "The virtual API key made its requests per minute (`details.limit`); `Retry-After` says when to retry."),
+    TokenBudgetExhausted = (429, "token_budget_exhausted", "The virtual API key has spent its token budget (`details.used`, `details.budget`)."),
+    ApiKeyNotFound = (404, "api_key_not_found", "No virtual API key has this id."),
+    InvalidApiKeyRequest = (400, "invalid_api_key_request", "The key to create is not valid; `details.errors` lists every problem."),
+    InvalidModelRoute = (400, "invalid_model_route", "The model route is not valid; `details.errors` lists every problem with its field."),
+    ModelRouteConflict = (409, "model_route_conflict", "A model route has this name already, is declared in the settings (read-only over REST), or is another route's fallback."),
+    UpstreamTimeout = (504, "upstream_timeout", "The model route did not answer within its `timeoutMs` (`details.route`)."),
     Internal = (500, "internal_error", "Something failed inside the gateway; the cause is logged, never answered."),
 }
 
@@ -229,6 +243,7 @@ impl ApiError {
             }
             ApiError::Tool(e) => tool_row(e),
             ApiError::Agent(e) => agent_row(e),
+            ApiError::Frontdoor(e) => frontdoor_row(e),
             ApiError::Internal(_) => (C::Internal, None),
         }
     }
@@ -444,6 +459,47 @@ fn tool_row(e: &crate::tool::ToolError) -> Row {
     }
 }
 
+fn frontdoor_row(e: &crate::frontdoor::FrontdoorError) -> Row {
+    use crate::frontdoor::keys::KeyError as K;
+    use crate::frontdoor::route::RouteError as R;
+    use crate::frontdoor::FrontdoorError as F;
+    use Code as C;
+    match e {
+        F::Invalid(invalid) => (
+            C::InvalidModelRequest,
+            invalid.param.as_ref().map(|p| json!({ "field": p })),
+        ),
+        F::ModelNotFound(model) => (C::ModelNotFound, Some(json!({ "model": model }))),
+        F::Key(K::Missing | K::Invalid) => (C::InvalidApiKey, None),
+        F::Key(K::ModelNotAllowed(model)) => (C::ModelNotAllowed, Some(json!({ "model": model }))),
+        F::Key(K::RateLimited {
+            limit,
+            retry_after_ms,
+        }) => (
+            C::RateLimited,
+            Some(json!({ "limit": limit, "retryAfterMs": retry_after_ms })),
+        ),
+        F::Key(K::BudgetExhausted { used, budget }) => (
+            C::TokenBudgetExhausted,
+            Some(json!({ "used": used, "budget": budget })),
+        ),
+        F::Key(K::NotFound(id)) => (C::ApiKeyNotFound, Some(json!({ "key": id }))),
+        F::Key(K::InvalidBody(errors)) => (
+            C::InvalidApiKeyRequest,
+            Some(json!({ "field": "key", "errors": errors })),
+        ),
+        F::Key(K::Store(_)) => (C::Internal, None),
+        F::Route(R::Invalid(errors)) => (
+            C::InvalidModelRoute,
+            Some(json!({ "field": "model", "errors": errors })),
+        ),
+        F::Route(R::NotFound(name)) => (C::ModelNotFound, Some(json!({ "model": name }))),
+        F::Route(R::Conflict(_)) => (C::ModelRouteConflict, None),
+        F::Session(e) => session_row(e),
+        F::Timeout { route, .. } => (C::UpstreamTimeout, Some(json!({ "route": route }))),
+    }
+}
+
 fn agent_row(e: &crate::turn::AgentError) -> Row {
     use crate::inference::InferenceError as I;
     use crate::turn::AgentError as A;
@@ -617,6 +673,9 @@ mod tests {
     fn samples() -> Vec<ApiError> {
         use crate::connector::tls::TlsError;
         use crate::connector::ConnectorError;
+        use crate::frontdoor::keys::KeyError as K;
+        use crate::frontdoor::route::RouteError as R;
+        use crate::frontdoor::FrontdoorError as F;
         use crate::inference::InferenceError as I;
         use crate::session::SessionError as E;
         use crate::target::catalogue::TargetError as T;
@@ -728,6 +787,29 @@ mod tests {
                 provider: s(),
                 error: TlsError::Untrusted(s()),
             })),
+            F::Invalid(crate::frontdoor::wire::Invalid {
+                param: Some(s()),
+                message: s(),
+            })
+            .into(),
+            F::ModelNotFound(s()).into(),
+            F::Key(K::Missing).into(),
+            F::Key(K::ModelNotAllowed(s())).into(),
+            F::Key(K::RateLimited {
+                limit: 1,
+                retry_after_ms: 1,
+            })
+            .into(),
+            F::Key(K::BudgetExhausted { used: 1, budget: 1 }).into(),
+            F::Key(K::NotFound(s())).into(),
+            F::Key(K::InvalidBody(vec![s()])).into(),
+            F::Route(R::Invalid(vec![s()])).into(),
+            F::Route(R::Conflict(s())).into(),
+            F::Timeout {
+                route: s(),
+                after_ms: 1,
+            }
+            .into(),
             ApiError::Internal(s()),
         ]
     }

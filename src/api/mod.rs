@@ -3,6 +3,7 @@
 //! - `GET /livez` — the process should keep running.
 //! - `GET /readyz` — 200 while serving; 503 during start-up and shutdown.
 //! - `GET /health` — every actor's state (application/health+json); 503 when failing.
+//! - `GET /metrics` — Prometheus text format; behind the admin token when one is set.
 //! - `GET /api/plugins` — every plugin with metadata and state.
 //! - `GET /api/plugins/{id}` — one plugin, with its config schema.
 //! - `GET /api/plugins/{id}/config-schema` — `{pluginId, pluginName, configSchema}`.
@@ -32,6 +33,12 @@
 //!   the pipeline (streamed as Server-Sent Events with `stream` or
 //!   `Accept: text/event-stream`); `GET /api/sessions/{id}/messages` — its stored transcript;
 //!   `GET /api/sessions/{id}/audit` — what the audit plugin recorded.
+//! - `GET /api/keys`, `POST /api/keys`, `GET|DELETE /api/keys/{id}` — the front doors' virtual
+//!   API keys (the text shown once, a digest kept); `GET /api/models`, `POST /api/models`,
+//!   `GET|DELETE /api/models/{name}` — their model routes.
+//! - `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic), `GET /v1/models`,
+//!   `GET /v1/models/{model}` — the front doors, behind virtual keys, answering in each
+//!   provider's own shapes and event streams (`frontdoor`; not in the OpenAPI document).
 //! - `GET /api/openapi.json` — the OpenAPI 3.1 document of all of the above, generated from the
 //!   handlers (`openapi`); `GET /api/docs` — its reference page (embedded, works offline).
 //!
@@ -46,7 +53,9 @@ pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod extensions;
+pub mod frontdoor;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod plugin_routes;
 pub mod schemas;
@@ -91,6 +100,8 @@ pub struct AppState {
     /// Time a plugin route handler or tool call may take.
     pub call_timeout: std::time::Duration,
     pub streams: events::StreamSettings,
+    /// The OpenAI- and Anthropic-compatible front doors (`/v1`): routes, keys, conversations.
+    pub frontdoor: Arc<crate::frontdoor::FrontDoor>,
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,6 +132,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     let mut core = Mounter::new(cfg, "", statics.clone());
     core_routes(&mut core);
     let mut table = core.finish();
+    frontdoor::mount_v1(cfg);
     cfg.service(
         web::scope("/api")
             .wrap(from_fn(require_admin))
@@ -134,11 +146,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     .default_service(web::to(plugin_routes::dispatch));
 }
 
-/// The routes outside `/api`: the health probes.
+/// The routes outside `/api`: the health probes and the metrics.
 fn core_routes(core: &mut Mounter<'_>) {
     core.get("/livez", health::livez)
         .get("/readyz", health::readyz)
-        .get("/health", health::health);
+        .get("/health", health::health)
+        .get("/metrics", metrics::metrics);
 }
 
 /// The routes under `/api` (paths relative to it).
@@ -161,6 +174,7 @@ fn api_routes(api: &mut Mounter<'_>) {
         .get("/events", events::sse)
         .get("/events/ws", events::websocket);
     extensions::configure(api);
+    frontdoor::configure(api);
     openapi::configure(api);
 }
 

@@ -26,6 +26,9 @@ use super::Mounter;
 /// The routes under `/api` that need no admin token.
 pub const PUBLIC: &[&str] = &["/api/openapi.json", "/api/docs"];
 
+/// The routes outside `/api` that need the admin token all the same (`api::metrics` says why).
+pub const GUARDED: &[&str] = &["/metrics"];
+
 /// The reference page: one self-contained HTML file.
 const PAGE: &str = include_str!("docs.html");
 
@@ -62,6 +65,7 @@ pub fn configure(api: &mut Mounter<'_>) {
         super::health::livez,
         super::health::readyz,
         super::health::health,
+        super::metrics::metrics,
         super::list_plugins,
         super::plugin_order,
         super::get_plugin,
@@ -98,6 +102,14 @@ pub fn configure(api: &mut Mounter<'_>) {
         super::extensions::list_agents,
         super::extensions::get_agent,
         super::extensions::chat,
+        super::frontdoor::list_keys,
+        super::frontdoor::create_key,
+        super::frontdoor::get_key,
+        super::frontdoor::delete_key,
+        super::frontdoor::list_models,
+        super::frontdoor::create_model,
+        super::frontdoor::get_model,
+        super::frontdoor::delete_model,
         openapi_json,
         reference_page,
     ),
@@ -109,6 +121,7 @@ pub fn configure(api: &mut Mounter<'_>) {
         (name = "sessions", description = "Sessions: a target and a pipeline of connector plugins; messages, transcripts, audit."),
         (name = "events", description = "The broker's events: the catalogue, publishing, and the streams (SSE, WebSocket)."),
         (name = "extensions", description = "What plugins register: routes, tools and agents."),
+        (name = "frontdoor", description = "The OpenAI- and Anthropic-compatible front doors (`/v1`, documented by the providers): their virtual API keys and model routes."),
         (name = "docs", description = "This document and its reference page. Never behind the admin token."),
     ),
 )]
@@ -267,7 +280,7 @@ fn error_schema() -> Value {
 
 /// Whether the operation at `path` is answered without the admin token.
 fn is_public(path: &str) -> bool {
-    !path.starts_with("/api/") || PUBLIC.contains(&path)
+    (!path.starts_with("/api/") && !GUARDED.contains(&path)) || PUBLIC.contains(&path)
 }
 
 /// The codes an operation can answer: those it lists and those its shape implies.

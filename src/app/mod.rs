@@ -62,6 +62,8 @@ pub enum StartupError {
     Targets(Vec<(String, String)>),
     #[error("invalid agents ({} problems):{}", .0.len(), .0.iter().map(|(p, m)| format!("\n  - {p}: {m}")).collect::<String>())]
     Agents(Vec<(String, String)>),
+    #[error("invalid model routes ({} problems):{}", .0.len(), .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
+    Models(Vec<String>),
 }
 
 impl StartupError {
@@ -72,6 +74,7 @@ impl StartupError {
             | StartupError::Settings(_)
             | StartupError::Targets(_)
             | StartupError::Agents(_)
+            | StartupError::Models(_)
             | StartupError::Store(_)
             | StartupError::Secrets(_)
             | StartupError::StoredTargets(_) => 2,
@@ -208,6 +211,15 @@ impl App {
             store.clone(),
         );
         start_plugins(&settings, &tree.plugins, audit.clone(), options.plugins).await;
+        // After the targets are known: a route names one.
+        let frontdoor = crate::frontdoor::FrontDoor::build(
+            plan::frontdoor(&settings),
+            tree.sessions.clone(),
+            ext.inference.clone(),
+            store.as_ref().map(|s| s.store().clone()),
+        )
+        .await
+        .map_err(StartupError::Models)?;
         let state = AppState {
             health: core.health.clone(),
             lifecycle: core.lifecycle.clone(),
@@ -230,6 +242,7 @@ impl App {
                 capacity: settings.broker.stream_capacity,
                 keep_alive: Duration::from_millis(settings.broker.stream_keepalive_ms),
             },
+            frontdoor: Arc::new(frontdoor),
         };
         let (addr, server) = start_http(&settings, state)?;
         let _ = core.server_addr.set(addr);

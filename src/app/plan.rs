@@ -67,6 +67,19 @@ pub fn declared(settings: &Settings) -> Result<(Vec<Target>, AgentRegistry), Sta
     Ok((targets, agents))
 }
 
+/// The front doors' settings: `[frontdoor]` and `[[models]]` (as JSON, checked by
+/// `frontdoor::route` once the targets are known).
+pub fn frontdoor(settings: &Settings) -> crate::frontdoor::FrontdoorConfig {
+    crate::frontdoor::FrontdoorConfig {
+        require_key: settings.frontdoor.require_key,
+        models: settings
+            .models
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(serde_json::Value::Null))
+            .collect(),
+    }
+}
+
 /// The settings as `check-config` prints them: the admin token, the store key and the inline
 /// targets' credentials masked (the targets as `/api/targets` shows them).
 pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
@@ -83,6 +96,14 @@ pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
             // Checked before this is called; never shown unmasked all the same.
             None => *inline = toml::Value::String(crate::util::MASK.into()),
         }
+    }
+    // Model routes' plugin configs may hold credentials too.
+    for model in shown.models.iter_mut() {
+        let mut json = serde_json::to_value(&*model).unwrap_or_default();
+        crate::frontdoor::route::for_each_credential(&mut json, &mut |v| {
+            *v = serde_json::Value::String(crate::util::MASK.into())
+        });
+        *model = toml_of(&json);
     }
     shown
 }

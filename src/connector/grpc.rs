@@ -482,6 +482,7 @@ impl Connector for GrpcConnector {
                 headers: None,
                 first_chunk_ms: None,
                 chunks: None,
+                tool_calls: None,
             },
         })
     }
@@ -582,6 +583,7 @@ impl Streaming {
                         headers: None,
                         first_chunk_ms: self.first_chunk_ms,
                         chunks: Some(self.chunks),
+                        tool_calls: None,
                     }))));
                 }
                 Some(Err(error)) => {

@@ -360,6 +360,7 @@ fn whole_answer(
             headers: Some(header_map(response)),
             first_chunk_ms: None,
             chunks: None,
+            tool_calls: None,
         },
     })
 }

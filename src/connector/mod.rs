@@ -72,6 +72,10 @@ pub struct ResponseMetadata {
     /// Streamed answers: how many chunks the upstream sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u64>,
+    /// Tool calls the model asked for (`[{id, name, arguments}]`), from connectors that speak a
+    /// model's wire format; the reply and the transcript carry them beside the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
 }
 
 /// One upstream answer (Krawall's `ConnectorResponse`).

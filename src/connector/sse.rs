@@ -371,6 +371,7 @@ impl Reader {
             headers: self.spec.headers.take(),
             first_chunk_ms: self.first_chunk_ms,
             chunks: Some(self.chunks),
+            tool_calls: None,
         }))
     }
 }

@@ -605,6 +605,7 @@ impl Connection {
                         headers: None,
                         first_chunk_ms: None,
                         chunks: None,
+                        tool_calls: None,
                     };
                     let _ = waiting.items.send(Ok(StreamItem::Delta(content)));
                     let _ = waiting.items.send(Ok(StreamItem::Done(Box::new(metadata))));
@@ -656,6 +657,7 @@ impl Connection {
                 headers: None,
                 first_chunk_ms: waiting.first_chunk_ms,
                 chunks: Some(waiting.chunks),
+                tool_calls: None,
             };
             let _ = waiting.items.send(Ok(StreamItem::Done(Box::new(metadata))));
         }

@@ -312,12 +312,32 @@ pub struct BreakerView {
     pub retry_in_ms: u64,
 }
 
+/// What was sent to one provider, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Requests sent (each retry is one more).
+    pub calls: u64,
+    pub retries: u64,
+    /// Calls that failed after their retries.
+    pub failures: u64,
+}
+
 struct Shared {
     settings: InferenceSettings,
     breakers: Mutex<BTreeMap<String, Breaker>>,
+    /// By provider: a handful of names, and model calls are slow, so a lock is no cost.
+    counts: Mutex<BTreeMap<String, CallCounts>>,
 }
 
 impl Shared {
+    fn count(&self, provider: &str, f: impl FnOnce(&mut CallCounts)) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(provider) {
+            Some(c) => f(c),
+            None => f(counts.entry(provider.to_string()).or_default()),
+        }
+    }
+
     fn with_breaker<T>(&self, provider: &str, f: impl FnOnce(&mut Breaker) -> T) -> T {
         let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         let breaker = breakers
@@ -339,6 +359,7 @@ impl Inference {
             shared: Arc::new(Shared {
                 settings,
                 breakers: Mutex::new(BTreeMap::new()),
+                counts: Mutex::new(BTreeMap::new()),
             }),
             clients: Mutex::new(HashMap::new()),
         })
@@ -408,6 +429,15 @@ impl Inference {
         })
     }
 
+    /// Every provider's call counts, for `/metrics`.
+    pub fn call_counts(&self) -> BTreeMap<String, CallCounts> {
+        self.shared
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Every provider's breaker, for `/health`.
     pub fn breakers(&self) -> Vec<BreakerView> {
         let now = Instant::now();
@@ -470,6 +500,7 @@ impl Client {
         }
         let mut attempt = 0;
         let error = loop {
+            self.shared.count(&self.provider, |c| c.calls += 1);
             match self.send(&request).await {
                 Ok(response) => {
                     self.shared
@@ -481,10 +512,12 @@ impl Client {
                     tracing::warn!(%error, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "Model call failed; retrying.");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
+                    self.shared.count(&self.provider, |c| c.retries += 1);
                 }
                 Err(error) => break error,
             }
         };
+        self.shared.count(&self.provider, |c| c.failures += 1);
         if !error.retryable() {
             // The caller's fault (bad key, bad request): not the provider's health.
             return Err(error);

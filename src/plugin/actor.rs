@@ -98,6 +98,20 @@ impl PluginActor {
         T: 'static,
     {
         let span = tracing::info_span!(parent: &self.span, "plugin_hook", hook);
+        self.run_in(span, hook, fut)
+    }
+
+    /// [`PluginActor::run_hook`] in a span the caller made.
+    fn run_in<F, T>(
+        &mut self,
+        span: tracing::Span,
+        hook: &'static str,
+        fut: F,
+    ) -> ResponseActFuture<Self, Result<T, PluginError>>
+    where
+        F: Future<Output = Result<T, PluginError>> + 'static,
+        T: 'static,
+    {
         let plugin = self.manifest.id.clone();
         let run = async move { guarded(&plugin, hook, fut).await }.instrument(span);
         Box::pin(
@@ -222,6 +236,9 @@ pub struct CallHook {
     pub ctx: HookContext,
     /// The caller's deadline: the call is dropped here too once it passes (see [`abandoned`]).
     pub timeout: Duration,
+    /// The call's span (`plugin`, `hook`), a child of the caller's (the session, the request):
+    /// the hook's log lines carry them although they are written on this actor's thread.
+    pub span: tracing::Span,
 }
 
 /// What a connector hook gave back.
@@ -320,7 +337,8 @@ impl Handler<CallHook> for PluginActor {
     fn handle(&mut self, msg: CallHook, _ctx: &mut Context<Self>) -> Self::Result {
         self.gauge.dequeued();
         let plugin = self.plugin.clone();
-        self.run_hook(
+        self.run_in(
+            msg.span,
             msg.hook.name(),
             abandoned(msg.timeout, async move {
                 let mut ctx = msg.ctx;

@@ -24,6 +24,7 @@ use super::{Hook, HookContext, Plugin, PluginError};
 use crate::broker::events::ToolExecuted;
 use crate::broker::BrokerHandle;
 use crate::health::MailboxGauge;
+use crate::metrics::HookResult;
 use crate::route::{RouteRequest, RouteResponse};
 use crate::supervisor::child::{panic_message, take_last_panic};
 use crate::supervisor::policy::ExitReason;
@@ -132,7 +133,8 @@ where
 
 /// Runs connector hook `hook` of `connector_plugin` (provided by plugin `module`) with the
 /// session's context for it, which comes back changed on success. `Ok(None)`: the plugin has
-/// no such hook and its input passes through.
+/// no such hook and its input passes through. Every call is counted and timed here, on both
+/// paths (inline and through the actor), per plugin and hook.
 pub async fn hook(
     host: &PluginHost,
     module: &str,
@@ -141,6 +143,41 @@ pub async fn hook(
     input: Value,
     ctx: &mut HookContext,
     timeout: Duration,
+) -> Result<Option<Value>, CallError> {
+    let began = Instant::now();
+    // One span per call on both paths, under the caller's (session, request): every line the
+    // hook logs says which plugin, hook, session and request it belongs to.
+    let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
+    let result = hook_uncounted(
+        host,
+        module,
+        connector_plugin,
+        hook,
+        input,
+        ctx,
+        timeout,
+        span,
+    )
+    .await;
+    let counted = match result {
+        Ok(_) => HookResult::Ok,
+        Err(_) => HookResult::Failed,
+    };
+    host.metrics()
+        .hook_called(module, hook.name(), began.elapsed(), counted);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn hook_uncounted(
+    host: &PluginHost,
+    module: &str,
+    connector_plugin: &str,
+    hook: Hook,
+    input: Value,
+    ctx: &mut HookContext,
+    timeout: Duration,
+    span: tracing::Span,
 ) -> Result<Option<Value>, CallError> {
     if let Some((plugin, addr)) = host.inline_hooks(module) {
         return hook_inline(
@@ -153,6 +190,7 @@ pub async fn hook(
             ctx,
             timeout,
         )
+        .instrument(span)
         .await;
     }
     let (addr, gauge) = host
@@ -164,6 +202,7 @@ pub async fn hook(
         input,
         ctx: ctx.clone(),
         timeout,
+        span,
     };
     let reply = send(&addr, &gauge, message, timeout).await?;
     *ctx = reply.ctx;
@@ -185,9 +224,8 @@ async fn hook_inline(
     timeout: Duration,
 ) -> Result<Option<Value>, CallError> {
     let mut scratch = ctx.clone();
-    let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
     let run = plugin.connector_hook(connector_plugin, hook, input, &mut scratch);
-    let run = guarded(module, hook.name(), run).instrument(span);
+    let run = guarded(module, hook.name(), run);
     let began = std::time::Instant::now();
     match tokio::time::timeout(timeout, run).await {
         // A hook that ran past its timeout without yielding (blocking code cannot be

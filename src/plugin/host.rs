@@ -45,7 +45,8 @@ pub struct PluginTimings {
 pub(super) struct Entry {
     pub manifest: PluginManifest,
     /// Connector plugins it provides (a loaded module may register several).
-    pub connectors: Vec<ConnectorPluginInfo>,
+    /// Shared (`Arc`): every session of a plugin points at the same one.
+    pub connectors: Vec<Arc<ConnectorPluginInfo>>,
     pub source: Source,
     pub factory: PluginFactory,
     pub placement: Placement,
@@ -89,6 +90,8 @@ pub struct PluginHost {
     pub(super) loaders: Vec<Arc<dyn Loader>>,
     /// Plugins an operator disabled; kept in the data directory across restarts.
     pub(super) disabled: Disabled,
+    /// What `/metrics` shows; the call path and sessions record into it.
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A plugin as `GET /api/plugins` shows it.
@@ -143,7 +146,13 @@ impl PluginHost {
             booted: AtomicBool::new(false),
             loaders,
             disabled: Disabled::load(data_dir),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
+    }
+
+    /// The service's metrics (`GET /metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub(super) fn broker(&self) -> &BrokerHandle {
@@ -261,7 +270,7 @@ impl PluginHost {
     }
 
     /// Resolves a connector plugin id (as sessions name it) to the plugin that provides it.
-    pub fn connector_plugin(&self, id: &str) -> Option<(String, ConnectorPluginInfo)> {
+    pub fn connector_plugin(&self, id: &str) -> Option<(String, Arc<ConnectorPluginInfo>)> {
         self.read()
             .iter()
             .filter(|e| e.refused.is_none())
@@ -274,7 +283,7 @@ impl PluginHost {
     }
 
     /// Every connector plugin, in registration order.
-    pub fn connector_plugins(&self) -> Vec<(String, ConnectorPluginInfo)> {
+    pub fn connector_plugins(&self) -> Vec<(String, Arc<ConnectorPluginInfo>)> {
         self.read()
             .iter()
             .filter(|e| e.refused.is_none())

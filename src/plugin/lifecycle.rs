@@ -78,7 +78,11 @@ impl Entry {
     pub(super) fn new(d: Discovered, instance: &dyn Plugin, supervised: bool) -> Entry {
         Entry {
             manifest: instance.manifest(),
-            connectors: instance.connector_plugins(),
+            connectors: instance
+                .connector_plugins()
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             source: d.source,
             factory: d.factory,
             placement: d.placement,

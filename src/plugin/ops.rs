@@ -62,7 +62,7 @@ impl PluginHost {
                     entry.manifest = manifest;
                 }
                 if let Some(connectors) = status.connectors() {
-                    entry.connectors = connectors;
+                    entry.connectors = connectors.into_iter().map(Arc::new).collect();
                 }
             }
         }
@@ -224,8 +224,20 @@ impl PluginHost {
     }
 
     /// Reloads a loaded plugin from its files: the new version is prepared beside the old one
-    /// and swapped in only if it initialises; otherwise the old one keeps serving.
+    /// and swapped in only if it initialises; otherwise the old one keeps serving. Counted and
+    /// timed for `/metrics` (an operator's reload and the watcher's alike).
     pub async fn reload(&self, id: &str) -> Result<(PluginView, String), ManageError> {
+        let began = std::time::Instant::now();
+        let result = self.reload_uncounted(id).await;
+        // Only plugins that exist get a series: an id from a request is unbounded.
+        if let Some(id) = self.unit_of(id) {
+            self.metrics()
+                .reloaded(&id, began.elapsed(), result.is_ok());
+        }
+        result
+    }
+
+    async fn reload_uncounted(&self, id: &str) -> Result<(PluginView, String), ManageError> {
         let id = self.unit(id);
         let id = id.as_str();
         if self.supervised(id)? == Source::Native {

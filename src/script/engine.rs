@@ -2,7 +2,8 @@
 //!
 //! Owns loading a plugin directory (sandboxed imports, TS stripping), the host bridge the
 //! module sees (`console`, `PluginLoader`, the Open Astra `ctx`), checking the two module
-//! contracts, and calling hooks under a time budget (interrupt handler) and a memory limit.
+//! contracts, and calling hooks under a time budget (interrupt handler) and a memory limit;
+//! connector hooks take a direct path (`Engine::connector`: no JSON text, unread values kept).
 //! Does not own threads or supervision: the plugin actor that holds the engine does.
 //!
 //! Sandbox: QuickJS has no file, network, process or environment access of its own. We add
@@ -16,15 +17,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use rquickjs::function::Args;
 use rquickjs::loader::{Loader, Resolver};
 use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value,
 };
 use serde_json::Value as Json;
 
+use super::convert;
+use super::lazy::Lazy;
+
 use super::transpile::{remap_stack, strip_types};
 use super::web;
-use crate::plugin::PluginContext;
+use crate::plugin::{HookContext, PluginContext};
 
 /// Per-plugin engine limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub struct Bridge {
     /// Host calls the script gave up on (`clearTimeout`, an aborted `fetch`).
     cancels: Mutex<Vec<u64>>,
     next_op: AtomicU64,
+    /// Values hooks were given but have not read (see `lazy.rs`).
+    pub lazy: Mutex<Lazy>,
 }
 
 impl Bridge {
@@ -155,6 +162,7 @@ pub struct Engine {
     naming: Naming,
     sources: Sources,
     limits: Limits,
+    bridge: Arc<Bridge>,
     pub info: ModuleInfo,
 }
 
@@ -390,6 +398,7 @@ impl Engine {
             naming,
             sources,
             limits,
+            bridge,
             info,
         })
     }
@@ -412,9 +421,10 @@ impl Engine {
         let begun = self.run(|ctx| {
             let state: Object = ctx.globals().get("__switchyard")?;
             let begin: Function = state.get("begin")?;
-            // One parse for all the arguments.
-            let text = serde_json::to_string(args).unwrap_or_else(|_| "[]".into());
-            let list = ctx.json_parse(text)?;
+            let list = rquickjs::Array::new(ctx.clone())?;
+            for (i, arg) in args.iter().enumerate() {
+                list.set(i, convert::to_js(ctx, arg)?)?;
+            }
             let value: Value = begin.call((method, list))?;
             // Read field by field, never through JSON, which the plugin can subvert.
             let Some(reply) = value.as_object() else {
@@ -435,6 +445,89 @@ impl Engine {
         }
     }
 
+    /// Runs connector hook `hook` of connector plugin `plugin` (the prelude's `connector`):
+    /// the hook's context goes in as separate values, so nothing is serialised on the way.
+    ///
+    /// The upstream's raw answer and headers under `afterReceive`'s `response.metadata` stay
+    /// here until the plugin reads them: unread, they go back into its answer as they came.
+    pub fn connector(
+        &self,
+        plugin: &str,
+        hook: &str,
+        mut input: Json,
+        ctx: &HookContext,
+    ) -> Result<Step, ScriptError> {
+        let kept = self.keep_unread(&mut input);
+        let begun = self.run(|js| {
+            let state: Object = js.globals().get("__switchyard")?;
+            let connector: Function = state.get("connector")?;
+            let mut args = Args::new(js.clone(), 8);
+            args.push_arg(plugin)?;
+            args.push_arg(hook)?;
+            args.push_arg(convert::to_js(js, &input)?)?;
+            args.push_arg(ctx.session_id.as_str())?;
+            args.push_arg(ctx.target_id.as_str())?;
+            args.push_arg(ctx.connector_type.as_str())?;
+            args.push_arg(convert::map_to_js(js, &ctx.state)?)?;
+            args.push_arg(convert::map_to_js(js, &ctx.plugin_config)?)?;
+            args.push_arg(convert::to_js(js, &Json::Array(kept))?)?;
+            let value: Value = connector.call_arg(args)?;
+            // A number is a call to poll: the plugin's hook returned a promise.
+            match value.as_number() {
+                Some(call) if call >= 1.0 => Ok(Step::Waiting(call as u64)),
+                _ => Ok(Step::Done(self.answer(js, value)?)),
+            }
+        });
+        let mut lazy = self.lazy();
+        match begun {
+            Ok(Step::Waiting(call)) => {
+                lazy.park(call);
+                drop(lazy);
+                self.poll(call)
+            }
+            other => {
+                lazy.end_running();
+                other
+            }
+        }
+    }
+
+    /// Moves what a hook may never read out of `input` into the stash: `[key, slot, …]` for
+    /// the prelude's accessors on `input.response.metadata`.
+    fn keep_unread(&self, input: &mut Json) -> Vec<Json> {
+        let Some(meta) = input
+            .get_mut("response")
+            .and_then(|r| r.get_mut("metadata"))
+            .and_then(Json::as_object_mut)
+        else {
+            return Vec::new();
+        };
+        let mut lazy = self.lazy();
+        let mut kept = Vec::new();
+        for key in ["rawResponse", "headers"] {
+            if let Some(value) = meta.shift_remove(key) {
+                kept.push(Json::from(key));
+                kept.push(Json::from(lazy.stash(value)));
+            }
+        }
+        kept
+    }
+
+    /// A hook's answer as JSON, the values it left unread put back.
+    fn answer<'js>(&self, js: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
+        self.lazy().exporting = true;
+        let lazy = &self.bridge.lazy;
+        let answer = convert::from_js_with(js, value, &|text| {
+            lazy.lock().unwrap_or_else(|e| e.into_inner()).resolve(text)
+        });
+        self.lazy().exporting = false;
+        answer
+    }
+
+    fn lazy(&self) -> std::sync::MutexGuard<'_, Lazy> {
+        self.bridge.lazy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Settles the host calls in `done` (`Ok` resolves, `Err` rejects) and runs the jobs that
     /// follow (promise reactions, timer callbacks).
     pub fn deliver(&self, done: Vec<(u64, Result<Json, Json>)>) -> Result<(), ScriptError> {
@@ -446,8 +539,7 @@ impl Engine {
                     Ok(v) => (true, v),
                     Err(e) => (false, e),
                 };
-                let text = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
-                complete.call::<_, ()>((id, ok, ctx.json_parse(text)?))?;
+                complete.call::<_, ()>((id, ok, convert::to_js(ctx, &value)?))?;
                 // As in a browser: the jobs one completion queues run before the next one.
                 while ctx.execute_pending_job() {}
             }
@@ -471,11 +563,14 @@ impl Engine {
             }
             match reply.get::<_, Option<bool>>("pending")? {
                 Some(true) => Ok(Ok(Step::Waiting(call))),
-                Some(false) => Ok(Ok(Step::Done(to_json(ctx, reply.get("value")?)?))),
+                Some(false) => Ok(Ok(Step::Done(self.answer(ctx, reply.get("value")?)?))),
                 None => Ok(Err("poll() answered without `pending`".to_string())),
             }
-        })?;
-        polled.map_err(ScriptError::Protocol)
+        });
+        if !matches!(polled, Ok(Ok(Step::Waiting(_)))) {
+            self.lazy().end(call);
+        }
+        polled?.map_err(ScriptError::Protocol)
     }
 
     /// Forgets calls nobody waits for any more (their promises may still settle).
@@ -484,6 +579,7 @@ impl Engine {
             let state: Object = ctx.globals().get("__switchyard")?;
             let abandon: Function = state.get("abandon")?;
             for call in calls {
+                self.lazy().end(*call);
                 abandon.call::<_, ()>((*call,))?;
             }
             Ok(Json::Null)
@@ -537,16 +633,7 @@ impl Engine {
 }
 
 fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
-    if value.is_undefined() {
-        return Ok(Json::Null);
-    }
-    let text = ctx
-        .json_stringify(value)?
-        .map(|s| s.to_string())
-        .transpose()?;
-    Ok(text
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Json::Null))
+    convert::from_js(ctx, value)
 }
 
 fn internal(message: &str) -> ScriptError {
@@ -661,6 +748,20 @@ fn install_host(ctx: &Ctx<'_>, bridge: &Arc<Bridge>, clock: &Arc<Clock>) -> rqui
                 "debug" => tracing::debug!(plugin, "{message}"),
                 _ => tracing::info!(plugin, "{message}"),
             }
+        })?,
+    )?;
+    // A hook's unread value (see `lazy.rs`): its marker while the host reads the answer, else
+    // its JSON text, once (the accessor then becomes a plain property). Reading one is rare,
+    // so text is good enough here.
+    let b = bridge.clone();
+    host.set(
+        "lazy",
+        Function::new(ctx.clone(), move |slot: f64| -> Option<String> {
+            let mut lazy = b.lazy.lock().unwrap_or_else(|e| e.into_inner());
+            if lazy.exporting {
+                return Some(Lazy::marker(slot as u64));
+            }
+            lazy.take(slot as u64).map(|value| value.to_string())
         })?,
     )?;
     let b = bridge.clone();

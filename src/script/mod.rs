@@ -4,7 +4,9 @@
 //! a [`Loader`]) and what is known about each across its instances (`ScriptStatus`). Each
 //! instance is a `ScriptPlugin` (`plugin`): a [`Plugin`] whose hooks run in a QuickJS engine of
 //! its own (`engine`), with TypeScript stripped in-process (`transpile`), web-platform globals
-//! (`web`, and `fetch` under a per-plugin policy) and host calls that finish later.
+//! (`web`, and `fetch` under a per-plugin policy) and host calls that finish later. Values
+//! cross into the engine and back by direct conversion (`convert`), and what a hook may never
+//! read stays on the host side until it does (`lazy`).
 //! Script plugins run on a dedicated arbiter each and are supervised exactly like native ones:
 //! a fresh engine per restart, and a limit breach (time, memory) counts as a crash. `watch`
 //! turns file changes into debounced reloads. Does not own the reload swap itself (the plugins
@@ -16,8 +18,10 @@
 //! start?, stop?}`), register Krawall connector plugins (`PluginLoader.register({...})`), or
 //! both; every connector plugin it registers is usable in sessions by its own id.
 
+mod convert;
 pub mod engine;
 pub mod fetch;
+mod lazy;
 pub mod plugin;
 pub mod transpile;
 pub mod watch;

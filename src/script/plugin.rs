@@ -147,9 +147,19 @@ impl ScriptPlugin {
     /// Runs `method` to the end: between runs of JS it waits for the host calls its promise
     /// waits on. Other calls may run meanwhile, as in any JavaScript event loop.
     async fn call_async(&self, method: &str, args: &[Value]) -> Result<Value, PluginError> {
+        self.drive(method, |e| e.start(method, args)).await
+    }
+
+    /// Takes the first step with `first`, then waits out the promise it may leave (see
+    /// [`Self::call_async`]); `method` names the call in errors.
+    async fn drive(
+        &self,
+        method: &str,
+        first: impl FnOnce(&Engine) -> Result<Step, ScriptError>,
+    ) -> Result<Value, PluginError> {
         let core = &self.core;
         let mut delivered = core.delivered.subscribe();
-        let call = match core.run(|e| e.start(method, args))? {
+        let call = match core.run(first)? {
             Step::Done(value) => return Ok(value),
             Step::Waiting(call) => call,
         };
@@ -539,20 +549,28 @@ impl Plugin for ScriptPlugin {
         input: Value,
         ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
-        let args = [
-            json!(connector_plugin),
-            json!(hook.name()),
-            input,
-            json!(ctx),
-        ];
-        let reply = self.call_async("connector", &args).await?;
-        if let Some(state) = reply.get("state").and_then(Value::as_object) {
-            ctx.state = state.clone();
+        let reply = self
+            .drive(hook.name(), |e| {
+                e.connector(connector_plugin, hook.name(), input, ctx)
+            })
+            .await?;
+        let Value::Object(mut reply) = reply else {
+            return Err(PluginError::new(format!(
+                "{}: the host's connector() answered a non-object",
+                hook.name()
+            )));
+        };
+        if let Some(Value::Object(state)) = reply.shift_remove("state") {
+            ctx.state = state;
         }
-        if reply["skipped"].as_bool().unwrap_or(false) {
+        if reply
+            .get("skipped")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
             return Ok(None);
         }
-        Ok(Some(reply.get("result").cloned().unwrap_or(Value::Null)))
+        Ok(Some(reply.shift_remove("result").unwrap_or(Value::Null)))
     }
 
     fn on_error(&self, connector_plugin: &str, error: &str, hook: Hook, ctx: &HookContext) {
@@ -570,5 +588,113 @@ impl Plugin for ScriptPlugin {
     async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
         let event = json!({ "event": event.event, "timestamp": crate::util::rfc3339(event.timestamp), "data": event.data });
         self.call_async("dispatch", &[event]).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::engine::Limits;
+    use crate::script::{source_for, PluginPolicy};
+
+    fn load(after_receive: &str) -> (tempfile::TempDir, ScriptPlugin) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("p");
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = format!(
+            r#"import {{ PluginLoader }} from "./loader";
+PluginLoader.register({{
+  id: "p", name: "p", description: "d", version: "1.0.0", compatibleConnectors: ["HTTP_REST"],
+  afterReceive{after_receive},
+}});
+"#
+        );
+        std::fs::write(dir.join("index.js"), source).unwrap();
+        let source = source_for(root.path(), "p").unwrap();
+        let policy = |_: &[&str]| PluginPolicy {
+            limits: Limits {
+                memory_limit_bytes: 16 << 20,
+                call_timeout: Duration::from_millis(500),
+                max_stack_bytes: 512 << 10,
+                max_host_calls: 10,
+            },
+            fetch: Default::default(),
+            hooks_on_session_thread: true,
+        };
+        let plugin = ScriptPlugin::load(&source, &policy, ScriptStatus::new(source.clone()));
+        assert!(plugin.load_error().is_none(), "{:?}", plugin.load_error());
+        (root, plugin)
+    }
+
+    fn after_receive(plugin: &ScriptPlugin) -> Value {
+        let input = json!({ "response": { "content": "hi", "metadata": {
+            "responseTimeMs": 3,
+            "rawResponse": { "id": "c-1", "choices": [{ "message": { "content": "hi" } }] },
+            "headers": { "x-request-id": "r-1" },
+        } } });
+        let mut ctx = HookContext {
+            session_id: "s".into(),
+            target_id: "t".into(),
+            connector_type: "HTTP_REST".into(),
+            state: Default::default(),
+            plugin_config: Default::default(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let out = local.block_on(
+            &runtime,
+            plugin.connector_hook("p", Hook::AfterReceive, input, &mut ctx),
+        );
+        let held = plugin.core.env.bridge.lazy.lock().unwrap().len();
+        assert_eq!(held, 0, "the stash is empty once the call ends");
+        out.unwrap().unwrap()
+    }
+
+    #[test]
+    fn unread_raw_answers_come_back_unchanged_read_ones_are_the_real_value() {
+        let (_dir, untouched) = load("(response) { return { response }; }");
+        let out = after_receive(&untouched);
+        assert_eq!(out["response"]["metadata"]["rawResponse"]["id"], "c-1");
+        assert_eq!(
+            out["response"]["metadata"]["headers"]["x-request-id"],
+            "r-1"
+        );
+        assert_eq!(out["response"]["metadata"]["responseTimeMs"], 3);
+
+        let (_dir, reader) = load(
+            "(response) { const raw = response.metadata.rawResponse; \
+             return { response: { content: raw.choices[0].message.content + '!', metadata: { ...response.metadata } } }; }",
+        );
+        let out = after_receive(&reader);
+        assert_eq!(out["response"]["content"], "hi!");
+        assert_eq!(out["response"]["metadata"]["rawResponse"]["id"], "c-1");
+        assert_eq!(
+            out["response"]["metadata"]["headers"]["x-request-id"],
+            "r-1"
+        );
+
+        let (_dir, writer) = load(
+            "(response) { response.metadata.rawResponse = { mine: true }; \
+             delete response.metadata.headers; return { response }; }",
+        );
+        let out = after_receive(&writer);
+        assert_eq!(
+            out["response"]["metadata"]["rawResponse"],
+            json!({ "mine": true })
+        );
+        assert!(out["response"]["metadata"].get("headers").is_none());
+    }
+
+    #[test]
+    fn an_async_hook_keeps_its_unread_values_until_it_answers() {
+        let (_dir, plugin) = load(
+            "(response) { return Promise.resolve().then(() => ({ response, metadata: { both: response.metadata.headers } })); }",
+        );
+        let out = after_receive(&plugin);
+        assert_eq!(out["response"]["metadata"]["rawResponse"]["id"], "c-1");
+        assert_eq!(out["metadata"]["both"]["x-request-id"], "r-1");
     }
 }

@@ -10,8 +10,9 @@
 //! the chain's failure policy (`pipeline`).
 
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -33,19 +34,16 @@ use crate::supervisor::policy::ExitReason;
 use crate::target::Target;
 use tokio::sync::mpsc;
 
-/// One plugin in a session's pipeline.
+/// One plugin in a session's pipeline. What describes the plugin is shared (`Arc`) with the
+/// host and every other session of it; the session's own part is its context and counters.
 #[derive(Debug, Clone)]
 pub struct Stage {
     /// The plugin (actor) that provides the connector plugin.
-    pub module: String,
-    pub info: ConnectorPluginInfo,
+    pub module: Arc<str>,
+    pub info: Arc<ConnectorPluginInfo>,
     pub priority: u32,
     pub critical: bool,
     pub timeout: Duration,
-    /// The config as responses show it (secrets masked).
-    pub masked_config: Value,
-    /// The config as the store keeps it (secrets sealed with the store's key).
-    pub stored_config: Value,
     /// This plugin's per-session context (state, bound config).
     pub ctx: HookContext,
     pub failures: u64,
@@ -90,6 +88,15 @@ pub enum SessionState {
 }
 
 impl SessionState {
+    fn from_u8(n: u8) -> Self {
+        match n {
+            0 => SessionState::Opening,
+            1 => SessionState::Open,
+            2 => SessionState::Closing,
+            _ => SessionState::Closed,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionState::Opening => "opening",
@@ -137,6 +144,121 @@ pub struct StageInfo {
     pub failures: u64,
 }
 
+/// A session as the API reads it, shared by its actor and the registry: what is fixed at open,
+/// plus counters the actor sets as it goes. `GET /api/sessions/{id}` builds a [`SessionInfo`]
+/// from it only when asked (never through the mailbox, so a session busy with a slow upstream
+/// still answers), and a message only stores a few numbers here.
+pub struct SessionView {
+    id: String,
+    target_id: String,
+    connector_type: String,
+    created_at: SystemTime,
+    plugins: Box<[PluginView]>,
+    state: AtomicU8,
+    messages: AtomicU64,
+    errors: AtomicU64,
+    /// Nanoseconds since the Unix epoch.
+    last_activity: AtomicU64,
+    /// Messages accepted and not yet answered (the queue bound).
+    pub pending: AtomicUsize,
+}
+
+/// One plugin of a session as the API shows it.
+struct PluginView {
+    info: Arc<ConnectorPluginInfo>,
+    module: Arc<str>,
+    priority: u32,
+    critical: bool,
+    /// The config as responses show it (secrets masked); `None` for `{}`, the usual case,
+    /// which then takes no room.
+    config: Option<Box<Value>>,
+    failures: AtomicU64,
+}
+
+/// `None` for an empty object (see [`PluginView`]).
+fn compact(config: Value) -> Option<Box<Value>> {
+    match &config {
+        Value::Object(map) if map.is_empty() => None,
+        _ => Some(Box::new(config)),
+    }
+}
+
+/// What [`compact`] kept, as it was.
+fn expand(config: &Option<Box<Value>>) -> Value {
+    match config {
+        Some(config) => Value::clone(config),
+        None => Value::Object(Map::new()),
+    }
+}
+
+fn epoch_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl SessionView {
+    /// `masked` holds each stage's config as responses show it, in the stages' order.
+    pub fn new(id: &str, target: &Target, stages: &[Stage], masked: Vec<Value>) -> Self {
+        let now = SystemTime::now();
+        SessionView {
+            id: id.to_string(),
+            target_id: target.id.clone(),
+            connector_type: target.connector_type.clone(),
+            created_at: now,
+            plugins: stages
+                .iter()
+                .zip(masked)
+                .map(|(s, config)| PluginView {
+                    info: s.info.clone(),
+                    module: s.module.clone(),
+                    priority: s.priority,
+                    critical: s.critical,
+                    config: compact(config),
+                    failures: AtomicU64::new(0),
+                })
+                .collect(),
+            state: AtomicU8::new(SessionState::Opening as u8),
+            messages: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_activity: AtomicU64::new(epoch_nanos(now)),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn state(&self) -> SessionState {
+        SessionState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// The session as `GET /api/sessions/{id}` shows it, built now.
+    pub fn info(&self) -> SessionInfo {
+        let plugins: Vec<StageInfo> = self
+            .plugins
+            .iter()
+            .map(|p| StageInfo {
+                id: p.info.id.clone(),
+                plugin: p.module.to_string(),
+                priority: p.priority,
+                critical: p.critical,
+                config: expand(&p.config),
+                failures: p.failures.load(Ordering::Relaxed),
+            })
+            .collect();
+        let last = self.last_activity.load(Ordering::Relaxed);
+        SessionInfo {
+            id: self.id.clone(),
+            target_id: self.target_id.clone(),
+            connector_type: self.connector_type.clone(),
+            state: self.state(),
+            hook_failures: plugins.iter().map(|p| p.failures).sum(),
+            plugins,
+            message_count: self.messages.load(Ordering::Relaxed),
+            error_count: self.errors.load(Ordering::Relaxed),
+            created_at: crate::util::rfc3339(self.created_at),
+            last_activity_at: crate::util::rfc3339(UNIX_EPOCH + Duration::from_nanos(last)),
+        }
+    }
+}
+
 // ---- Messages -------------------------------------------------------------------------------
 
 /// Run `initialize` on every plugin, then the `onConnect` chain, then connect.
@@ -152,6 +274,10 @@ pub struct SendMessage {
     pub metadata: Option<Value>,
     /// Stream the answer here as it arrives (then `Done` or `Failed` ends it).
     pub stream: Option<mpsc::Sender<StreamEvent>>,
+    /// Request-template variables for this message only (see `Exchange::seed`).
+    pub variables: Map<String, Value>,
+    /// The caller's span (the request): the message's log lines carry its request id.
+    pub span: tracing::Span,
 }
 
 /// Run every plugin's `onDisconnect`, disconnect, and stop. Answers with what happened.
@@ -165,92 +291,76 @@ pub struct Close {
 
 pub struct SessionActor {
     id: String,
-    target: Target,
+    target: Arc<Target>,
     stages: Vec<Stage>,
+    /// Each stage's config as the store keeps it (secrets sealed with the store's key), until
+    /// the session's row is written at open.
+    stored_configs: Vec<Value>,
     connector: Option<Rc<dyn Connector>>,
+    /// Makes the connector instead of the target's connector type (a front door's model
+    /// provider); `None` for sessions opened over REST.
+    make_connector: Option<super::MakeConnector>,
     /// A plugin set the connection's credentials in `onConnect`; after an upstream 401 the
     /// chain runs once more (re-authenticating) and the message is sent again once.
     reauth_on_401: bool,
-    store: Option<StoreHandle>,
-    host: Arc<PluginHost>,
-    broker: BrokerHandle,
-    settings: super::SessionConfig,
+    /// Shared by every session.
+    deps: Arc<SessionDeps>,
     guard: DownGuard,
     state: SessionState,
-    created_at: SystemTime,
     last_activity: (Instant, SystemTime),
     messages: u64,
     errors: u64,
-    snapshot: Arc<RwLock<Option<SessionInfo>>>,
+    view: Arc<SessionView>,
     span: tracing::Span,
 }
 
 impl SessionActor {
     pub fn new(
         id: String,
-        target: Target,
+        target: Arc<Target>,
         stages: Vec<Stage>,
-        deps: SessionDeps,
+        stored_configs: Vec<Value>,
+        deps: Arc<SessionDeps>,
         guard: DownGuard,
-        snapshot: Arc<RwLock<Option<SessionInfo>>>,
+        view: Arc<SessionView>,
     ) -> Self {
-        let SessionDeps {
-            host,
-            broker,
-            settings,
-            store,
-        } = deps;
         let span = tracing::info_span!("session", session.id = %id, target.id = %target.id);
         SessionActor {
             id,
             target,
             stages,
+            stored_configs,
             connector: None,
+            make_connector: None,
             reauth_on_401: false,
-            store,
-            host,
-            broker,
-            settings,
+            deps,
             guard,
             state: SessionState::Opening,
-            created_at: SystemTime::now(),
             last_activity: (Instant::now(), SystemTime::now()),
             messages: 0,
             errors: 0,
-            snapshot,
+            view,
             span,
         }
     }
 
-    /// Publishes the current info where the API reads it (never through the mailbox, so a
-    /// session busy with a slow upstream still answers `GET /api/sessions/{id}`).
-    fn publish(&self) {
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some(self.info());
+    /// The session's connector is made by `make` instead of its target's connector type.
+    pub fn with_connector(mut self, make: Option<super::MakeConnector>) -> Self {
+        self.make_connector = make;
+        self
     }
 
-    fn info(&self) -> SessionInfo {
-        SessionInfo {
-            id: self.id.clone(),
-            target_id: self.target.id.clone(),
-            connector_type: self.target.connector_type.clone(),
-            state: self.state,
-            plugins: self
-                .stages
-                .iter()
-                .map(|s| StageInfo {
-                    id: s.info.id.clone(),
-                    plugin: s.module.clone(),
-                    priority: s.priority,
-                    critical: s.critical,
-                    config: s.masked_config.clone(),
-                    failures: s.failures,
-                })
-                .collect(),
-            message_count: self.messages,
-            error_count: self.errors,
-            hook_failures: self.stages.iter().map(|s| s.failures).sum(),
-            created_at: crate::util::rfc3339(self.created_at),
-            last_activity_at: crate::util::rfc3339(self.last_activity.1),
+    /// Publishes the current counters where the API reads them (never through the mailbox,
+    /// so a session busy with a slow upstream still answers `GET /api/sessions/{id}`).
+    fn publish(&self) {
+        let view = &self.view;
+        view.state.store(self.state as u8, Ordering::Release);
+        view.messages.store(self.messages, Ordering::Relaxed);
+        view.errors.store(self.errors, Ordering::Relaxed);
+        view.last_activity
+            .store(epoch_nanos(self.last_activity.1), Ordering::Relaxed);
+        for (shown, stage) in view.plugins.iter().zip(&self.stages) {
+            shown.failures.store(stage.failures, Ordering::Relaxed);
         }
     }
 }
@@ -259,7 +369,7 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.settings.idle_timeout;
+        let idle = self.deps.settings.idle_timeout;
         let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         ctx.run_interval(every, move |act, ctx| {
             if act.state == SessionState::Open && act.last_activity.0.elapsed() >= idle {
@@ -277,8 +387,9 @@ impl Handler<Open> for SessionActor {
 
     fn handle(&mut self, _msg: Open, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stages = std::mem::take(&mut self.stages);
-        let host = self.host.clone();
+        let host = self.deps.host.clone();
         let target = self.target.clone();
+        let make = self.make_connector.clone();
         let open = async move {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
@@ -287,9 +398,10 @@ impl Handler<Open> for SessionActor {
                     return (stages, Err(error));
                 }
             }
-            let connector = connect_chain(&host, &mut stages, &target).await;
+            let connector = connect_chain(&host, &mut stages, &target, make.as_ref()).await;
             (stages, connector)
         };
+        let open = tracing::Instrument::instrument(open, self.span.clone());
         AtomicResponse::new(Box::pin(open.into_actor(self).map(|(stages, connector), act, ctx| {
             act.stages = stages;
             match connector {
@@ -298,17 +410,16 @@ impl Handler<Open> for SessionActor {
                     act.reauth_on_401 = reauth;
                     act.state = SessionState::Open;
                     act.publish();
-                    if let Some(store) = &act.store {
-                        let info = act.info();
+                    // Needed for the row only: not kept while the session lives.
+                    let stored = std::mem::take(&mut act.stored_configs);
+                    if let Some(store) = &act.deps.store {
+                        let info = act.view.info();
                         // The row keeps the sealed configs, never the masked or the clear ones.
                         let plugins: Vec<StageInfo> = info
                             .plugins
                             .into_iter()
-                            .zip(&act.stages)
-                            .map(|(shown, stage)| StageInfo {
-                                config: stage.stored_config.clone(),
-                                ..shown
-                            })
+                            .zip(stored)
+                            .map(|(shown, config)| StageInfo { config, ..shown })
                             .collect();
                         store.write(Write::SessionOpened {
                             id: act.id.clone(),
@@ -350,16 +461,20 @@ impl Handler<SendMessage> for SessionActor {
         self.last_activity = (Instant::now(), SystemTime::now());
         let index = self.messages;
         self.messages += 1;
+        let metrics = self.deps.host.metrics();
+        metrics.message(&self.target.id, &self.target.connector_type);
+        let span = tracing::info_span!(parent: &msg.span, "message", session.id = %self.id);
         self.publish();
         let sent_text = msg.message.clone();
-        let store = self.store.clone();
-        let durability = self.settings.durability;
+        let store = self.deps.store.clone();
+        let durability = self.deps.settings.durability;
         let mut stages = std::mem::take(&mut self.stages);
-        let host = self.host.clone();
-        let broker = self.broker.clone();
-        let after_receive = self.settings.after_receive;
+        let host = self.deps.host.clone();
+        let broker = self.deps.broker.clone();
+        let after_receive = self.deps.settings.after_receive;
         let reauth = self.reauth_on_401;
         let target = self.target.clone();
+        let make = self.make_connector.clone();
         let session_id = self.id.clone();
         let stream = msg.stream;
         let stream_client = stream.clone();
@@ -377,6 +492,7 @@ impl Handler<SendMessage> for SessionActor {
                 metadata,
                 ..Exchange::default()
             };
+            exchange.seed(msg.variables);
             let mut chain = Chain {
                 host: &host,
                 broker: &broker,
@@ -394,9 +510,12 @@ impl Handler<SendMessage> for SessionActor {
             let (message, variables) = (&exchange.message, &exchange.extensions);
             let mut reconnected: Option<Rc<dyn Connector>> = None;
             let client_streams = stream.is_some();
+            let upstream = Instant::now();
             let mut sent = send(&*connector, message, variables, client_streams).await;
+            let (metrics, took) = (host.metrics(), upstream.elapsed());
+            metrics.upstream_called(&target.id, &target.connector_type, took, sent.is_ok());
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
-                match connect_chain(&host, &mut stages, &target).await {
+                match connect_chain(&host, &mut stages, &target, make.as_ref()).await {
                     Ok((fresh, _)) => {
                         let fresh: Rc<dyn Connector> = Rc::from(fresh);
                         sent = send(&*fresh, message, variables, client_streams).await;
@@ -440,6 +559,7 @@ impl Handler<SendMessage> for SessionActor {
             let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
             (stages, Ok(reply), reconnected)
         };
+        let pipeline = tracing::Instrument::instrument(pipeline, span);
         let transcript_of = self.id.clone();
         let pipeline = async move {
             let (stages, mut result, reconnected) = pipeline.await;
@@ -500,7 +620,7 @@ impl Handler<Close> for SessionActor {
         }
         self.state = SessionState::Closing;
         let mut stages = std::mem::take(&mut self.stages);
-        let host = self.host.clone();
+        let host = self.deps.host.clone();
         let connector = self.connector.take();
         let close = async move {
             // Every plugin's onDisconnect runs, whatever the others do.
@@ -536,7 +656,7 @@ impl Handler<Close> for SessionActor {
             act.state = SessionState::Closed;
             act.publish();
             tracing::info!(parent: &act.span, reason = %msg.reason, messages = act.messages, "Session closed.");
-            if let Some(store) = &act.store {
+            if let Some(store) = &act.deps.store {
                 store.write(Write::SessionEnded {
                     id: act.id.clone(),
                     state: "closed",
@@ -544,7 +664,7 @@ impl Handler<Close> for SessionActor {
                     at: crate::util::rfc3339(SystemTime::now()),
                 });
             }
-            act.broker.emit(&events::SessionClosed {
+            act.deps.broker.emit(&events::SessionClosed {
                 session_id: act.id.clone(),
                 reason: msg.reason.clone(),
                 message_count: act.messages,
@@ -568,5 +688,121 @@ impl Handler<CrashSession> for SessionActor {
 
     fn handle(&mut self, _msg: CrashSession, _ctx: &mut Context<Self>) {
         panic!("session crash requested by a test");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        serde_json::from_value(json!({
+            "id": "t1",
+            "name": "T",
+            "connectorType": "HTTP_REST",
+            "endpoint": "http://127.0.0.1:9/v1",
+            "requestTemplate": { "messagePath": "message" },
+            "responseTemplate": { "responsePath": "content" }
+        }))
+        .expect("a target")
+    }
+
+    fn stage(id: &str, priority: u32) -> Stage {
+        Stage {
+            module: Arc::from(id),
+            info: Arc::new(ConnectorPluginInfo {
+                id: id.into(),
+                name: id.into(),
+                description: String::new(),
+                version: "1.0.0".into(),
+                priority,
+                compatible_connectors: vec!["HTTP_REST".into()],
+                config_schema: Vec::new(),
+                on_chunk: false,
+            }),
+            priority,
+            critical: false,
+            timeout: Duration::from_secs(1),
+            ctx: HookContext::default(),
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn a_state_survives_its_number() {
+        for state in [
+            SessionState::Opening,
+            SessionState::Open,
+            SessionState::Closing,
+            SessionState::Closed,
+        ] {
+            assert_eq!(SessionState::from_u8(state as u8), state);
+        }
+    }
+
+    #[test]
+    fn a_compacted_config_comes_back_as_it_was() {
+        for config in [
+            json!({}),
+            json!({ "a": 1, "b": "***" }),
+            Value::Null,
+            json!([]),
+        ] {
+            assert_eq!(expand(&compact(config.clone())), config);
+        }
+        assert!(
+            compact(json!({})).is_none(),
+            "an empty config takes no room"
+        );
+    }
+
+    #[test]
+    fn the_view_shows_the_stages_in_order_with_the_latest_counters() {
+        let stages = vec![stage("a", 1), stage("b", 2)];
+        let view = SessionView::new(
+            "s1",
+            &target(),
+            &stages,
+            vec![json!({}), json!({ "key": "***" })],
+        );
+        let opening = view.info();
+        assert_eq!(opening.state, SessionState::Opening);
+        assert_eq!((opening.message_count, opening.hook_failures), (0, 0));
+
+        view.state
+            .store(SessionState::Open as u8, Ordering::Release);
+        view.messages.store(3, Ordering::Relaxed);
+        view.errors.store(1, Ordering::Relaxed);
+        view.plugins[1].failures.store(2, Ordering::Relaxed);
+        let info = view.info();
+        assert_eq!(info.id, "s1");
+        assert_eq!(info.target_id, "t1");
+        assert_eq!(info.connector_type, "HTTP_REST");
+        assert_eq!(info.state, SessionState::Open);
+        assert_eq!((info.message_count, info.error_count), (3, 1));
+        assert_eq!(info.hook_failures, 2);
+        let shown: Vec<(&str, &str, u32, u64)> = info
+            .plugins
+            .iter()
+            .map(|p| (p.id.as_str(), p.plugin.as_str(), p.priority, p.failures))
+            .collect();
+        assert_eq!(shown, vec![("a", "a", 1, 0), ("b", "b", 2, 2)]);
+        assert_eq!(info.plugins[0].config, json!({}));
+        assert_eq!(info.plugins[1].config, json!({ "key": "***" }));
+        assert_eq!(info.created_at, info.last_activity_at);
+    }
+
+    #[test]
+    fn stages_share_the_plugin_info() {
+        let first = stage("a", 1);
+        let second = Stage {
+            ctx: HookContext {
+                session_id: "other".into(),
+                ..HookContext::default()
+            },
+            ..first.clone()
+        };
+        assert!(Arc::ptr_eq(&first.info, &second.info));
+        assert!(Arc::ptr_eq(&first.module, &second.module));
     }
 }

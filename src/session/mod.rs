@@ -25,8 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::connector::ConnectorError;
-use crate::health::MailboxGauge;
+use crate::connector::{Connector, ConnectorConfig, ConnectorError};
 use crate::plugin::config;
 use crate::plugin::host::PluginHost;
 use crate::plugin::HookContext;
@@ -40,7 +39,7 @@ use crate::supervisor::{
 };
 use crate::target::catalogue::TargetRegistry;
 use crate::target::{PluginRef, Target};
-use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, Stage};
+use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, SessionView, Stage};
 pub use pipeline::StreamEvent;
 
 /// What sessions run with (from `[sessions]`).
@@ -131,14 +130,36 @@ pub struct CreateSession {
     pub plugins: Vec<PluginRef>,
 }
 
+/// Makes a session's connector from the config its `onConnect` chain settled on, in place of
+/// the target's connector type: a front door's route to a model provider. Runs on the
+/// session's thread.
+pub type MakeConnector =
+    Arc<dyn Fn(ConnectorConfig) -> Result<Box<dyn Connector>, ConnectorError> + Send + Sync>;
+
+/// A session opened by the service itself rather than over REST (a front door's implicit
+/// session): the target as given, not looked up, and optionally its own connector.
+pub struct OpenSpec {
+    pub target: Target,
+    pub plugins: Vec<PluginRef>,
+    pub connector: Option<MakeConnector>,
+}
+
 /// A live session's handle in the registry.
 #[derive(Clone)]
 struct Handle {
     addr: Addr<SessionActor>,
-    /// Messages accepted and not yet answered (the queue bound).
-    pending: Arc<AtomicUsize>,
-    /// The actor's latest info, written by the actor itself.
-    snapshot: Arc<RwLock<Option<SessionInfo>>>,
+    /// What the API reads, and the queue bound's count; written by the actor itself.
+    view: Arc<SessionView>,
+}
+
+/// One stage of a pipeline being built, with the configs only the view and the store's row
+/// need (the stage itself does not keep them).
+struct Planned {
+    stage: Stage,
+    /// As responses show it (secrets masked).
+    masked: Value,
+    /// As the store keeps it (secrets sealed with the store's key).
+    stored: Value,
 }
 
 /// Shared between the manager and the sessions' factories.
@@ -156,10 +177,15 @@ pub struct SessionManager {
     broker: BrokerHandle,
     settings: SessionConfig,
     store: Option<StoreHandle>,
+    /// What every session actor holds, shared.
+    deps: Arc<SessionDeps>,
     /// Threads session actors run on, one per core, picked in turn: sessions (with the native
     /// hooks they run inline) use every core instead of the system thread alone.
     threads: Vec<Arbiter>,
     next_thread: AtomicUsize,
+    /// The name of each plugin module, one copy shared by every session's stages (as few as
+    /// there are plugins).
+    modules: Mutex<HashMap<String, Arc<str>>>,
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -186,6 +212,7 @@ impl SessionManager {
         settings: SessionConfig,
         store: Option<StoreHandle>,
     ) -> Arc<Self> {
+        let (host_for_deps, broker_for_deps) = (host.clone(), broker.clone());
         Arc::new(SessionManager {
             targets,
             registry: Arc::new(Registry::default()),
@@ -196,6 +223,13 @@ impl SessionManager {
                 .map(|_| Arbiter::new())
                 .collect(),
             next_thread: AtomicUsize::new(0),
+            modules: Mutex::new(HashMap::new()),
+            deps: Arc::new(SessionDeps {
+                host: host_for_deps,
+                broker: broker_for_deps,
+                settings: settings.clone(),
+                store: store.clone(),
+            }),
             settings,
             store,
         })
@@ -240,6 +274,17 @@ impl SessionManager {
             .ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
     }
 
+    /// The shared copy of module name `module`.
+    fn module_name(&self, module: String) -> Arc<str> {
+        let mut names = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = names.get(&module) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(module.as_str());
+        names.insert(module, name.clone());
+        name
+    }
+
     /// Checks the plugin list of a session on `target` and builds its pipeline from the
     /// target's plugins and the request's (a request entry replaces the target's of the same
     /// id): ascending priority, ties in registration order. Every problem is reported.
@@ -248,7 +293,7 @@ impl SessionManager {
         target: &Target,
         requested: &[PluginRef],
         session_id: &str,
-    ) -> Result<Vec<Stage>, SessionError> {
+    ) -> Result<Vec<Planned>, SessionError> {
         let mut refs: Vec<PluginRef> = target.plugins.clone();
         for r in requested {
             match refs.iter_mut().find(|t| t.id == r.id) {
@@ -281,20 +326,20 @@ impl SessionManager {
                 );
                 continue;
             }
-            stages.push(Stage {
-                module,
+            let masked = secrets::redact(&info.config_schema, &r.config);
+            // Never in clear: sealed with the store's key, or masked without one.
+            let stored = match self.store.as_ref().and_then(|s| s.store().secrets()) {
+                Some(key) => secrets::seal(&info.config_schema, &r.config, key),
+                None => masked.clone(),
+            };
+            let stage = Stage {
+                module: self.module_name(module),
                 priority: r.priority.unwrap_or(info.priority),
                 critical: r.critical,
                 timeout: r
                     .timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(self.settings.hook_timeout),
-                masked_config: secrets::redact(&info.config_schema, &r.config),
-                // Never in clear: sealed with the store's key, or masked without one.
-                stored_config: match self.store.as_ref().and_then(|s| s.store().secrets()) {
-                    Some(key) => secrets::seal(&info.config_schema, &r.config, key),
-                    None => secrets::redact(&info.config_schema, &r.config),
-                },
                 ctx: HookContext {
                     session_id: session_id.to_string(),
                     target_id: target.id.clone(),
@@ -304,6 +349,11 @@ impl SessionManager {
                 },
                 info,
                 failures: 0,
+            };
+            stages.push(Planned {
+                stage,
+                masked,
+                stored,
             });
         }
         if !errors.is_empty() {
@@ -315,7 +365,7 @@ impl SessionManager {
             .host
             .connector_plugins()
             .into_iter()
-            .map(|(_, c)| c.id)
+            .map(|(_, c)| c.id.clone())
             .collect();
         let position = |id: &str| {
             registered
@@ -323,7 +373,7 @@ impl SessionManager {
                 .position(|r| r == id)
                 .unwrap_or(usize::MAX)
         };
-        stages.sort_by_key(|s| (s.priority, position(&s.info.id)));
+        stages.sort_by_key(|p| (p.stage.priority, position(&p.stage.info.id)));
         Ok(stages)
     }
 
@@ -333,11 +383,45 @@ impl SessionManager {
         if self.count() >= self.settings.max_sessions {
             return Err(SessionError::TooManySessions(self.settings.max_sessions));
         }
+        // Shared with the catalogue: a session keeps no copy of its target.
         let target = self
-            .target(&request.target_id)
+            .targets
+            .shared(&request.target_id)
             .ok_or_else(|| SessionError::TargetNotFound(request.target_id.clone()))?;
+        self.start(target, request.plugins, None).await
+    }
+
+    /// Opens a session on a target the caller holds (and, optionally, its own connector), as
+    /// [`SessionManager::create`] does for a catalogue target.
+    pub async fn open(&self, spec: OpenSpec) -> Result<SessionInfo, SessionError> {
+        if self.count() >= self.settings.max_sessions {
+            return Err(SessionError::TooManySessions(self.settings.max_sessions));
+        }
+        let OpenSpec {
+            target,
+            plugins,
+            connector,
+        } = spec;
+        self.start(Arc::new(target), plugins, connector).await
+    }
+
+    async fn start(
+        &self,
+        target: Arc<Target>,
+        plugins: Vec<PluginRef>,
+        connector: Option<MakeConnector>,
+    ) -> Result<SessionInfo, SessionError> {
         let id = crate::util::random_id();
-        let stages = self.pipeline(&target, &request.plugins, &id)?;
+        let planned = self.pipeline(&target, &plugins, &id)?;
+        let mut stages = Vec::with_capacity(planned.len());
+        let mut masked = Vec::with_capacity(planned.len());
+        let mut stored = Vec::with_capacity(planned.len());
+        for p in planned {
+            stages.push(p.stage);
+            masked.push(p.masked);
+            stored.push(p.stored);
+        }
+        let view = Arc::new(SessionView::new(&id, &target, &stages, masked));
         let supervisor = self
             .supervisor
             .read()
@@ -353,13 +437,13 @@ impl SessionManager {
             prepared: Mutex::new(Some(Prepared {
                 target,
                 stages,
+                stored,
+                view,
+                connector,
                 reply: tx,
             })),
             registry: self.registry.clone(),
-            host: self.host.clone(),
-            broker: self.broker.clone(),
-            settings: self.settings.clone(),
-            store: self.store.clone(),
+            deps: self.deps.clone(),
         };
         let spec = ChildSpec {
             id: id.clone(),
@@ -398,6 +482,7 @@ impl SessionManager {
                 reason: e.to_string(),
             }),
         });
+        self.host.metrics().session_opened(outcome.is_ok());
         if let Err(error) = outcome {
             let _ = supervisor.send(RemoveChild { id: id.clone() }).await;
             self.registry
@@ -428,14 +513,29 @@ impl SessionManager {
         message: String,
         metadata: Option<Value>,
     ) -> Result<Value, SessionError> {
+        self.send_with(id, message, metadata, serde_json::Map::new())
+            .await
+    }
+
+    /// [`SessionManager::send`] with request-template variables for this message only (a
+    /// front door's whole request; `$private` lists the keys kept out of the reply).
+    pub async fn send_with(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+        variables: serde_json::Map<String, Value>,
+    ) -> Result<Value, SessionError> {
         let handle = self.enqueue(id)?;
         let message = SendMessage {
             message,
             metadata,
             stream: None,
+            variables,
+            span: tracing::Span::current(),
         };
         let result = handle.addr.send(message).await;
-        handle.pending.fetch_sub(1, Ordering::AcqRel);
+        handle.view.pending.fetch_sub(1, Ordering::AcqRel);
         result.unwrap_or_else(|_| Err(stopped(id)))
     }
 
@@ -443,9 +543,9 @@ impl SessionManager {
     /// waiting; a full queue refuses it.
     fn enqueue(&self, id: &str) -> Result<Handle, SessionError> {
         let handle = self.handle(id)?;
-        let queued = handle.pending.fetch_add(1, Ordering::AcqRel);
+        let queued = handle.view.pending.fetch_add(1, Ordering::AcqRel);
         if queued > self.settings.queue_capacity {
-            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            handle.view.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(SessionError::QueueFull(id.to_string()));
         }
         Ok(handle)
@@ -460,17 +560,30 @@ impl SessionManager {
         message: String,
         metadata: Option<Value>,
     ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
+        self.send_streaming_with(id, message, metadata, serde_json::Map::new())
+    }
+
+    /// [`SessionManager::send_streaming`] with variables, as [`SessionManager::send_with`].
+    pub fn send_streaming_with(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+        variables: serde_json::Map<String, Value>,
+    ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
         let handle = self.enqueue(id)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let message = SendMessage {
             message,
             metadata,
             stream: Some(tx.clone()),
+            variables,
+            span: tracing::Span::current(),
         };
         let id = id.to_string();
         actix_web::rt::spawn(async move {
             let result = handle.addr.send(message).await;
-            handle.pending.fetch_sub(1, Ordering::AcqRel);
+            handle.view.pending.fetch_sub(1, Ordering::AcqRel);
             // The actor ends a stream it ran; one refused before it began (the session is not
             // open, or it is gone) is ended here. A second end is never read.
             let failed = match result {
@@ -485,22 +598,13 @@ impl SessionManager {
     }
 
     pub async fn describe(&self, id: &str) -> Result<SessionInfo, SessionError> {
-        let handle = self.handle(id)?;
-        let info = handle
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        info.ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
+        Ok(self.handle(id)?.view.info())
     }
 
     /// Every open session, oldest first.
     pub fn list(&self) -> Vec<SessionInfo> {
         let live = self.registry.live.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<SessionInfo> = live
-            .values()
-            .filter_map(|h| h.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone())
-            .collect();
+        let mut out: Vec<SessionInfo> = live.values().map(|h| h.view.info()).collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         out
     }
@@ -539,8 +643,12 @@ impl SessionManager {
 
 /// What a session's factory needs once.
 struct Prepared {
-    target: Target,
+    target: Arc<Target>,
     stages: Vec<Stage>,
+    /// Each stage's config for the session's row (sealed), written at open.
+    stored: Vec<Value>,
+    view: Arc<SessionView>,
+    connector: Option<MakeConnector>,
     reply: oneshot::Sender<Result<(), SessionError>>,
 }
 
@@ -549,15 +657,14 @@ struct SessionFactory {
     thread: ArbiterHandle,
     prepared: Mutex<Option<Prepared>>,
     registry: Arc<Registry>,
-    host: Arc<PluginHost>,
-    broker: BrokerHandle,
-    settings: SessionConfig,
-    store: Option<StoreHandle>,
+    /// Shared by every session (the child record holds a pointer, not a copy).
+    deps: Arc<SessionDeps>,
 }
 
+/// A running session as its supervisor holds it. Sessions are not in `/health` one by one (an
+/// aggregate is), so it has no mailbox gauge.
 struct RunningSession {
     addr: Addr<SessionActor>,
-    gauge: Arc<MailboxGauge>,
 }
 
 impl RunningChild for RunningSession {
@@ -579,10 +686,6 @@ impl RunningChild for RunningSession {
             reason: "shutdown".into(),
         });
     }
-
-    fn mailbox(&self) -> Option<Arc<MailboxGauge>> {
-        Some(self.gauge.clone())
-    }
 }
 
 impl ChildFactory for SessionFactory {
@@ -599,25 +702,20 @@ impl ChildFactory for SessionFactory {
             let error = StartError::new("open", "a session is never restarted");
             return async { Err(error) }.boxed_local();
         };
-        let gauge = MailboxGauge::new(self.settings.queue_capacity + 1);
-        let pending = Arc::new(AtomicUsize::new(0));
-        let snapshot = Arc::new(RwLock::new(None));
+        let Prepared {
+            target,
+            stages,
+            stored,
+            view,
+            connector,
+            reply,
+        } = prepared;
         // Built on its own thread: the actor holds thread-bound parts (its connector).
-        let (id, target, stages, guard, snap) = (
-            args.id.clone(),
-            prepared.target,
-            prepared.stages,
-            args.guard,
-            snapshot.clone(),
-        );
-        let deps = SessionDeps {
-            host: self.host.clone(),
-            broker: self.broker.clone(),
-            settings: self.settings.clone(),
-            store: self.store.clone(),
-        };
+        let (id, guard, shown, deps) =
+            (args.id.clone(), args.guard, view.clone(), self.deps.clone());
         let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
-            SessionActor::new(id, target, stages, deps, guard, snap)
+            SessionActor::new(id, target, stages, stored, deps, guard, shown)
+                .with_connector(connector)
         });
         let registry = self.registry.clone();
         let id = args.id;
@@ -629,7 +727,7 @@ impl ChildFactory for SessionFactory {
                 })
             });
             if let Err(error) = &opened {
-                let _ = prepared.reply.send(Err(error.clone()));
+                let _ = reply.send(Err(error.clone()));
                 return Err(StartError::new("open", error.to_string()));
             }
             registry
@@ -640,12 +738,11 @@ impl ChildFactory for SessionFactory {
                     id,
                     Handle {
                         addr: addr.clone(),
-                        pending,
-                        snapshot,
+                        view,
                     },
                 );
-            let _ = prepared.reply.send(Ok(()));
-            Ok(Box::new(RunningSession { addr, gauge }) as Box<dyn RunningChild>)
+            let _ = reply.send(Ok(()));
+            Ok(Box::new(RunningSession { addr }) as Box<dyn RunningChild>)
         }
         .boxed_local()
     }

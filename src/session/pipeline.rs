@@ -170,6 +170,14 @@ impl Exchange {
         }
     }
 
+    /// Variables the caller set for this message (a front door's whole request): they reach
+    /// plugins and the connector as plugins' metadata does, under the same privacy rules.
+    pub fn seed(&mut self, variables: Map<String, Value>) {
+        if !variables.is_empty() {
+            self.take_metadata(Some(&Value::Object(variables)));
+        }
+    }
+
     /// Merges a plugin's metadata and remembers the keys it lists as private.
     fn take_metadata(&mut self, metadata: Option<&Value>) {
         merge(&mut self.extensions, metadata);
@@ -259,6 +267,11 @@ impl Chain<'_> {
     ) -> Option<SessionError> {
         notify(self.host, stage, hook, &error);
         stage.failures += 1;
+        if !stage.critical {
+            self.host
+                .metrics()
+                .hook_bypassed(&stage.module, hook.name());
+        }
         self.broker.emit(&events::PluginHookFailed {
             plugin: stage.info.id.clone(),
             hook: hook.name().into(),
@@ -390,12 +403,14 @@ pub(super) async fn stream_answer(
 }
 
 /// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
-/// connector with the final config. Used to open, and once more after an upstream 401. The
-/// flag says whether a plugin changed the config (it then holds credentials worth refreshing).
+/// connector with the final config (made by `make` when the session was opened with one).
+/// Used to open, and once more after an upstream 401. The flag says whether a plugin changed
+/// the config (it then holds credentials worth refreshing).
 pub(super) async fn connect_chain(
     host: &PluginHost,
     stages: &mut [Stage],
     target: &Target,
+    make: Option<&super::MakeConnector>,
 ) -> Result<(Box<dyn Connector>, bool), SessionError> {
     let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
     let mut changed_by_plugin = false;
@@ -427,9 +442,11 @@ pub(super) async fn connect_chain(
         return Err(hook_failed(stage, Hook::OnConnect, error));
     }
     let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
-    let connector = connector::connect(&target.connector_type, config)
-        .await
-        .map_err(SessionError::Upstream)?;
+    let connector = match make {
+        Some(make) => make(config),
+        None => connector::connect(&target.connector_type, config).await,
+    }
+    .map_err(SessionError::Upstream)?;
     Ok((connector, changed_by_plugin))
 }
 

@@ -43,6 +43,8 @@ pub struct Settings {
     pub targets: Vec<toml::Value>,
     /// Agents declared inline (`[[agents]]`); checked by `agent`.
     pub agents: Vec<toml::Value>,
+    /// Model routes of the front doors (`[[models]]`); checked by `frontdoor::route`.
+    pub models: Vec<toml::Value>,
     pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
@@ -55,6 +57,15 @@ pub struct Settings {
     pub data: DataSettings,
     pub inference: InferenceSection,
     pub agent: AgentRunnerSettings,
+    pub frontdoor: FrontdoorSection,
+}
+
+/// `[frontdoor]`: the OpenAI- and Anthropic-compatible endpoints under `/v1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontdoorSection {
+    /// Refuse `/v1` requests without a valid virtual API key.
+    pub require_key: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

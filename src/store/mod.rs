@@ -1,4 +1,5 @@
-//! The store: sessions, transcripts, audit entries and targets in an embedded SQLite database
+//! The store: sessions, transcripts, audit entries, targets, and the front doors' virtual API
+//! keys (digests only) and model routes in an embedded SQLite database
 //! (sqlx).
 //!
 //! Owns opening the database (WAL mode, created if missing), the embedded migrations, and the
@@ -49,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "session_counters",
         include_str!("../../migrations/0005_session_counters.sql"),
+    ),
+    (
+        6,
+        "frontdoor",
+        include_str!("../../migrations/0006_frontdoor.sql"),
     ),
 ];
 
@@ -521,6 +527,119 @@ impl Store {
         sqlx::query("UPDATE targets SET last_test = ? WHERE id = ?")
             .bind(result.to_string())
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A virtual API key of the front doors as the store keeps it: its digest, never its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    /// SHA-256 of the key's text, lowercase hex.
+    pub key_hash: String,
+    /// Model names it may use; empty: every model.
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<u32>,
+    pub token_budget: Option<u64>,
+    pub tokens_used: u64,
+    pub created_at: String,
+}
+
+impl Store {
+    /// Every virtual API key, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKeyRow {
+                id: r.get("id"),
+                name: r.get("name"),
+                prefix: r.get("prefix"),
+                key_hash: r.get("key_hash"),
+                models: json_column(r.get("models"))
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default(),
+                requests_per_minute: r
+                    .get::<Option<i64>, _>("requests_per_minute")
+                    .map(|n| n.clamp(0, u32::MAX as i64) as u32),
+                token_budget: r
+                    .get::<Option<i64>, _>("token_budget")
+                    .map(|n| n.max(0) as u64),
+                tokens_used: r.get::<i64, _>("tokens_used").max(0) as u64,
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+
+    pub async fn save_api_key(&self, key: &ApiKeyRow) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(&key.key_hash)
+            .bind(serde_json::to_string(&key.models).unwrap_or_else(|_| "[]".into()))
+            .bind(key.requests_per_minute.map(i64::from))
+            .bind(key.token_budget.map(|n| n.min(i64::MAX as u64) as i64))
+            .bind(key.tokens_used.min(i64::MAX as u64) as i64)
+            .bind(&key.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM api_keys WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds `tokens` to what key `id` has spent of its budget.
+    pub async fn add_api_key_tokens(&self, id: &str, tokens: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET tokens_used = tokens_used + ? WHERE id = ?")
+            .bind(tokens.min(i64::MAX as u64) as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Model routes created over REST, oldest first, as they were sent.
+    pub async fn model_routes(&self) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM model_routes ORDER BY created_at, name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| json_column(r.get("body")))
+            .collect())
+    }
+
+    pub async fn save_model_route(
+        &self,
+        name: &str,
+        body: &Value,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO model_routes (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET body = excluded.body")
+            .bind(name)
+            .bind(body.to_string())
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_model_route(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM model_routes WHERE name = ?")
+            .bind(name)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -210,6 +210,11 @@ impl StoreHandle {
         self.stats.snapshot()
     }
 
+    /// Writes queued and not yet taken by the writer (for `/metrics`).
+    pub fn queue_depth(&self) -> usize {
+        self.queue().writes.len()
+    }
+
     fn writer(&self) -> Option<Addr<StoreWriter>> {
         self.current
             .read()

@@ -6,7 +6,7 @@
 //! configured targets, the connection test (connect, health check, one message) and its stored
 //! result. Does not own sessions or the wire protocol.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
@@ -37,7 +37,8 @@ enum Source {
 }
 
 struct Entry {
-    target: Target,
+    /// Shared with the sessions opened on it (an update replaces it; they keep theirs).
+    target: Arc<Target>,
     source: Source,
     last_test: Option<Value>,
 }
@@ -63,7 +64,7 @@ impl TargetRegistry {
         let mut entries: Vec<Entry> = configured
             .into_iter()
             .map(|target| Entry {
-                target,
+                target: Arc::new(target),
                 source: Source::Config,
                 last_test: None,
             })
@@ -79,7 +80,7 @@ impl TargetRegistry {
                 }
                 // Opened by the store already (rows from before it sealed whole values too).
                 entries.push(Entry {
-                    target,
+                    target: Arc::new(target),
                     source: Source::Api,
                     last_test: row.last_test,
                 });
@@ -96,6 +97,14 @@ impl TargetRegistry {
     }
 
     pub fn get(&self, id: &str) -> Option<Target> {
+        self.read()
+            .iter()
+            .find(|e| e.target.id == id)
+            .map(|e| Target::clone(&e.target))
+    }
+
+    /// Target `id`, shared rather than copied (what a session keeps).
+    pub fn shared(&self, id: &str) -> Option<Arc<Target>> {
         self.read()
             .iter()
             .find(|e| e.target.id == id)
@@ -210,7 +219,7 @@ impl TargetRegistry {
         }
         self.persist(&target).await?;
         let entry = Entry {
-            target,
+            target: Arc::new(target),
             source: Source::Api,
             last_test: None,
         };
@@ -284,7 +293,7 @@ impl TargetRegistry {
             .iter_mut()
             .find(|e| e.target.id == id)
             .ok_or_else(|| TargetError::NotFound(id.to_string()))?;
-        entry.target = target;
+        entry.target = Arc::new(target);
         Ok(Self::view(entry))
     }
 

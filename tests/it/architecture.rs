@@ -16,6 +16,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("settings", 1),
     ("supervisor", 1),
     ("broker", 1),
+    // Recorded into by plugin, session and the reload path; reads only `health` itself.
+    ("metrics", 1),
     ("store", 2),
     ("connector", 2),
     ("route", 2),
@@ -28,6 +30,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("bundled", 4),
     ("turn", 4),
     ("session", 5),
+    // The front doors run their traffic through sessions; sessions never name them.
+    ("frontdoor", 5),
     ("api", 6),
     ("app", 7),
     ("cli", 7),
@@ -53,6 +57,9 @@ const NEVER: &[(&str, &[&str])] = &[
             "bundled",
         ],
     ),
+    // Metrics are counted into from above and read out at scrape time: they name nothing but
+    // the health table, so every subsystem may record into them.
+    ("metrics", &["settings", "supervisor", "broker"]),
     // The supervisor knows no kind of child.
     (
         "supervisor",
@@ -72,6 +79,8 @@ const NEVER: &[(&str, &[&str])] = &[
     ),
     ("script", &["bundled", "turn", "session", "api"]),
     ("bundled", &["script", "turn", "session", "api"]),
+    // Sessions serve the front doors without knowing them.
+    ("session", &["frontdoor"]),
 ];
 
 /// One `crate::<module>` reference in a file.

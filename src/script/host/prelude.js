@@ -5,6 +5,7 @@
   const host = globalThis.__switchyard_host;
   // Kept before the plugin runs: a plugin that replaces JSON.stringify only fools itself.
   const stringify = JSON.stringify;
+  const parse = JSON.parse;
   delete globalThis.__switchyard_host;
 
   const text = (args) =>
@@ -170,6 +171,58 @@
   const calls = new Map();
   const thrown = new Map();
   let callSeq = 0;
+  // Runs one connector hook of plugin `id`; `context` is what the plugin sees. Returns the
+  // outcome, or a promise of it when the plugin's hook is async.
+  const runConnector = (id, hook, input, context) => {
+    let plugin;
+    for (const p of registered) if (p.id === id) plugin = p;
+    if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
+    const fn = plugin[hook];
+    if (!isFn(fn)) return { skipped: true, result: null, state: context.state };
+    let returned;
+    if (hook === "beforeSend") returned = plugin.beforeSend(input.message, input.metadata, context);
+    else if (hook === "afterReceive") returned = plugin.afterReceive(input.response, context);
+    else if (hook === "onChunk") returned = plugin.onChunk(input.chunk, context);
+    else if (hook === "onConnect") returned = plugin.onConnect(input, context);
+    else returned = plugin[hook](context);
+    if (isThenable(returned)) return settle(returned, (value) => finish(hook, value, context));
+    return finish(hook, returned, context);
+  };
+  // A hook's outcome. onChunk: a string rewrites the chunk ("" drops it); anything else lets it
+  // through. Lifecycle hooks (onConnect aside) have no result.
+  const finish = (hook, value, context) => {
+    if (hook === "onChunk") {
+      return typeof value === "string" ? { skipped: false, result: { chunk: value }, state: context.state } : { skipped: true, result: null, state: context.state };
+    }
+    const result = hook === "beforeSend" || hook === "afterReceive" || hook === "onConnect" ? value : undefined;
+    return { skipped: false, result: result === undefined ? null : result, state: context.state };
+  };
+  // A value the host kept (the upstream's raw answer, its headers): read, it is fetched once and
+  // becomes a plain property; written, it is replaced; never read, the host puts its own copy
+  // back into the answer (the accessor gives the host a marker while it reads the answer).
+  const unread = (object, key, slot) => {
+    const own = (value) => Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+    Object.defineProperty(object, key, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        const text = host.lazy(slot);
+        if (text === undefined || text.charCodeAt(0) === 0) return text;
+        const value = parse(text);
+        own(value);
+        return value;
+      },
+      set: own,
+    });
+  };
+  // Keeps a promise the host will poll; its number is what the host is given.
+  const track = (promise) => {
+    const id = ++callSeq;
+    const slot = { state: "pending" };
+    calls.set(id, slot);
+    promise.then((v) => { slot.state = "ok"; slot.value = v; }, (e) => { slot.state = "err"; slot.error = e; });
+    return id;
+  };
   const state = {
     plugin: undefined,
     registered,
@@ -230,50 +283,27 @@
     stop() {
       return state.plugin && isFn(state.plugin.stop) ? state.plugin.stop() : undefined;
     },
-    // A Krawall connector hook. The context is rebuilt from the session's copy for each call,
-    // and its (possibly changed) state is handed back.
-    // Synchronous when the plugin's hook is: the host then has its answer in one run of JS,
-    // without a promise to poll (most hooks are synchronous).
-    connector(id, hook, input, ctx) {
-      const failed = (error) => {
+    // A Krawall connector hook, called by the host directly (not through `begin`): the
+    // context's parts come as arguments and the answer is `{ skipped, result, state }`, or the
+    // number of a call to poll when the plugin's hook returned a promise. No closure is made
+    // on the synchronous path, which is most hooks.
+    connector(id, hook, input, sessionId, targetId, connectorType, hookState, pluginConfig, kept) {
+      for (let i = 0; i < kept.length; i += 2) unread(input.response.metadata, kept[i], kept[i + 1]);
+      const context = { sessionId, targetId, state: hookState, pluginConfig, connector: { type: connectorType } };
+      let out;
+      try {
+        out = runConnector(id, hook, input, context);
+      } catch (error) {
         // onError gets what was thrown, not the host's description of it.
         thrown.set(id, { hook, error });
         throw error;
-      };
-      let out;
-      try {
-        out = state.runConnector(id, hook, input, ctx);
-      } catch (error) {
-        failed(error);
       }
-      return isThenable(out) ? settle(out, (v) => v, failed) : out;
-    },
-    runConnector(id, hook, input, ctx) {
-      const plugin = registered.find((p) => p.id === id);
-      if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
-      if (!isFn(plugin[hook])) return { skipped: true, state: ctx.state };
-      const context = {
-        sessionId: ctx.sessionId,
-        targetId: ctx.targetId,
-        state: ctx.state,
-        pluginConfig: ctx.pluginConfig,
-        connector: { type: ctx.connectorType },
+      if (!isThenable(out)) return out;
+      const failed = (error) => {
+        thrown.set(id, { hook, error });
+        throw error;
       };
-      const finish = (result) => ({ skipped: false, result: result === undefined ? null : result, state: context.state });
-      let returned;
-      let done = finish;
-      if (hook === "onConnect") returned = plugin.onConnect(input, context);
-      else if (hook === "beforeSend") returned = plugin.beforeSend(input.message, input.metadata, context);
-      else if (hook === "afterReceive") returned = plugin.afterReceive(input.response, context);
-      else if (hook === "onChunk") {
-        returned = plugin.onChunk(input.chunk, context);
-        // A string rewrites the chunk ("" drops it); anything else lets it through.
-        done = (chunk) => (typeof chunk === "string" ? finish({ chunk }) : { skipped: true, state: context.state });
-      } else {
-        returned = plugin[hook](context);
-        done = () => finish(undefined);
-      }
-      return isThenable(returned) ? settle(returned, done) : done(returned);
+      return track(settle(out, (v) => v, failed));
     },
     onError(id, message, hook, ctx) {
       const last = thrown.get(id);
@@ -295,11 +325,7 @@
     begin(method, args) {
       const value = state[method](...args);
       if (!value || typeof value.then !== "function") return { done: true, value };
-      const id = ++callSeq;
-      const slot = { state: "pending" };
-      calls.set(id, slot);
-      value.then((v) => { slot.state = "ok"; slot.value = v; }, (e) => { slot.state = "err"; slot.error = e; });
-      return { done: false, id };
+      return { done: false, id: track(value) };
     },
     poll(id) {
       const slot = calls.get(id);
