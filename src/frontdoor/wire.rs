@@ -107,6 +107,46 @@ fn optional_f64(body: &Map<String, Value>, key: &str) -> Result<Option<f64>, Inv
     }
 }
 
+/// The request's `tools`, in either dialect: each tool's fields sit under `within` (OpenAI's
+/// `function`) or at its top (Anthropic), its JSON Schema under `schema`. A missing schema is
+/// an object with no properties.
+fn tool_definitions(
+    body: &Map<String, Value>,
+    within: Option<&str>,
+    schema: &str,
+) -> Result<Vec<ToolDefinition>, Invalid> {
+    let tools = match body.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(tools)) => tools,
+        Some(_) => return Err(invalid("tools", "`tools` must be an array")),
+    };
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let (fields, at) = match within {
+                Some(key) => (&tool[key], format!("tools[{i}].{key}.name")),
+                None => (tool, format!("tools[{i}].name")),
+            };
+            let name = fields["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid(&at, "a tool needs a name"))?;
+            Ok(ToolDefinition {
+                name: name.to_string(),
+                description: fields["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                parameters: match &fields[schema] {
+                    Value::Null => json!({ "type": "object", "properties": {} }),
+                    p => p.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
 fn optional_u32(body: &Map<String, Value>, key: &str) -> Result<Option<u32>, Invalid> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -225,31 +265,8 @@ pub fn openai_request(body: &Value) -> Result<Request, Invalid> {
             tool_call_id,
         });
     }
-    let tools = match body.get("tools") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(tools)) => tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let f = &t["function"];
-                let name = f["name"]
-                    .as_str()
-                    .filter(|n| !n.is_empty())
-                    .ok_or_else(|| {
-                        invalid(&format!("tools[{i}].function.name"), "a tool needs a name")
-                    })?;
-                Ok(ToolDefinition {
-                    name: name.to_string(),
-                    description: f["description"].as_str().unwrap_or_default().to_string(),
-                    parameters: match &f["parameters"] {
-                        Value::Null => json!({ "type": "object", "properties": {} }),
-                        p => p.clone(),
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, Invalid>>()?,
-        Some(_) => return Err(invalid("tools", "`tools` must be an array")),
-    };
+    // OpenAI: `{type: "function", function: {name, description, parameters}}`.
+    let tools = tool_definitions(body, Some("function"), "parameters")?;
     let max_tokens = match optional_u32(body, "max_completion_tokens")? {
         Some(n) => Some(n),
         None => optional_u32(body, "max_tokens")?,
@@ -364,28 +381,8 @@ pub fn anthropic_request(body: &Value) -> Result<Request, Invalid> {
             });
         }
     }
-    let tools = match body.get("tools") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(tools)) => tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let name = t["name"]
-                    .as_str()
-                    .filter(|n| !n.is_empty())
-                    .ok_or_else(|| invalid(&format!("tools[{i}].name"), "a tool needs a name"))?;
-                Ok(ToolDefinition {
-                    name: name.to_string(),
-                    description: t["description"].as_str().unwrap_or_default().to_string(),
-                    parameters: match &t["input_schema"] {
-                        Value::Null => json!({ "type": "object", "properties": {} }),
-                        p => p.clone(),
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, Invalid>>()?,
-        Some(_) => return Err(invalid("tools", "`tools` must be an array")),
-    };
+    // Anthropic: `{name, description, input_schema}`.
+    let tools = tool_definitions(body, None, "input_schema")?;
     Ok(Request {
         model,
         messages,
