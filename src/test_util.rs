@@ -216,6 +216,10 @@ impl Plugin for PanicConnector {
         m
     }
 
+    fn connector_hooks(&self) -> crate::plugin::HookSet {
+        crate::plugin::HookSet::EMPTY.with(crate::plugin::Hook::BeforeSend)
+    }
+
     async fn connector_hook(
         &self,
         _id: &str,

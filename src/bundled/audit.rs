@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{manifest, now_ms};
-use crate::plugin::{Hook, HookContext, Plugin, PluginError, PluginManifest};
+use crate::plugin::{Hook, HookContext, HookSet, Plugin, PluginError, PluginManifest};
 use crate::store::audit::AuditLog;
 use crate::store::{AuditDirection, AuditEntry};
 
@@ -36,6 +36,14 @@ impl Plugin for Audit {
             crate::plugin::CONNECTOR_TYPES,
             Vec::new(),
         )
+    }
+
+    fn connector_hooks(&self) -> HookSet {
+        HookSet::EMPTY
+            .with(Hook::Initialize)
+            .with(Hook::BeforeSend)
+            .with(Hook::AfterReceive)
+            .with(Hook::OnDisconnect)
     }
 
     async fn connector_hook(

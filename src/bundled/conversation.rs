@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{add_tokens, field, manifest, messages, select, text, usage};
-use crate::plugin::{FieldType, Hook, HookContext, Plugin, PluginError, PluginManifest};
+use crate::plugin::{FieldType, Hook, HookContext, HookSet, Plugin, PluginError, PluginManifest};
 
 /// Which provider's conversation format a [`Conversation`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +170,14 @@ impl Plugin for Conversation {
                 ],
             ),
         }
+    }
+
+    fn connector_hooks(&self) -> HookSet {
+        HookSet::EMPTY
+            .with(Hook::Initialize)
+            .with(Hook::BeforeSend)
+            .with(Hook::AfterReceive)
+            .with(Hook::OnDisconnect)
     }
 
     async fn connector_hook(

@@ -11,7 +11,7 @@ use super::{field, manifest, now_ms, secret, select, text};
 use crate::connector::auth::{auth_headers, AuthType};
 use crate::connector::template;
 use crate::connector::ConnectorConfig;
-use crate::plugin::{FieldType, Hook, HookContext, Plugin, PluginError, PluginManifest};
+use crate::plugin::{FieldType, Hook, HookContext, HookSet, Plugin, PluginError, PluginManifest};
 
 /// Fetches a token before connecting and sends it as a header on every request.
 pub struct MultiStepAuth;
@@ -114,6 +114,14 @@ impl Plugin for MultiStepAuth {
                 field("expiresInPath", "Expires-In Path", FieldType::String, false, None, "Where the token's lifetime in seconds is in the answer; the token is refreshed before it runs out."),
             ],
         )
+    }
+
+    fn connector_hooks(&self) -> HookSet {
+        HookSet::EMPTY
+            .with(Hook::Initialize)
+            .with(Hook::OnConnect)
+            .with(Hook::BeforeSend)
+            .with(Hook::OnDisconnect)
     }
 
     async fn connector_hook(

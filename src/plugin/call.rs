@@ -133,32 +133,55 @@ where
 
 /// Runs connector hook `hook` of `connector_plugin` (provided by plugin `module`) with the
 /// session's context for it, which comes back changed on success. `Ok(None)`: the plugin has
-/// no such hook and its input passes through. Every call is counted and timed here, on both
-/// paths (inline and through the actor), per plugin and hook.
+/// no such hook and its input passes through. `input` is built only when the hook is called:
+/// a plugin that does not have the hook costs a lookup, no copy of the message. Every call is
+/// counted and timed here, on both paths (inline and through the actor), per plugin and hook.
 pub async fn hook(
     host: &PluginHost,
     module: &str,
     connector_plugin: &str,
     hook: Hook,
-    input: Value,
+    input: impl FnOnce() -> Value,
     ctx: &mut HookContext,
     timeout: Duration,
 ) -> Result<Option<Value>, CallError> {
+    let inline = host.inline_hooks(module);
+    if let Some((plugin, _)) = &inline {
+        if !plugin.has_hook(connector_plugin, hook) {
+            return Ok(None);
+        }
+    }
     let began = Instant::now();
     // One span per call on both paths, under the caller's (session, request): every line the
     // hook logs says which plugin, hook, session and request it belongs to.
     let span = tracing::info_span!("plugin_hook", plugin = %module, hook = hook.name());
-    let result = hook_uncounted(
-        host,
-        module,
-        connector_plugin,
-        hook,
-        input,
-        ctx,
-        timeout,
-        span,
-    )
-    .await;
+    let result = match inline {
+        Some((plugin, addr)) => {
+            let call = Inline {
+                plugin,
+                addr,
+                module,
+                connector_plugin,
+                hook,
+                timeout,
+                began,
+            };
+            call.run(input(), ctx).instrument(span).await
+        }
+        None => {
+            through_actor(
+                host,
+                module,
+                connector_plugin,
+                hook,
+                input(),
+                ctx,
+                timeout,
+                span,
+            )
+            .await
+        }
+    };
     let counted = match result {
         Ok(_) => HookResult::Ok,
         Err(_) => HookResult::Failed,
@@ -169,7 +192,7 @@ pub async fn hook(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn hook_uncounted(
+async fn through_actor(
     host: &PluginHost,
     module: &str,
     connector_plugin: &str,
@@ -179,20 +202,6 @@ async fn hook_uncounted(
     timeout: Duration,
     span: tracing::Span,
 ) -> Result<Option<Value>, CallError> {
-    if let Some((plugin, addr)) = host.inline_hooks(module) {
-        return hook_inline(
-            plugin,
-            addr,
-            module,
-            connector_plugin,
-            hook,
-            input,
-            ctx,
-            timeout,
-        )
-        .instrument(span)
-        .await;
-    }
     let (addr, gauge) = host
         .running_addr(module)
         .ok_or_else(|| CallError::NotRunning(module.to_string()))?;
@@ -209,40 +218,58 @@ async fn hook_uncounted(
     Ok(reply.output)
 }
 
-/// The fast path for native plugins: the hook runs right here, on the caller's thread, which
-/// saves two thread wake-ups. The crash semantics stay those of the plugin's actor: a panic or
-/// a fatal error stops that actor with the reason, and its supervisor restarts it fresh.
-#[allow(clippy::too_many_arguments)]
-async fn hook_inline(
+/// The fast path: the hook runs right here, on the caller's thread, which saves two thread
+/// wake-ups. The crash semantics stay those of the plugin's actor: a panic or a fatal error
+/// stops that actor with the reason, and its supervisor restarts it fresh.
+struct Inline<'a> {
     plugin: Arc<dyn Plugin>,
     addr: Addr<PluginActor>,
-    module: &str,
-    connector_plugin: &str,
+    module: &'a str,
+    connector_plugin: &'a str,
     hook: Hook,
-    input: Value,
-    ctx: &mut HookContext,
     timeout: Duration,
-) -> Result<Option<Value>, CallError> {
-    let mut scratch = ctx.clone();
-    let run = plugin.connector_hook(connector_plugin, hook, input, &mut scratch);
-    let run = guarded(module, hook.name(), run);
-    let began = std::time::Instant::now();
-    match tokio::time::timeout(timeout, run).await {
-        // A hook that ran past its timeout without yielding (blocking code cannot be
-        // interrupted here) is bypassed all the same, as on the plugin's own thread.
-        Ok(Ok(_)) if began.elapsed() > timeout => Err(CallError::Timeout(timeout)),
-        Ok(Ok(output)) => {
-            *ctx = scratch;
-            Ok(output)
-        }
-        Ok(Err(Ok(error))) => Err(error),
-        Ok(Err(Err(crash))) => {
-            addr.do_send(KillPlugin {
-                reason: crash.reason,
-            });
-            Err(crash.error)
-        }
-        Err(_) => Err(CallError::Timeout(timeout)),
+    /// When the call began: its deadline counts from here.
+    began: Instant,
+}
+
+impl Inline<'_> {
+    async fn run(self, input: Value, ctx: &mut HookContext) -> Result<Option<Value>, CallError> {
+        // A failed hook leaves the session's state as it was. Only the state is kept aside
+        // (usually empty, so free): the ids and the config are not the plugin's to change.
+        let state = ctx.state.clone();
+        let ended = {
+            let run = self
+                .plugin
+                .connector_hook(self.connector_plugin, self.hook, input, ctx);
+            let mut run = std::pin::pin!(guarded(self.module, self.hook.name(), run));
+            // Most hooks answer without waiting: poll once before arming a timer, so those
+            // never touch the timer wheel.
+            match futures::poll!(run.as_mut()) {
+                std::task::Poll::Ready(ended) => Some(ended),
+                std::task::Poll::Pending => {
+                    let left = self.timeout.saturating_sub(self.began.elapsed());
+                    tokio::time::timeout(left, run).await.ok()
+                }
+            }
+        };
+        let result = match ended {
+            // A hook that ran past its timeout without yielding (blocking code cannot be
+            // interrupted here) is bypassed all the same, as on the plugin's own thread.
+            Some(Ok(_)) if self.began.elapsed() > self.timeout => {
+                Err(CallError::Timeout(self.timeout))
+            }
+            Some(Ok(output)) => return Ok(output),
+            Some(Err(Ok(error))) => Err(error),
+            Some(Err(Err(crash))) => {
+                self.addr.do_send(KillPlugin {
+                    reason: crash.reason,
+                });
+                Err(crash.error)
+            }
+            None => Err(CallError::Timeout(self.timeout)),
+        };
+        ctx.state = state;
+        result
     }
 }
 

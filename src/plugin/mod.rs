@@ -242,14 +242,22 @@ pub trait Plugin: Send + Sync + 'static {
             priority: m.priority,
             compatible_connectors: m.compatible_connectors.clone(),
             config_schema: m.config_schema.clone(),
-            on_chunk: self.wants_chunks(),
+            hooks: self.connector_hooks(),
         }]
     }
 
-    /// Whether this (native) plugin's `connector_hook` handles [`Hook::OnChunk`]. Only such
-    /// plugins are called for each chunk of a streamed answer.
-    fn wants_chunks(&self) -> bool {
-        false
+    /// The connector hooks this (native) plugin's `connector_hook` handles. The pipeline calls
+    /// no other: it neither builds their input nor times them. By default every hook but
+    /// [`Hook::OnChunk`] (called for each chunk of a streamed answer, so only on request).
+    fn connector_hooks(&self) -> HookSet {
+        HookSet::LIFECYCLE
+    }
+
+    /// Whether connector plugin `connector_plugin` has hook `hook`, asked of the instance
+    /// running now on every call (a reload may add or drop hooks). Cheap: no input is built
+    /// for a hook a plugin does not have.
+    fn has_hook(&self, _connector_plugin: &str, hook: Hook) -> bool {
+        self.connector_hooks().contains(hook)
     }
 
     /// Runs connector hook `hook` of connector plugin `connector_plugin`. `input` and the
@@ -258,7 +266,7 @@ pub trait Plugin: Send + Sync + 'static {
     /// - `onConnect`: a `ConnectorConfig` in, the (changed) `ConnectorConfig` out;
     /// - `beforeSend`: `{message, metadata}` in, `{message, metadata?}` out;
     /// - `afterReceive`: `{response}` in, `{response, metadata?}` out;
-    /// - `onChunk` (streamed answers, see [`Plugin::wants_chunks`]): `{chunk, index}` in,
+    /// - `onChunk` (streamed answers, see [`Plugin::connector_hooks`]): `{chunk, index}` in,
     ///   `{chunk}` out to rewrite it (an empty string drops it).
     ///
     /// `ctx.state` is the plugin's per-session state: change it in place. `Ok(None)` means the
@@ -315,6 +323,21 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// Every hook, in call order.
+    pub const ALL: [Hook; 6] = [
+        Hook::Initialize,
+        Hook::OnConnect,
+        Hook::BeforeSend,
+        Hook::AfterReceive,
+        Hook::OnDisconnect,
+        Hook::OnChunk,
+    ];
+
+    /// The hook Krawall calls `name`.
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::Initialize => "initialize",
@@ -324,6 +347,48 @@ impl Hook {
             Hook::OnDisconnect => "onDisconnect",
             Hook::OnChunk => "onChunk",
         }
+    }
+}
+
+/// A set of connector hooks: what a connector plugin implements. Shown as the list of their
+/// names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookSet(u8);
+
+impl HookSet {
+    pub const EMPTY: HookSet = HookSet(0);
+    /// Every hook but `onChunk`.
+    pub const LIFECYCLE: HookSet = HookSet::EMPTY
+        .with(Hook::Initialize)
+        .with(Hook::OnConnect)
+        .with(Hook::BeforeSend)
+        .with(Hook::AfterReceive)
+        .with(Hook::OnDisconnect);
+
+    pub const fn with(self, hook: Hook) -> HookSet {
+        HookSet(self.0 | 1 << hook as u8)
+    }
+
+    pub const fn contains(self, hook: Hook) -> bool {
+        self.0 & 1 << hook as u8 != 0
+    }
+
+    /// The hooks named in `names`; unknown names are not hooks and are left out.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> HookSet {
+        names
+            .into_iter()
+            .filter_map(Hook::from_name)
+            .fold(HookSet::EMPTY, HookSet::with)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+    }
+}
+
+impl Serialize for HookSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter().map(Hook::name))
     }
 }
 
@@ -350,9 +415,9 @@ pub struct ConnectorPluginInfo {
     pub priority: u32,
     pub compatible_connectors: Vec<String>,
     pub config_schema: Vec<ConfigField>,
-    /// It has an `onChunk` hook: it is called for each chunk of a streamed answer.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub on_chunk: bool,
+    /// The hooks it implements; only those are called (`onChunk` for each chunk of a streamed
+    /// answer).
+    pub hooks: HookSet,
 }
 
 /// Builds fresh plugin instances; the supervisor calls it again on every restart.
@@ -620,5 +685,29 @@ impl EventBus<'_> {
         let event = Event::custom(name, data).map_err(PluginError::new)?;
         self.ctx.inner.broker.publish(event);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hook, HookSet};
+
+    #[test]
+    fn hook_sets_hold_what_was_put_in_and_show_as_names_in_call_order() {
+        let set = HookSet::from_names(["afterReceive", "beforeSend", "nonsense", "onChunk"]);
+        assert!(set.contains(Hook::BeforeSend) && set.contains(Hook::AfterReceive));
+        assert!(set.contains(Hook::OnChunk));
+        assert!(!set.contains(Hook::Initialize) && !set.contains(Hook::OnConnect));
+        assert_eq!(
+            serde_json::to_value(set).unwrap(),
+            serde_json::json!(["beforeSend", "afterReceive", "onChunk"])
+        );
+        assert!(Hook::ALL.iter().all(|h| !HookSet::EMPTY.contains(*h)));
+        assert!(Hook::ALL
+            .iter()
+            .all(|h| HookSet::LIFECYCLE.contains(*h) == (*h != Hook::OnChunk)));
+        for hook in Hook::ALL {
+            assert_eq!(Hook::from_name(hook.name()), Some(hook));
+        }
     }
 }

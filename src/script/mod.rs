@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::plugin::source::{Discovered, LoadedStatus, Loader, Source};
-use crate::plugin::{ConnectorPluginInfo, Plugin, PluginFactory, PluginManifest};
+use crate::plugin::{ConnectorPluginInfo, HookSet, Plugin, PluginFactory, PluginManifest};
 use crate::supervisor::child::Placement;
 use engine::{Limits, ModuleInfo, Snapshot};
 use fetch::{FetchCounts, FetchPolicy, FetchStats};
@@ -388,6 +388,17 @@ pub fn factory(source: ScriptSource, policy: PolicyFn, status: Arc<ScriptStatus>
     })
 }
 
+/// The hooks a registered connector plugin defines (the prelude lists them under `hooks`).
+pub fn hook_set(connector: &Value) -> HookSet {
+    HookSet::from_names(
+        connector["hooks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    )
+}
+
 /// The connector plugins a module registered, as the pipeline sees them.
 pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
     info.connector_plugins
@@ -404,9 +415,7 @@ pub fn connector_infos(info: &ModuleInfo) -> Vec<ConnectorPluginInfo> {
             compatible_connectors: serde_json::from_value(c["compatibleConnectors"].clone())
                 .unwrap_or_default(),
             config_schema: serde_json::from_value(c["configSchema"].clone()).unwrap_or_default(),
-            on_chunk: c["hooks"]
-                .as_array()
-                .is_some_and(|h| h.iter().any(|h| h == "onChunk")),
+            hooks: hook_set(c),
         })
         .collect()
 }

@@ -535,6 +535,17 @@ impl Plugin for ScriptPlugin {
         self.hooks_inline
     }
 
+    fn has_hook(&self, connector_plugin: &str, hook: Hook) -> bool {
+        // Unknown here (no engine, or no such connector plugin): call, and let the prelude say.
+        lock(&self.core.engine).as_ref().map_or(true, |e| {
+            e.info
+                .connector_plugins
+                .iter()
+                .find(|c| c["id"] == connector_plugin)
+                .is_none_or(|c| super::hook_set(c).contains(hook))
+        })
+    }
+
     fn connector_plugins(&self) -> Vec<ConnectorPluginInfo> {
         lock(&self.core.engine)
             .as_ref()

@@ -393,7 +393,8 @@ impl Handler<Open> for SessionActor {
         let open = async move {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
-                if let Err(error) = call_stage(&host, stage, Hook::Initialize, Value::Null).await {
+                if let Err(error) = call_stage(&host, stage, Hook::Initialize, || Value::Null).await
+                {
                     let error = open_failed(&host, stage, Hook::Initialize, error);
                     return (stages, Err(error));
                 }
@@ -628,7 +629,7 @@ impl Handler<Close> for SessionActor {
             for stage in stages.iter_mut() {
                 let began = Instant::now();
                 let (outcome, error) =
-                    match call_stage(&host, stage, Hook::OnDisconnect, Value::Null).await {
+                    match call_stage(&host, stage, Hook::OnDisconnect, || Value::Null).await {
                         Ok(None) => (Outcome::Passthrough, None),
                         Ok(Some(_)) => (Outcome::Ok, None),
                         Err(error) => {
@@ -718,7 +719,7 @@ mod tests {
                 priority,
                 compatible_connectors: vec!["HTTP_REST".into()],
                 config_schema: Vec::new(),
-                on_chunk: false,
+                hooks: crate::plugin::HookSet::LIFECYCLE,
             }),
             priority,
             critical: false,

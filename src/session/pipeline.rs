@@ -54,12 +54,13 @@ pub struct HookOutcome {
     pub error: Option<String>,
 }
 
-/// Calls one hook of one stage; the stage's context comes back changed on success.
+/// Calls one hook of one stage; the stage's context comes back changed on success. `input` is
+/// built only if the stage's plugin has the hook.
 pub(super) async fn call_stage(
     host: &PluginHost,
     stage: &mut Stage,
     hook: Hook,
-    input: Value,
+    input: impl FnOnce() -> Value,
 ) -> Result<Option<Value>, CallError> {
     call::hook(
         host,
@@ -149,19 +150,24 @@ impl Exchange {
     }
 
     /// Takes a plugin's answer to `hook`, or says what is wrong with it.
+    /// The answer's parts are moved in, not copied.
     fn accept(&mut self, hook: Hook, out: Value) -> Result<(), String> {
+        let mut out = match out {
+            Value::Object(out) => out,
+            _ => Map::new(),
+        };
         match hook {
-            Hook::BeforeSend => match out.get("message").and_then(Value::as_str) {
-                Some(changed) => {
-                    self.message = changed.to_string();
+            Hook::BeforeSend => match out.shift_remove("message") {
+                Some(Value::String(changed)) => {
+                    self.message = changed;
                     self.take_metadata(out.get("metadata"));
                     Ok(())
                 }
-                None => Err("beforeSend must return { message: string, metadata? }".into()),
+                _ => Err("beforeSend must return { message: string, metadata? }".into()),
             },
-            _ => match out.get("response") {
+            _ => match out.shift_remove("response") {
                 Some(changed) if changed.get("content").is_some_and(Value::is_string) => {
-                    self.response = changed.clone();
+                    self.response = changed;
                     self.take_metadata(out.get("metadata"));
                     Ok(())
                 }
@@ -233,7 +239,7 @@ impl Chain<'_> {
         for i in order {
             let stage = &mut stages[i];
             let began = Instant::now();
-            let result = match call_stage(self.host, stage, hook, exchange.input(hook)).await {
+            let result = match call_stage(self.host, stage, hook, || exchange.input(hook)).await {
                 Ok(None) => Ok(Outcome::Passthrough),
                 Ok(Some(out)) => exchange.accept(hook, out).map(|()| Outcome::Ok),
                 Err(error) => Err(error.to_string()),
@@ -301,12 +307,18 @@ impl Chain<'_> {
         mut chunk: String,
         index: u64,
     ) -> String {
-        for stage in stages.iter_mut().filter(|s| s.info.on_chunk) {
+        for stage in stages
+            .iter_mut()
+            .filter(|s| s.info.hooks.contains(Hook::OnChunk))
+        {
             let began = Instant::now();
-            let mut input = Map::with_capacity(2);
-            input.insert("chunk".into(), Value::String(chunk.clone()));
-            input.insert("index".into(), Value::from(index));
-            match call_stage(self.host, stage, Hook::OnChunk, Value::Object(input)).await {
+            let input = || {
+                let mut input = Map::with_capacity(2);
+                input.insert("chunk".into(), Value::String(chunk.clone()));
+                input.insert("index".into(), Value::from(index));
+                Value::Object(input)
+            };
+            match call_stage(self.host, stage, Hook::OnChunk, input).await {
                 Ok(None) => {}
                 Ok(Some(out)) => match out.get("chunk").and_then(Value::as_str) {
                     Some(changed) => chunk = changed.to_string(),
@@ -415,7 +427,7 @@ pub(super) async fn connect_chain(
     let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
     let mut changed_by_plugin = false;
     for stage in stages.iter_mut() {
-        let error = match call_stage(host, stage, Hook::OnConnect, config.clone()).await {
+        let error = match call_stage(host, stage, Hook::OnConnect, || config.clone()).await {
             Ok(None) => continue,
             Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
                 Ok(parsed) => {

@@ -157,7 +157,10 @@ impl TestApp {
             health,
             sessions,
             run,
+            // The server closes a connection idle for 5 s (actix-web's default keep-alive); a
+            // client that kept it longer could pick it up just as it closes, under load.
             client: awc::Client::builder()
+                .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
                 .timeout(Duration::from_secs(10))
                 .finish(),
         }

@@ -163,6 +163,11 @@ async fn a_scrape_counts_hooks_sessions_and_messages_and_promtool_accepts_it() {
         ),
         3.0
     );
+    // `counted` has no afterReceive: it is not called for one, so no such series exists.
+    assert!(
+        !text.contains(r#"{plugin="counted",hook="afterReceive"}"#),
+        "{text}"
+    );
     assert_eq!(value(&text, "switchyard_sessions_created_total"), 1.0);
     assert_eq!(value(&text, "switchyard_sessions_failed_total"), 1.0);
     assert_eq!(value(&text, "switchyard_sessions_open"), 1.0);

@@ -918,3 +918,67 @@ async fn a_session_with_a_disabled_plugin_is_refused_naming_it() {
     app.stop().await;
     mock.stop().await;
 }
+
+/// A plugin without a hook is passed by (`passthrough`, never called); a reload that gives it
+/// the hook reaches sessions already open, since the running instance is asked on each call.
+#[actix_web::test]
+async fn a_reload_that_adds_a_hook_reaches_open_sessions() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let plugin = |hooks: &str| {
+        format!(
+            r#"import {{ PluginLoader }} from "./loader";
+PluginLoader.register({{
+  id: "late", name: "late", description: "", version: "1.0.0",
+  compatibleConnectors: ["HTTP_REST"],
+  {hooks}
+}});
+"#
+        )
+    };
+    dirs.write(
+        "late",
+        "index.js",
+        &plugin(
+            "beforeSend(message, metadata) { return { message: message + ' [b]', metadata }; },",
+        ),
+    );
+    let app = start(
+        dirs.clone(),
+        json!([target("echo", &mock, "/chat")]),
+        &[],
+        "[]",
+    )
+    .await;
+    let id = open(
+        &app,
+        json!({ "targetId": "echo", "plugins": [{ "id": "late" }] }),
+    )
+    .await;
+    let (status, reply) = say(&app, &id, "one").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "echo: one [b]", "{reply}");
+    let after: Vec<&Value> = reply["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["hook"] == "afterReceive")
+        .collect();
+    assert_eq!(after.len(), 1, "{reply}");
+    assert_eq!(after[0]["outcome"], "passthrough", "{reply}");
+
+    dirs.write(
+        "late",
+        "index.js",
+        &plugin(
+            "beforeSend(message, metadata) { return { message: message + ' [b]', metadata }; },
+  afterReceive(response) { return { response: { ...response, content: response.content + ' [a]' } }; },",
+        ),
+    );
+    let (status, body) = app.post_json("/api/plugins/late/reload", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, reply) = say(&app, &id, "two").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "echo: two [b] [a]", "{reply}");
+    app.stop().await;
+}
