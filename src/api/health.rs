@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use serde::Serialize;
 
 use super::AppState;
+use crate::broker::nats::LinkState;
 use crate::health::{ActorRecord, ActorState, Phase};
 
 /// A check's status (draft-inadarei-api-health-check); the worst one is the service's.
@@ -153,6 +154,24 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "broker:events".into(),
         json!([{ "componentType": "component", "status": "pass", "observedValue": broker }]),
     );
+    // Without NATS, events reach this instance's subscribers only: a warning, not a failure.
+    if let Some(link) = &state.cluster {
+        let link = link.snapshot();
+        let (status, output) = match link.state {
+            LinkState::Connected => (Status::Pass, None),
+            LinkState::Connecting | LinkState::Disconnected => (
+                Status::Warn,
+                Some("NATS is unreachable: events reach this instance's subscribers only"),
+            ),
+        };
+        worst = worst.max(status);
+        let mut check =
+            json!({ "componentType": "component", "status": status, "observedValue": link });
+        if let Some(output) = output {
+            check["output"] = json!(output);
+        }
+        checks.insert("broker:cluster".into(), json!([check]));
+    }
     if let Some(store) = &state.store {
         let stats = store.stats();
         let status = if stats.degraded {

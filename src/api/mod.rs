@@ -102,6 +102,8 @@ pub struct AppState {
     pub streams: events::StreamSettings,
     /// The OpenAI- and Anthropic-compatible front doors (`/v1`): routes, keys, conversations.
     pub frontdoor: Arc<crate::frontdoor::FrontDoor>,
+    /// The event bus across instances (`broker.nats_url`), for `/health`.
+    pub cluster: Option<Arc<crate::broker::nats::Link>>,
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -749,6 +751,10 @@ struct PublishBody {
     /// The payload (any JSON; null when absent).
     #[serde(default)]
     data: serde_json::Value,
+    /// For this instance's subscribers only: not sent to the other instances of a cluster
+    /// (`broker.nats_url`).
+    #[serde(default)]
+    local: bool,
 }
 
 /// Publish a custom event.
@@ -763,12 +769,17 @@ async fn publish_event(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let event = crate::broker::Event::custom(&body.event, body.data).map_err(|message| {
+    let mut event = crate::broker::Event::custom(&body.event, body.data).map_err(|message| {
         ApiError::InvalidEvent {
             event: body.event.clone(),
             message,
         }
     })?;
+    if body.local {
+        event = event.local();
+    }
+    // Stamped here, so the answer shows the event exactly as subscribers get it.
+    event.origin = Some(state.broker.instance());
     let request_id = req
         .extensions()
         .get::<RequestId>()

@@ -52,7 +52,7 @@ pub struct BrokerStreamEvent {
     /// The event's name (`plugin.loaded`, `ops.note`…); `stream.dropped` when the client fell
     /// behind and is cut off, `stream.closed` when the service shuts down.
     pub event: String,
-    /// The event's JSON envelope `{event, timestamp, data}`.
+    /// The event's JSON envelope `{event, timestamp, data, origin}`.
     #[schema(content_media_type = "application/json")]
     pub data: String,
 }
@@ -430,6 +430,8 @@ pub struct Event {
     pub timestamp: String,
     /// The payload (a truncation marker when it was larger than `broker.max_event_bytes`).
     pub data: Value,
+    /// The instance that published it (`broker.instance_id`).
+    pub origin: String,
 }
 
 /// A target as responses show it: credentials masked (`target::Target::masked`), plus where it

@@ -64,6 +64,8 @@ pub enum StartupError {
     Agents(Vec<(String, String)>),
     #[error("invalid model routes ({} problems):{}", .0.len(), .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
     Models(Vec<String>),
+    #[error(transparent)]
+    Nats(#[from] crate::broker::nats::NatsError),
 }
 
 impl StartupError {
@@ -77,7 +79,8 @@ impl StartupError {
             | StartupError::Models(_)
             | StartupError::Store(_)
             | StartupError::Secrets(_)
-            | StartupError::StoredTargets(_) => 2,
+            | StartupError::StoredTargets(_)
+            | StartupError::Nats(_) => 2,
             StartupError::Tree { .. } => 1,
         }
     }
@@ -149,6 +152,8 @@ pub struct App {
     broker: BrokerHandle,
     plugins: Arc<PluginHost>,
     sessions: Arc<SessionManager>,
+    /// The event bus across instances, with `broker.nats_url` set.
+    bridge: Option<Addr<crate::broker::nats::NatsBridge>>,
     /// Keeps the hot-reload watcher alive while the app runs.
     _watcher: Option<crate::script::watch::WatchGuard>,
     signals: Option<Signals>,
@@ -196,6 +201,11 @@ impl App {
         };
         core.broker
             .set_max_event_bytes(settings.broker.max_event_bytes);
+        if !settings.broker.instance_id.is_empty() {
+            core.broker.set_instance(&settings.broker.instance_id);
+        }
+        // Before anything publishes, so boot events reach the other instances too.
+        let (bridge, cluster) = start_bridge(&settings, &core.broker).await?;
         // Targets and agents first: a bad one is a setup problem (exit 2), reported before
         // anything starts.
         let (targets, agents) = plan::declared(&settings)?;
@@ -243,6 +253,7 @@ impl App {
                 keep_alive: Duration::from_millis(settings.broker.stream_keepalive_ms),
             },
             frontdoor: Arc::new(frontdoor),
+            cluster,
         };
         let (addr, server) = start_http(&settings, state)?;
         let _ = core.server_addr.set(addr);
@@ -265,6 +276,7 @@ impl App {
             broker: core.broker,
             plugins: tree.plugins,
             sessions: tree.sessions,
+            bridge,
             _watcher: watcher,
             signals,
         })
@@ -314,11 +326,16 @@ impl App {
         let readiness_delay = Duration::from_millis(self.settings.shutdown.readiness_delay_ms);
         let root = self.root.clone();
         let server = self.server.clone();
+        let bridge = self.bridge.clone();
         let sequence = async move {
             tokio::time::sleep(readiness_delay).await;
             server.stop(true).await;
             tracing::info!("HTTP stopped.");
             let _ = root.send(StopAll { then_exit: true }).await;
+            // Last: the plugins' `plugin.stopped` events still reach the other instances.
+            if let Some(bridge) = bridge {
+                let _ = bridge.send(crate::broker::nats::StopBridge).await;
+            }
         };
         let deadline_exceeded = tokio::time::timeout(deadline, sequence).await.is_err();
         if deadline_exceeded {
@@ -348,6 +365,42 @@ impl App {
         }
     }
 }
+
+/// Bridges the broker to NATS when `broker.nats_url` is set. An unreachable server is no
+/// setup problem: the service starts with local delivery (and a `/health` warning) and the
+/// client keeps trying; the boot waits a moment for it so boot events travel too.
+async fn start_bridge(
+    settings: &Settings,
+    broker: &BrokerHandle,
+) -> Result<
+    (
+        Option<Addr<crate::broker::nats::NatsBridge>>,
+        Option<Arc<crate::broker::nats::Link>>,
+    ),
+    StartupError,
+> {
+    use crate::broker::nats::{LinkState, NatsBridge, NatsConfig};
+    if settings.broker.nats_url.is_empty() {
+        return Ok((None, None));
+    }
+    let config = NatsConfig {
+        url: settings.broker.nats_url.clone(),
+        subject: settings.broker.nats_subject.clone(),
+        capacity: settings.broker.subscriber_capacity,
+    };
+    let (bridge, link) = NatsBridge::start(config, broker.clone()).await?;
+    let waited = std::time::Instant::now();
+    while link.state() != LinkState::Connected && waited.elapsed() < NATS_BOOT_WAIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if link.state() != LinkState::Connected {
+        tracing::warn!(url = %link.snapshot().url, "NATS is not reachable yet: events stay on this instance until it is.");
+    }
+    Ok((Some(bridge), Some(link)))
+}
+
+/// How long the boot waits for NATS before going on without it.
+const NATS_BOOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens the store (a database that cannot be opened is a setup problem: exit 2) and marks
 /// the sessions the last run left open as interrupted.

@@ -1,11 +1,13 @@
 //! The event catalogue: every event the broker carries, with its payload type and publisher.
 //!
-//! Owns event names, payload shapes and the JSON envelope `{event, timestamp, data}`.
-//! Does not own delivery (`broker::Broker`). Payload fields are camelCase, as in the seeds.
+//! Owns event names, payload shapes and the JSON envelope `{event, timestamp, data, origin}`
+//! (and reading it back when it arrives from another instance). Does not own delivery
+//! (`broker::Broker`, `broker::nats`). Payload fields are camelCase, as in the seeds.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A typed payload with its fixed event name.
@@ -24,6 +26,32 @@ pub struct Event {
     /// by a marker `{"truncated": true, "originalBytes", "maxBytes", "preview", …}`
     /// (`broker::bound::marker`).
     pub data: Value,
+    /// The instance that published it (`broker.instance_id`); set by the broker on publish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Arc<str>>,
+    /// Whether it may reach other instances (with `broker.nats_url` set).
+    #[serde(skip)]
+    pub scope: Scope,
+}
+
+/// How far an event travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// To every instance of the cluster (only this one without NATS).
+    #[default]
+    Cluster,
+    /// To this instance's subscribers only.
+    Local,
+}
+
+/// The envelope as it arrives from another instance.
+#[derive(Debug, Deserialize)]
+struct Wire {
+    event: String,
+    timestamp: String,
+    #[serde(default)]
+    data: Value,
+    origin: Option<String>,
 }
 
 impl Event {
@@ -33,7 +61,35 @@ impl Event {
             event: T::NAME.to_string(),
             timestamp: SystemTime::now(),
             data: serde_json::to_value(payload).unwrap_or(Value::Null),
+            origin: None,
+            scope: Scope::Cluster,
         }
+    }
+
+    /// This event for this instance's subscribers only.
+    pub fn local(mut self) -> Event {
+        self.scope = Scope::Local;
+        self
+    }
+
+    /// Reads an envelope another instance published. It must name its origin: an event from
+    /// nowhere could be taken for this instance's own.
+    pub fn from_wire(bytes: &[u8]) -> Result<Event, String> {
+        let wire: Wire =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an event envelope: {e}"))?;
+        let timestamp = humantime::parse_rfc3339(&wire.timestamp)
+            .map_err(|e| format!("bad timestamp '{}': {e}", wire.timestamp))?;
+        let origin = wire
+            .origin
+            .filter(|o| !o.is_empty())
+            .ok_or("the envelope names no origin")?;
+        Ok(Event {
+            event: wire.event,
+            timestamp,
+            data: wire.data,
+            origin: Some(origin.into()),
+            scope: Scope::Cluster,
+        })
     }
 
     /// An event a plugin emits under a name of its own (`ctx.getEventBus().emit(name, data)`).
@@ -61,6 +117,8 @@ impl Event {
             event: name.to_string(),
             timestamp: SystemTime::now(),
             data,
+            origin: None,
+            scope: Scope::Cluster,
         })
     }
 

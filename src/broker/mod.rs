@@ -24,6 +24,7 @@
 
 pub mod bound;
 pub mod events;
+pub mod nats;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::health::MailboxGauge;
 use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs, StartError};
 use crate::supervisor::policy::ExitReason;
-pub use events::{Event, Topic};
+pub use events::{Event, Scope, Topic};
 
 /// Errors of the broker API.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -282,11 +283,19 @@ struct Stats {
     events_truncated: AtomicU64,
 }
 
+/// An instance name for a service started without `broker.instance_id`: unique enough to tell
+/// instances apart in events and leases.
+pub fn generated_instance_id() -> String {
+    format!("sw-{:08x}", fastrand::u32(..))
+}
+
 /// How often the broker repeats a warning about one event name.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 struct Shared {
     current: RwLock<Option<Addr<Broker>>>,
+    /// This instance's name in every event's `origin` (`broker.instance_id`).
+    instance: RwLock<Arc<str>>,
     /// Every live subscription; a new broker instance starts with this list. Also serialises
     /// subscribing against a broker (re)start, so no subscription is missed or doubled.
     registry: Mutex<Vec<Subscriber>>,
@@ -330,6 +339,7 @@ impl BrokerHandle {
         BrokerHandle {
             shared: Arc::new(Shared {
                 current: RwLock::new(None),
+                instance: RwLock::new(generated_instance_id().into()),
                 registry: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 subscriber_capacity,
@@ -340,6 +350,24 @@ impl BrokerHandle {
                 dropped_warnings: bound::WarnLimiter::new(WARN_EVERY),
             }),
         }
+    }
+
+    /// Names this instance in the `origin` of the events it publishes from now on.
+    pub fn set_instance(&self, id: &str) {
+        *self
+            .shared
+            .instance
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = id.into();
+    }
+
+    /// This instance's name (`broker.instance_id`, or one made up at start).
+    pub fn instance(&self) -> Arc<str> {
+        self.shared
+            .instance
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sets `broker.max_event_bytes`: the most JSON a published event's `data` may take (at
@@ -364,6 +392,9 @@ impl BrokerHandle {
     /// is replaced by its marker first.
     pub fn publish(&self, mut event: Event) {
         self.shared.stats.published.fetch_add(1, Ordering::Relaxed);
+        if event.origin.is_none() {
+            event.origin = Some(self.instance());
+        }
         // The slot first: a publish that will be dropped costs no measuring.
         let Some(slot) = MailboxSlot::take(&self.shared.gauge) else {
             return self.dropped(&event.event, "the broker's mailbox is full");

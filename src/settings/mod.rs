@@ -234,6 +234,14 @@ pub struct BrokerSettings {
     pub stream_keepalive_ms: u64,
     /// The most JSON an event's `data` may take; a larger one is replaced by a marker.
     pub max_event_bytes: usize,
+    /// This instance's name in events' `origin` (and, with several instances, wherever one
+    /// must be told from another); empty: made up at start.
+    pub instance_id: String,
+    /// `nats://host:port` (or `tls://`): events travel between instances through it. Empty:
+    /// events stay on this instance.
+    pub nats_url: String,
+    /// The NATS subject events travel under, as `<nats_subject>.<event name>`.
+    pub nats_subject: String,
 }
 
 /// Log output format.
@@ -363,6 +371,35 @@ mod tests {
         assert_eq!(s.server.workers, 5, "env beats profile");
         assert_eq!(s.log.level, "warn", "file beats defaults");
         assert_eq!(s.admin_token(), Some("secret"));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_and_a_nats_password_is_never_repeated() {
+        let s = load(
+            &Overrides::default(),
+            env(&[
+                ("SWITCHYARD__BROKER__NATS_URL", "nats://u:pw@127.0.0.1:4222"),
+                ("SWITCHYARD__BROKER__INSTANCE_ID", "gw-1.eu"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.broker.instance_id, "gw-1.eu");
+        assert_eq!(s.broker.nats_subject, "switchyard.events");
+        for (key, value, says) in [
+            ("NATS_URL", "http://u:pw@127.0.0.1:4222", "nats:// or tls://"),
+            ("NATS_URL", "nats://u:pw@", "host"),
+            ("NATS_URL", "not a url", "not a URL"),
+            ("INSTANCE_ID", "gw 1", "letters, digits"),
+            ("NATS_SUBJECT", "events.>", "no wildcards"),
+            ("NATS_SUBJECT", "a..b", "no wildcards"),
+        ] {
+            let var = format!("SWITCHYARD__BROKER__{key}");
+            let err = load(&Overrides::default(), env(&[(var.as_str(), value)])).unwrap_err();
+            let problem = &err.problems[0];
+            assert_eq!(problem.key, format!("broker.{}", key.to_lowercase()));
+            assert!(problem.message.contains(says), "{value}: {}", problem.message);
+            assert!(!problem.message.contains("pw"), "{}", problem.message);
+        }
     }
 
     #[test]

@@ -5,6 +5,34 @@ use std::net::SocketAddr;
 
 use super::{Problem, Settings};
 
+/// 1-`max` letters, digits, `.`, `_` or `-`.
+fn is_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `broker.nats_url`: empty, or a `nats://` or `tls://` URL with a host (user and password
+/// allowed; never repeated in the message).
+fn nats_url(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let shown = crate::util::loggable_url(text);
+    let url = url::Url::parse(text).map_err(|e| format!("'{shown}' is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "nats" | "tls") {
+        return Err(format!(
+            "'{shown}' must start with nats:// or tls:// (e.g. nats://127.0.0.1:4222)"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{shown}' names no host"));
+    }
+    Ok(())
+}
+
 impl Settings {
     /// Checks that span more than a value's type; every problem is returned.
     pub(super) fn validate(&self) -> Vec<Problem> {
@@ -183,6 +211,30 @@ impl Settings {
             self.broker.mailbox_capacity > 0,
             "broker.mailbox_capacity",
             "must be greater than 0".into(),
+        );
+        if let Err(message) = nats_url(&self.broker.nats_url) {
+            check(false, "broker.nats_url", message);
+        }
+        check(
+            self.broker.instance_id.is_empty() || is_name(&self.broker.instance_id, 64),
+            "broker.instance_id",
+            format!(
+                "'{}' must be 1-64 letters, digits, '.', '_' or '-'",
+                self.broker.instance_id
+            ),
+        );
+        check(
+            !self.broker.nats_subject.is_empty()
+                && self
+                    .broker
+                    .nats_subject
+                    .split('.')
+                    .all(|token| is_name(token, 64)),
+            "broker.nats_subject",
+            format!(
+                "'{}' must be dot-separated tokens of letters, digits, '_' or '-' (no wildcards)",
+                self.broker.nats_subject
+            ),
         );
         // broker::bound::MIN_MAX_EVENT_BYTES: the truncation marker itself must fit.
         check(

@@ -232,6 +232,11 @@ impl TestApp {
             .unwrap_or_else(|_| panic!("no {name} event within 5 s"))
     }
 
+    /// The next event received so far, without waiting.
+    pub fn events_try_recv(&mut self) -> Option<Arc<Event>> {
+        self.events.try_recv()
+    }
+
     /// Every event received so far (without waiting), as (name, data).
     pub fn drain_events(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();

@@ -4,6 +4,7 @@
 mod api;
 mod architecture;
 mod authoring;
+mod cluster;
 mod common;
 mod config;
 mod connectors;

@@ -1,0 +1,262 @@
+//! Several instances on one NATS server (Debian's `nats-server`, started here on a free
+//! loopback port; `.ci/run` installs it): events published on one reach every instance once,
+//! with their origin; local events stay local; a lost NATS degrades to local delivery with a
+//! `/health` warning and the link comes back by itself.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchyard::broker::Event;
+
+use crate::common::{eventually, Dirs, TestApp};
+
+/// A `nats-server` on loopback, killed on drop.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Nats::on(port)
+    }
+
+    /// A server on `port` (again, after [`Nats::kill`]).
+    pub fn on(port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "nats-server is required (Debian's `nats-server` package; .ci/run installs it)",
+            );
+        let nats = Nats { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An instance named `name` on `nats`.
+pub async fn instance(name: &str, nats_url: &str) -> TestApp {
+    TestApp::spawn_in(
+        Dirs::new(),
+        &[
+            ("SWITCHYARD__BROKER__NATS_URL", nats_url),
+            ("SWITCHYARD__BROKER__INSTANCE_ID", name),
+        ],
+        vec![],
+    )
+    .await
+}
+
+/// Events called `name` that `app` received within `wait`, without blocking longer.
+async fn received(app: &mut TestApp, name: &str, wait: Duration) -> Vec<Arc<Event>> {
+    tokio::time::sleep(wait).await;
+    let mut out = Vec::new();
+    while let Some(event) = app.events_try_recv() {
+        if event.event == name {
+            out.push(event);
+        }
+    }
+    out
+}
+
+/// Publishes probes on `from` until `to` sees one: both ends' subscriptions are in place.
+async fn linked(from: &TestApp, to: &mut TestApp) {
+    for n in 0..100 {
+        from.publish("test.probe", json!({ "n": n }));
+        if !received(to, "test.probe", Duration::from_millis(50))
+            .await
+            .is_empty()
+        {
+            return;
+        }
+    }
+    panic!("events never went from one instance to the other");
+}
+
+async fn health(app: &TestApp) -> Value {
+    app.get("/health").await.1
+}
+
+#[actix_web::test]
+async fn events_published_on_one_instance_reach_every_instance_once_with_their_origin() {
+    let nats = Nats::start();
+    let a = instance("gw-a", &nats.url()).await;
+    let mut b = instance("gw-b", &nats.url()).await;
+    let mut c = TestApp::spawn_in(
+        Dirs::new(),
+        &[
+            ("SWITCHYARD__BROKER__NATS_URL", &nats.url()),
+            ("SWITCHYARD__BROKER__INSTANCE_ID", "gw-c"),
+        ],
+        vec![switchyard::test_util::noop_connector("probe")],
+    )
+    .await;
+    linked(&a, &mut b).await;
+    linked(&a, &mut c).await;
+    let mut a = a;
+    received(&mut a, "test.probe", Duration::ZERO).await;
+
+    let (status, sent) = a
+        .post_json(
+            "/api/events",
+            json!({ "event": "ops.note", "data": { "text": "deploy" } }),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(sent["origin"], "gw-a", "{sent}");
+    for (name, app) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
+        let got = received(app, "ops.note", Duration::from_millis(300)).await;
+        assert_eq!(got.len(), 1, "instance {name} got {got:?}");
+        assert_eq!(got[0].data, json!({ "text": "deploy" }));
+        assert_eq!(got[0].origin.as_deref(), Some("gw-a"));
+    }
+
+    // A local event stays where it was published.
+    let (status, _) = a
+        .post_json(
+            "/api/events",
+            json!({ "event": "ops.local", "data": {}, "local": true }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    a.publish("ops.after", json!({}));
+    assert_eq!(
+        received(&mut b, "ops.after", Duration::from_millis(300))
+            .await
+            .len(),
+        1
+    );
+    assert!(received(&mut b, "ops.local", Duration::ZERO)
+        .await
+        .is_empty());
+    assert_eq!(received(&mut a, "ops.local", Duration::ZERO).await.len(), 1);
+
+    // Host events travel too: an operator restarts a plugin on c, b sees it start again.
+    let (status, body) = c.post("/api/plugins/probe/restart").await;
+    assert_eq!(status, 200, "{body}");
+    let started = received(&mut b, "plugin.started", Duration::from_millis(300)).await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].data["plugin"], "probe");
+    assert_eq!(started[0].origin.as_deref(), Some("gw-c"));
+    // Each instance's /health shows the link.
+    let link = &health(&b).await["checks"]["broker:cluster"][0];
+    assert_eq!(link["status"], "pass", "{link}");
+    assert_eq!(link["observedValue"]["state"], "connected", "{link}");
+    assert!(
+        link["observedValue"]["received"].as_u64().unwrap() >= 2,
+        "{link}"
+    );
+    assert!(
+        link["observedValue"]["forwarded"].as_u64().is_some(),
+        "{link}"
+    );
+    for app in [a, b, c] {
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_lost_nats_degrades_to_local_delivery_with_a_health_warning_and_reconnects() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let mut a = instance("gw-a", &url).await;
+    let mut b = instance("gw-b", &url).await;
+    linked(&a, &mut b).await;
+    assert_eq!(health(&a).await["status"], "pass");
+
+    let port = nats.kill();
+    eventually("a warns that NATS is gone", || async {
+        health(&a).await["checks"]["broker:cluster"][0]["status"] == "warn"
+    })
+    .await;
+    let report = health(&a).await;
+    assert_eq!(report["status"], "warn", "{report}");
+    assert_eq!(
+        report["checks"]["broker:cluster"][0]["observedValue"]["state"], "disconnected",
+        "{report}"
+    );
+    // Local delivery goes on; nothing reaches the other instance, nothing is queued for later.
+    a.publish("ops.offline", json!({}));
+    assert_eq!(
+        received(&mut a, "ops.offline", Duration::from_millis(200))
+            .await
+            .len(),
+        1
+    );
+
+    let _nats = Nats::on(port);
+    eventually("a reconnects", || async {
+        health(&a).await["checks"]["broker:cluster"][0]["status"] == "pass"
+    })
+    .await;
+    linked(&a, &mut b).await;
+    assert!(
+        received(&mut b, "ops.offline", Duration::ZERO)
+            .await
+            .is_empty(),
+        "an event published while NATS was down arrived late"
+    );
+    let link = &health(&a).await["checks"]["broker:cluster"][0]["observedValue"];
+    assert!(link["notForwarded"].as_u64().unwrap() >= 1, "{link}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unreachable_nats_at_start_is_no_reason_not_to_start() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut app = instance("gw-alone", &format!("nats://127.0.0.1:{port}")).await;
+    let report = health(&app).await;
+    assert_eq!(report["status"], "warn", "{report}");
+    let link = &report["checks"]["broker:cluster"][0];
+    assert_eq!(
+        link["observedValue"]["url"],
+        format!("nats://127.0.0.1:{port}")
+    );
+    assert_ne!(link["observedValue"]["state"], "connected");
+    // Its own subscribers still get its events.
+    app.publish("ops.alone", json!({}));
+    let got = received(&mut app, "ops.alone", Duration::from_millis(200)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].origin.as_deref(), Some("gw-alone"));
+    app.stop().await;
+}
