@@ -386,7 +386,11 @@ mod tests {
         assert_eq!(s.broker.instance_id, "gw-1.eu");
         assert_eq!(s.broker.nats_subject, "switchyard.events");
         for (key, value, says) in [
-            ("NATS_URL", "http://u:pw@127.0.0.1:4222", "nats:// or tls://"),
+            (
+                "NATS_URL",
+                "http://u:pw@127.0.0.1:4222",
+                "nats:// or tls://",
+            ),
             ("NATS_URL", "nats://u:pw@", "host"),
             ("NATS_URL", "not a url", "not a URL"),
             ("INSTANCE_ID", "gw 1", "letters, digits"),
@@ -397,7 +401,11 @@ mod tests {
             let err = load(&Overrides::default(), env(&[(var.as_str(), value)])).unwrap_err();
             let problem = &err.problems[0];
             assert_eq!(problem.key, format!("broker.{}", key.to_lowercase()));
-            assert!(problem.message.contains(says), "{value}: {}", problem.message);
+            assert!(
+                problem.message.contains(says),
+                "{value}: {}",
+                problem.message
+            );
             assert!(!problem.message.contains("pw"), "{}", problem.message);
         }
     }
