@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod mock;
 mod model;
+mod otlp;
 mod robustness;
 mod scripts;
 mod sdk;
