@@ -552,7 +552,7 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         for expected in [
-            "telemetry.otlp_endpoint: 'ftp://collector:4318' is not an http(s) URL",
+            "telemetry.otlp_endpoint: 'ftp://collector:4318/' is not an http(s) URL",
             "telemetry.otlp_protocol: 'grpc' is not supported",
             "telemetry.sample_ratio: 1.5 must be between 0.0 and 1.0",
             "telemetry.otlp_headers.bad name: is not a valid HTTP header name",
