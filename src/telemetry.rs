@@ -88,7 +88,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Sends the spans still queued and stops the exporter (blocks up to its timeout).
+    /// Sends the spans still queued and stops the exporter (blocks up to 5 s).
     pub fn shutdown(self) {
         #[cfg(feature = "otlp")]
         if let Some(pipeline) = self.pipeline {

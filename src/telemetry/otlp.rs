@@ -26,6 +26,8 @@ use crate::settings::TelemetrySettings;
 
 /// Longest one export may take before it is given up (the batch is dropped, as the SDK does).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the exit waits for the last spans to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most of a collector's answer read (it is a small protobuf or JSON status).
 const MAX_ANSWER_BYTES: usize = 64 << 10;
 
@@ -93,9 +95,10 @@ impl Pipeline {
         &self.endpoint
     }
 
-    /// Exports what is still queued, then stops the batch thread and the client.
+    /// Exports what is still queued, then stops the batch thread and the client; waits at
+    /// most [`FLUSH_TIMEOUT`] (the process is already past its shutdown deadline's work).
     pub fn shutdown(self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Err(error) = self.provider.shutdown_with_timeout(FLUSH_TIMEOUT) {
             tracing::warn!(%error, "The last spans could not be exported.");
         }
     }
