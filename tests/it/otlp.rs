@@ -212,10 +212,17 @@ mod export {
 
     #[actix_web::test]
     async fn request_message_hook_and_upstream_spans_reach_the_collector_in_the_callers_trace() {
+        // Hooks on the session's thread (the default) and on the plugin's own actor, where
+        // the hook span is carried in `CallHook`.
+        spans_of_one_message(None).await;
+        spans_of_one_message(Some("false")).await;
+    }
+
+    async fn spans_of_one_message(on_session_thread: Option<&str>) {
         let (collector_url, collector) = Collector::start();
         let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
         let caller_span = "00f067aa0ba902b7";
-        let env = vec![
+        let mut env = vec![
             ("SWITCHYARD__TELEMETRY__OTLP_ENDPOINT", collector_url),
             (
                 "SWITCHYARD__TELEMETRY__OTLP_HEADERS",
@@ -223,6 +230,12 @@ mod export {
             ),
             ("OTEL_SERVICE_NAME", "switchyard-it".to_string()),
         ];
+        if let Some(flag) = on_session_thread {
+            env.push((
+                "SWITCHYARD__PLUGINS__SCRIPT__HOOKS_ON_SESSION_THREAD",
+                flag.to_string(),
+            ));
+        }
         let traceparent = format!("00-{trace_id}-{caller_span}-01");
         let (session_id, upstream) = one_message(env, Some(&traceparent)).await;
 
