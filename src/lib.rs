@@ -12,7 +12,8 @@
 //! (`tests/it/architecture.rs` keeps it so; docs/ARCHITECTURE.md has the map):
 //!
 //! 0. [`util`], [`health`] — small helpers; the snapshot table every probe reads;
-//!    [`scaffold`] — `switchyard plugin new` (imports nothing of the crate).
+//!    [`scaffold`] — `switchyard plugin new` (imports nothing of the crate);
+//!    [`trace_context`] — W3C `traceparent` in and out (feature `otlp`).
 //! 1. [`settings`] — the settings tree as data; [`supervisor`] — the supervisor actor, child
 //!    specs and the pure restart [`supervisor::policy`]; [`broker`] — the event bus;
 //!    [`metrics`] — the registry behind `GET /metrics`.
@@ -26,7 +27,7 @@
 //!    Anthropic-compatible traffic through implicit sessions: model routes, virtual keys.
 //! 6. [`api`] — HTTP routes, middleware and the single `ApiError` table.
 //! 7. [`app`] — boot order and shutdown, settings into each subsystem's config; [`cli`];
-//!    [`telemetry`] — log output. `test_util` — fault plugins for supervision tests (feature
+//!    [`telemetry`] — log output and trace export. `test_util` — fault plugins for supervision tests (feature
 //!    `test-util`).
 
 pub mod agent;
@@ -53,6 +54,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod tool;
+pub mod trace_context;
 pub mod turn;
 pub mod util;
 

@@ -36,18 +36,28 @@ async fn main() {
         print!("{}", toml::to_string_pretty(&shown).unwrap_or_default());
         return;
     }
-    telemetry::init(settings.log_format(), &settings.log.level);
-    match App::build(settings, Options::default()).await {
-        Ok(app) => {
-            let report = app.run_until_stopped().await;
-            std::process::exit(report.code);
+    let telemetry = match telemetry::init(
+        settings.log_format(),
+        &settings.log.level,
+        &settings.telemetry,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("switchyard: {error}");
+            std::process::exit(2);
         }
+    };
+    let code = match App::build(settings, Options::default()).await {
+        Ok(app) => app.run_until_stopped().await.code,
         Err(error) => {
             tracing::error!(%error, "Start-up failed.");
             eprintln!("switchyard: {error}");
-            std::process::exit(error.exit_code());
+            error.exit_code()
         }
-    }
+    };
+    // The last spans (the shutdown's own among them) leave before the process does.
+    telemetry.shutdown();
+    std::process::exit(code);
 }
 
 /// `switchyard plugin new`: writes the plugin into `--plugins-dir`, or where the settings (with

@@ -456,7 +456,8 @@ pub async fn request_id(
     Ok(response)
 }
 
-/// The root span of each request, carrying its request id.
+/// The root span of each request, carrying its request id, in its caller's trace when the
+/// request says so.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
@@ -466,7 +467,17 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        tracing_actix_web::root_span!(request, request_id = %id)
+        let span = tracing_actix_web::root_span!(request, request_id = %id);
+        // A caller's `traceparent` makes this request part of its trace (export on only).
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        crate::trace_context::adopt_parent(
+            &span,
+            crate::trace_context::Incoming {
+                traceparent: header("traceparent"),
+                tracestate: header("tracestate"),
+            },
+        );
+        span
     }
 
     fn on_request_end<B: MessageBody>(

@@ -80,14 +80,18 @@ pub fn frontdoor(settings: &Settings) -> crate::frontdoor::FrontdoorConfig {
     }
 }
 
-/// The settings as `check-config` prints them: the admin token, the store key and the inline
-/// targets' credentials masked (the targets as `/api/targets` shows them).
+/// The settings as `check-config` prints them: the admin token, the store key, the trace
+/// export headers and the inline targets' credentials masked (the targets as `/api/targets` shows them).
 pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
     let mut shown = settings.clone();
     for secret in [&mut shown.server.admin_token, &mut shown.store.secret_key] {
         if !secret.is_empty() {
             *secret = crate::util::MASK.into();
         }
+    }
+    // Export headers carry the collector's credentials.
+    for value in shown.telemetry.otlp_headers.values_mut() {
+        *value = crate::util::MASK.into();
     }
     for inline in shown.targets.iter_mut() {
         let id = inline.get("id").and_then(toml::Value::as_str);

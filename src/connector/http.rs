@@ -95,6 +95,10 @@ impl Endpoint {
         for (name, value) in extra {
             request = request.insert_header((*name, value.as_str()));
         }
+        // The upstream joins the trace (empty unless traces are exported).
+        for (name, value) in crate::trace_context::outgoing() {
+            request = request.insert_header((name, value));
+        }
         // `$headers` in a plugin's metadata overrides headers for this send (a refreshed token).
         if let Some(extra) = variables.get("$headers").and_then(Value::as_object) {
             for (name, value) in extra {

@@ -121,6 +121,20 @@ impl ConnectorError {
             _ => None,
         }
     }
+
+    /// What kind of failure this is, in one word for a span's `status` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorError::Status { .. } => "status",
+            ConnectorError::Timeout => "timeout",
+            ConnectorError::Unreachable(_) => "unreachable",
+            ConnectorError::BadResponse(_) => "bad_response",
+            ConnectorError::Config(_) => "config",
+            ConnectorError::Tls(_) => "tls",
+            ConnectorError::Disconnected(_) => "disconnected",
+            ConnectorError::StreamBroken(_) => "stream_broken",
+        }
+    }
 }
 
 /// Result of a health check (Krawall's `HealthStatus`).

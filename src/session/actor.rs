@@ -57,24 +57,57 @@ enum Sent {
 }
 
 /// Sends one message: read as a stream when the client streams or the upstream does (so
-/// `onChunk` sees the same chunks either way), otherwise whole.
+/// `onChunk` sees the same chunks either way), otherwise whole. In an `upstream` span (a child
+/// of the message's) with the target, the connector type, how it went (`status`: `ok` or the
+/// failure's kind, with `http.status_code` when the upstream answered one) and `latency_ms`:
+/// until the whole answer, or until a stream began (its chunks are read later, by the
+/// pipeline).
 async fn send(
     connector: &dyn Connector,
+    target: &Target,
     message: &str,
     variables: &Map<String, Value>,
     client_streams: bool,
 ) -> Result<Sent, crate::connector::ConnectorError> {
-    if client_streams || connector.supports_streaming() {
-        connector
-            .stream_message(message, variables)
-            .await
-            .map(Sent::Stream)
-    } else {
-        connector
-            .send_message(message, variables)
-            .await
-            .map(|r| Sent::Whole(Box::new(r)))
-    }
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "upstream",
+        target.id = %target.id,
+        "connector.type" = %target.connector_type,
+        otel.kind = "client",
+        status = Empty,
+        http.status_code = Empty,
+        latency_ms = Empty,
+        otel.status_code = Empty,
+    );
+    let call = async {
+        let began = Instant::now();
+        let sent = if client_streams || connector.supports_streaming() {
+            connector
+                .stream_message(message, variables)
+                .await
+                .map(Sent::Stream)
+        } else {
+            connector
+                .send_message(message, variables)
+                .await
+                .map(|r| Sent::Whole(Box::new(r)))
+        };
+        let span = tracing::Span::current();
+        span.record("latency_ms", began.elapsed().as_secs_f64() * 1000.0);
+        match &sent {
+            Ok(_) => span.record("status", "ok"),
+            Err(error) => {
+                if let Some(code) = error.status() {
+                    span.record("http.status_code", code);
+                }
+                span.record("otel.status_code", "ERROR");
+                span.record("status", error.kind())
+            }
+        };
+        sent
+    };
+    tracing::Instrument::instrument(call, span).await
 }
 
 /// Where a session is in its life.
@@ -464,7 +497,7 @@ impl Handler<SendMessage> for SessionActor {
         self.messages += 1;
         let metrics = self.deps.host.metrics();
         metrics.message(&self.target.id, &self.target.connector_type);
-        let span = tracing::info_span!(parent: &msg.span, "message", session.id = %self.id);
+        let span = tracing::info_span!(parent: &msg.span, "message", session.id = %self.id, target.id = %self.target.id);
         self.publish();
         let sent_text = msg.message.clone();
         let store = self.deps.store.clone();
@@ -512,14 +545,14 @@ impl Handler<SendMessage> for SessionActor {
             let mut reconnected: Option<Rc<dyn Connector>> = None;
             let client_streams = stream.is_some();
             let upstream = Instant::now();
-            let mut sent = send(&*connector, message, variables, client_streams).await;
+            let mut sent = send(&*connector, &target, message, variables, client_streams).await;
             let (metrics, took) = (host.metrics(), upstream.elapsed());
             metrics.upstream_called(&target.id, &target.connector_type, took, sent.is_ok());
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
                 match connect_chain(&host, &mut stages, &target, make.as_ref()).await {
                     Ok((fresh, _)) => {
                         let fresh: Rc<dyn Connector> = Rc::from(fresh);
-                        sent = send(&*fresh, message, variables, client_streams).await;
+                        sent = send(&*fresh, &target, message, variables, client_streams).await;
                         reconnected = Some(fresh);
                     }
                     Err(error) => return (stages, Err(error), None),

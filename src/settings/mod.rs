@@ -48,6 +48,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub plugins: PluginSettings,
     pub supervisor: SupervisorSettings,
     pub broker: BrokerSettings,
@@ -135,6 +136,21 @@ pub struct ShutdownSettings {
 pub struct LogSettings {
     pub format: String,
     pub level: String,
+}
+
+/// `[telemetry]`: trace export over OTLP (see config/default.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's base URL; empty means the OTEL_* environment decides (unset: off).
+    pub otlp_endpoint: String,
+    pub otlp_protocol: String,
+    /// Empty means OTEL_SERVICE_NAME, else "switchyard".
+    pub service_name: String,
+    pub sample_ratio: f64,
+    /// Sent with every export; secrets, never logged.
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -553,6 +569,65 @@ mod tests {
             Vec::new()
         )
         .is_err());
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_checked_with_its_key_path() {
+        let s = Settings::defaults();
+        assert_eq!(s.telemetry.otlp_endpoint, "");
+        assert!(
+            s.telemetry_problems(false).is_empty(),
+            "no endpoint needs no feature"
+        );
+        let err = load(
+            &Overrides::default(),
+            env(&[
+                (
+                    "SWITCHYARD__TELEMETRY__OTLP_ENDPOINT",
+                    "ftp://collector:4318",
+                ),
+                ("SWITCHYARD__TELEMETRY__OTLP_PROTOCOL", "grpc"),
+                ("SWITCHYARD__TELEMETRY__SAMPLE_RATIO", "1.5"),
+                (
+                    "SWITCHYARD__TELEMETRY__OTLP_HEADERS",
+                    "{ \"bad name\" = \"x\", authorization = \"Bearer s3cret\\n\" }",
+                ),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "telemetry.otlp_endpoint: 'ftp://collector:4318/' is not an http(s) URL",
+            "telemetry.otlp_protocol: 'grpc' is not supported",
+            "telemetry.sample_ratio: 1.5 must be between 0.0 and 1.0",
+            "telemetry.otlp_headers.bad name: is not a valid HTTP header name",
+            "telemetry.otlp_headers.authorization: its value may hold only",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+        assert!(!text.contains("s3cret"), "a header value was shown: {text}");
+    }
+
+    #[test]
+    fn an_endpoint_needs_a_build_with_the_otlp_feature() {
+        let mut s = Settings::defaults();
+        s.telemetry.otlp_endpoint = "https://collector.example.com:4318".into();
+        s.telemetry
+            .otlp_headers
+            .insert("authorization".into(), "Bearer t".into());
+        assert!(s.telemetry_problems(true).is_empty());
+        let problems = s.telemetry_problems(false);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "telemetry.otlp_endpoint");
+        assert!(problems[0]
+            .message
+            .contains("lacks the `otlp` cargo feature"));
+        s.telemetry.otlp_endpoint = "not a url".into();
+        let problems = s.telemetry_problems(true);
+        assert!(
+            problems[0].message.contains("not an http(s) URL"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -273,6 +273,75 @@ impl Settings {
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }
+        problems.extend(self.telemetry_problems(cfg!(feature = "otlp")));
+        problems
+    }
+
+    /// `[telemetry]`: the endpoint is an http(s) URL and this build can export to it, the
+    /// protocol is one that is built in, the ratio is a share, and header names and values
+    /// can go on the wire (a value is never quoted: it is a credential).
+    pub(super) fn telemetry_problems(&self, built_with_otlp: bool) -> Vec<Problem> {
+        let t = &self.telemetry;
+        let mut problems = Vec::new();
+        if !t.otlp_endpoint.is_empty() {
+            // The value is quoted only as logs may show a URL (it may carry a credential).
+            let shown = match url::Url::parse(&t.otlp_endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => None,
+                Ok(_) => Some(format!(
+                    "'{}' is",
+                    crate::util::loggable_url(&t.otlp_endpoint)
+                )),
+                Err(e) => Some(format!("the value ({e}) is")),
+            };
+            if let Some(shown) = shown {
+                problems.push(Problem::new(
+                    "telemetry.otlp_endpoint",
+                    format!("{shown} not an http(s) URL such as http://127.0.0.1:4318"),
+                ));
+            }
+            if !built_with_otlp {
+                problems.push(Problem::new(
+                    "telemetry.otlp_endpoint",
+                    "this build cannot export traces: it lacks the `otlp` cargo feature \
+                     (build with `cargo build --release --features otlp`, or leave the endpoint unset)"
+                        .into(),
+                ));
+            }
+        }
+        if t.otlp_protocol != "http/protobuf" {
+            problems.push(Problem::new(
+                "telemetry.otlp_protocol",
+                format!(
+                    "'{}' is not supported: only http/protobuf (the collector's port 4318) is built in",
+                    t.otlp_protocol
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            problems.push(Problem::new(
+                "telemetry.sample_ratio",
+                format!("{} must be between 0.0 and 1.0", t.sample_ratio),
+            ));
+        }
+        for (name, value) in &t.otlp_headers {
+            let key = format!("telemetry.otlp_headers.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                problems.push(Problem::new(&key, "is not a valid HTTP header name".into()));
+            }
+            if !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                problems.push(Problem::new(
+                    &key,
+                    "its value may hold only visible ASCII, spaces and tabs".into(),
+                ));
+            }
+        }
         problems
     }
 }

@@ -13,6 +13,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("health", 0),
     // `switchyard plugin new`: templates and files only, nothing of the crate.
     ("scaffold", 0),
+    // W3C trace context on the wire: read by `api`, written by `connector`.
+    ("trace_context", 0),
     ("settings", 1),
     ("supervisor", 1),
     ("broker", 1),

@@ -14,7 +14,8 @@ use crate::mock::MockUpstream;
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// The service on port 0 with `format` logs on a pipe, and its stdout lines as they come.
-fn spawn(
+/// The OTLP variables of the test's own environment are not passed on.
+pub(crate) fn spawn(
     format: &str,
     data: &tempfile::TempDir,
     env: &[(&str, String)],
@@ -27,6 +28,9 @@ fn spawn(
         .env("SWITCHYARD__STORE__PATH", data.path().join("switchyard.db"))
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (key, value) in env {
@@ -44,7 +48,7 @@ fn spawn(
 }
 
 /// Lines until one contains `needle` (that one included); fails after 20 s.
-fn until(rx: &Receiver<String>, needle: &str, lines: &mut Vec<String>) -> String {
+pub(crate) fn until(rx: &Receiver<String>, needle: &str, lines: &mut Vec<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let line = rx
@@ -57,7 +61,7 @@ fn until(rx: &Receiver<String>, needle: &str, lines: &mut Vec<String>) -> String
     }
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

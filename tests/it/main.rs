@@ -19,6 +19,7 @@ mod logs;
 mod metrics;
 mod mock;
 mod model;
+mod otlp;
 mod robustness;
 mod scripts;
 mod sdk;
