@@ -181,7 +181,10 @@ mod tests {
         let a = etag(b"one");
         assert_eq!(a, etag(b"one"));
         assert_ne!(a, etag(b"two"));
-        assert!(a.starts_with('"') && a.ends_with('"') && a.len() == 18, "{a}");
+        assert!(
+            a.starts_with('"') && a.ends_with('"') && a.len() == 18,
+            "{a}"
+        );
     }
 
     #[test]

@@ -79,8 +79,15 @@ async fn the_dashboard_files_are_served_with_types_csp_and_etags_without_a_token
         let mut response = client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(header(response.headers(), "content-type"), *kind, "{path}");
-        assert_eq!(header(response.headers(), "content-security-policy"), CSP, "{path}");
-        assert_eq!(header(response.headers(), "x-content-type-options"), "nosniff");
+        assert_eq!(
+            header(response.headers(), "content-security-policy"),
+            CSP,
+            "{path}"
+        );
+        assert_eq!(
+            header(response.headers(), "x-content-type-options"),
+            "nosniff"
+        );
         assert_eq!(header(response.headers(), "cache-control"), "no-cache");
         let etag = header(response.headers(), "etag");
         assert!(etag.starts_with('"') && etag.len() > 2, "{path}: {etag:?}");
@@ -118,7 +125,10 @@ async fn the_dashboard_files_are_served_with_types_csp_and_etags_without_a_token
             "index.html loads {name}, which is not embedded"
         );
     }
-    assert!(!html.contains("://"), "index.html loads something from elsewhere");
+    assert!(
+        !html.contains("://"),
+        "index.html loads something from elsewhere"
+    );
 
     for path in ["/ui/nope.js", "/ui/app.js/x", "/ui/../Cargo.toml"] {
         let mut response = client.get(app.url(path)).send().await.unwrap();
@@ -156,7 +166,11 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
         &[],
         vec![
             fault_plugin("steady", Fault::Ok, rec.clone()),
-            fault_plugin("worker", Fault::SlowStop(Duration::from_millis(300)), rec.clone()),
+            fault_plugin(
+                "worker",
+                Fault::SlowStop(Duration::from_millis(300)),
+                rec.clone(),
+            ),
         ],
         rec,
     )
@@ -167,7 +181,10 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
     wait_state(&browser, "root/plugins/steady", "running").await;
     browser.wait_text("#stream-status", "live").await;
     let row = "li.node[data-path=\"root/plugins/worker\"] > .node-row";
-    assert!(browser.text_of(&format!("{row} .restarts")).await.contains("↻ 0"));
+    assert!(browser
+        .text_of(&format!("{row} .restarts"))
+        .await
+        .contains("↻ 0"));
     // Marks this page: a reload would lose it, so what follows is live, not a new page.
     browser
         .eval("window.__before = true; return true;", json!([]))
@@ -176,23 +193,25 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
     browser
         .click(&format!("{row} button[data-action=\"restart\"]"))
         .await;
-    browser
-        .wait_text(&format!("{row} .restarts"), "↻ 1")
-        .await;
+    browser.wait_text(&format!("{row} .restarts"), "↻ 1").await;
     wait_state(&browser, "root/plugins/worker", "running").await;
 
     browser
         .click(&format!("{row} button[data-action=\"disable\"]"))
         .await;
     wait_state(&browser, "root/plugins/worker", "disabled").await;
-    browser.wait_text(&format!("{row} .state"), "disabled").await;
+    browser
+        .wait_text(&format!("{row} .state"), "disabled")
+        .await;
     // A disabled plugin offers enable instead.
     browser
         .click(&format!("{row} button[data-action=\"enable\"]"))
         .await;
     wait_state(&browser, "root/plugins/worker", "running").await;
     assert_eq!(
-        browser.eval("return window.__before === true;", json!([])).await,
+        browser
+            .eval("return window.__before === true;", json!([]))
+            .await,
         true,
         "the page was reloaded"
     );
@@ -202,11 +221,15 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
         .await
         .contains("↻ 0"));
     // Hook latency: one row per plugin.
-    browser.find("#sparks .spark[data-plugin=\"worker\"] svg").await;
+    browser
+        .find("#sparks .spark[data-plugin=\"worker\"] svg")
+        .await;
     browser.screenshot("overview").await;
 
     browser.goto(&app.url("/ui#/plugins/worker")).await;
-    browser.wait_text("#plugin-detail", "No configuration.").await;
+    browser
+        .wait_text("#plugin-detail", "No configuration.")
+        .await;
     browser.wait_text("#plugins", "steady").await;
     browser.screenshot("plugins").await;
     drop(browser);
@@ -238,25 +261,39 @@ async fn a_target_is_created_through_the_form_generated_from_the_config_schema()
     browser.wait_text("#targets", "No targets yet").await;
     browser.click("#new-target").await;
     browser.type_into("[data-path=\"id\"]", "made-in-ui").await;
-    browser.type_into("[data-path=\"name\"]", "Made in the UI").await;
-    browser.type_into("[data-path=\"endpoint\"]", "not a url").await;
+    browser
+        .type_into("[data-path=\"name\"]", "Made in the UI")
+        .await;
+    browser
+        .type_into("[data-path=\"endpoint\"]", "not a url")
+        .await;
     browser.select("#add-plugin", "greeter").await;
     // The form for the plugin's schema: one control per field, of its type.
     let stage = "[data-stage=\"greeter\"]";
     browser
-        .find(&format!("{stage} input[data-path=\"plugins[0].config.greeting\"]"))
+        .find(&format!(
+            "{stage} input[data-path=\"plugins[0].config.greeting\"]"
+        ))
         .await;
     browser
-        .find(&format!("{stage} input[type=number][data-path=\"plugins[0].config.repeat\"]"))
+        .find(&format!(
+            "{stage} input[type=number][data-path=\"plugins[0].config.repeat\"]"
+        ))
         .await;
     browser
-        .find(&format!("{stage} input[type=checkbox][data-path=\"plugins[0].config.loud\"]"))
+        .find(&format!(
+            "{stage} input[type=checkbox][data-path=\"plugins[0].config.loud\"]"
+        ))
         .await;
     browser
-        .find(&format!("{stage} select[data-path=\"plugins[0].config.tone\"]"))
+        .find(&format!(
+            "{stage} select[data-path=\"plugins[0].config.tone\"]"
+        ))
         .await;
     browser
-        .find(&format!("{stage} textarea[data-path=\"plugins[0].config.extra\"]"))
+        .find(&format!(
+            "{stage} textarea[data-path=\"plugins[0].config.extra\"]"
+        ))
         .await;
 
     // The plugin's validator: the required greeting is missing, the JSON field is not JSON.
@@ -296,10 +333,15 @@ async fn a_target_is_created_through_the_form_generated_from_the_config_schema()
         )
         .await;
     let at_endpoint = browser.text_of("[data-error-for=\"endpoint\"]").await;
-    assert!(at_endpoint.contains("URL") || at_endpoint.contains("url") || at_endpoint.contains("http"), "{at_endpoint}");
+    assert!(
+        at_endpoint.contains("URL") || at_endpoint.contains("url") || at_endpoint.contains("http"),
+        "{at_endpoint}"
+    );
     browser.wait_text("#form-error", "invalid_target").await;
     assert_eq!(
-        browser.text_of("[data-error-for=\"plugins[0].config.greeting\"]").await,
+        browser
+            .text_of("[data-error-for=\"plugins[0].config.greeting\"]")
+            .await,
         "",
         "a fixed field keeps no error"
     );
@@ -349,7 +391,9 @@ async fn a_session_shows_its_answer_as_it_streams() {
     let browser = Browser::start().await;
     browser.goto(&app.url("/ui#/sessions")).await;
     browser.wait_text("#sessions", "No sessions yet").await;
-    browser.find("#session-target option[value=\"streamer\"]").await;
+    browser
+        .find("#session-target option[value=\"streamer\"]")
+        .await;
     browser.click("#open-session-submit").await;
     browser.find("#message:not([disabled])").await;
     // Records how the answer grows, chunk by chunk, as the page shows it.
@@ -399,13 +443,50 @@ async fn a_session_shows_its_answer_as_it_streams() {
     browser.screenshot("sessions").await;
 
     // The transcript and the audit of the session, read back.
-    browser.eval("location.reload(); return true;", json!([])).await;
-    browser.wait_text("#chat", "one two three four five six").await;
+    browser
+        .eval("location.reload(); return true;", json!([]))
+        .await;
+    browser
+        .wait_text("#chat", "one two three four five six")
+        .await;
     browser
         .wait_text("#chat", "Hi one two three four five six")
         .await;
     browser.click("button[data-tab=\"audit\"]").await;
     browser.wait_text("#audit", "received").await;
+
+    // Traffic draws each plugin's latency on the overview (the scrape is polled every 3 s).
+    let hash = browser.eval("return location.hash;", json!([])).await;
+    let id = hash
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    browser.goto(&app.url("/ui#/overview")).await;
+    wait_state(&browser, "root/plugins/greeter", "running").await;
+    // Messages until the greeter's line has three points (three scrapes with calls between).
+    let points = "const p = document.querySelector('.spark[data-plugin=\"greeter\"] polyline'); \
+                  return p ? p.getAttribute('points').split(' ').length : 0;";
+    let mut n = 0;
+    while browser.eval(points, json!([])).await.as_u64().unwrap_or(0) < 3 {
+        n += 1;
+        assert!(n < 60, "the latency sparkline never drew three points");
+        let (status, reply) = app
+            .post_json(
+                &format!("/api/sessions/{id}/messages"),
+                json!({ "message": format!("message {n}") }),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(browser
+        .text_of(".spark[data-plugin=\"greeter\"] .last")
+        .await
+        .ends_with("ms"));
+    browser.screenshot("overview-traffic").await;
     drop(browser);
     app.stop().await;
     up.stop().await;
@@ -432,13 +513,19 @@ async fn with_an_admin_token_the_dashboard_asks_for_it_and_the_event_log_filters
     wait_state(&browser, "root/plugins/steady", "running").await;
     assert_eq!(
         browser
-            .eval("return sessionStorage.getItem('switchyard.adminToken');", json!([]))
+            .eval(
+                "return sessionStorage.getItem('switchyard.adminToken');",
+                json!([])
+            )
             .await,
         "s3cret"
     );
     assert_eq!(
         browser
-            .eval("return localStorage.length + document.cookie.length;", json!([]))
+            .eval(
+                "return localStorage.length + document.cookie.length;",
+                json!([])
+            )
             .await,
         0,
         "the token went somewhere other than sessionStorage"
@@ -463,7 +550,10 @@ async fn with_an_admin_token_the_dashboard_asks_for_it_and_the_event_log_filters
     browser.wait_text("#event-log", "demo.again").await;
     let log = browser.text_of("#event-log").await;
     assert!(log.contains("demo.hello"), "{log}");
-    assert!(!log.contains("other.thing"), "the filter let through: {log}");
+    assert!(
+        !log.contains("other.thing"),
+        "the filter let through: {log}"
+    );
     browser.screenshot("events").await;
 
     // A reload keeps the session's token: no second login.
@@ -471,4 +561,24 @@ async fn with_an_admin_token_the_dashboard_asks_for_it_and_the_event_log_filters
     wait_state(&browser, "root/plugins/steady", "running").await;
     drop(browser);
     app.stop().await;
+}
+
+#[test]
+fn the_dashboard_s_pure_functions_hold_under_node() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/it/ui_js/pure.mjs");
+    let assets = format!("file://{}", root.join("src/api/ui").display());
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(&assets)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("`node` cannot run ({e}): install Node.js (Debian: `apt-get install nodejs`; .ci/run does this)")
+        });
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

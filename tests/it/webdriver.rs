@@ -134,7 +134,11 @@ impl Browser {
             None => request.send().await,
         }
         .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
-        let bytes = response.body().limit(64 << 20).await.expect("WebDriver body");
+        let bytes = response
+            .body()
+            .limit(64 << 20)
+            .await
+            .expect("WebDriver body");
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if response.status().is_success() {
             Ok(value["value"].clone())
@@ -149,12 +153,8 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.cmd(
-            awc::http::Method::POST,
-            "/url",
-            Some(json!({ "url": url })),
-        )
-        .await;
+        self.cmd(awc::http::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
@@ -229,7 +229,8 @@ impl Browser {
     /// Chooses the option with `value` in the select matching `css`, as a user would.
     pub async fn select(&self, css: &str, value: &str) {
         self.find(css).await;
-        self.click(&format!("{css} option[value=\"{value}\"]")).await;
+        self.click(&format!("{css} option[value=\"{value}\"]"))
+            .await;
     }
 
     /// The text of the first element matching `css` ("" when there is none).

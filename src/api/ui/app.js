@@ -209,7 +209,7 @@ function overview(main) {
       fetch("/health").then((r) => r.json()).catch(() => null),
     ]);
     plugins = new Map(list.map((p) => [p.id, p]));
-    drawCards(cards, list, health, root);
+    drawCards(cards, list, health);
     fill(tree, drawNode(root, plugins, refresh, flash));
     flash = new Set();
   }
@@ -230,14 +230,15 @@ function overview(main) {
   drawSparks();
 }
 
-function drawCards(cards, list, health, root) {
+function drawCards(cards, list, health) {
   const running = list.filter((p) => p.state === "running").length;
-  const count = (node, role) => (node.role === role ? 1 : 0) + (node.children || []).reduce((n, c) => n + count(c, role), 0);
+  const sessions = health && health.checks && health.checks["sessions:count"];
+  const open = sessions && sessions[0] ? sessions[0].observedValue : null;
   const card = (label, value, cls = "") => h("div.card", h("div.label", label), h(`div.value${cls}`, value));
   fill(cards, 
     card("Health", health ? badge(health.status) : "—"),
     card("Plugins running", `${running} / ${list.length}`),
-    card("Sessions open", String(count(root, "session"))),
+    card("Sessions open", open === null || open === undefined ? "—" : String(open)),
     card("Version", health ? health.version : "—"));
 }
 
@@ -305,7 +306,7 @@ function drawSparkList(el, ids) {
     const series = history.series.get(id) || [];
     return h("div.spark", { "data-plugin": id },
       h("span.name", { title: id }, id),
-      sparkline(series, history.points),
+      sparkline(series, series.length),
       h("span.last", series.length ? ms(history.latest(id)) : "no calls"));
   }));
 }
@@ -342,7 +343,7 @@ async function plugins(main, selected) {
     for (const row of list.querySelectorAll("tr")) {
       const id = row.dataset.plugin;
       const series = history.series.get(id) || [];
-      fill(row.lastChild, sparkline(series, history.points, 90, 22), " ", h("span.small.muted", ms(history.latest(id))));
+      fill(row.lastChild, sparkline(series, series.length, 90, 22), " ", h("span.small.muted", ms(history.latest(id))));
     }
   }
   sparkViews.add(drawTableSparks);
