@@ -231,7 +231,6 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
         .wait_text("#plugin-detail", "No configuration.")
         .await;
     browser.wait_text("#plugins", "steady").await;
-    browser.screenshot("plugins").await;
     drop(browser);
     app.stop().await;
 }
@@ -338,6 +337,7 @@ async fn a_target_is_created_through_the_form_generated_from_the_config_schema()
         "{at_endpoint}"
     );
     browser.wait_text("#form-error", "invalid_target").await;
+    browser.screenshot("targets-form-api-error").await;
     assert_eq!(
         browser
             .text_of("[data-error-for=\"plugins[0].config.greeting\"]")
@@ -487,6 +487,16 @@ async fn a_session_shows_its_answer_as_it_streams() {
         .await
         .ends_with("ms"));
     browser.screenshot("overview-traffic").await;
+
+    // The plugin page: metadata, the config schema, the pipeline order, latency.
+    browser.goto(&app.url("/ui#/plugins/greeter")).await;
+    browser.wait_text("#plugin-detail", "Said first.").await;
+    let order = browser.wait_text("#order", "greeter").await;
+    assert!(order.find("greeter") < order.find("audit"), "{order}");
+    browser
+        .find("tr[data-plugin=\"greeter\"] svg.sparkline polyline")
+        .await;
+    browser.screenshot("plugins").await;
     drop(browser);
     app.stop().await;
     up.stop().await;

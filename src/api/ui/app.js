@@ -134,6 +134,9 @@ function drawAuth() {
 }
 
 function loginPage(main) {
+  const status = document.getElementById("stream-status");
+  status.textContent = "events: signed out";
+  status.className = "pill muted";
   const input = h("input#token", { type: "password", placeholder: "admin token", autocomplete: "current-password" });
   const error = h("div.form-error#login-error");
   const submit = async (ev) => {
@@ -153,7 +156,7 @@ function loginPage(main) {
   };
   main.append(h("form.panel.login#login", { onsubmit: submit },
     h("h1", "Sign in"),
-    h("p", "This gateway has an admin token (api.admin_token). Enter it to use the dashboard; it is kept in this tab's session storage only."),
+    h("p", "This gateway is protected by an admin token (server.admin_token or SWITCHYARD_ADMIN_TOKEN). Enter it to use the dashboard; it is kept in this tab's session storage only, and sent only to this gateway."),
     error,
     h("div.field", h("label", { for: "token" }, "Admin token"), input),
     h("button.primary#login-submit", { type: "submit" }, "Sign in")));
@@ -357,7 +360,7 @@ async function plugins(main, selected) {
     fill(detail, 
       h("div.row", h("h2", p.name), badge(p.state), h("span.spacer"), pluginActions(p, load)),
       h("p", p.description || h("span.muted", "No description.")),
-      h("table", h("tbody",
+      h("table.kv", h("tbody",
         [["Id", h("code", p.id)], ["Version", p.version], ["Source", p.source], ["Priority", String(p.priority)],
           ["Connectors", p.compatibleConnectors.join(", ") || "—"], ["Host API", p.hostApi],
           ["Dependencies", p.dependencies.map((d) => `${d.id} ${d.version}`).join(", ") || "—"],
@@ -383,7 +386,7 @@ async function plugins(main, selected) {
     if (!result) return;
     fill(order, ...(result.plugins.length
       ? result.plugins.map((p) => h("li", h("strong", p.id), h("span.muted.small", `  priority ${p.priority}`)))
-      : [h("div.empty", "No compatible plugin.")]));
+      : [h("li.empty", "No compatible plugin.")]));
   }
   listeners.add((e) => { if (e.event.startsWith("plugin.")) attempt(load, "Refreshing plugins"); });
   await attempt(load, "Loading plugins");
@@ -542,12 +545,12 @@ async function targetForm(main, id) {
       field("responseTemplate.tokenUsagePath", "Token usage path", c.tokenUsagePath),
       field("authType", "Authentication", c.authType),
       field("timeoutMs", "Timeout (ms)", c.timeoutMs),
-      field("authConfig", "Credentials (JSON)", c.authConfig, { wide: true, hint: "token, apiKey + headerName, username + password, or headers. Shown masked; send ******** back to keep." }),
-      field("protocolConfig", "Protocol options (JSON)", c.protocolConfig, { wide: true, hint: "e.g. {\"stream\": true}, method, headers, path" })),
+      field("authConfig", "Credentials (JSON)", c.authConfig, { hint: "token, apiKey + headerName, username + password, or headers. Shown masked; send ******** back to keep." }),
+      field("protocolConfig", "Protocol options (JSON)", c.protocolConfig, { hint: "e.g. {\"stream\": true}, method, headers, path" })),
     h("h3", "Pipeline"),
     h("p.muted.small", "Plugins of this target's sessions, each with its config form from the plugin's configSchema."),
-    stages, h("div.row", addSelect),
-    h("div.row", { class: "row submit-row" }, save, h("a.button", { href: "#/targets" }, "Cancel")));
+    stages, h("div.add-row", addSelect),
+    h("div.row.submit-row", save, h("a.button", { href: "#/targets" }, "Cancel")));
   main.append(h("h1", existing ? `Edit target ${existing.id}` : "New target"), form);
 
   function clearErrors() {
@@ -602,6 +605,7 @@ async function targetForm(main, id) {
     }
     if (!ok) {
       formError.textContent = "Some fields need attention: see the messages below.";
+      revealFirstError();
       return;
     }
     // The API numbers plugins by their place in the body: map them back to the form's blocks.
@@ -626,9 +630,14 @@ async function targetForm(main, id) {
       location.hash = "#/targets";
     } catch (e) {
       showApiError(e, indexOf);
+      revealFirstError();
     } finally {
       save.disabled = readOnly;
     }
+  }
+  function revealFirstError() {
+    const first = form.querySelector(".field.invalid") || formError;
+    first.scrollIntoView({ block: "center" });
   }
   /** The API's answer {code, message, details: {field, errors}} at the fields it names. */
   function showApiError(e, indexOf) {

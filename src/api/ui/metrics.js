@@ -90,6 +90,9 @@ const SVG = "http://www.w3.org/2000/svg";
 /** An SVG sparkline of `values` (a line over a light area). */
 export function sparkline(values, slots, width = 130, height = 30) {
   const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "sparkline");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   const points = sparkPoints(values, width, height, slots);
