@@ -168,7 +168,7 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
             fault_plugin("steady", Fault::Ok, rec.clone()),
             fault_plugin(
                 "worker",
-                Fault::SlowStop(Duration::from_millis(300)),
+                Fault::SlowStop(Duration::from_millis(1500)),
                 rec.clone(),
             ),
         ],
@@ -186,8 +186,17 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
         .await
         .contains("↻ 0"));
     // Marks this page: a reload would lose it, so what follows is live, not a new page.
+    // And records every state the page shows for the worker.
     browser
-        .eval("window.__before = true; return true;", json!([]))
+        .eval(
+            "window.__before = true; window.__states = []; \
+             new MutationObserver(() => { \
+               const n = document.querySelector('li.node[data-path=\"root/plugins/worker\"]'); \
+               const s = n && n.dataset.state; \
+               if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s); \
+             }).observe(document.getElementById('tree'), { subtree: true, childList: true }); return true;",
+            json!([]),
+        )
         .await;
 
     browser
@@ -195,6 +204,21 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
         .await;
     browser.wait_text(&format!("{row} .restarts"), "↻ 1").await;
     wait_state(&browser, "root/plugins/worker", "running").await;
+    // The slow stop was shown as it happened, then the plugin running again.
+    let states = browser.eval("return window.__states;", json!([])).await;
+    let shown: Vec<&str> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        shown
+            .iter()
+            .any(|s| matches!(*s, "stopping" | "restarting" | "starting")),
+        "the restart was never shown in progress: {shown:?}"
+    );
+    assert_eq!(shown.last(), Some(&"running"), "{shown:?}");
 
     browser
         .click(&format!("{row} button[data-action=\"disable\"]"))
@@ -497,6 +521,13 @@ async fn a_session_shows_its_answer_as_it_streams() {
         .find("tr[data-plugin=\"greeter\"] svg.sparkline polyline")
         .await;
     browser.screenshot("plugins").await;
+
+    // The sessions page lists it, with its messages counted.
+    browser.goto(&app.url("/ui#/sessions")).await;
+    browser
+        .wait_text(&format!("tr[data-session=\"{id}\"]"), "streamer")
+        .await;
+    browser.screenshot("sessions-list").await;
     drop(browser);
     app.stop().await;
     up.stop().await;

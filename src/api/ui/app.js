@@ -226,7 +226,11 @@ function overview(main) {
   });
   // Mailbox depths change without events: a slow refresh keeps them honest.
   const slow = setInterval(() => attempt(refresh, "Refreshing the tree"), 10000);
-  onCleanup(() => { clearInterval(slow); clearTimeout(pending); });
+  // Uptimes count on between refreshes.
+  const tick = setInterval(() => {
+    for (const el of tree.querySelectorAll(".uptime")) el.textContent = uptime((Date.now() - Number(el.dataset.since)) / 1000);
+  }, 1000);
+  onCleanup(() => { clearInterval(slow); clearInterval(tick); clearTimeout(pending); });
   attempt(refresh, "Loading the tree");
   const drawSparks = () => drawSparkList(sparks, [...plugins.keys()]);
   sparkViews.add(drawSparks);
@@ -257,7 +261,7 @@ function drawNode(node, plugins, refresh, flash) {
       node.restarts !== undefined ? h("span.restarts", { title: "restarts" }, `↻ ${node.restarts}`) : null,
       node.generation !== undefined ? h("span", { title: "generation" }, `gen ${node.generation}`) : null,
       node.mailbox ? mailbox(node.mailbox) : null,
-      node.uptimeS !== undefined ? h("span", { title: "uptime" }, `up ${Math.round(node.uptimeS)}s`) : null),
+      node.uptimeS !== undefined ? h("span.uptime", { title: `started ${node.startedAt || ""}`, "data-since": String(Date.now() - node.uptimeS * 1000) }, uptime(node.uptimeS)) : null),
     plugin ? pluginActions(plugin, refresh) : null,
     node.lastError ? h("div.node-error", { title: `${node.lastError.message} (${node.lastError.at})` },
       `last error: ${node.lastError.message}`) : null);
@@ -265,6 +269,14 @@ function drawNode(node, plugins, refresh, flash) {
   if (plugin && flash.has(plugin.id)) li.classList.add("flash");
   if (node.children && node.children.length) li.append(h("ul", node.children.map((c) => drawNode(c, plugins, refresh, flash))));
   return li;
+}
+
+function uptime(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `up ${s}s`;
+  if (s < 3600) return `up ${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `up ${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `up ${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
 function mailbox(m) {
@@ -288,7 +300,11 @@ function pluginActions(plugin, after) {
       }
       button.disabled = true;
       const path = `/api/plugins/${encodeURIComponent(plugin.id)}${action === "unload" ? "" : `/${action}`}`;
+      // The API answers once the action is over (a restart: once the plugin runs again); the
+      // states it passes through meanwhile publish no event, so they are polled for.
+      const watch = after ? setInterval(() => attempt(after, "Refreshing"), 200) : null;
       const done = await attempt(() => (method === "del" ? api.del(path) : api.post(path)), `${label} ${plugin.id}`);
+      clearInterval(watch);
       if (done !== undefined) toast(`${plugin.id}: ${label.toLowerCase()} done`);
       button.disabled = false;
       if (after) attempt(after, "Refreshing");
