@@ -391,6 +391,27 @@ async fn a_target_is_created_through_the_form_generated_from_the_config_schema()
         .await;
     browser.wait_text("#test-panel", "Answer").await;
     browser.screenshot("targets").await;
+
+    // Edit it: the form comes back filled in (the plugin's config too); a new name is saved.
+    browser
+        .click("tr[data-target=\"made-in-ui\"] [data-action=\"edit\"]")
+        .await;
+    browser
+        .wait_until(
+            "the form is filled in",
+            "const f = document.querySelector('[data-path=\"plugins[0].config.greeting\"]'); return !!f && f.value === 'Hello';",
+            json!([]),
+        )
+        .await;
+    browser
+        .type_into("[data-path=\"name\"]", "Renamed in the UI")
+        .await;
+    browser.click("#save-target").await;
+    browser.wait_text("#targets", "Renamed in the UI").await;
+    let (_, edited) = app.get("/api/targets/made-in-ui").await;
+    assert_eq!(edited["name"], "Renamed in the UI");
+    assert_eq!(edited["endpoint"], saved["endpoint"]);
+    assert_eq!(edited["plugins"], saved["plugins"]);
     drop(browser);
     app.stop().await;
     up.stop().await;

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -35,11 +36,20 @@ fn program(name: &str) -> PathBuf {
     })
 }
 
+/// One browser at a time across the test binary: on two cores, several Chromiums at once slow
+/// every other test down.
+fn one_at_a_time() -> Arc<tokio::sync::Mutex<()>> {
+    static LOCK: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
+    LOCK.get_or_init(Arc::default).clone()
+}
+
 pub struct Browser {
     driver: Child,
     port: u16,
     session: String,
     client: awc::Client,
+    /// Released after `drop` has ended the browser.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// An element found on the page.
@@ -51,6 +61,7 @@ impl Browser {
     pub async fn start() -> Browser {
         let chromium = program("chromium");
         let chromedriver = program("chromedriver");
+        let turn = one_at_a_time().lock_owned().await;
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -70,6 +81,7 @@ impl Browser {
             port,
             session: String::new(),
             client,
+            _turn: turn,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
