@@ -157,7 +157,10 @@ impl TestApp {
             health,
             sessions,
             run,
+            // Idle connections are dropped before the server's 5 s keep-alive closes them: a
+            // test busy computing for longer (under load) would otherwise reuse a closed one.
             client: awc::Client::builder()
+                .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
                 .timeout(Duration::from_secs(10))
                 .finish(),
         }
