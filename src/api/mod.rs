@@ -41,6 +41,9 @@
 //!   provider's own shapes and event streams (`frontdoor`; not in the OpenAPI document).
 //! - `GET /api/openapi.json` — the OpenAPI 3.1 document of all of the above, generated from the
 //!   handlers (`openapi`); `GET /api/docs` — its reference page (embedded, works offline).
+//! - `GET /ui` — the operator dashboard (supervision tree, plugins, targets, sessions, events,
+//!   latency), and `GET /ui/{asset}` its files (`ui`): embedded, public, strict CSP; the page
+//!   asks for the admin token itself.
 //!
 //! `/api/*` requires `Authorization: Bearer <admin token>` when one is set (except the two
 //! documentation routes, which hold no secrets), and so do plugin routes unless their plugin
@@ -60,6 +63,7 @@ pub mod openapi;
 pub mod plugin_routes;
 pub mod schemas;
 pub mod sessions;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -135,6 +139,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     core_routes(&mut core);
     let mut table = core.finish();
     frontdoor::mount_v1(cfg);
+    ui::mount(cfg);
     cfg.service(
         web::scope("/api")
             .wrap(from_fn(require_admin))

@@ -21,7 +21,7 @@ pub const PLUGIN_PREFIX: &str = "/plugins";
 
 /// First path segments the gateway keeps for itself: an absolute plugin route may not start
 /// with one of them.
-const RESERVED: &[&str] = &["api", "health", "livez", "readyz", "plugins"];
+const RESERVED: &[&str] = &["api", "health", "livez", "readyz", "plugins", "ui"];
 
 const MAX_PATH_LEN: usize = 512;
 

@@ -29,5 +29,7 @@ mod shutdown;
 mod slow_clients;
 mod store;
 mod supervision;
+mod ui;
 mod upstreams;
 mod webapis;
+mod webdriver;
