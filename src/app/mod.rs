@@ -358,9 +358,21 @@ async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, Startup
     // The key for credentials at rest goes with the store: target rows and sessions' plugin
     // secrets are sealed with it.
     let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
-    let store = Store::open(&settings.store.path).await?.with_secrets(
-        crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
-    );
+    let connect = crate::store::Connect {
+        location: settings
+            .store
+            .location()
+            .expect("store.url is checked when settings load"),
+        pool_size: settings.store.pool_size,
+        connect_timeout: Duration::from_millis(settings.store.connect_timeout_ms),
+        instance: settings.store.instance(),
+    };
+    let store = Store::connect(&connect)
+        .await?
+        .with_secrets(crate::store::secrets::Secrets::load(
+            key,
+            &settings.data.dir,
+        )?);
     let interrupted = store
         .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
         .await?;

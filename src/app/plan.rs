@@ -89,6 +89,10 @@ pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
             *secret = crate::util::MASK.into();
         }
     }
+    // A database URL may carry its password.
+    if !shown.store.url.is_empty() && shown.store.url.contains("://") {
+        shown.store.url = crate::util::masked_url(&shown.store.url);
+    }
     for inline in shown.targets.iter_mut() {
         let id = inline.get("id").and_then(toml::Value::as_str);
         match targets.iter().find(|t| Some(t.id.as_str()) == id) {

@@ -189,6 +189,15 @@ pub struct ScriptLimitOverrides {
 pub struct StoreSettings {
     pub enabled: bool,
     pub path: PathBuf,
+    /// Empty: the SQLite file at `path`; `sqlite://<file>` or a path: SQLite there;
+    /// `postgres://…` or `postgresql://…`: PostgreSQL ([`StoreSettings::location`]).
+    pub url: String,
+    /// PostgreSQL: the most connections the pool holds.
+    pub pool_size: u32,
+    /// PostgreSQL: how long start-up (and a query waiting for a connection) waits for one.
+    pub connect_timeout_ms: u64,
+    /// This instance's name in the database (the sessions it opened); empty: the host's name.
+    pub instance_id: String,
     /// `batched` or `acknowledged` (see config/default.toml).
     pub durability: String,
     pub batch_window_ms: u64,
@@ -198,6 +207,59 @@ pub struct StoreSettings {
     pub audit_max_rows: u64,
     pub prune_interval_ms: u64,
     pub secret_key: String,
+}
+
+/// Where the store keeps its data (`store.url`, else `store.path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, as its URL (with its password: show it with
+    /// `util::masked_url` only).
+    Postgres(String),
+}
+
+impl StoreSettings {
+    /// Where the store is, or what is wrong with `store.url` (the URL's password masked).
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(StoreLocation::Sqlite(self.path.clone()));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(StoreLocation::Sqlite(PathBuf::from(url)));
+        };
+        match scheme {
+            "sqlite" if rest.is_empty() || rest.contains('?') => Err(format!(
+                "'{url}' names no SQLite file (sqlite://<path>, no options)"
+            )),
+            "sqlite" => Ok(StoreLocation::Sqlite(PathBuf::from(rest))),
+            "postgres" | "postgresql" => match url::Url::parse(url) {
+                Ok(_) => Ok(StoreLocation::Postgres(url.to_string())),
+                Err(e) => Err(format!(
+                    "'{}' is not a PostgreSQL URL such as postgres://user:password@host:5432/db ({e})",
+                    crate::util::masked_url(url)
+                )),
+            },
+            _ => Err(format!(
+                "'{}' is not a store URL: use sqlite://<file>, a file path, or postgres://user:password@host:5432/db",
+                crate::util::masked_url(url)
+            )),
+        }
+    }
+
+    /// This instance's name: `instance_id`, else the host's name, else `default`.
+    pub fn instance(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "default".into())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -154,6 +154,9 @@ impl Settings {
                 self.store.durability
             ),
         );
+        if let Err(message) = self.store.location() {
+            check(false, "store.url", message);
+        }
         for (key, value) in [
             ("sessions.hook_timeout_ms", self.sessions.hook_timeout_ms),
             ("sessions.idle_timeout_ms", self.sessions.idle_timeout_ms),
@@ -166,6 +169,8 @@ impl Settings {
             ("store.batch_max_rows", self.store.batch_max_rows as u64),
             ("store.queue_capacity", self.store.queue_capacity as u64),
             ("store.prune_interval_ms", self.store.prune_interval_ms),
+            ("store.pool_size", self.store.pool_size as u64),
+            ("store.connect_timeout_ms", self.store.connect_timeout_ms),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }
