@@ -428,6 +428,56 @@ mod tests {
     }
 
     #[test]
+    fn the_store_url_picks_the_backend_and_a_bad_one_is_reported_without_its_password() {
+        let location = |url: &str| {
+            load(
+                &Overrides::default(),
+                env(&[("SWITCHYARD__STORE__URL", url)]),
+            )
+            .map(|s| s.store.location().unwrap())
+        };
+        assert_eq!(
+            location("").unwrap(),
+            StoreLocation::Sqlite("data/switchyard.db".into()),
+            "empty: the file at store.path"
+        );
+        assert_eq!(
+            location("sqlite:///var/lib/sy.db").unwrap(),
+            StoreLocation::Sqlite("/var/lib/sy.db".into())
+        );
+        assert_eq!(
+            location("other/sy.db").unwrap(),
+            StoreLocation::Sqlite("other/sy.db".into())
+        );
+        for url in [
+            "postgres://u:pw@db:5432/sy",
+            "postgresql://u@db/sy?sslmode=require",
+        ] {
+            assert_eq!(location(url).unwrap(), StoreLocation::Postgres(url.into()));
+        }
+        for (url, says) in [
+            ("mysql://u:hunter2@db/sy", "is not a store URL"),
+            (
+                "postgres://u:hunter2@db:notaport/sy",
+                "is not a PostgreSQL URL",
+            ),
+            ("sqlite://", "names no SQLite file"),
+        ] {
+            let err = location(url).unwrap_err();
+            let problem = &err.problems[0];
+            assert_eq!(problem.key, "store.url", "{url}");
+            assert!(problem.message.contains(says), "{url}: {}", problem.message);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let err = load(
+            &Overrides::default(),
+            env(&[("SWITCHYARD__STORE__POOL_SIZE", "0")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "store.pool_size");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key_path() {
         let dir = tempfile::tempdir().unwrap();
         let config = file(

@@ -12,7 +12,9 @@
 //! backends, compiled once per backend by [`on_pool!`]; only what differs (SQLite's pragmas and
 //! checkpoints, marking sessions interrupted) is written per dialect. On PostgreSQL everything
 //! here is shared by every instance pointed at the same database; each instance names itself
-//! (`store.instance_id`) so it marks only its own sessions interrupted at start.
+//! (`store.instance_id`) so it marks only its own sessions interrupted at start, and records
+//! which sessions it owns with a lease (`lease`) that another instance may take over once it
+//! expires.
 //! With a key ([`Store::with_secrets`]) a target row is sealed on its way in: its whole
 //! `authConfig` subtree, an endpoint with a password, credential headers of
 //! `protocolConfig.headers` and credential keys of its plugins' configs (nested and non-string
@@ -31,6 +33,7 @@ macro_rules! on_pool {
 }
 
 pub mod audit;
+pub mod lease;
 pub mod secrets;
 pub mod sweep;
 pub mod writer;
@@ -70,6 +73,7 @@ const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
     (5, "session_counters", "0005_session_counters.sql"),
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
+    (8, "session_owners", "0008_session_owners.sql"),
 );
 const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (1, "sessions", "0001_sessions.sql"),
@@ -79,6 +83,7 @@ const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (5, "session_counters", "0005_session_counters.sql"),
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
+    (8, "session_owners", "0008_session_owners.sql"),
 );
 
 #[derive(Debug)]
@@ -870,13 +875,23 @@ async fn open_postgres(url: &str, connect: &Connect) -> Result<Pool, StoreError>
 /// `text` with the password of `url` (if any) replaced by the mask, should a driver's message
 /// ever quote it.
 fn scrub_password(text: &str, url: &str) -> String {
-    match url::Url::parse(url)
+    let Some(password) = url::Url::parse(url)
         .ok()
         .and_then(|u| u.password().map(str::to_owned))
-    {
-        Some(password) if !password.is_empty() => text.replace(&password, crate::util::MASK),
-        _ => text.to_string(),
+        .filter(|p| !p.is_empty())
+    else {
+        return text.to_string();
+    };
+    // As written in the URL (percent-encoded) and as sent.
+    let decoded = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let mut text = text.replace(&password, crate::util::MASK);
+    if !decoded.is_empty() {
+        text = text.replace(&decoded, crate::util::MASK);
     }
+    text
 }
 
 #[cfg(test)]
@@ -918,6 +933,10 @@ mod tests {
             "auth failed for ********"
         );
         assert_eq!(scrub_password("refused", "postgres://u@h/db"), "refused");
+        assert_eq!(
+            scrub_password("bad p@ss and p%40ss", "postgres://u:p%40ss@h/db"),
+            "bad ******** and ********"
+        );
     }
 
     #[test]

@@ -103,6 +103,7 @@ on_both!(
     keys_and_model_routes,
     group_commit_and_flush_on_stop,
     interrupted_sessions_are_this_instances,
+    leases_are_taken_once_and_taken_over_when_expired,
 );
 
 /// Sessions with filters and pagination, transcripts in order with their JSON kept byte for
@@ -450,6 +451,63 @@ async fn interrupted_sessions_are_this_instances(backend: Backend) {
         Backend::Sqlite => assert_eq!((marked, state("of-two").await.as_str()), (2, "interrupted")),
         Backend::Postgres => assert_eq!((marked, state("of-two").await.as_str()), (1, "open")),
     }
+}
+
+/// Session ownership: one owner at a time, renewals keep a lease, an expired lease is taken
+/// over, and [`decide`] reads the rows as the SQL does.
+async fn leases_are_taken_once_and_taken_over_when_expired(backend: Backend) {
+    use switchyard::store::lease::{decide, Decision};
+    let (a, connect, _dir) = fresh(backend, "a").await;
+    let b = Store::connect(&Connect {
+        instance: "b".into(),
+        ..connect.clone()
+    })
+    .await
+    .unwrap();
+    let minute = Duration::from_secs(60);
+    assert!(a.acquire_lease("s1", minute).await.unwrap());
+    assert!(
+        a.acquire_lease("s1", minute).await.unwrap(),
+        "again: it is ours"
+    );
+    assert!(!b.acquire_lease("s1", minute).await.unwrap(), "a holds it");
+    let (lease, now) = b.lease("s1").await.unwrap();
+    assert!(matches!(
+        decide(lease.as_ref(), "b", now),
+        Decision::Wait { ref owner, for_ms } if owner == "a" && for_ms > 50_000
+    ));
+    assert_eq!(decide(lease.as_ref(), "a", now), Decision::Renew);
+    assert_eq!(b.lease("nope").await.unwrap().0, None);
+
+    // A lease of no length is expired at once: as if its owner had died.
+    assert!(a.acquire_lease("s2", Duration::ZERO).await.unwrap());
+    let expired = b.expired_leases().await.unwrap();
+    assert_eq!(
+        expired
+            .iter()
+            .map(|l| (l.session_id.as_str(), l.owner.as_str()))
+            .collect::<Vec<_>>(),
+        [("s2", "a")]
+    );
+    let (lease, now) = b.lease("s2").await.unwrap();
+    assert_eq!(
+        decide(lease.as_ref(), "b", now),
+        Decision::TakeOver { from: "a".into() }
+    );
+    assert_eq!(decide(lease.as_ref(), "a", now), Decision::Lapsed);
+    assert!(b.acquire_lease("s2", minute).await.unwrap(), "taken over");
+    assert!(
+        !a.acquire_lease("s2", minute).await.unwrap(),
+        "b holds it now"
+    );
+    assert!(b.expired_leases().await.unwrap().is_empty());
+
+    // Renewing extends only what is still held.
+    assert_eq!(a.renew_leases(minute).await.unwrap(), 1);
+    assert_eq!(b.renew_leases(minute).await.unwrap(), 1);
+    assert!(!b.release_lease("s1").await.unwrap(), "not b's to give up");
+    assert!(a.release_lease("s1").await.unwrap());
+    assert!(b.acquire_lease("s1", minute).await.unwrap(), "free again");
 }
 
 // The service itself on PostgreSQL.
