@@ -373,6 +373,11 @@ async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, Startup
             key,
             &settings.data.dir,
         )?);
+    if let crate::settings::StoreLocation::Postgres(url) = &connect.location {
+        store
+            .check_shared_key(&crate::util::masked_url(url))
+            .await?;
+    }
     let interrupted = store
         .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
         .await?;

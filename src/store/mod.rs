@@ -137,6 +137,10 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("a stored credential cannot be read: {0}")]
     Secret(#[from] secrets::SecretError),
+    /// PostgreSQL: the database's credentials were sealed with another key than this
+    /// instance's.
+    #[error("the credentials in the database at {url} were sealed with another key: every instance sharing it needs the same store.secret_key (SWITCHYARD_SECRET_KEY)")]
+    KeyMismatch { url: String },
 }
 
 /// The database behind a store.
@@ -321,6 +325,33 @@ impl Store {
     pub fn with_secrets(mut self, secrets: secrets::Secrets) -> Store {
         self.secrets = Some(secrets);
         self
+    }
+
+    /// PostgreSQL: checks that this instance's key opens what the others sealed, by a value
+    /// sealed with the first instance's key (`store_meta.key_check`, written on first use).
+    /// Instances with different keys would each read the others' credentials as noise. (An
+    /// SQLite file has one instance: nothing to check.)
+    pub async fn check_shared_key(&self, shown_url: &str) -> Result<(), StoreError> {
+        let (Pool::Postgres(p), Some(secrets)) = (&self.pool, &self.secrets) else {
+            return Ok(());
+        };
+        const PROBE: &str = "switchyard key check";
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(secrets.encrypt(PROBE))
+        .execute(p)
+        .await?;
+        let sealed: String =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'key_check'")
+                .fetch_one(p)
+                .await?;
+        match secrets.decrypt(&sealed) {
+            Ok(text) if text == PROBE => Ok(()),
+            _ => Err(StoreError::KeyMismatch {
+                url: shown_url.to_string(),
+            }),
+        }
     }
 
     /// The key for credentials at rest, when the store was given one.

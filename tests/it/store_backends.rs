@@ -671,6 +671,30 @@ async fn two_services_on_one_postgres_database_share_targets_and_sessions() {
 }
 
 #[actix_web::test]
+async fn an_instance_with_another_key_than_the_database_does_not_start() {
+    let mock = MockUpstream::start().await;
+    let url = crate::pg::database().await;
+    let dirs = Dirs::new();
+    let app = spawn(dirs.clone(), &pg_env(&dirs, &mock, &url, "a")).await;
+    app.stop().await;
+    let other = Dirs::new();
+    let mut env = pg_env(&other, &mock, &url, "b");
+    env.retain(|(k, _)| *k != "SWITCHYARD_SECRET_KEY");
+    env.push(("SWITCHYARD_SECRET_KEY", "cd".repeat(32)));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let settings = crate::common::settings(&other, &env);
+    let error = match switchyard::App::build(settings, switchyard::Options::default()).await {
+        Ok(_) => panic!("started with another key"),
+        Err(error) => error,
+    };
+    assert_eq!(error.exit_code(), 2);
+    let text = error.to_string();
+    assert!(text.contains("sealed with another key"), "{text}");
+    assert!(!text.contains(crate::pg::PASSWORD), "{text}");
+    mock.stop().await;
+}
+
+#[actix_web::test]
 async fn an_unreachable_postgres_stops_the_start_without_showing_its_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
