@@ -12,9 +12,10 @@
 //! backends, compiled once per backend by [`on_pool!`]; only what differs (SQLite's pragmas and
 //! checkpoints, marking sessions interrupted) is written per dialect. On PostgreSQL everything
 //! here is shared by every instance pointed at the same database; each instance names itself
-//! (`store.instance_id`) so it marks only its own sessions interrupted at start, and records
-//! which sessions it owns with a lease (`lease`) that another instance may take over once it
-//! expires.
+//! (`store.instance_id`) so it marks only its own sessions interrupted at start, and an
+//! instance whose key does not open what the others sealed refuses to start
+//! ([`Store::check_shared_key`]). `lease` holds session ownership with a lease (the SQL and the
+//! pure decision; the session layer does not take leases yet).
 //! With a key ([`Store::with_secrets`]) a target row is sealed on its way in: its whole
 //! `authConfig` subtree, an endpoint with a password, credential headers of
 //! `protocolConfig.headers` and credential keys of its plugins' configs (nested and non-string
