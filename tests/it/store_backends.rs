@@ -124,6 +124,12 @@ async fn sessions_and_transcripts(backend: Backend) {
         handle.write(exchange("a0", index as u64, text, false));
     }
     handle.write(exchange("a0", 2, "three", true));
+    // A usage whose total is not a number counts no tokens (and fails nothing).
+    let mut odd = exchange("b0", 0, "odd", false);
+    if let Write::Exchange { token_usage, .. } = &mut odd {
+        *token_usage = Some(json!({ "totalTokens": "many" }));
+    }
+    handle.write(odd);
     for id in ["a0", "a1"] {
         handle.write(Write::SessionEnded {
             id: id.into(),
@@ -177,6 +183,8 @@ async fn sessions_and_transcripts(backend: Backend) {
         (3, 24, 1, 20),
         "the trigger counts answers and errors"
     );
+    let b0 = store.session("b0").await.unwrap().unwrap().summary;
+    assert_eq!((b0.message_count, b0.total_tokens), (1, 0));
     assert!(store.session("nope").await.unwrap().is_none());
 
     let (rows, total) = store.messages("a0", 10, 0).await.unwrap();
