@@ -42,6 +42,28 @@ pub fn loggable_url(url: &str) -> String {
     }
 }
 
+/// `url` as messages and logs may show it when the operator must tell which server is meant
+/// (a database URL): user, host, port and path kept, the password replaced by the mask and the
+/// query (which may carry a password too) by `?…`. Not a URL: the mask.
+pub fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let had_query = parsed.query().is_some();
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some(MASK));
+            }
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut shown = parsed.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => MASK.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod loggable_url_tests {
     use super::*;
@@ -57,5 +79,20 @@ mod loggable_url_tests {
             "ws://127.0.0.1:9000/chat"
         );
         assert_eq!(loggable_url("not a url with s3cret"), MASK);
+    }
+
+    #[test]
+    fn a_database_url_keeps_its_user_and_host_but_never_its_password() {
+        assert_eq!(
+            masked_url(
+                "postgres://app:s3cret@db.internal:5432/switchyard?password=x&sslmode=require"
+            ),
+            "postgres://app:********@db.internal:5432/switchyard?…"
+        );
+        assert_eq!(
+            masked_url("postgresql://app@db/switchyard"),
+            "postgresql://app@db/switchyard"
+        );
+        assert_eq!(masked_url("postgres://app:s3cret@[bad"), MASK);
     }
 }

@@ -184,6 +184,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "store:writes".into(),
             json!([{ "componentType": "datastore", "status": status, "observedValue": stats }]),
         );
+        // Which database: "sqlite" or "postgres" (shared with every instance on it).
+        checks.insert(
+            "store:backend".into(),
+            json!([{ "componentType": "datastore", "status": "pass", "observedValue": store.store().backend() }]),
+        );
     }
     // One check per provider breaker: open is a warning (calls fail fast or use the fallback).
     for breaker in state.ext.inference.breakers() {

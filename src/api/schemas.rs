@@ -102,8 +102,8 @@ pub struct HealthReport {
     pub description: String,
     #[schema(inline)]
     pub phase: Phase,
-    /// `actor:<path>`, `broker:events`, `store:writes`, `inference:<provider>`,
-    /// `tls:insecure`, `sessions:count`: each a list with one check.
+    /// `actor:<path>`, `broker:events`, `store:writes`, `store:backend` (`sqlite` or `postgres`),
+    /// `inference:<provider>`, `tls:insecure`, `sessions:count`: each a list with one check.
     pub checks: std::collections::BTreeMap<String, Vec<HealthCheck>>,
     /// What is not passing, when something is not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -430,7 +430,7 @@ pub struct Event {
     pub timestamp: String,
     /// The payload (a truncation marker when it was larger than `broker.max_event_bytes`).
     pub data: Value,
-    /// The instance that published it (`broker.instance_id`).
+    /// The instance that published it (`server.instance_id`).
     pub origin: String,
 }
 

@@ -201,9 +201,7 @@ impl App {
         };
         core.broker
             .set_max_event_bytes(settings.broker.max_event_bytes);
-        if !settings.broker.instance_id.is_empty() {
-            core.broker.set_instance(&settings.broker.instance_id);
-        }
+        core.broker.set_instance(&settings.instance_id());
         // Before anything publishes, so boot events reach the other instances too.
         let (bridge, cluster) = start_bridge(&settings, &core.broker).await?;
         // Targets and agents first: a bad one is a setup problem (exit 2), reported before
@@ -411,9 +409,26 @@ async fn start_store(settings: &Settings) -> Result<Option<StoreHandle>, Startup
     // The key for credentials at rest goes with the store: target rows and sessions' plugin
     // secrets are sealed with it.
     let key = Some(settings.store.secret_key.as_str()).filter(|k| !k.is_empty());
-    let store = Store::open(&settings.store.path).await?.with_secrets(
-        crate::store::secrets::Secrets::load(key, &settings.data.dir)?,
-    );
+    let connect = crate::store::Connect {
+        location: settings
+            .store
+            .location()
+            .expect("store.url is checked when settings load"),
+        pool_size: settings.store.pool_size,
+        connect_timeout: Duration::from_millis(settings.store.connect_timeout_ms),
+        instance: settings.instance_id(),
+    };
+    let store = Store::connect(&connect)
+        .await?
+        .with_secrets(crate::store::secrets::Secrets::load(
+            key,
+            &settings.data.dir,
+        )?);
+    if let crate::settings::StoreLocation::Postgres(url) = &connect.location {
+        store
+            .check_shared_key(&crate::util::masked_url(url))
+            .await?;
+    }
     let interrupted = store
         .mark_interrupted(&crate::util::rfc3339(std::time::SystemTime::now()))
         .await?;

@@ -93,6 +93,12 @@ pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {
     for value in shown.telemetry.otlp_headers.values_mut() {
         *value = crate::util::MASK.into();
     }
+    // A database or NATS URL may carry its password.
+    for url in [&mut shown.store.url, &mut shown.broker.nats_url] {
+        if url.contains("://") {
+            *url = crate::util::masked_url(url);
+        }
+    }
     for inline in shown.targets.iter_mut() {
         let id = inline.get("id").and_then(toml::Value::as_str);
         match targets.iter().find(|t| Some(t.id.as_str()) == id) {

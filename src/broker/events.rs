@@ -26,7 +26,7 @@ pub struct Event {
     /// by a marker `{"truncated": true, "originalBytes", "maxBytes", "preview", …}`
     /// (`broker::bound::marker`).
     pub data: Value,
-    /// The instance that published it (`broker.instance_id`); set by the broker on publish.
+    /// The instance that published it (`server.instance_id`); set by the broker on publish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Arc<str>>,
     /// Whether it may reach other instances (with `broker.nats_url` set).

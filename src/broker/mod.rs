@@ -283,9 +283,9 @@ struct Stats {
     events_truncated: AtomicU64,
 }
 
-/// An instance name for a service started without `broker.instance_id`: unique enough to tell
-/// instances apart in events and leases.
-pub fn generated_instance_id() -> String {
+/// The instance name of a handle made without one (a broker used on its own, as in tests; the
+/// service always names its instance with `server.instance_id`).
+fn generated_instance_id() -> String {
     format!("sw-{:08x}", fastrand::u32(..))
 }
 
@@ -294,7 +294,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 struct Shared {
     current: RwLock<Option<Addr<Broker>>>,
-    /// This instance's name in every event's `origin` (`broker.instance_id`).
+    /// This instance's name in every event's `origin` (`server.instance_id`).
     instance: RwLock<Arc<str>>,
     /// Every live subscription; a new broker instance starts with this list. Also serialises
     /// subscribing against a broker (re)start, so no subscription is missed or doubled.
@@ -361,7 +361,7 @@ impl BrokerHandle {
             .unwrap_or_else(|e| e.into_inner()) = id.into();
     }
 
-    /// This instance's name (`broker.instance_id`, or one made up at start).
+    /// This instance's name (`server.instance_id`).
     pub fn instance(&self) -> Arc<str> {
         self.shared
             .instance

@@ -121,6 +121,9 @@ pub struct ServerSettings {
     pub request_head_timeout_ms: u64,
     pub request_body_timeout_ms: u64,
     pub admin_token: String,
+    /// This instance's name (events' `origin`, the sessions it opened in the store); empty:
+    /// the host's name ([`Settings::instance_id`]).
+    pub instance_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +208,13 @@ pub struct ScriptLimitOverrides {
 pub struct StoreSettings {
     pub enabled: bool,
     pub path: PathBuf,
+    /// Empty: the SQLite file at `path`; `sqlite://<file>` or a path: SQLite there;
+    /// `postgres://…` or `postgresql://…`: PostgreSQL ([`StoreSettings::location`]).
+    pub url: String,
+    /// PostgreSQL: the most connections the pool holds.
+    pub pool_size: u32,
+    /// PostgreSQL: how long start-up (and a query waiting for a connection) waits for one.
+    pub connect_timeout_ms: u64,
     /// `batched` or `acknowledged` (see config/default.toml).
     pub durability: String,
     pub batch_window_ms: u64,
@@ -214,6 +224,47 @@ pub struct StoreSettings {
     pub audit_max_rows: u64,
     pub prune_interval_ms: u64,
     pub secret_key: String,
+}
+
+/// Where the store keeps its data (`store.url`, else `store.path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, as its URL (with its password: show it with
+    /// `util::masked_url` only).
+    Postgres(String),
+}
+
+impl StoreSettings {
+    /// Where the store is, or what is wrong with `store.url` (the URL's password masked).
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Ok(StoreLocation::Sqlite(self.path.clone()));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(StoreLocation::Sqlite(PathBuf::from(url)));
+        };
+        match scheme {
+            "sqlite" if rest.is_empty() || rest.contains('?') => Err(format!(
+                "'{url}' names no SQLite file (sqlite://<path>, no options)"
+            )),
+            "sqlite" => Ok(StoreLocation::Sqlite(PathBuf::from(rest))),
+            "postgres" | "postgresql" => match url::Url::parse(url) {
+                Ok(_) => Ok(StoreLocation::Postgres(url.to_string())),
+                Err(e) => Err(format!(
+                    "'{}' is not a PostgreSQL URL such as postgres://user:password@host:5432/db ({e})",
+                    crate::util::masked_url(url)
+                )),
+            },
+            _ => Err(format!(
+                "'{}' is not a store URL: use sqlite://<file>, a file path, or postgres://user:password@host:5432/db",
+                crate::util::masked_url(url)
+            )),
+        }
+    }
+
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,9 +301,6 @@ pub struct BrokerSettings {
     pub stream_keepalive_ms: u64,
     /// The most JSON an event's `data` may take; a larger one is replaced by a marker.
     pub max_event_bytes: usize,
-    /// This instance's name in events' `origin` (and, with several instances, wherever one
-    /// must be told from another); empty: made up at start.
-    pub instance_id: String,
     /// `nats://host:port` (or `tls://`): events travel between instances through it. Empty:
     /// events stay on this instance.
     pub nats_url: String,
@@ -283,6 +331,19 @@ impl Settings {
             "json" => LogFormat::Json,
             _ => LogFormat::Pretty,
         }
+    }
+
+    /// This instance's name: `server.instance_id`, else the host's name, else `default`.
+    pub fn instance_id(&self) -> String {
+        if !self.server.instance_id.is_empty() {
+            return self.server.instance_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "default".into())
     }
 
     /// The admin token, if one is required on `/api/*`.
@@ -395,11 +456,11 @@ mod tests {
             &Overrides::default(),
             env(&[
                 ("SWITCHYARD__BROKER__NATS_URL", "nats://u:pw@127.0.0.1:4222"),
-                ("SWITCHYARD__BROKER__INSTANCE_ID", "gw-1.eu"),
+                ("SWITCHYARD__SERVER__INSTANCE_ID", "gw-1.eu"),
             ]),
         )
         .unwrap();
-        assert_eq!(s.broker.instance_id, "gw-1.eu");
+        assert_eq!(s.instance_id(), "gw-1.eu");
         assert_eq!(s.broker.nats_subject, "switchyard.events");
         for (key, value, says) in [
             (
@@ -409,7 +470,6 @@ mod tests {
             ),
             ("NATS_URL", "nats://u:pw@", "host"),
             ("NATS_URL", "not a url", "not a URL"),
-            ("INSTANCE_ID", "gw 1", "letters, digits"),
             ("NATS_SUBJECT", "events.>", "no wildcards"),
             ("NATS_SUBJECT", "a..b", "no wildcards"),
         ] {
@@ -424,6 +484,56 @@ mod tests {
             );
             assert!(!problem.message.contains("pw"), "{}", problem.message);
         }
+    }
+
+    #[test]
+    fn the_store_url_picks_the_backend_and_a_bad_one_is_reported_without_its_password() {
+        let location = |url: &str| {
+            load(
+                &Overrides::default(),
+                env(&[("SWITCHYARD__STORE__URL", url)]),
+            )
+            .map(|s| s.store.location().unwrap())
+        };
+        assert_eq!(
+            location("").unwrap(),
+            StoreLocation::Sqlite("data/switchyard.db".into()),
+            "empty: the file at store.path"
+        );
+        assert_eq!(
+            location("sqlite:///var/lib/sy.db").unwrap(),
+            StoreLocation::Sqlite("/var/lib/sy.db".into())
+        );
+        assert_eq!(
+            location("other/sy.db").unwrap(),
+            StoreLocation::Sqlite("other/sy.db".into())
+        );
+        for url in [
+            "postgres://u:pw@db:5432/sy",
+            "postgresql://u@db/sy?sslmode=require",
+        ] {
+            assert_eq!(location(url).unwrap(), StoreLocation::Postgres(url.into()));
+        }
+        for (url, says) in [
+            ("mysql://u:hunter2@db/sy", "is not a store URL"),
+            (
+                "postgres://u:hunter2@db:notaport/sy",
+                "is not a PostgreSQL URL",
+            ),
+            ("sqlite://", "names no SQLite file"),
+        ] {
+            let err = location(url).unwrap_err();
+            let problem = &err.problems[0];
+            assert_eq!(problem.key, "store.url", "{url}");
+            assert!(problem.message.contains(says), "{url}: {}", problem.message);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let err = load(
+            &Overrides::default(),
+            env(&[("SWITCHYARD__STORE__POOL_SIZE", "0")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "store.pool_size");
     }
 
     #[test]

@@ -182,6 +182,9 @@ impl Settings {
                 self.store.durability
             ),
         );
+        if let Err(message) = self.store.location() {
+            check(false, "store.url", message);
+        }
         for (key, value) in [
             ("sessions.hook_timeout_ms", self.sessions.hook_timeout_ms),
             ("sessions.idle_timeout_ms", self.sessions.idle_timeout_ms),
@@ -194,6 +197,8 @@ impl Settings {
             ("store.batch_max_rows", self.store.batch_max_rows as u64),
             ("store.queue_capacity", self.store.queue_capacity as u64),
             ("store.prune_interval_ms", self.store.prune_interval_ms),
+            ("store.pool_size", self.store.pool_size as u64),
+            ("store.connect_timeout_ms", self.store.connect_timeout_ms),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }
@@ -216,11 +221,11 @@ impl Settings {
             check(false, "broker.nats_url", message);
         }
         check(
-            self.broker.instance_id.is_empty() || is_name(&self.broker.instance_id, 64),
-            "broker.instance_id",
+            self.server.instance_id.is_empty() || is_name(&self.server.instance_id, 64),
+            "server.instance_id",
             format!(
                 "'{}' must be 1-64 letters, digits, '.', '_' or '-'",
-                self.broker.instance_id
+                self.server.instance_id
             ),
         );
         check(

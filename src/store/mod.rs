@@ -1,23 +1,45 @@
 //! The store: sessions, transcripts, audit entries, targets, and the front doors' virtual API
-//! keys (digests only) and model routes in an embedded SQLite database
-//! (sqlx).
+//! keys (digests only) and model routes, in an embedded SQLite database (the default) or in
+//! PostgreSQL (`store.url = "postgres://…"`), through sqlx.
 //!
-//! Owns opening the database (WAL mode, created if missing), the embedded migrations, and the
-//! read queries the API uses (sessions with filters and pagination, a session's messages).
-//! Writes go through the batched writer actor (`writer`) so the message path never waits for
-//! the database. Queries are plain SQL through sqlx, so the same code can move to PostgreSQL.
+//! Owns opening the database (SQLite: WAL mode, created if missing; PostgreSQL: a pool of
+//! `store.pool_size` connections, reached within `store.connect_timeout_ms` or start-up fails
+//! naming the URL with its password masked), the embedded migrations of both dialects (the same
+//! versions and names, `migrations/sqlite` and `migrations/postgres`), and the read queries the
+//! API uses (sessions with filters and pagination, a session's messages). Writes go through the
+//! batched writer actor (`writer`) so the message path never waits for the database. Queries
+//! are plain SQL with `$N` placeholders, which SQLite accepts too: one text serves both
+//! backends, compiled once per backend by [`on_pool!`]; only what differs (SQLite's pragmas and
+//! checkpoints, marking sessions interrupted) is written per dialect. On PostgreSQL everything
+//! here is shared by every instance pointed at the same database; each instance names itself
+//! (`server.instance_id`) so it marks only its own sessions interrupted at start, and an
+//! instance whose key does not open what the others sealed refuses to start
+//! ([`Store::check_shared_key`]). `lease` holds session ownership with a lease (the SQL and the
+//! pure decision; the session layer does not take leases yet).
 //! With a key ([`Store::with_secrets`]) a target row is sealed on its way in: its whole
 //! `authConfig` subtree, an endpoint with a password, credential headers of
 //! `protocolConfig.headers` and credential keys of its plugins' configs (nested and non-string
 //! values too), and opened on its way out, so no credential of a target is kept in clear
 //! whatever its shape.
 
+/// Runs `$body` with `$p` bound to the pool of whichever backend `$pool` is: one SQL text
+/// (`$N` placeholders, which SQLite accepts too), compiled once per backend.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
 pub mod audit;
+pub mod lease;
 pub mod secrets;
 pub mod sweep;
 pub mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -25,46 +47,54 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
-/// The migrations, compiled in: the binary needs no files next to it.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "sessions",
-        include_str!("../../migrations/0001_sessions.sql"),
-    ),
-    (2, "audit", include_str!("../../migrations/0002_audit.sql")),
-    (
-        3,
-        "targets",
-        include_str!("../../migrations/0003_targets.sql"),
-    ),
-    (
-        4,
-        "store_meta",
-        include_str!("../../migrations/0004_store_meta.sql"),
-    ),
-    (
-        5,
-        "session_counters",
-        include_str!("../../migrations/0005_session_counters.sql"),
-    ),
-    (
-        6,
-        "frontdoor",
-        include_str!("../../migrations/0006_frontdoor.sql"),
-    ),
-];
+use crate::settings::StoreLocation;
+
+/// One migration of both dialects: its version, its name, its SQLite and PostgreSQL texts.
+type Migrations = &'static [(i64, &'static str, &'static str)];
+
+macro_rules! migrations {
+    ($dialect:literal: $(($version:literal, $name:literal, $file:literal)),* $(,)?) => {
+        &[$(($version, $name, include_str!(concat!("../../migrations/", $dialect, "/", $file)))),*]
+    };
+}
+
+/// The migrations, compiled in: the binary needs no files next to it. Both lists have the same
+/// versions and names (a unit test checks it).
+const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
+    (1, "sessions", "0001_sessions.sql"),
+    (2, "audit", "0002_audit.sql"),
+    (3, "targets", "0003_targets.sql"),
+    (4, "store_meta", "0004_store_meta.sql"),
+    (5, "session_counters", "0005_session_counters.sql"),
+    (6, "frontdoor", "0006_frontdoor.sql"),
+    (7, "session_instance", "0007_session_instance.sql"),
+    (8, "session_owners", "0008_session_owners.sql"),
+);
+const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
+    (1, "sessions", "0001_sessions.sql"),
+    (2, "audit", "0002_audit.sql"),
+    (3, "targets", "0003_targets.sql"),
+    (4, "store_meta", "0004_store_meta.sql"),
+    (5, "session_counters", "0005_session_counters.sql"),
+    (6, "frontdoor", "0006_frontdoor.sql"),
+    (7, "session_instance", "0007_session_instance.sql"),
+    (8, "session_owners", "0008_session_owners.sql"),
+);
 
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(Migrations);
 
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
+        Box::pin(async move {
+            Ok(self
+                .0
                 .iter()
                 .map(|(version, name, sql)| {
                     Migration::new(
@@ -80,18 +110,27 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
-/// Errors of the store.
+/// Errors of the store. A database URL in a message never carries its password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database at {path}: {source}")]
+    #[error("cannot open the database at {at}: {source}")]
     Open {
-        path: PathBuf,
+        at: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot bring the database at {path} up to date: {source}")]
+    /// PostgreSQL could not be reached (or refused us) at start.
+    #[error("cannot reach PostgreSQL at {url} within {timeout_ms} ms (store.url): {reason}")]
+    Unreachable {
+        /// The URL, its password masked.
+        url: String,
+        timeout_ms: u64,
+        /// The driver's reason, with the password scrubbed should it appear.
+        reason: String,
+    },
+    #[error("cannot bring the database at {at} up to date: {source}")]
     Migrate {
-        path: PathBuf,
+        at: String,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
@@ -99,14 +138,91 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("a stored credential cannot be read: {0}")]
     Secret(#[from] secrets::SecretError),
+    /// PostgreSQL: the database's credentials were sealed with another key than this
+    /// instance's.
+    #[error("the credentials in the database at {url} were sealed with another key: every instance sharing it needs the same store.secret_key (SWITCHYARD_SECRET_KEY)")]
+    KeyMismatch { url: String },
+}
+
+/// The database behind a store.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Pool {
+    /// The SQLite pool, when the store is on SQLite (tests that read the file's rows).
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match self {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// Closes every connection (tests reopen the same database).
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+/// Which database a store is on (`/health` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to reach the database, from the settings.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub location: StoreLocation,
+    /// PostgreSQL: the most connections in the pool.
+    pub pool_size: u32,
+    /// PostgreSQL: how long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// This instance's name (`server.instance_id`), kept with the sessions it opens.
+    pub instance: String,
 }
 
 /// The database. Cheap to clone (a connection pool, and the key for credentials at rest).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     secrets: Option<secrets::Secrets>,
+    instance: String,
 }
+
+/// Reads a row's columns the same way on either backend (each panics, as `Row::get` does, on a
+/// column the migrations did not make).
+trait Columns {
+    fn text(&self, column: &str) -> String;
+    fn maybe_text(&self, column: &str) -> Option<String>;
+    fn int(&self, column: &str) -> i64;
+    fn maybe_int(&self, column: &str) -> Option<i64>;
+}
+
+macro_rules! columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> String {
+                self.get(column)
+            }
+            fn maybe_text(&self, column: &str) -> Option<String> {
+                self.get(column)
+            }
+            fn int(&self, column: &str) -> i64 {
+                self.get(column)
+            }
+            fn maybe_int(&self, column: &str) -> Option<i64> {
+                self.get(column)
+            }
+        }
+    };
+}
+columns!(SqliteRow);
+columns!(PgRow);
 
 /// Filters of `GET /api/sessions`.
 #[derive(Debug, Clone, Default)]
@@ -165,47 +281,43 @@ fn json_column(text: Option<String>) -> Option<Value> {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `path` and migrates it.
+    /// Opens (creating if missing) the SQLite database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let fail = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
+        Store::connect(&Connect {
+            location: StoreLocation::Sqlite(path.to_path_buf()),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            instance: String::new(),
+        })
+        .await
+    }
+
+    /// Opens the database `connect` names (an SQLite file is created if missing) and migrates
+    /// it. PostgreSQL that cannot be reached within the timeout is [`StoreError::Unreachable`].
+    pub async fn connect(connect: &Connect) -> Result<Store, StoreError> {
+        let (pool, at) = match &connect.location {
+            StoreLocation::Sqlite(path) => (open_sqlite(path).await?, path.display().to_string()),
+            StoreLocation::Postgres(url) => (
+                open_postgres(url, connect).await?,
+                crate::util::masked_url(url),
+            ),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(sqlx::Error::Io(e)))?;
-        }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(fail)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            // No checkpoint inside a commit (it syncs the database file: milliseconds on the
-            // message path); the writer checkpoints from another connection instead.
-            .pragma("wal_autocheckpoint", "0")
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A file connection does not go stale as a network one does: no ping (a round trip
-            // to the database thread) before each use.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(fail)?;
         let migrate = |source| StoreError::Migrate {
-            path: path.to_path_buf(),
+            at: at.clone(),
             source,
         };
-        Migrator::new(Embedded)
-            .await
-            .map_err(migrate)?
-            .run(&pool)
-            .await
-            .map_err(migrate)?;
+        let migrations = match pool {
+            Pool::Sqlite(_) => SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        // PostgreSQL: sqlx holds an advisory lock meanwhile, so instances starting together
+        // migrate one after the other.
+        let migrator = Migrator::new(Embedded(migrations)).await.map_err(migrate)?;
+        on_pool!(&pool, p => migrator.run(p).await).map_err(migrate)?;
         Ok(Store {
             pool,
             secrets: None,
+            instance: connect.instance.clone(),
         })
     }
 
@@ -216,31 +328,81 @@ impl Store {
         self
     }
 
+    /// PostgreSQL: checks that this instance's key opens what the others sealed, by a value
+    /// sealed with the first instance's key (`store_meta.key_check`, written on first use).
+    /// Instances with different keys would each read the others' credentials as noise. (An
+    /// SQLite file has one instance: nothing to check.)
+    pub async fn check_shared_key(&self, shown_url: &str) -> Result<(), StoreError> {
+        let (Pool::Postgres(p), Some(secrets)) = (&self.pool, &self.secrets) else {
+            return Ok(());
+        };
+        const PROBE: &str = "switchyard key check";
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(secrets.encrypt(PROBE))
+        .execute(p)
+        .await?;
+        let sealed: String =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'key_check'")
+                .fetch_one(p)
+                .await?;
+        match secrets.decrypt(&sealed) {
+            Ok(text) if text == PROBE => Ok(()),
+            _ => Err(StoreError::KeyMismatch {
+                url: shown_url.to_string(),
+            }),
+        }
+    }
+
     /// The key for credentials at rest, when the store was given one.
     pub fn secrets(&self) -> Option<&secrets::Secrets> {
         self.secrets.as_ref()
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// Copies what the WAL holds into the database file, without waiting for (or blocking)
-    /// readers and writers; the WAL is then reused from its start.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// This instance's name, kept with the sessions it opens.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// SQLite: copies what the WAL holds into the database file, without waiting for (or
+    /// blocking) readers and writers; the WAL is then reused from its start. PostgreSQL
+    /// checkpoints by itself: nothing to do.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
-            .await?;
+        if let Pool::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
         Ok(())
     }
 
-    /// Marks sessions that were open when the process stopped as `interrupted`.
+    /// Marks sessions that were open when this instance stopped as `interrupted`. An SQLite
+    /// file has one instance: every open session is its. On PostgreSQL only the sessions this
+    /// instance opened: the others' are theirs, still running.
     pub async fn mark_interrupted(&self, at: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE sessions SET state = 'interrupted', ended_at = ?, end_reason = 'the service stopped' WHERE state = 'open'")
-            .bind(at)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        const MARK: &str = "UPDATE sessions SET state = 'interrupted', ended_at = $1, end_reason = 'the service stopped' WHERE state = 'open'";
+        let done = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(MARK).bind(at).execute(p).await?.rows_affected(),
+            Pool::Postgres(p) => sqlx::query(&format!("{MARK} AND instance_id = $2"))
+                .bind(at)
+                .bind(&self.instance)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        };
+        Ok(done)
     }
 
     /// Sessions matching `filter`, newest first, and how many match in all.
@@ -250,30 +412,36 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<SessionRow>, i64), StoreError> {
-        const WHERE: &str = "WHERE (?1 IS NULL OR target_id = ?1) AND (?2 IS NULL OR state = ?2)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM sessions {WHERE}"))
-            .bind(&filter.target_id)
-            .bind(&filter.state)
-            .fetch_one(&self.pool)
-            .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM sessions {WHERE} ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
-        ))
-        .bind(&filter.target_id)
-        .bind(&filter.state)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok((rows.iter().map(session_row).collect(), total))
+        const WHERE: &str = "WHERE ($1 IS NULL OR target_id = $1) AND ($2 IS NULL OR state = $2)";
+        let count = format!("SELECT COUNT(*) FROM sessions {WHERE}");
+        let page = format!(
+            "SELECT * FROM sessions {WHERE} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
+        );
+        on_pool!(&self.pool, p => {
+            let total: i64 = sqlx::query_scalar(&count)
+                .bind(&filter.target_id)
+                .bind(&filter.state)
+                .fetch_one(p)
+                .await?;
+            let rows = sqlx::query(&page)
+                .bind(&filter.target_id)
+                .bind(&filter.state)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(p)
+                .await?;
+            Ok((rows.iter().map(session_row).collect(), total))
+        })
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(session_row))
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.as_ref().map(session_row))
+        })
     }
 
     /// A session's transcript, oldest first, and its length.
@@ -283,65 +451,70 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<MessageRow>, i64), StoreError> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE session_id = ?")
+        on_pool!(&self.pool, p => {
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_one(p)
+                    .await?;
+            let rows = sqlx::query(
+                "SELECT * FROM messages WHERE session_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+            )
             .bind(session_id)
-            .fetch_one(&self.pool)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(p)
             .await?;
-        let rows =
-            sqlx::query("SELECT * FROM messages WHERE session_id = ? ORDER BY id LIMIT ? OFFSET ?")
-                .bind(session_id)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await?;
-        let messages = rows
-            .iter()
-            .map(|r| MessageRow {
-                id: r.get("id"),
-                message_index: r.get("message_index"),
-                direction: r.get("direction"),
-                content: r.get("content"),
-                // Sealed values (rows of older versions, sealed by the sweep) read as the mask.
-                metadata: json_column(r.get("metadata")).map(|mut m| {
-                    secrets::mask_sealed(&mut m);
-                    m
-                }),
-                response_time_ms: r.get("response_time_ms"),
-                token_usage: json_column(r.get("token_usage")),
-                error: r.get("error"),
-                created_at: r.get("created_at"),
-            })
-            .collect();
-        Ok((messages, total))
+            Ok((rows.iter().map(message_row).collect(), total))
+        })
+    }
+}
+
+fn message_row(r: &impl Columns) -> MessageRow {
+    MessageRow {
+        id: r.int("id"),
+        message_index: r.int("message_index"),
+        direction: r.text("direction"),
+        content: r.maybe_text("content"),
+        // Sealed values (rows of older versions, sealed by the sweep) read as the mask.
+        metadata: json_column(r.maybe_text("metadata")).map(|mut m| {
+            secrets::mask_sealed(&mut m);
+            m
+        }),
+        response_time_ms: r.maybe_int("response_time_ms"),
+        token_usage: json_column(r.maybe_text("token_usage")),
+        error: r.maybe_text("error"),
+        created_at: r.text("created_at"),
+    }
+}
+
+fn audit_entry(r: &impl Columns) -> AuditEntry {
+    AuditEntry {
+        timestamp: r.text("created_at"),
+        direction: if r.text("direction") == "sent" {
+            AuditDirection::Sent
+        } else {
+            AuditDirection::Received
+        },
+        session_id: r.text("session_id"),
+        target_id: r.text("target_id"),
+        message: r.maybe_text("message"),
+        response_content: r.maybe_text("response_content"),
+        response_time_ms: r.maybe_int("response_time_ms").map(|v| v.max(0) as u64),
+        token_usage: json_column(r.maybe_text("token_usage")),
     }
 }
 
 impl Store {
     /// A session's audit entries, oldest first (`None`: none recorded).
     pub async fn audit(&self, session_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE session_id = ? ORDER BY id")
-            .bind(session_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                timestamp: r.get("created_at"),
-                direction: if r.get::<String, _>("direction") == "sent" {
-                    AuditDirection::Sent
-                } else {
-                    AuditDirection::Received
-                },
-                session_id: r.get("session_id"),
-                target_id: r.get("target_id"),
-                message: r.get("message"),
-                response_content: r.get("response_content"),
-                response_time_ms: r
-                    .get::<Option<i64>, _>("response_time_ms")
-                    .map(|v| v.max(0) as u64),
-                token_usage: json_column(r.get("token_usage")),
-            })
-            .collect())
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query("SELECT * FROM audit WHERE session_id = $1 ORDER BY id")
+                .bind(session_id)
+                .fetch_all(p)
+                .await?;
+            Ok(rows.iter().map(audit_entry).collect())
+        })
     }
 
     /// Applies the audit retention rules; returns how many entries went.
@@ -352,18 +525,20 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut removed = 0;
         if let Some(cutoff) = older_than {
-            removed += sqlx::query("DELETE FROM audit WHERE created_at < ?")
+            removed += on_pool!(&self.pool, p => sqlx::query("DELETE FROM audit WHERE created_at < $1")
                 .bind(cutoff)
-                .execute(&self.pool)
+                .execute(p)
                 .await?
-                .rows_affected();
+                .rows_affected());
         }
         if let Some(max) = max_rows {
-            removed += sqlx::query("DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)")
-                .bind(max)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            removed += on_pool!(&self.pool, p => sqlx::query(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(max)
+            .execute(p)
+            .await?
+            .rows_affected());
         }
         Ok(removed)
     }
@@ -481,19 +656,21 @@ impl Store {
     /// Stored targets, their sealed values opened again (a row saved without a key is read as
     /// it is; a value sealed with another key is an error).
     pub async fn targets(&self) -> Result<Vec<StoredTarget>, StoreError> {
-        let rows = sqlx::query("SELECT body, last_test FROM targets ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let body = json_column(r.get("body")).unwrap_or(Value::Null);
+        let rows: Vec<(Option<String>, Option<String>)> = on_pool!(&self.pool, p => {
+            sqlx::query_as("SELECT body, last_test FROM targets ORDER BY created_at, id")
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(body, last_test)| {
+                let body = json_column(body).unwrap_or(Value::Null);
                 let body = match &self.secrets {
                     Some(secrets) => secrets.open(&body)?,
                     None => body,
                 };
                 Ok(StoredTarget {
                     body,
-                    last_test: json_column(r.get("last_test")),
+                    last_test: json_column(last_test),
                 })
             })
             .collect()
@@ -506,29 +683,32 @@ impl Store {
             Some(secrets) => seal_target(body, secrets),
             None => body.clone(),
         };
-        sqlx::query("INSERT INTO targets (id, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")
+        on_pool!(&self.pool, p => sqlx::query("INSERT INTO targets (id, body, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")
             .bind(id)
             .bind(body.to_string())
             .bind(at)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     pub async fn delete_target(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM targets WHERE id = ?")
+        on_pool!(&self.pool, p => sqlx::query("DELETE FROM targets WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     pub async fn set_last_test(&self, id: &str, result: &Value) -> Result<(), StoreError> {
-        sqlx::query("UPDATE targets SET last_test = ? WHERE id = ?")
+        on_pool!(&self.pool, p => sqlx::query("UPDATE targets SET last_test = $1 WHERE id = $2")
             .bind(result.to_string())
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 }
@@ -549,77 +729,82 @@ pub struct ApiKeyRow {
     pub created_at: String,
 }
 
+fn api_key_row(r: &impl Columns) -> ApiKeyRow {
+    ApiKeyRow {
+        id: r.text("id"),
+        name: r.text("name"),
+        prefix: r.text("prefix"),
+        key_hash: r.text("key_hash"),
+        models: json_column(r.maybe_text("models"))
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        requests_per_minute: r
+            .maybe_int("requests_per_minute")
+            .map(|n| n.clamp(0, u32::MAX as i64) as u32),
+        token_budget: r.maybe_int("token_budget").map(|n| n.max(0) as u64),
+        tokens_used: r.int("tokens_used").max(0) as u64,
+        created_at: r.text("created_at"),
+    }
+}
+
 impl Store {
     /// Every virtual API key, oldest first.
     pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ApiKeyRow {
-                id: r.get("id"),
-                name: r.get("name"),
-                prefix: r.get("prefix"),
-                key_hash: r.get("key_hash"),
-                models: json_column(r.get("models"))
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .unwrap_or_default(),
-                requests_per_minute: r
-                    .get::<Option<i64>, _>("requests_per_minute")
-                    .map(|n| n.clamp(0, u32::MAX as i64) as u32),
-                token_budget: r
-                    .get::<Option<i64>, _>("token_budget")
-                    .map(|n| n.max(0) as u64),
-                tokens_used: r.get::<i64, _>("tokens_used").max(0) as u64,
-                created_at: r.get("created_at"),
-            })
-            .collect())
+        on_pool!(&self.pool, p => {
+            let rows = sqlx::query("SELECT id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at FROM api_keys ORDER BY created_at, id")
+                .fetch_all(p)
+                .await?;
+            Ok(rows.iter().map(api_key_row).collect())
+        })
     }
 
     pub async fn save_api_key(&self, key: &ApiKeyRow) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        let models = serde_json::to_string(&key.models).unwrap_or_else(|_| "[]".into());
+        on_pool!(&self.pool, p => sqlx::query("INSERT INTO api_keys (id, name, prefix, key_hash, models, requests_per_minute, token_budget, tokens_used, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&key.id)
             .bind(&key.name)
             .bind(&key.prefix)
             .bind(&key.key_hash)
-            .bind(serde_json::to_string(&key.models).unwrap_or_else(|_| "[]".into()))
+            .bind(&models)
             .bind(key.requests_per_minute.map(i64::from))
             .bind(key.token_budget.map(|n| n.min(i64::MAX as u64) as i64))
             .bind(key.tokens_used.min(i64::MAX as u64) as i64)
             .bind(&key.created_at)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     pub async fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM api_keys WHERE id = ?")
+        on_pool!(&self.pool, p => sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
-    /// Adds `tokens` to what key `id` has spent of its budget.
+    /// Adds `tokens` to what key `id` has spent of its budget (one UPDATE: instances sharing
+    /// the database add up, none overwrites another's spend).
     pub async fn add_api_key_tokens(&self, id: &str, tokens: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_keys SET tokens_used = tokens_used + ? WHERE id = ?")
+        on_pool!(&self.pool, p => sqlx::query("UPDATE api_keys SET tokens_used = tokens_used + $1 WHERE id = $2")
             .bind(tokens.min(i64::MAX as u64) as i64)
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     /// Model routes created over REST, oldest first, as they were sent.
     pub async fn model_routes(&self) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query("SELECT body FROM model_routes ORDER BY created_at, name")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| json_column(r.get("body")))
-            .collect())
+        let bodies: Vec<Option<String>> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar("SELECT body FROM model_routes ORDER BY created_at, name")
+                .fetch_all(p)
+                .await?
+        });
+        Ok(bodies.into_iter().filter_map(json_column).collect())
     }
 
     pub async fn save_model_route(
@@ -628,48 +813,163 @@ impl Store {
         body: &Value,
         at: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO model_routes (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET body = excluded.body")
+        on_pool!(&self.pool, p => sqlx::query("INSERT INTO model_routes (name, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET body = excluded.body")
             .bind(name)
             .bind(body.to_string())
             .bind(at)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
     pub async fn delete_model_route(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM model_routes WHERE name = ?")
+        on_pool!(&self.pool, p => sqlx::query("DELETE FROM model_routes WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await?
+            .rows_affected());
         Ok(())
     }
 }
 
-fn session_row(r: &sqlx::sqlite::SqliteRow) -> SessionRow {
-    let messages: i64 = r.get("message_count");
-    let total_ms: i64 = r.get("total_response_ms");
+fn session_row(r: &impl Columns) -> SessionRow {
+    let messages = r.int("message_count");
+    let total_ms = r.int("total_response_ms");
     SessionRow {
-        id: r.get("id"),
-        target_id: r.get("target_id"),
-        state: r.get("state"),
-        plugins: json_column(r.get("plugins")).unwrap_or(Value::Null),
-        created_at: r.get("created_at"),
-        ended_at: r.get("ended_at"),
-        end_reason: r.get("end_reason"),
+        id: r.text("id"),
+        target_id: r.text("target_id"),
+        state: r.text("state"),
+        plugins: json_column(r.maybe_text("plugins")).unwrap_or(Value::Null),
+        created_at: r.text("created_at"),
+        ended_at: r.maybe_text("ended_at"),
+        end_reason: r.maybe_text("end_reason"),
         summary: Summary {
             message_count: messages,
-            total_tokens: r.get("total_tokens"),
+            total_tokens: r.int("total_tokens"),
             avg_response_time_ms: if messages > 0 { total_ms / messages } else { 0 },
-            error_count: r.get("error_count"),
+            error_count: r.int("error_count"),
         },
     }
+}
+
+/// Opens (creating if missing) the SQLite file at `path`.
+async fn open_sqlite(path: &Path) -> Result<Pool, StoreError> {
+    let fail = |source| StoreError::Open {
+        at: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(sqlx::Error::Io(e)))?;
+    }
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(fail)?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // No checkpoint inside a commit (it syncs the database file: milliseconds on the
+        // message path); the writer checkpoints from another connection instead.
+        .pragma("wal_autocheckpoint", "0")
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        // A file connection does not go stale as a network one does: no ping (a round trip
+        // to the database thread) before each use.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(fail)?;
+    Ok(Pool::Sqlite(pool))
+}
+
+/// Connects to PostgreSQL at `url`: one connection made now (so an unreachable database stops
+/// the start), up to `pool_size` on demand.
+async fn open_postgres(url: &str, connect: &Connect) -> Result<Pool, StoreError> {
+    let unreachable = |error: sqlx::Error| StoreError::Unreachable {
+        url: crate::util::masked_url(url),
+        timeout_ms: connect.connect_timeout.as_millis() as u64,
+        reason: scrub_password(&error.to_string(), url),
+    };
+    let options = PgConnectOptions::from_str(url)
+        .map_err(unreachable)?
+        .application_name("switchyard");
+    let pool = PgPoolOptions::new()
+        .max_connections(connect.pool_size)
+        .acquire_timeout(connect.connect_timeout)
+        .connect_with(options)
+        .await
+        .map_err(unreachable)?;
+    Ok(Pool::Postgres(pool))
+}
+
+/// `text` with the password of `url` (if any) replaced by the mask, should a driver's message
+/// ever quote it.
+fn scrub_password(text: &str, url: &str) -> String {
+    let Some(password) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty())
+    else {
+        return text.to_string();
+    };
+    // As written in the URL (percent-encoded) and as sent.
+    let decoded = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let mut text = text.replace(&password, crate::util::MASK);
+    if !decoded.is_empty() {
+        text = text.replace(&decoded, crate::util::MASK);
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn both_dialects_have_the_same_migrations() {
+        let names = |list: Migrations| -> Vec<(i64, &str)> {
+            list.iter().map(|(v, n, _)| (*v, *n)).collect()
+        };
+        assert_eq!(names(SQLITE_MIGRATIONS), names(POSTGRES_MIGRATIONS));
+        // And the files on disk are exactly those listed, in both folders.
+        for (dialect, list) in [
+            ("sqlite", SQLITE_MIGRATIONS),
+            ("postgres", POSTGRES_MIGRATIONS),
+        ] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(dialect);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            let listed: Vec<String> = list
+                .iter()
+                .map(|(v, n, _)| format!("{v:04}_{n}.sql"))
+                .collect();
+            assert_eq!(files, listed, "{dialect}");
+        }
+    }
+
+    #[test]
+    fn a_password_quoted_by_the_driver_is_scrubbed() {
+        assert_eq!(
+            scrub_password("auth failed for s3cret", "postgres://u:s3cret@h/db"),
+            "auth failed for ********"
+        );
+        assert_eq!(scrub_password("refused", "postgres://u@h/db"), "refused");
+        assert_eq!(
+            scrub_password("bad p@ss and p%40ss", "postgres://u:p%40ss@h/db"),
+            "bad ******** and ********"
+        );
+    }
 
     #[test]
     fn url_passwords_are_found_in_the_authority_only() {

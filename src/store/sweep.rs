@@ -5,15 +5,15 @@
 //! database). Target rows are sealed by the target rules (`seal_target`); in sessions and
 //! transcripts every value under a credential-like key (`password`, `apiKey`,
 //! `Authorization`…) not sealed yet is sealed; values a plugin's schema marked secret under
-//! another name cannot be recognised in an old row and are left as they are. The sweep runs
-//! with `secure_delete` and truncates the WAL afterwards, so the old plaintext does not
+//! another name cannot be recognised in an old row and are left as they are. On SQLite the
+//! sweep runs with `secure_delete` and truncates the WAL afterwards, so the old plaintext does not
 //! linger in freed pages. Does not own the key or the cipher (`secrets`).
 
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
 use super::secrets::{is_sealed, looks_like_credential, Secrets};
-use super::{json_column, seal_target, Store, StoreError};
+use super::{json_column, seal_target, Backend, Store, StoreError};
 
 /// Rows read and rewritten per transaction.
 const PAGE: i64 = 500;
@@ -53,97 +53,108 @@ fn seal_plain_credentials(value: &mut Value, secrets: &Secrets) -> bool {
 }
 
 impl Store {
-    /// Runs the sweep unless this database had it already (or there is no key).
+    /// Runs the sweep unless this database had it already (or there is no key). On PostgreSQL
+    /// (no older version wrote there) it finds nothing to seal but records its marker all the
+    /// same; two instances starting together both may run it: sealing is idempotent and the
+    /// marker is written once.
     pub async fn seal_plaintext_once(&self) -> Result<Option<Sealed>, StoreError> {
         let Some(secrets) = self.secrets.as_ref() else {
             return Ok(None);
         };
-        let done: Option<String> = sqlx::query_scalar("SELECT value FROM store_meta WHERE key = ?")
-            .bind(MARKER)
-            .fetch_optional(&self.pool)
-            .await?;
-        if done.is_some() {
-            return Ok(None);
-        }
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("PRAGMA secure_delete = ON")
-            .execute(&mut *conn)
-            .await?;
-        let mut sealed = Sealed::default();
+        on_pool!(&self.pool, p => {
+            let done: Option<String> =
+                sqlx::query_scalar("SELECT value FROM store_meta WHERE key = $1")
+                    .bind(MARKER)
+                    .fetch_optional(p)
+                    .await?;
+            if done.is_some() {
+                return Ok(None);
+            }
+            let mut conn = p.acquire().await?;
+            let sqlite = self.backend() == Backend::Sqlite;
+            if sqlite {
+                sqlx::query("PRAGMA secure_delete = ON")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let mut sealed = Sealed::default();
 
-        let mut tx = conn.begin().await?;
-        let rows = sqlx::query("SELECT id, body FROM targets")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let stored = json_column(row.get("body")).unwrap_or(Value::Null);
-            let body = seal_target(&secrets.open(&stored)?, secrets);
-            sqlx::query("UPDATE targets SET body = ? WHERE id = ?")
-                .bind(body.to_string())
-                .bind(row.get::<String, _>("id"))
-                .execute(&mut *tx)
+            let mut tx = conn.begin().await?;
+            let rows = sqlx::query("SELECT id, body FROM targets")
+                .fetch_all(&mut *tx)
                 .await?;
-            sealed.targets += 1;
-        }
-        let rows = sqlx::query("SELECT id, plugins FROM sessions")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let Some(mut plugins) = json_column(row.get("plugins")) else {
-                continue;
-            };
-            if seal_plain_credentials(&mut plugins, secrets) {
-                sqlx::query("UPDATE sessions SET plugins = ? WHERE id = ?")
-                    .bind(plugins.to_string())
+            for row in rows {
+                let stored = json_column(row.get("body")).unwrap_or(Value::Null);
+                let body = seal_target(&secrets.open(&stored)?, secrets);
+                sqlx::query("UPDATE targets SET body = $1 WHERE id = $2")
+                    .bind(body.to_string())
                     .bind(row.get::<String, _>("id"))
                     .execute(&mut *tx)
                     .await?;
-                sealed.sessions += 1;
+                sealed.targets += 1;
             }
-        }
-        tx.commit().await?;
-
-        // Transcripts can be large: a page per transaction.
-        let mut after = 0i64;
-        loop {
-            let mut tx = conn.begin().await?;
-            let rows = sqlx::query(
-                "SELECT id, metadata FROM messages WHERE id > ? AND metadata IS NOT NULL ORDER BY id LIMIT ?",
-            )
-            .bind(after)
-            .bind(PAGE)
-            .fetch_all(&mut *tx)
-            .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.get("id");
-            for row in &rows {
-                let Some(mut metadata) = json_column(row.get("metadata")) else {
+            let rows = sqlx::query("SELECT id, plugins FROM sessions")
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let Some(mut plugins) = json_column(row.get("plugins")) else {
                     continue;
                 };
-                if seal_plain_credentials(&mut metadata, secrets) {
-                    sqlx::query("UPDATE messages SET metadata = ? WHERE id = ?")
-                        .bind(metadata.to_string())
-                        .bind(row.get::<i64, _>("id"))
+                if seal_plain_credentials(&mut plugins, secrets) {
+                    sqlx::query("UPDATE sessions SET plugins = $1 WHERE id = $2")
+                        .bind(plugins.to_string())
+                        .bind(row.get::<String, _>("id"))
                         .execute(&mut *tx)
                         .await?;
-                    sealed.messages += 1;
+                    sealed.sessions += 1;
                 }
             }
             tx.commit().await?;
-        }
-        sqlx::query("INSERT INTO store_meta (key, value) VALUES (?, ?)")
-            .bind(MARKER)
-            .bind(crate::util::rfc3339(std::time::SystemTime::now()))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("PRAGMA secure_delete = OFF")
-            .execute(&mut *conn)
-            .await?;
-        // The old pages' copies in the WAL go too.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *conn)
-            .await?;
-        Ok(Some(sealed))
+
+            // Transcripts can be large: a page per transaction.
+            let mut after = 0i64;
+            loop {
+                let mut tx = conn.begin().await?;
+                let rows = sqlx::query(
+                    "SELECT id, metadata FROM messages WHERE id > $1 AND metadata IS NOT NULL ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+                let Some(last) = rows.last() else { break };
+                after = last.get("id");
+                for row in &rows {
+                    let Some(mut metadata) = json_column(row.get("metadata")) else {
+                        continue;
+                    };
+                    if seal_plain_credentials(&mut metadata, secrets) {
+                        sqlx::query("UPDATE messages SET metadata = $1 WHERE id = $2")
+                            .bind(metadata.to_string())
+                            .bind(row.get::<i64, _>("id"))
+                            .execute(&mut *tx)
+                            .await?;
+                        sealed.messages += 1;
+                    }
+                }
+                tx.commit().await?;
+            }
+            sqlx::query("INSERT INTO store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(MARKER)
+                .bind(crate::util::rfc3339(std::time::SystemTime::now()))
+                .execute(&mut *conn)
+                .await?;
+            if sqlite {
+                sqlx::query("PRAGMA secure_delete = OFF")
+                    .execute(&mut *conn)
+                    .await?;
+                // The old pages' copies in the WAL go too.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(Some(sealed))
+        })
     }
 }
 

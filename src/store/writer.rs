@@ -23,9 +23,9 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
 
-use super::Store;
+use super::{Pool, Store};
 use crate::health::MailboxGauge;
 use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs, StartError};
 use crate::supervisor::policy::ExitReason;
@@ -299,149 +299,191 @@ pub struct StoreWriter {
     guard: DownGuard,
 }
 
-/// Rows per multi-row INSERT: 9 parameters each stays far below SQLite's 32,766.
+/// Rows per multi-row INSERT: 9 parameters each stays far below SQLite's 32,766 (and
+/// PostgreSQL's 65,535).
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Writes one batch atomically with as few statements as its kinds of writes need, each a
-/// round trip to the database thread: sessions opened, then every message row in order (a
-/// trigger adds each answer to its session's counters), audit entries, then sessions ended. A
-/// batch of messages alone (the steady state) is one statement and commits by itself.
-async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> {
-    let mut opened = Vec::new();
-    let mut rows = Vec::new();
-    let mut audit = Vec::new();
-    let mut ended = Vec::new();
-    for write in batch {
-        match write {
-            Write::SessionOpened { .. } => opened.push(write),
-            Write::Exchange {
-                session_id,
-                index,
-                sent,
-                received,
-                metadata,
-                response_time_ms,
-                token_usage,
-                error,
-                at,
-            } => {
-                rows.push(MessageRow {
-                    session_id,
-                    index: *index as i64,
-                    direction: "sent",
-                    content: Some(sent.as_str()),
-                    metadata: None,
-                    response_time_ms: None,
-                    token_usage: None,
-                    error: None,
-                    at,
-                });
-                rows.push(MessageRow {
-                    session_id,
-                    index: *index as i64,
-                    direction: if error.is_some() { "error" } else { "received" },
-                    content: received.as_deref(),
-                    metadata: metadata.as_ref().map(Value::to_string),
-                    response_time_ms: response_time_ms.map(|v| v as i64),
-                    token_usage: token_usage.as_ref().map(Value::to_string),
-                    error: error.as_deref(),
-                    at,
-                });
-            }
-            Write::Audit(entry) => audit.push(entry),
-            Write::SessionEnded { .. } => ended.push(write),
-        }
-    }
-    if opened.is_empty() && audit.is_empty() && ended.is_empty() && rows.len() <= ROWS_PER_INSERT {
-        return match insert_messages(&rows) {
-            Some(mut q) => q.build().execute(store.pool()).await.map(|_| ()),
-            None => Ok(()),
+/// A batch sorted by kind of write, in the order they are written.
+struct Parts<'a> {
+    opened: Vec<&'a Write>,
+    rows: Vec<MessageRow<'a>>,
+    audit: Vec<&'a super::AuditEntry>,
+    ended: Vec<&'a Write>,
+}
+
+impl<'a> Parts<'a> {
+    fn of(batch: &'a [Write]) -> Parts<'a> {
+        let mut parts = Parts {
+            opened: Vec::new(),
+            rows: Vec::new(),
+            audit: Vec::new(),
+            ended: Vec::new(),
         };
+        for write in batch {
+            match write {
+                Write::SessionOpened { .. } => parts.opened.push(write),
+                Write::Exchange {
+                    session_id,
+                    index,
+                    sent,
+                    received,
+                    metadata,
+                    response_time_ms,
+                    token_usage,
+                    error,
+                    at,
+                } => {
+                    parts.rows.push(MessageRow {
+                        session_id,
+                        index: *index as i64,
+                        direction: "sent",
+                        content: Some(sent.as_str()),
+                        metadata: None,
+                        response_time_ms: None,
+                        token_usage: None,
+                        error: None,
+                        at,
+                    });
+                    parts.rows.push(MessageRow {
+                        session_id,
+                        index: *index as i64,
+                        direction: if error.is_some() { "error" } else { "received" },
+                        content: received.as_deref(),
+                        metadata: metadata.as_ref().map(Value::to_string),
+                        response_time_ms: response_time_ms.map(|v| v as i64),
+                        token_usage: token_usage.as_ref().map(Value::to_string),
+                        error: error.as_deref(),
+                        at,
+                    });
+                }
+                Write::Audit(entry) => parts.audit.push(entry),
+                Write::SessionEnded { .. } => parts.ended.push(write),
+            }
+        }
+        parts
     }
 
-    let mut tx = store.pool().begin().await?;
-    if !opened.is_empty() {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO sessions (id, target_id, state, plugins, created_at) ",
-        );
-        q.push_values(&opened, |mut b, write| {
-            if let Write::SessionOpened {
+    /// Messages alone (the steady state): one statement that commits by itself.
+    fn messages_only(&self) -> bool {
+        self.opened.is_empty()
+            && self.audit.is_empty()
+            && self.ended.is_empty()
+            && self.rows.len() <= ROWS_PER_INSERT
+    }
+}
+
+/// One multi-row INSERT of `$rows` for database `$db` (none for no rows).
+macro_rules! insert_messages {
+    ($db:ty, $rows:expr) => {{
+        let rows = $rows;
+        (!rows.is_empty()).then(|| {
+            let mut q = QueryBuilder::<$db>::new(
+                "INSERT INTO messages (session_id, message_index, direction, content, metadata, response_time_ms, token_usage, error, created_at) ",
+            );
+            q.push_values(rows, |mut b, row| {
+                b.push_bind(row.session_id)
+                    .push_bind(row.index)
+                    .push_bind(row.direction)
+                    .push_bind(row.content)
+                    .push_bind(row.metadata.as_deref())
+                    .push_bind(row.response_time_ms)
+                    .push_bind(row.token_usage.as_deref())
+                    .push_bind(row.error)
+                    .push_bind(row.at);
+            });
+            q
+        })
+    }};
+}
+
+/// Writes `$parts` into database `$db` through `$pool`, atomically: the same statements on
+/// both backends (`QueryBuilder` numbers each backend's placeholders itself).
+macro_rules! write_parts {
+    ($db:ty, $pool:expr, $parts:expr, $instance:expr) => {{
+        let (pool, parts, instance) = ($pool, $parts, $instance);
+        if parts.messages_only() {
+            return match insert_messages!($db, &parts.rows) {
+                Some(mut q) => q.build().execute(pool).await.map(|_| ()),
+                None => Ok(()),
+            };
+        }
+        let mut tx = pool.begin().await?;
+        if !parts.opened.is_empty() {
+            let mut q = QueryBuilder::<$db>::new(
+                "INSERT INTO sessions (id, target_id, state, plugins, created_at, instance_id) ",
+            );
+            q.push_values(&parts.opened, |mut b, write| {
+                if let Write::SessionOpened {
+                    id,
+                    target_id,
+                    plugins,
+                    at,
+                } = write
+                {
+                    b.push_bind(id)
+                        .push_bind(target_id)
+                        .push_bind("open")
+                        .push_bind(plugins.to_string())
+                        .push_bind(at)
+                        .push_bind(instance);
+                }
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in parts.rows.chunks(ROWS_PER_INSERT) {
+            if let Some(mut q) = insert_messages!($db, chunk) {
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        for chunk in parts.audit.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<$db>::new(
+                "INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) ",
+            );
+            q.push_values(chunk, |mut b, entry| {
+                b.push_bind(&entry.session_id)
+                    .push_bind(&entry.target_id)
+                    .push_bind(entry.direction.as_str())
+                    .push_bind(&entry.message)
+                    .push_bind(&entry.response_content)
+                    .push_bind(entry.response_time_ms.map(|v| v as i64))
+                    .push_bind(entry.token_usage.as_ref().map(Value::to_string))
+                    .push_bind(&entry.timestamp);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for write in &parts.ended {
+            if let Write::SessionEnded {
                 id,
-                target_id,
-                plugins,
+                state,
+                reason,
                 at,
             } = write
             {
-                b.push_bind(id)
-                    .push_bind(target_id)
-                    .push_bind("open")
-                    .push_bind(plugins.to_string())
-                    .push_bind(at);
+                sqlx::query("UPDATE sessions SET state = $1, end_reason = $2, ended_at = $3 WHERE id = $4")
+                    .bind(*state)
+                    .bind(reason)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        if let Some(mut q) = insert_messages(chunk) {
-            q.build().execute(&mut *tx).await?;
         }
-    }
-    for chunk in audit.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit (session_id, target_id, direction, message, response_content, response_time_ms, token_usage, created_at) ",
-        );
-        q.push_values(chunk, |mut b, entry| {
-            b.push_bind(&entry.session_id)
-                .push_bind(&entry.target_id)
-                .push_bind(entry.direction.as_str())
-                .push_bind(&entry.message)
-                .push_bind(&entry.response_content)
-                .push_bind(entry.response_time_ms.map(|v| v as i64))
-                .push_bind(entry.token_usage.as_ref().map(Value::to_string))
-                .push_bind(&entry.timestamp);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    for write in ended {
-        if let Write::SessionEnded {
-            id,
-            state,
-            reason,
-            at,
-        } = write
-        {
-            sqlx::query("UPDATE sessions SET state = ?, end_reason = ?, ended_at = ? WHERE id = ?")
-                .bind(*state)
-                .bind(reason)
-                .bind(at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    tx.commit().await
+        tx.commit().await
+    }};
 }
 
-/// One multi-row INSERT of `rows` (none for no rows).
-fn insert_messages<'a>(rows: &'a [MessageRow<'a>]) -> Option<QueryBuilder<'a, Sqlite>> {
-    if rows.is_empty() {
-        return None;
+/// Writes one batch atomically with as few statements as its kinds of writes need, each a
+/// round trip to the database: sessions opened, then every message row in order (a trigger
+/// adds each answer to its session's counters), audit entries, then sessions ended. A batch of
+/// messages alone (the steady state) is one statement and commits by itself.
+async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> {
+    let parts = Parts::of(batch);
+    let instance = store.instance();
+    match store.pool() {
+        Pool::Sqlite(pool) => write_parts!(Sqlite, pool, &parts, instance),
+        Pool::Postgres(pool) => write_parts!(Postgres, pool, &parts, instance),
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (session_id, message_index, direction, content, metadata, response_time_ms, token_usage, error, created_at) ",
-    );
-    q.push_values(rows, |mut b, row| {
-        b.push_bind(row.session_id)
-            .push_bind(row.index)
-            .push_bind(row.direction)
-            .push_bind(row.content)
-            .push_bind(row.metadata.as_deref())
-            .push_bind(row.response_time_ms)
-            .push_bind(row.token_usage.as_deref())
-            .push_bind(row.error)
-            .push_bind(row.at);
-    });
-    Some(q)
 }
 
 /// One `messages` row of a batch, borrowed from its write.
@@ -574,24 +616,28 @@ impl Actor for StoreWriter {
         if settings.audit_retention.is_some() || settings.audit_max_rows.is_some() {
             ctx.run_interval(settings.prune_interval, |act, ctx| act.prune(ctx));
         }
-        // Checkpoints off the commit path, on a connection of their own: commits never wait
-        // for the database file to be synced, and the WAL stays small.
-        ctx.run_interval(CHECKPOINT_EVERY, |act, ctx| {
-            if std::mem::replace(&mut act.checkpointing, true) {
-                return;
-            }
-            let store = act.handle.store.clone();
-            let checkpoint = async move {
-                if let Err(error) = store.checkpoint().await {
-                    tracing::warn!(%error, "WAL checkpoint failed; will try again.");
+        // SQLite: checkpoints off the commit path, on a connection of their own: commits never
+        // wait for the database file to be synced, and the WAL stays small. (PostgreSQL
+        // checkpoints by itself.)
+        let sqlite = self.handle.store.backend() == super::Backend::Sqlite;
+        if sqlite {
+            ctx.run_interval(CHECKPOINT_EVERY, |act, ctx| {
+                if std::mem::replace(&mut act.checkpointing, true) {
+                    return;
                 }
-            };
-            ctx.spawn(
-                checkpoint
-                    .into_actor(act)
-                    .map(|_, act, _| act.checkpointing = false),
-            );
-        });
+                let store = act.handle.store.clone();
+                let checkpoint = async move {
+                    if let Err(error) = store.checkpoint().await {
+                        tracing::warn!(%error, "WAL checkpoint failed; will try again.");
+                    }
+                };
+                ctx.spawn(
+                    checkpoint
+                        .into_actor(act)
+                        .map(|_, act, _| act.checkpointing = false),
+                );
+            });
+        }
         // Writes queued while no writer ran (a restart) are written now.
         if !self.handle.queue().writes.is_empty() {
             ctx.notify(CommitNow);
@@ -643,6 +689,20 @@ impl Handler<StopWriter> for StoreWriter {
         self.guard.set_reason(ExitReason::Shutdown);
         ctx.stop();
     }
+}
+
+/// Starts a writer outside any supervision tree (tests and benchmarks of the store itself).
+#[cfg(any(test, feature = "test-util"))]
+pub fn start_detached(handle: &StoreHandle) -> Addr<StoreWriter> {
+    let addr = StoreWriter {
+        handle: handle.clone(),
+        scheduled: None,
+        checkpointing: false,
+        guard: DownGuard::detached("store"),
+    }
+    .start();
+    *handle.current.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+    addr
 }
 
 /// Starts writer instances for the root supervisor.
@@ -729,22 +789,14 @@ mod tests {
     }
 
     fn start_writer(handle: &StoreHandle) -> Addr<StoreWriter> {
-        let addr = StoreWriter {
-            handle: handle.clone(),
-            scheduled: None,
-            checkpointing: false,
-            guard: DownGuard::detached("store"),
-        }
-        .start();
-        *handle.current.write().unwrap() = Some(addr.clone());
-        addr
+        start_detached(handle)
     }
 
     async fn sessions(handle: &StoreHandle) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-            .fetch_one(handle.store().pool())
+        on_pool!(handle.store().pool(), p => sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(p)
             .await
-            .unwrap()
+            .unwrap())
     }
 
     #[actix_web::test]

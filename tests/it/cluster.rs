@@ -75,7 +75,7 @@ pub async fn instance(name: &str, nats_url: &str) -> TestApp {
         Dirs::new(),
         &[
             ("SWITCHYARD__BROKER__NATS_URL", nats_url),
-            ("SWITCHYARD__BROKER__INSTANCE_ID", name),
+            ("SWITCHYARD__SERVER__INSTANCE_ID", name),
         ],
         vec![],
     )
@@ -121,7 +121,7 @@ async fn events_published_on_one_instance_reach_every_instance_once_with_their_o
         Dirs::new(),
         &[
             ("SWITCHYARD__BROKER__NATS_URL", &nats.url()),
-            ("SWITCHYARD__BROKER__INSTANCE_ID", "gw-c"),
+            ("SWITCHYARD__SERVER__INSTANCE_ID", "gw-c"),
         ],
         vec![switchyard::test_util::noop_connector("probe")],
     )

@@ -87,6 +87,23 @@ fn check_config_prints_the_effective_settings_with_the_token_masked() {
 }
 
 #[test]
+fn check_config_shows_the_store_url_without_its_password() {
+    let (code, stdout, stderr) = run(
+        &["check-config"],
+        &[(
+            "SWITCHYARD__STORE__URL",
+            "postgres://app:db-pass-77@db.internal:5432/sy",
+        )],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("db-pass-77"), "{stdout}");
+    assert!(
+        stdout.contains("url = \"postgres://app:********@db.internal:5432/sy\""),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_config_masks_the_credentials_of_inline_targets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");

@@ -1,5 +1,6 @@
 //! kill -9 under load against the real executable: with `store.durability = "acknowledged"`
-//! every answer a client received is in the transcript after a restart.
+//! every answer a client received is in the transcript after a restart, on SQLite and on
+//! PostgreSQL.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -16,9 +17,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const CLIENTS: usize = 12;
 const ROUNDS: usize = 3;
 
-/// The real service on `data`, with one target on the mock; answers the child and its address.
-fn spawn(data: &std::path::Path, durability: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// The real service on `data` (and the PostgreSQL database `url`, if any), with one target on
+/// the mock; answers the child and its address.
+fn spawn(data: &std::path::Path, durability: &str, url: Option<&str>) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    if let Some(url) = url {
+        command.env("SWITCHYARD__STORE__URL", url);
+    }
+    let mut child = command
         .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
         .current_dir(data)
         .env("SWITCHYARD__DATA__DIR", data)
@@ -153,8 +159,22 @@ async fn load_then_kill(child: &mut Child, base: &str) -> (HashSet<(String, Stri
 
 #[actix_web::test]
 async fn kill_9_loses_no_acknowledged_answer_in_acknowledged_mode() {
+    kill_9_loses_nothing_acknowledged(false).await;
+}
+
+/// The same promise with the store on PostgreSQL.
+#[actix_web::test]
+async fn kill_9_loses_no_acknowledged_answer_on_postgres() {
+    kill_9_loses_nothing_acknowledged(true).await;
+}
+
+async fn kill_9_loses_nothing_acknowledged(postgres: bool) {
     let mock = MockUpstream::start().await;
     for round in 0..ROUNDS {
+        let url = match postgres {
+            true => Some(crate::pg::database().await),
+            false => None,
+        };
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(data.path().join("plugins/core")).unwrap();
         std::fs::write(
@@ -165,7 +185,7 @@ async fn kill_9_loses_no_acknowledged_answer_in_acknowledged_mode() {
             .unwrap(),
         )
         .unwrap();
-        let (mut child, base) = spawn(data.path(), "acknowledged");
+        let (mut child, base) = spawn(data.path(), "acknowledged", url.as_deref());
         let (acked, sessions) = load_then_kill(&mut child, &base).await;
         assert!(
             acked.len() >= 50,
@@ -173,7 +193,7 @@ async fn kill_9_loses_no_acknowledged_answer_in_acknowledged_mode() {
             acked.len()
         );
 
-        let (mut child, base) = spawn(data.path(), "acknowledged");
+        let (mut child, base) = spawn(data.path(), "acknowledged", url.as_deref());
         let kept = stored(&base, &sessions).await;
         let lost: Vec<_> = acked.difference(&kept).collect();
         assert!(

@@ -141,7 +141,7 @@ async fn plugin_config_secrets_are_masked_in_every_response_and_sealed_at_rest()
     let store = open_store(&dirs).await;
     let plugins: String = sqlx::query_scalar("SELECT plugins FROM sessions WHERE id = ?")
         .bind(&id)
-        .fetch_one(store.pool())
+        .fetch_one(store.pool().sqlite().unwrap())
         .await
         .unwrap();
     store.pool().close().await;
@@ -237,7 +237,7 @@ async fn nested_and_non_string_target_credentials_are_never_stored_in_clear() {
     assert_not_at_rest(&dirs, &secrets);
     let store = open_store(&dirs).await;
     let row: String = sqlx::query_scalar("SELECT body FROM targets WHERE id = 'deep'")
-        .fetch_one(store.pool())
+        .fetch_one(store.pool().sqlite().unwrap())
         .await
         .unwrap();
     store.pool().close().await;
@@ -331,7 +331,7 @@ async fn a_long_conversation_stores_each_message_once() {
         "SELECT MAX(LENGTH(COALESCE(content, '')) + LENGTH(COALESCE(metadata, '')) + LENGTH(COALESCE(token_usage, '')) + LENGTH(COALESCE(error, ''))), COUNT(*) FROM messages WHERE session_id = ?",
     )
     .bind(&id)
-    .fetch_one(store.pool())
+    .fetch_one(store.pool().sqlite().unwrap())
     .await
     .unwrap();
     store.pool().close().await;
@@ -402,7 +402,7 @@ async fn credentials_an_older_version_kept_in_clear_are_sealed_at_the_next_start
     for (sql, value) in statements {
         sqlx::query(sql)
             .bind(value)
-            .execute(store.pool())
+            .execute(store.pool().sqlite().unwrap())
             .await
             .unwrap();
     }

@@ -130,7 +130,7 @@ async fn sessions_open_when_the_process_died_are_marked_interrupted() {
     // A row left `open` by a process that was killed.
     let store = switchyard::store::Store::open(&db).await.unwrap();
     sqlx::query("INSERT INTO sessions (id, target_id, state, plugins, created_at) VALUES ('lost', 't', 'open', '[]', '2026-01-01T00:00:00Z')")
-        .execute(store.pool())
+        .execute(store.pool().sqlite().unwrap())
         .await
         .unwrap();
     store.pool().close().await;
@@ -213,7 +213,7 @@ async fn write_failures_degrade_health_but_messages_still_flow() {
         .await
         .unwrap();
     sqlx::query("DROP TABLE messages")
-        .execute(other.pool())
+        .execute(other.pool().sqlite().unwrap())
         .await
         .unwrap();
 
@@ -404,7 +404,7 @@ async fn targets_over_rest_persist_with_credentials_encrypted() {
         .await
         .unwrap();
     let body: String = sqlx::query_scalar("SELECT body FROM targets WHERE id = 'api-chat'")
-        .fetch_one(store.pool())
+        .fetch_one(store.pool().sqlite().unwrap())
         .await
         .unwrap();
     assert!(!body.contains("sk-live-9"), "{body}");
