@@ -264,7 +264,6 @@ impl StoreSettings {
             )),
         }
     }
-
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
