@@ -20,7 +20,7 @@ use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::events;
@@ -819,7 +819,20 @@ impl ChildFactory for SessionsSupervisorFactory {
     }
 }
 
-/// The JSON of a message reply (kept here so the actor and the API agree).
+/// The JSON of a message reply (kept here so the actor and the API agree). Built directly:
+/// `json!` would copy the metadata and every outcome through a serializer.
 pub fn reply_json(content: &str, metadata: Value, outcomes: &[pipeline::HookOutcome]) -> Value {
-    json!({ "content": content, "metadata": metadata, "plugins": outcomes })
+    let mut reply = serde_json::Map::with_capacity(3);
+    reply.insert("content".into(), Value::String(content.to_owned()));
+    reply.insert("metadata".into(), metadata);
+    reply.insert(
+        "plugins".into(),
+        Value::Array(
+            outcomes
+                .iter()
+                .map(pipeline::HookOutcome::to_json)
+                .collect(),
+        ),
+    );
+    Value::Object(reply)
 }

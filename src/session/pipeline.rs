@@ -54,6 +54,31 @@ pub struct HookOutcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Passthrough => "passthrough",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl HookOutcome {
+    /// As its `Serialize` shows it, built directly (one per hook of every message's reply).
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::with_capacity(5);
+        out.insert("plugin".into(), Value::String(self.plugin.clone()));
+        out.insert("hook".into(), Value::String(self.hook.name().into()));
+        out.insert("outcome".into(), Value::String(self.outcome.name().into()));
+        out.insert("durationMs".into(), Value::from(self.duration_ms));
+        if let Some(error) = &self.error {
+            out.insert("error".into(), Value::String(error.clone()));
+        }
+        Value::Object(out)
+    }
+}
+
 /// Calls one hook of one stage; the stage's context comes back changed on success. `input` is
 /// built only if the stage's plugin has the hook.
 pub(super) async fn call_stage(
@@ -516,6 +541,40 @@ pub(super) fn elapsed_ms(since: Instant) -> f64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_outcome_built_directly_reads_as_its_serialization() {
+        let outcomes = [
+            HookOutcome {
+                plugin: "audit".into(),
+                hook: Hook::BeforeSend,
+                outcome: Outcome::Ok,
+                duration_ms: 0.125,
+                error: None,
+            },
+            HookOutcome {
+                plugin: "p".into(),
+                hook: Hook::AfterReceive,
+                outcome: Outcome::Failed,
+                duration_ms: 3.0,
+                error: Some("boom".into()),
+            },
+            HookOutcome {
+                plugin: "q".into(),
+                hook: Hook::OnChunk,
+                outcome: Outcome::Passthrough,
+                duration_ms: f64::NAN,
+                error: None,
+            },
+        ];
+        for outcome in &outcomes {
+            let direct = outcome.to_json();
+            let serialized = serde_json::to_value(outcome).unwrap();
+            assert_eq!(direct, serialized);
+            // Key order too: the reply and the transcript show them as they always did.
+            assert_eq!(direct.to_string(), serialized.to_string());
+        }
+    }
 
     fn exchange() -> Exchange {
         Exchange {
