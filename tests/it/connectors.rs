@@ -41,7 +41,7 @@ fn openai_stream(id: &str, kind: &str, up: &Upstream, path: &str) -> Value {
     )
 }
 
-async fn app_with(dirs: Arc<Dirs>, targets: Value, env: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn app_with(dirs: Arc<Dirs>, targets: Value, env: &[(&str, &str)]) -> TestApp {
     let path = dirs.root.path().join("targets.toml");
     std::fs::write(
         &path,

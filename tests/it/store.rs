@@ -93,18 +93,7 @@ async fn transcripts_survive_a_graceful_restart() {
     );
     let (_, transcript) = app.get(&format!("/api/sessions/{id}/messages")).await;
     assert_eq!(transcript["total"], 4);
-    let rows: Vec<String> = transcript["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}:{}",
-                m["direction"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let rows = transcript_rows(&transcript);
     assert_eq!(
         rows,
         [
@@ -447,4 +436,20 @@ async fn targets_over_rest_persist_with_credentials_encrypted() {
     assert_eq!(app.get("/api/targets/api-chat").await.0, 404);
     app.stop().await;
     mock.stop().await;
+}
+
+/// A transcript page as `direction:content` lines, in order.
+pub(crate) fn transcript_rows(transcript: &Value) -> Vec<String> {
+    transcript["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["direction"].as_str().unwrap(),
+                m["content"].as_str().unwrap()
+            )
+        })
+        .collect()
 }

@@ -603,18 +603,7 @@ async fn the_service_on_postgres_keeps_transcripts_across_a_restart() {
     assert_eq!(session["summary"]["messageCount"], 2);
     assert_eq!(session["summary"]["totalTokens"], 24);
     let (_, transcript) = app.get(&format!("/api/sessions/{id}/messages")).await;
-    let rows: Vec<String> = transcript["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}:{}",
-                m["direction"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let rows = crate::store::transcript_rows(&transcript);
     assert_eq!(
         rows,
         [

@@ -5,7 +5,6 @@
 //! the fields); a session's streamed answer; the event log's filter; the admin token's login.
 //! Each page is saved as a PNG under `target/ui-screenshots/`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -263,16 +262,7 @@ async fn the_supervision_tree_follows_a_restart_and_a_disable_live() {
 async fn app_with(targets: Value, env: &[(&str, &str)]) -> TestApp {
     let dirs = Dirs::new();
     dirs.write("greeter", "index.ts", GREETER);
-    let path = dirs.root.path().join("targets.toml");
-    std::fs::write(
-        &path,
-        toml::to_string(&json!({ "targets": targets })).unwrap(),
-    )
-    .unwrap();
-    let file = path.display().to_string();
-    let mut all = vec![("SWITCHYARD__SESSIONS__TARGETS_FILE", file.as_str())];
-    all.extend_from_slice(env);
-    TestApp::spawn_in(Arc::clone(&dirs), &all, vec![]).await
+    crate::connectors::app_with(dirs, targets, env).await
 }
 
 #[actix_web::test]
