@@ -379,7 +379,8 @@ impl Webhooks {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(hook);
-        self.dispatcher.do_send(dispatcher::Refresh);
+        // Awaited: once the answer is out, events published after it reach the webhook.
+        let _ = self.dispatcher.send(dispatcher::Refresh).await;
         Ok((view, secret))
     }
 
@@ -407,7 +408,7 @@ impl Webhooks {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|h| h.id != id);
         self.registry.store.delete_webhook(id).await?;
-        self.dispatcher.do_send(dispatcher::Refresh);
+        let _ = self.dispatcher.send(dispatcher::Refresh).await;
         Ok(())
     }
 
