@@ -57,6 +57,7 @@ pub mod tool;
 pub mod trace_context;
 pub mod turn;
 pub mod util;
+pub mod webhook;
 
 pub use app::{App, ExitReport, Options, ShutdownHandle, StartupError};
 pub use settings::Settings;

@@ -76,6 +76,9 @@ pub enum ApiError {
     /// The front doors (`/v1`) and their admin endpoints (keys, model routes).
     #[error(transparent)]
     Frontdoor(#[from] crate::frontdoor::FrontdoorError),
+    /// Outbound webhooks (`/api/webhooks`).
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -129,7 +132,7 @@ codes! {
     TargetNotFound = (404, "target_not_found", "No target has this id."),
     InvalidTarget = (400, "invalid_target", "The target is not valid; `details.errors` lists every problem with its field path."),
     TargetConflict = (409, "target_conflict", "A target with this id exists already, or the target is declared in the settings (read-only over REST)."),
-    StoreDisabled = (409, "store_disabled", "Transcripts were asked for with the store off (`store.enabled = false`)."),
+    StoreDisabled = (409, "store_disabled", "Transcripts or webhooks were asked for with the store off (`store.enabled = false`)."),
     SessionNotFound = (404, "session_not_found", "No live or stored session has this id."),
     InvalidSessionPlugins = (400, "invalid_session_plugins", "The session's plugins are not valid; `details.errors` lists every problem."),
     SessionBusy = (429, "session_busy", "The session's message queue is full (`sessions.queue_capacity`)."),
@@ -173,6 +176,8 @@ codes! {
     InvalidModelRoute = (400, "invalid_model_route", "The model route is not valid; `details.errors` lists every problem with its field."),
     ModelRouteConflict = (409, "model_route_conflict", "A model route has this name already, is declared in the settings (read-only over REST), or is another route's fallback."),
     UpstreamTimeout = (504, "upstream_timeout", "The model route did not answer within its `timeoutMs` (`details.route`)."),
+    InvalidWebhook = (400, "invalid_webhook", "The webhook to create is not valid; `details.field` names the field (`url`, `events`, `events[i]`, `secret`, `description`)."),
+    WebhookNotFound = (404, "webhook_not_found", "No webhook has this id."),
     Internal = (500, "internal_error", "Something failed inside the gateway; the cause is logged, never answered."),
 }
 
@@ -244,6 +249,7 @@ impl ApiError {
             ApiError::Tool(e) => tool_row(e),
             ApiError::Agent(e) => agent_row(e),
             ApiError::Frontdoor(e) => frontdoor_row(e),
+            ApiError::Webhook(e) => webhook_row(e),
             ApiError::Internal(_) => (C::Internal, None),
         }
     }
@@ -392,6 +398,17 @@ impl ApiError {
             M::StartFailed(error) => ApiError::PluginStartFailed { plugin, error },
             e @ M::Persist(_) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+fn webhook_row(e: &crate::webhook::WebhookError) -> Row {
+    use crate::webhook::WebhookError as W;
+    use Code as C;
+    match e {
+        W::Invalid { field, .. } => (C::InvalidWebhook, Some(json!({ "field": field }))),
+        W::NotFound(id) => (C::WebhookNotFound, Some(json!({ "webhook": id }))),
+        W::StoreDisabled => (C::StoreDisabled, None),
+        W::Stopping | W::Store(_) => (C::Internal, None),
     }
 }
 

@@ -39,6 +39,9 @@
 //! - `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic), `GET /v1/models`,
 //!   `GET /v1/models/{model}` — the front doors, behind virtual keys, answering in each
 //!   provider's own shapes and event streams (`frontdoor`; not in the OpenAPI document).
+//! - `GET /api/webhooks`, `POST /api/webhooks {url, events, secret?, description?}` (the
+//!   secret shown once), `GET|DELETE /api/webhooks/{id}`, `GET /api/webhooks/{id}/deliveries
+//!   ?limit=` (newest first), `POST /api/webhooks/{id}/test` — outbound webhooks (`webhook`).
 //! - `GET /api/openapi.json` — the OpenAPI 3.1 document of all of the above, generated from the
 //!   handlers (`openapi`); `GET /api/docs` — its reference page (embedded, works offline).
 //! - `GET /ui` — the operator dashboard (supervision tree, plugins, targets, sessions, events,
@@ -64,6 +67,7 @@ pub mod plugin_routes;
 pub mod schemas;
 pub mod sessions;
 pub mod ui;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -108,6 +112,8 @@ pub struct AppState {
     pub frontdoor: Arc<crate::frontdoor::FrontDoor>,
     /// The event bus across instances (`broker.nats_url`), for `/health`.
     pub cluster: Option<Arc<crate::broker::nats::Link>>,
+    /// Outbound webhooks; none with the store off.
+    pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -182,6 +188,7 @@ fn api_routes(api: &mut Mounter<'_>) {
         .get("/events/ws", events::websocket);
     extensions::configure(api);
     frontdoor::configure(api);
+    webhooks::configure(api);
     openapi::configure(api);
 }
 

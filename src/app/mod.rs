@@ -154,6 +154,8 @@ pub struct App {
     sessions: Arc<SessionManager>,
     /// The event bus across instances, with `broker.nats_url` set.
     bridge: Option<Addr<crate::broker::nats::NatsBridge>>,
+    /// Outbound webhooks, with the store on.
+    webhooks: Option<Arc<crate::webhook::Webhooks>>,
     /// Keeps the hot-reload watcher alive while the app runs.
     _watcher: Option<crate::script::watch::WatchGuard>,
     signals: Option<Signals>,
@@ -213,6 +215,18 @@ impl App {
         );
         let store = start_store(&settings).await?;
         let tree = start_tree(&settings, &core, store.as_ref(), targets, ext.clone()).await?;
+        // After the broker runs; deliveries left unfinished resume now.
+        let webhooks = match &store {
+            Some(handle) => Some(Arc::new(
+                crate::webhook::Webhooks::start(
+                    handle.store().clone(),
+                    core.broker.clone(),
+                    plan::webhooks(&settings),
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let audit = crate::store::audit::AuditLog::new(
             AUDIT_ENTRIES_PER_SESSION,
             AUDIT_SESSIONS,
@@ -252,6 +266,7 @@ impl App {
             },
             frontdoor: Arc::new(frontdoor),
             cluster,
+            webhooks: webhooks.clone(),
         };
         let (addr, server) = start_http(&settings, state)?;
         let _ = core.server_addr.set(addr);
@@ -275,6 +290,7 @@ impl App {
             plugins: tree.plugins,
             sessions: tree.sessions,
             bridge,
+            webhooks,
             _watcher: watcher,
             signals,
         })
@@ -325,10 +341,16 @@ impl App {
         let root = self.root.clone();
         let server = self.server.clone();
         let bridge = self.bridge.clone();
+        let webhooks = self.webhooks.clone();
         let sequence = async move {
             tokio::time::sleep(readiness_delay).await;
             server.stop(true).await;
             tracing::info!("HTTP stopped.");
+            // Attempts in flight finish (bounded by webhooks.drain_timeout_ms); waiting
+            // deliveries stay in the store for the next start.
+            if let Some(webhooks) = webhooks {
+                webhooks.stop().await;
+            }
             let _ = root.send(StopAll { then_exit: true }).await;
             // Last: the plugins' `plugin.stopped` events still reach the other instances.
             if let Some(bridge) = bridge {

@@ -80,6 +80,21 @@ pub fn frontdoor(settings: &Settings) -> crate::frontdoor::FrontdoorConfig {
     }
 }
 
+/// `[webhooks]` as the delivery actor takes it.
+pub fn webhooks(settings: &Settings) -> crate::webhook::Config {
+    let w = &settings.webhooks;
+    crate::webhook::Config {
+        retry: crate::webhook::RetryPolicy {
+            max_attempts: w.max_attempts,
+            base: ms(w.backoff_base_ms),
+            cap: ms(w.backoff_max_ms.max(w.backoff_base_ms)),
+        },
+        timeout: ms(w.timeout_ms),
+        concurrency: w.concurrency,
+        drain_timeout: ms(w.drain_timeout_ms),
+    }
+}
+
 /// The settings as `check-config` prints them: the admin token, the store key, the trace
 /// export headers and the inline targets' credentials masked (the targets as `/api/targets` shows them).
 pub fn shown(settings: &Settings, targets: &[Target]) -> Settings {

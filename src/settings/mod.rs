@@ -59,6 +59,25 @@ pub struct Settings {
     pub inference: InferenceSection,
     pub agent: AgentRunnerSettings,
     pub frontdoor: FrontdoorSection,
+    pub webhooks: WebhookSettings,
+}
+
+/// `[webhooks]`: delivering bus events to outbound webhooks (`webhook`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Tries in all before a delivery is `dead`.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles, with jitter.
+    pub backoff_base_ms: u64,
+    /// The longest delay between two tries.
+    pub backoff_max_ms: u64,
+    /// One attempt's budget (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// How long shutdown waits for attempts in flight.
+    pub drain_timeout_ms: u64,
 }
 
 /// `[frontdoor]`: the OpenAI- and Anthropic-compatible endpoints under `/v1`.

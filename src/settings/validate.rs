@@ -275,6 +275,11 @@ impl Settings {
             ("agent.history_messages", self.agent.history_messages as u64),
             ("agent.max_sessions", self.agent.max_sessions as u64),
             ("agent.turn_timeout_ms", self.agent.turn_timeout_ms),
+            ("webhooks.max_attempts", self.webhooks.max_attempts as u64),
+            ("webhooks.backoff_base_ms", self.webhooks.backoff_base_ms),
+            ("webhooks.backoff_max_ms", self.webhooks.backoff_max_ms),
+            ("webhooks.timeout_ms", self.webhooks.timeout_ms),
+            ("webhooks.concurrency", self.webhooks.concurrency as u64),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }

@@ -37,6 +37,7 @@ pub mod audit;
 pub mod lease;
 pub mod secrets;
 pub mod sweep;
+pub mod webhooks;
 pub mod writer;
 
 use std::path::Path;
@@ -75,6 +76,7 @@ const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
+    (9, "webhooks", "0009_webhooks.sql"),
 );
 const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (1, "sessions", "0001_sessions.sql"),
@@ -85,6 +87,7 @@ const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
+    (9, "webhooks", "0009_webhooks.sql"),
 );
 
 #[derive(Debug)]

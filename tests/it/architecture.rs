@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("inference", 2),
     ("target", 3),
     ("plugin", 3),
+    ("webhook", 3),
     ("script", 4),
     ("bundled", 4),
     ("turn", 4),

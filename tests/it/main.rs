@@ -35,3 +35,4 @@ mod ui;
 mod upstreams;
 mod webapis;
 mod webdriver;
+mod webhooks;

@@ -1,0 +1,28 @@
+-- Outbound webhooks (webhook/): each one's URL, event patterns (a JSON array) and its signing
+-- secret, sealed with the store's key (enc:v1:…). And every delivery of an event to one, with
+-- its state (pending, retrying, delivered, dead), so deliveries survive a restart. Times are
+-- Unix milliseconds (compared and ordered as numbers).
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    description TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    latency_ms INTEGER,
+    next_attempt_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at);
+CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (state);
