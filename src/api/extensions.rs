@@ -1,8 +1,9 @@
 //! REST for what plugins register: routes, tools and agents, and the agent runner.
 //!
 //! Owns `GET /api/routes`, `GET /api/tools`, `GET /api/tools/{name}`,
-//! `POST /api/tools/{name}/invoke`, `GET /api/agents`, `GET /api/agents/{id}` and
-//! `POST /api/agents/{id}/chat`. Does not own the registries (`plugin::extensions`) nor
+//! `POST /api/tools/{name}/invoke`, `GET /api/agents`, `GET /api/agents/{id}` (each with its
+//! standing: `state`, `consecutiveFailures`), `POST /api/agents/{id}/chat` and
+//! `POST /api/agents/{id}/resume`. Does not own the registries (`plugin::extensions`) nor
 //! running tools and turns (`plugin::call`, `turn`).
 
 use actix_web::{web, HttpResponse};
@@ -20,7 +21,8 @@ pub fn configure(api: &mut super::Mounter<'_>) {
         .post("/tools/{name}/invoke", invoke_tool)
         .get("/agents", list_agents)
         .get("/agents/{id}", get_agent)
-        .post("/agents/{id}/chat", chat);
+        .post("/agents/{id}/chat", chat)
+        .post("/agents/{id}/resume", resume);
 }
 
 /// `{routes}`.
@@ -41,7 +43,23 @@ struct ToolList {
 #[derive(Serialize, ToSchema)]
 struct AgentList {
     #[schema(value_type = Vec<super::schemas::AgentView>)]
-    agents: Vec<crate::agent::Agent>,
+    agents: Vec<AgentWithStatus>,
+}
+
+/// An agent with its standing (paused or not, failed turns in a row).
+#[derive(Serialize)]
+struct AgentWithStatus {
+    #[serde(flatten)]
+    agent: crate::agent::Agent,
+    #[serde(flatten)]
+    status: crate::turn::AgentStatus,
+}
+
+fn with_status(state: &AppState, agent: crate::agent::Agent) -> AgentWithStatus {
+    AgentWithStatus {
+        status: state.agents.status(&agent.config.id),
+        agent,
+    }
 }
 
 /// Every plugin route.
@@ -127,13 +145,15 @@ async fn invoke_tool(
 
 /// Every agent configuration.
 ///
-/// From `[[agents]]` or plugins, defaults filled in, with `source`.
+/// From `[[agents]]` or plugins, defaults filled in, with `source` and the agent's standing
+/// (`state`: `active` or `paused`, `consecutiveFailures`).
 #[utoipa::path(get, path = "/api/agents", tag = "extensions",
     responses((status = 200, description = "The agents.", body = AgentList)),
     extensions(("x-error-codes" = json!([]))))]
 async fn list_agents(state: web::Data<AppState>) -> HttpResponse {
+    let agents = state.ext.agents.list();
     HttpResponse::Ok().json(AgentList {
-        agents: state.ext.agents.list(),
+        agents: agents.into_iter().map(|a| with_status(&state, a)).collect(),
     })
 }
 
@@ -151,7 +171,7 @@ async fn get_agent(
         .agents
         .get(&id)
         .ok_or_else(|| crate::turn::AgentError::NotFound(id.into_inner()))?;
-    Ok(HttpResponse::Ok().json(agent))
+    Ok(HttpResponse::Ok().json(with_status(&state, agent)))
 }
 
 /// Body of `POST /api/agents/{id}/chat`.
@@ -176,7 +196,7 @@ struct ChatBody {
     params(("id" = String, Path, description = "The agent's id.")),
     request_body = ChatBody,
     responses((status = 200, description = "The turn's answer.", body = super::schemas::ChatResult)),
-    extensions(("x-error-codes" = json!(["agent_not_found", "invalid_chat_request", "inference_failed", "tls_error", "circuit_open", "invalid_agent_model", "agent_timeout", "unsupported_media_type"]))))]
+    extensions(("x-error-codes" = json!(["agent_not_found", "agent_paused", "invalid_chat_request", "inference_failed", "tls_error", "circuit_open", "invalid_agent_model", "agent_timeout", "unsupported_media_type"]))))]
 async fn chat(
     id: web::Path<String>,
     body: super::JsonObject<ChatBody>,
@@ -188,4 +208,45 @@ async fn chat(
         .chat(&id, &body.message, body.session_id)
         .await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Body of `POST /api/agents/{id}/resume` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"resumedBy": "ops@example.com"}))]
+struct ResumeBody {
+    /// Who resumes it, for `agent.resumed` (`api` when absent).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    resumed_by: Option<String>,
+}
+
+/// Resume a paused agent.
+///
+/// An agent whose turns failed `agent.max_consecutive_failures` times in a row is paused: its
+/// chat answers 409 `agent_paused`. This resumes it (its failure count starts again from
+/// zero) and publishes `agent.resumed`. The body is optional.
+#[utoipa::path(post, path = "/api/agents/{id}/resume", tag = "extensions",
+    params(("id" = String, Path, description = "The agent's id.")),
+    request_body(content = Option<ResumeBody>, description = "Optional: who resumes it."),
+    responses((status = 200, description = "The agent's standing now.", body = super::schemas::AgentStatusView)),
+    extensions(("x-error-codes" = json!(["agent_not_found", "agent_not_paused", "invalid_json", "unsupported_media_type"]))))]
+async fn resume(
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body: ResumeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResumeBody::default()
+    } else {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
+        super::object_body(value)?
+    };
+    let resumed_by = body
+        .resumed_by
+        .filter(|by| !by.trim().is_empty())
+        .unwrap_or_else(|| "api".to_string());
+    let status = state.agents.resume(&id, &resumed_by)?;
+    Ok(HttpResponse::Ok().json(status))
 }

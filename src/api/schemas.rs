@@ -349,6 +349,33 @@ pub struct AgentView {
     pub tools: ToolPolicy,
     pub skills: Vec<String>,
     pub source: AgentSource,
+    #[serde(flatten)]
+    pub status: AgentStatusView,
+}
+
+/// Whether an agent takes turns (`turn::AgentStatus`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatusView {
+    /// `paused` after `agent.max_consecutive_failures` failed turns in a row, until
+    /// `POST /api/agents/{id}/resume`.
+    #[schema(inline)]
+    pub state: AgentStateView,
+    /// Failed turns in a row (a successful turn or a resume resets it).
+    pub consecutive_failures: u32,
+    /// When it was paused (RFC 3339), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
+    /// The last failed turn's error, while it is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStateView {
+    Active,
+    Paused,
 }
 
 /// The model an agent talks to (`inference::ClientConfig`).

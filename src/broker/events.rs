@@ -393,6 +393,50 @@ impl Topic for AgentFailed {
     const NAME: &'static str = "agent.failed";
 }
 
+/// An agent failed `agent.max_consecutive_failures` turns in a row and takes no more turns
+/// until an operator resumes it. Published by the agent runner, once per pause.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPaused {
+    pub agent_id: String,
+    /// Failed turns in a row that paused it.
+    pub failures: u32,
+    /// The last turn's error.
+    pub last_error: String,
+}
+impl Topic for AgentPaused {
+    const NAME: &'static str = "agent.paused";
+}
+
+/// A paused agent takes turns again (`POST /api/agents/{id}/resume`). Published by the agent
+/// runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResumed {
+    pub agent_id: String,
+    /// Who resumed it (the request's `resumedBy`; `api` when it named nobody).
+    pub resumed_by: String,
+}
+impl Topic for AgentResumed {
+    const NAME: &'static str = "agent.resumed";
+}
+
+/// A conversation grew past its agent's context budget: its oldest messages were replaced by
+/// a summary. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCompacted {
+    pub agent_id: String,
+    pub session_id: String,
+    /// Messages the summary replaced.
+    pub messages_compacted: u32,
+    /// Whether the model wrote the summary (false: the model failed, a plain digest stands in).
+    pub summarized_by_model: bool,
+}
+impl Topic for AgentCompacted {
+    const NAME: &'static str = "agent.compacted";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -446,6 +490,18 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "agent runner: a turn answered (usage, toolCallCount)",
     ),
     (AgentFailed::NAME, "agent runner: a turn failed"),
+    (
+        AgentPaused::NAME,
+        "agent runner: too many failed turns in a row, the agent is paused",
+    ),
+    (
+        AgentResumed::NAME,
+        "agent runner: an operator resumed a paused agent",
+    ),
+    (
+        AgentCompacted::NAME,
+        "agent runner: a conversation's oldest messages were summarised",
+    ),
 ];
 
 #[cfg(test)]

@@ -275,6 +275,7 @@ impl Settings {
             ("agent.history_messages", self.agent.history_messages as u64),
             ("agent.max_sessions", self.agent.max_sessions as u64),
             ("agent.turn_timeout_ms", self.agent.turn_timeout_ms),
+            ("agent.context_tokens", self.agent.context_tokens as u64),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }
