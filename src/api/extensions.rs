@@ -2,11 +2,12 @@
 //!
 //! Owns `GET /api/routes`, `GET /api/tools`, `GET /api/tools/{name}`,
 //! `POST /api/tools/{name}/invoke`, `GET /api/agents`, `GET /api/agents/{id}` (each with its
-//! standing: `state`, `consecutiveFailures`), `POST /api/agents/{id}/chat` and
-//! `POST /api/agents/{id}/resume`. Does not own the registries (`plugin::extensions`) nor
+//! standing: `state`, `consecutiveFailures`), `POST /api/agents/{id}/chat` (streamed as
+//! Server-Sent Events with `Accept: text/event-stream`, or at `POST
+//! /api/agents/{id}/chat/stream`) and `POST /api/agents/{id}/resume`. Does not own the registries (`plugin::extensions`) nor
 //! running tools and turns (`plugin::call`, `turn`).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -22,6 +23,7 @@ pub fn configure(api: &mut super::Mounter<'_>) {
         .get("/agents", list_agents)
         .get("/agents/{id}", get_agent)
         .post("/agents/{id}/chat", chat)
+        .post("/agents/{id}/chat/stream", chat_stream)
         .post("/agents/{id}/resume", resume);
 }
 
@@ -191,23 +193,112 @@ struct ChatBody {
 /// One agent turn.
 ///
 /// The model answers with the agent's system prompt, the conversation's history and the tools
-/// its allow/deny lists permit; tool calls run through the registry.
+/// its allow/deny lists permit; tool calls run through the registry. With
+/// `Accept: text/event-stream` the turn is streamed as `POST /api/agents/{id}/chat/stream`
+/// streams it.
 #[utoipa::path(post, path = "/api/agents/{id}/chat", tag = "extensions",
     params(("id" = String, Path, description = "The agent's id.")),
     request_body = ChatBody,
-    responses((status = 200, description = "The turn's answer.", body = super::schemas::ChatResult)),
+    responses((status = 200, description = "The turn's answer (JSON), or its Server-Sent Events with `Accept: text/event-stream`.",
+        content(
+            (super::schemas::ChatResult = "application/json"),
+            (super::schemas::AgentStreamEvent = "text/event-stream"),
+        ))),
     extensions(("x-error-codes" = json!(["agent_not_found", "agent_paused", "invalid_chat_request", "inference_failed", "tls_error", "circuit_open", "invalid_agent_model", "agent_timeout", "unsupported_media_type"]))))]
 async fn chat(
     id: web::Path<String>,
     body: super::JsonObject<ChatBody>,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    if super::sessions::accepts_event_stream(&req) {
+        return stream_turn(&state, &id, body);
+    }
     let outcome = state
         .agents
         .chat(&id, &body.message, body.session_id)
         .await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// One agent turn, streamed.
+///
+/// Server-Sent Events, as they happen: `delta` (`{type, text}`) for the model's text,
+/// `tool_call` (`{type, id, name, arguments}`) before a tool runs, `tool_result`
+/// (`{type, id, name, result}`) after, then one `complete` (`{type}` and the JSON answer's
+/// fields: `content`, `sessionId`, `toolsUsed`, `usage`, `toolCallCount`, `provider`) or one
+/// `error` (`{type, code, message, details?}`: the stream ends). A turn refused before it starts
+/// (no such agent, paused, bad message) is a plain JSON error with its status instead. The
+/// turn runs to its end even if the client goes away, and is kept in the conversation.
+#[utoipa::path(post, path = "/api/agents/{id}/chat/stream", tag = "extensions",
+    params(("id" = String, Path, description = "The agent's id.")),
+    request_body = ChatBody,
+    responses((status = 200, description = "The turn's Server-Sent Events.",
+        content((super::schemas::AgentStreamEvent = "text/event-stream")))),
+    extensions(("x-error-codes" = json!(["agent_not_found", "agent_paused", "invalid_chat_request", "inference_failed", "tls_error", "circuit_open", "invalid_agent_model", "agent_timeout", "unsupported_media_type"]))))]
+async fn chat_stream(
+    id: web::Path<String>,
+    body: super::JsonObject<ChatBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    stream_turn(&state, &id, body.into_inner())
+}
+
+/// Plays the turn in a task of its own (a client that goes away does not cut it short) and
+/// streams its frames; the last one is `complete` or `error`.
+fn stream_turn(state: &AppState, id: &str, body: ChatBody) -> Result<HttpResponse, ApiError> {
+    let turn = state.agents.prepare(id, &body.message, body.session_id)?;
+    let (sink, frames) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (turn_sink, mut turn_frames) = tokio::sync::mpsc::unbounded_channel();
+    let runner = state.agents.clone();
+    let relay = sink.clone();
+    // The turn's frames, encoded as they come.
+    let relayed = actix_web::rt::spawn(async move {
+        while let Some(frame) = turn_frames.recv().await {
+            let frame: crate::turn::StreamFrame = frame;
+            let data = serde_json::to_string(&frame).unwrap_or_default();
+            if relay.send(sse_frame(frame.kind(), &data)).is_err() {
+                // The client went away: keep draining so the turn never waits on it.
+                continue;
+            }
+        }
+    });
+    actix_web::rt::spawn(async move {
+        let last = match runner.play(turn, Some(turn_sink)).await {
+            Ok(outcome) => {
+                let mut data = serde_json::to_value(&outcome).unwrap_or_default();
+                if let Value::Object(map) = &mut data {
+                    map.insert("type".into(), json!("complete"));
+                }
+                ("complete", data)
+            }
+            Err(error) => {
+                let mut data = ApiError::from(error).body();
+                if let Value::Object(map) = &mut data {
+                    map.insert("type".into(), json!("error"));
+                }
+                ("error", data)
+            }
+        };
+        // After every frame of the turn: `play` dropped its sink, so the relay ends.
+        let _ = relayed.await;
+        let _ = sink.send(sse_frame(last.0, &last.1.to_string()));
+    });
+    let frames = futures::stream::unfold(frames, |mut frames| async move {
+        let frame = frames.recv().await?;
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), frames))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // Proxies must pass chunks on as they come.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(frames))
+}
+
+fn sse_frame(event: &str, data: &str) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
 }
 
 /// Body of `POST /api/agents/{id}/resume` (optional).

@@ -44,6 +44,28 @@ pub enum MessageStreamEventName {
     Error,
 }
 
+/// One Server-Sent Event of a streamed agent turn.
+#[derive(Serialize, ToSchema)]
+pub struct AgentStreamEvent {
+    #[schema(inline)]
+    pub event: AgentStreamEventName,
+    /// JSON with `type` (the event's name): `{text}` for `delta`; `{id, name, arguments}` for
+    /// `tool_call`; `{id, name, result}` for `tool_result`; the JSON answer's fields for
+    /// `complete`; `{code, message, details?}` for `error`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStreamEventName {
+    Delta,
+    ToolCall,
+    ToolResult,
+    Complete,
+    Error,
+}
+
 /// One Server-Sent Event of `GET /api/events`.
 #[derive(Serialize, ToSchema)]
 pub struct BrokerStreamEvent {

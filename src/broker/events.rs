@@ -437,6 +437,60 @@ impl Topic for AgentCompacted {
     const NAME: &'static str = "agent.compacted";
 }
 
+/// A streamed turn's text delta, as the model sent it. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamDelta {
+    pub agent_id: String,
+    pub session_id: String,
+    pub delta: String,
+}
+impl Topic for AgentStreamDelta {
+    const NAME: &'static str = "agent.stream.delta";
+}
+
+/// A streamed turn's model asked for a tool call (published before it runs).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamToolCall {
+    pub agent_id: String,
+    pub session_id: String,
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub arguments: Value,
+}
+impl Topic for AgentStreamToolCall {
+    const NAME: &'static str = "agent.stream.tool_call";
+}
+
+/// A streamed turn's tool call finished: its result, or `{error}` (what goes back to the
+/// model).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamToolResult {
+    pub agent_id: String,
+    pub session_id: String,
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub result: Value,
+}
+impl Topic for AgentStreamToolResult {
+    const NAME: &'static str = "agent.stream.tool_result";
+}
+
+/// A streamed turn answered (before `agent.completed`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamComplete {
+    pub agent_id: String,
+    pub session_id: String,
+    pub usage: Usage,
+    pub tool_call_count: u32,
+}
+impl Topic for AgentStreamComplete {
+    const NAME: &'static str = "agent.stream.complete";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -501,6 +555,22 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         AgentCompacted::NAME,
         "agent runner: a conversation's oldest messages were summarised",
+    ),
+    (
+        AgentStreamDelta::NAME,
+        "agent runner: a streamed turn's text delta",
+    ),
+    (
+        AgentStreamToolCall::NAME,
+        "agent runner: a streamed turn's model asked for a tool call",
+    ),
+    (
+        AgentStreamToolResult::NAME,
+        "agent runner: a streamed turn's tool call finished",
+    ),
+    (
+        AgentStreamComplete::NAME,
+        "agent runner: a streamed turn answered (usage, toolCallCount)",
     ),
 ];
 

@@ -13,6 +13,11 @@
 //! would pass its agent's context budget (`model.maxContextTokens`, else
 //! `agent.context_tokens`; tokens estimated at four characters each) has its oldest messages
 //! replaced by a summary the model writes (`agent.compacted`), sent as a system message.
+//! A turn may be streamed (`play` with a sink): the model's text deltas, each tool call and
+//! each tool result go to the sink as [`StreamFrame`]s and to the bus as `agent.stream.delta` /
+//! `agent.stream.tool_call` / `agent.stream.tool_result`, then `agent.stream.complete`; the
+//! turn runs to its end whether or not anyone still reads the sink, so it is kept in the
+//! conversation and counted like any other.
 //! Does not own agent configs (`agent`), the model protocol (`inference`) nor calling a
 //! tool's plugin (`plugin::call`).
 
@@ -25,10 +30,13 @@ use serde_json::json;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::broker::events::{
-    AgentCompacted, AgentCompleted, AgentFailed, AgentPaused, AgentResumed, AgentStarted, Usage,
+    AgentCompacted, AgentCompleted, AgentFailed, AgentPaused, AgentResumed, AgentStarted,
+    AgentStreamComplete, AgentStreamDelta, AgentStreamToolCall, AgentStreamToolResult, Usage,
 };
 use crate::broker::BrokerHandle;
-use crate::inference::{ChatMessage, ChatRequest, InferenceError, Role, ToolDefinition};
+use crate::inference::{
+    ChatMessage, ChatRequest, ChatResponse, InferenceError, Role, ToolCall, ToolDefinition,
+};
 use crate::plugin::host::PluginHost;
 use crate::store::writer::StoreHandle;
 use crate::tool::Caller;
@@ -164,6 +172,109 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
 }
 
+/// One step of a streamed turn, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum StreamFrame {
+    /// Text as the model sent it.
+    #[serde(rename = "delta")]
+    Delta { text: String },
+    /// The model asked for a tool call (sent before it runs).
+    #[serde(rename = "tool_call")]
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: serde_json::Value,
+    },
+    /// A tool call's result (or `{error}`), as it goes back to the model.
+    #[serde(rename = "tool_result")]
+    ToolResult {
+        id: String,
+        name: String,
+        result: serde_json::Value,
+    },
+}
+
+impl StreamFrame {
+    /// The frame's type: the SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamFrame::Delta { .. } => "delta",
+            StreamFrame::ToolCall { .. } => "tool_call",
+            StreamFrame::ToolResult { .. } => "tool_result",
+        }
+    }
+}
+
+/// Where a streamed turn's frames go. A receiver that went away is not an error: the turn
+/// goes on.
+pub type FrameSink = tokio::sync::mpsc::UnboundedSender<StreamFrame>;
+
+/// A turn checked and ready to play ([`AgentRunner::prepare`]).
+#[derive(Debug, Clone)]
+pub struct PreparedTurn {
+    agent: Agent,
+    session_id: String,
+    message: String,
+}
+
+impl PreparedTurn {
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}
+
+/// A streamed turn's frames, to the sink and the bus.
+struct Streamer<'a> {
+    sink: &'a FrameSink,
+    broker: &'a BrokerHandle,
+    agent_id: &'a str,
+    session_id: &'a str,
+}
+
+impl Streamer<'_> {
+    fn delta(&self, text: &str) {
+        self.broker.emit(&AgentStreamDelta {
+            agent_id: self.agent_id.to_string(),
+            session_id: self.session_id.to_string(),
+            delta: text.to_string(),
+        });
+        let _ = self.sink.send(StreamFrame::Delta {
+            text: text.to_string(),
+        });
+    }
+
+    fn tool_call(&self, call: &ToolCall) {
+        self.broker.emit(&AgentStreamToolCall {
+            agent_id: self.agent_id.to_string(),
+            session_id: self.session_id.to_string(),
+            tool_call_id: call.id.clone(),
+            tool_name: call.name.clone(),
+            arguments: call.arguments.clone(),
+        });
+        let _ = self.sink.send(StreamFrame::ToolCall {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            arguments: call.arguments.clone(),
+        });
+    }
+
+    fn tool_result(&self, call: &ToolCall, result: &serde_json::Value) {
+        self.broker.emit(&AgentStreamToolResult {
+            agent_id: self.agent_id.to_string(),
+            session_id: self.session_id.to_string(),
+            tool_call_id: call.id.clone(),
+            tool_name: call.name.clone(),
+            result: result.clone(),
+        });
+        let _ = self.sink.send(StreamFrame::ToolResult {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            result: result.clone(),
+        });
+    }
+}
+
 /// What a turn answered (Open Astra's `/agent/chat` body).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -249,6 +360,18 @@ impl AgentRunner {
         message: &str,
         session_id: Option<String>,
     ) -> Result<TurnOutcome, AgentError> {
+        let turn = self.prepare(agent_id, message, session_id)?;
+        self.play(turn, None).await
+    }
+
+    /// Checks a turn before it is played: the message, the agent (registered, not paused) and
+    /// the session id (a new one if `None`).
+    pub fn prepare(
+        &self,
+        agent_id: &str,
+        message: &str,
+        session_id: Option<String>,
+    ) -> Result<PreparedTurn, AgentError> {
         if message.trim().is_empty() {
             return Err(AgentError::EmptyMessage);
         }
@@ -269,6 +392,25 @@ impl AgentRunner {
             Some(id) => return Err(AgentError::InvalidSessionId(id)),
             None => crate::util::random_id(),
         };
+        Ok(PreparedTurn {
+            agent,
+            session_id,
+            message: message.to_string(),
+        })
+    }
+
+    /// Plays a prepared turn; streamed when `sink` is given.
+    pub async fn play(
+        &self,
+        turn: PreparedTurn,
+        sink: Option<FrameSink>,
+    ) -> Result<TurnOutcome, AgentError> {
+        let PreparedTurn {
+            agent,
+            session_id,
+            message,
+        } = turn;
+        let agent_id = agent.config.id.as_str();
         self.broker.emit(&AgentStarted {
             agent_id: agent_id.to_string(),
             session_id: session_id.clone(),
@@ -277,7 +419,10 @@ impl AgentRunner {
         let began = Instant::now();
         let span = tracing::info_span!("agent_turn", agent = %agent_id, session = %session_id);
         let limit = self.settings.turn_timeout;
-        let turn = tracing::Instrument::instrument(self.turn(&agent, &session_id, message), span);
+        let turn = tracing::Instrument::instrument(
+            self.turn(&agent, &session_id, &message, sink.as_ref()),
+            span,
+        );
         let outcome = match tokio::time::timeout(limit, turn).await {
             Ok(outcome) => outcome,
             Err(_) => Err(AgentError::Timeout(limit.as_millis() as u64)),
@@ -296,6 +441,14 @@ impl AgentRunner {
         };
         match (&outcome, verdict) {
             (Ok(done), _) => {
+                if sink.is_some() {
+                    self.broker.emit(&AgentStreamComplete {
+                        agent_id: agent_id.to_string(),
+                        session_id: session_id.clone(),
+                        usage: done.usage,
+                        tool_call_count: done.tool_call_count,
+                    });
+                }
                 self.broker.emit(&AgentCompleted {
                     agent_id: agent_id.to_string(),
                     session_id,
@@ -333,6 +486,7 @@ impl AgentRunner {
         agent: &Agent,
         session_id: &str,
         message: &str,
+        sink: Option<&FrameSink>,
     ) -> Result<TurnOutcome, AgentError> {
         let ext = self.plugins.extensions();
         let config = &agent.config;
@@ -353,9 +507,22 @@ impl AgentRunner {
                 &client, config, session_id, &system, message, budget, &mut kept, &mut usage,
             )
             .await;
+        let streamer = sink.map(|sink| Streamer {
+            sink,
+            broker: &self.broker,
+            agent_id: &config.id,
+            session_id,
+        });
         let outcome = self
             .rounds(
-                &client, config, session_id, &system, message, &mut kept, usage,
+                &client,
+                config,
+                session_id,
+                &system,
+                message,
+                &mut kept,
+                usage,
+                streamer.as_ref(),
             )
             .await;
         // A failed turn keeps no message, but a compaction it made stands.
@@ -377,6 +544,7 @@ impl AgentRunner {
         message: &str,
         kept: &mut Kept,
         mut usage: Usage,
+        streamer: Option<&Streamer<'_>>,
     ) -> Result<TurnOutcome, AgentError> {
         let ext = self.plugins.extensions();
         let offered: Vec<ToolDefinition> = ext
@@ -415,14 +583,20 @@ impl AgentRunner {
             } else {
                 Vec::new()
             };
-            let response = client
-                .chat(ChatRequest {
-                    messages: messages.clone(),
-                    tools,
-                    temperature: None,
-                    max_tokens: None,
-                })
-                .await?;
+            let request = ChatRequest {
+                messages: messages.clone(),
+                tools,
+                temperature: None,
+                max_tokens: None,
+            };
+            let response: ChatResponse = match streamer {
+                None => client.chat(request).await?,
+                Some(streamer) => {
+                    client
+                        .chat_stream(request, &mut |delta| streamer.delta(delta))
+                        .await?
+                }
+            };
             usage.add(response.usage);
             if response.tool_calls.is_empty() || round == max_rounds {
                 messages.push(ChatMessage::text(Role::Assistant, &response.content));
@@ -445,6 +619,9 @@ impl AgentRunner {
             });
             for call in response.tool_calls {
                 tool_call_count += 1;
+                if let Some(streamer) = streamer {
+                    streamer.tool_call(&call);
+                }
                 let result = if !offered.iter().any(|t| t.name == call.name) {
                     json!({ "error": format!("tool '{}' is not available to this agent", call.name) })
                 } else {
@@ -467,6 +644,9 @@ impl AgentRunner {
                         Err(error) => json!({ "error": error.to_string() }),
                     }
                 };
+                if let Some(streamer) = streamer {
+                    streamer.tool_result(&call, &result);
+                }
                 messages.push(ChatMessage {
                     role: Role::Tool,
                     content: result.to_string(),
