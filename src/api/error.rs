@@ -165,6 +165,8 @@ codes! {
     CircuitOpen = (503, "circuit_open", "The provider's circuit breaker is open (`details.retryInMs`)."),
     InvalidAgentModel = (422, "invalid_agent_model", "The agent's model configuration cannot make a client."),
     AgentTimeout = (504, "agent_timeout", "The agent turn did not finish within `agent.turn_timeout_ms`."),
+    AgentPaused = (409, "agent_paused", "The agent failed `agent.max_consecutive_failures` turns in a row and is paused (`details.failures`); `POST /api/agents/{id}/resume` resumes it."),
+    AgentNotPaused = (409, "agent_not_paused", "Only a paused agent can be resumed."),
     InvalidModelRequest = (400, "invalid_model_request", "A `/v1` request cannot be read as the provider's API takes it (`details.field` names the field)."),
     ModelNotFound = (404, "model_not_found", "No model route answers this model name (`details.model`), and there is no default route."),
     InvalidApiKey = (401, "invalid_api_key", "A `/v1` request carried no virtual API key, or one that is not valid."),
@@ -526,6 +528,11 @@ fn agent_row(e: &crate::turn::AgentError) -> Row {
         A::EmptyMessage => (C::InvalidChatRequest, Some(json!({ "field": "message" }))),
         A::InvalidSessionId(_) => (C::InvalidChatRequest, Some(json!({ "field": "sessionId" }))),
         A::Timeout(_) => (C::AgentTimeout, None),
+        A::Paused { agent, failures } => (
+            C::AgentPaused,
+            Some(json!({ "agent": agent, "failures": failures })),
+        ),
+        A::NotPaused(agent) => (C::AgentNotPaused, Some(json!({ "agent": agent }))),
         A::Inference(I::CircuitOpen {
             provider,
             retry_in_ms,
@@ -790,6 +797,11 @@ mod tests {
             ApiError::Agent(A::EmptyMessage),
             ApiError::Agent(A::InvalidSessionId(s())),
             ApiError::Agent(A::Timeout(1)),
+            ApiError::Agent(A::Paused {
+                agent: s(),
+                failures: 1,
+            }),
+            ApiError::Agent(A::NotPaused(s())),
             ApiError::Agent(A::Inference(I::CircuitOpen {
                 provider: s(),
                 retry_in_ms: 1,

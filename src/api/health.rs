@@ -130,8 +130,8 @@ fn add_script_details(state: &AppState, row: &ActorRecord, check: &mut Value) {
 /// The health of every actor.
 ///
 /// One check per actor (state, generation, restarts, reloads, last error, uptime, mailbox),
-/// the broker's counters, the store, provider breakers, insecure targets and the session
-/// count. The worst status wins; `fail` answers 503.
+/// the broker's counters, the store, provider breakers, insecure targets, paused agents
+/// (`agent:{id}`, a warning each) and the session count. The worst status wins; `fail` answers 503.
 #[utoipa::path(get, path = "/health", tag = "health",
     responses(
         (status = 200, description = "Passing, or warnings.", content_type = "application/health+json", body = super::schemas::HealthReport),
@@ -201,6 +201,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         checks.insert(
             format!("inference:{}", breaker.provider),
             json!([{ "componentType": "component", "status": status, "observedValue": breaker }]),
+        );
+    }
+    // A paused agent answers no chat until an operator resumes it: a warning, one per agent.
+    for (agent, status) in state.agents.paused() {
+        worst = worst.max(Status::Warn);
+        checks.insert(
+            format!("agent:{agent}"),
+            json!([{ "componentType": "component", "status": Status::Warn, "observedValue": status,
+                     "output": format!("agent '{agent}' is paused after {} failed turns in a row; POST /api/agents/{agent}/resume resumes it", status.consecutive_failures) }]),
         );
     }
     // Targets that skip certificate checks are a standing risk an operator should see.

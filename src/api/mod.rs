@@ -22,7 +22,8 @@
 //!   `/plugins/{id}/…` (or the absolute paths plugins declared) by the dynamic router.
 //! - `GET /api/tools`, `GET /api/tools/{name}`, `POST /api/tools/{name}/invoke {params}`.
 //! - `GET /api/agents`, `GET /api/agents/{id}`, `POST /api/agents/{id}/chat {message,
-//!   sessionId?}` — an agent turn: `{content, sessionId, toolsUsed, usage}`.
+//!   sessionId?}` — an agent turn: `{content, sessionId, toolsUsed, usage}`;
+//!   `POST /api/agents/{id}/resume {resumedBy?}` — resume a paused agent.
 //! - `GET /api/targets`, `GET /api/targets/{id}` — upstream targets (credentials masked);
 //!   `POST /api/targets`, `PUT /api/targets/{id}`, `DELETE /api/targets/{id}` — manage the
 //!   targets created over REST (configured ones are read-only); `POST /api/targets/{id}/test

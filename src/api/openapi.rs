@@ -102,6 +102,8 @@ pub fn configure(api: &mut Mounter<'_>) {
         super::extensions::list_agents,
         super::extensions::get_agent,
         super::extensions::chat,
+        super::extensions::chat_stream,
+        super::extensions::resume,
         super::frontdoor::list_keys,
         super::frontdoor::create_key,
         super::frontdoor::get_key,

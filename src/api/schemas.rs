@@ -44,6 +44,28 @@ pub enum MessageStreamEventName {
     Error,
 }
 
+/// One Server-Sent Event of a streamed agent turn.
+#[derive(Serialize, ToSchema)]
+pub struct AgentStreamEvent {
+    #[schema(inline)]
+    pub event: AgentStreamEventName,
+    /// JSON with `type` (the event's name): `{text}` for `delta`; `{id, name, arguments}` for
+    /// `tool_call`; `{id, name, result}` for `tool_result`; the JSON answer's fields for
+    /// `complete`; `{code, message, details?}` for `error`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStreamEventName {
+    Delta,
+    ToolCall,
+    ToolResult,
+    Complete,
+    Error,
+}
+
 /// One Server-Sent Event of `GET /api/events`.
 #[derive(Serialize, ToSchema)]
 pub struct BrokerStreamEvent {
@@ -349,6 +371,33 @@ pub struct AgentView {
     pub tools: ToolPolicy,
     pub skills: Vec<String>,
     pub source: AgentSource,
+    #[serde(flatten)]
+    pub status: AgentStatusView,
+}
+
+/// Whether an agent takes turns (`turn::AgentStatus`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatusView {
+    /// `paused` after `agent.max_consecutive_failures` failed turns in a row, until
+    /// `POST /api/agents/{id}/resume`.
+    #[schema(inline)]
+    pub state: AgentStateView,
+    /// Failed turns in a row (a successful turn or a resume resets it).
+    pub consecutive_failures: u32,
+    /// When it was paused (RFC 3339), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
+    /// The last failed turn's error, while it is paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStateView {
+    Active,
+    Paused,
 }
 
 /// The model an agent talks to (`inference::ClientConfig`).

@@ -449,7 +449,7 @@ struct MessageBody {
 }
 
 /// Whether the client asked for a streamed answer in its `Accept` header.
-fn accepts_event_stream(req: &HttpRequest) -> bool {
+pub(super) fn accepts_event_stream(req: &HttpRequest) -> bool {
     req.headers()
         .get(actix_web::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -242,6 +242,13 @@ impl App {
         )
         .await
         .map_err(StartupError::Models)?;
+        // Conversations are kept in the store, when there is one.
+        let agents = crate::turn::AgentRunner::new(
+            tree.plugins.clone(),
+            core.broker.clone(),
+            store.clone(),
+            plan::runner(&settings),
+        );
         let state = AppState {
             health: core.health.clone(),
             lifecycle: core.lifecycle.clone(),
@@ -254,11 +261,7 @@ impl App {
             max_body_bytes: settings.server.max_body_bytes,
             body_timeout: Duration::from_millis(settings.server.request_body_timeout_ms),
             ext,
-            agents: crate::turn::AgentRunner::new(
-                tree.plugins.clone(),
-                core.broker.clone(),
-                plan::runner(&settings),
-            ),
+            agents,
             call_timeout: Duration::from_millis(settings.plugins.call_timeout_ms),
             streams: api::events::StreamSettings {
                 capacity: settings.broker.stream_capacity,

@@ -252,6 +252,8 @@ pub fn runner(settings: &Settings) -> RunnerConfig {
         max_sessions: a.max_sessions,
         turn_timeout: ms(a.turn_timeout_ms),
         tool_timeout: ms(settings.plugins.call_timeout_ms),
+        max_consecutive_failures: a.max_consecutive_failures,
+        context_tokens: a.context_tokens,
     }
 }
 

@@ -393,6 +393,104 @@ impl Topic for AgentFailed {
     const NAME: &'static str = "agent.failed";
 }
 
+/// An agent failed `agent.max_consecutive_failures` turns in a row and takes no more turns
+/// until an operator resumes it. Published by the agent runner, once per pause.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPaused {
+    pub agent_id: String,
+    /// Failed turns in a row that paused it.
+    pub failures: u32,
+    /// The last turn's error.
+    pub last_error: String,
+}
+impl Topic for AgentPaused {
+    const NAME: &'static str = "agent.paused";
+}
+
+/// A paused agent takes turns again (`POST /api/agents/{id}/resume`). Published by the agent
+/// runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResumed {
+    pub agent_id: String,
+    /// Who resumed it (the request's `resumedBy`; `api` when it named nobody).
+    pub resumed_by: String,
+}
+impl Topic for AgentResumed {
+    const NAME: &'static str = "agent.resumed";
+}
+
+/// A conversation grew past its agent's context budget: its oldest messages were replaced by
+/// a summary. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCompacted {
+    pub agent_id: String,
+    pub session_id: String,
+    /// Messages the summary replaced.
+    pub messages_compacted: u32,
+    /// Whether the model wrote the summary (false: the model failed, a plain digest stands in).
+    pub summarized_by_model: bool,
+}
+impl Topic for AgentCompacted {
+    const NAME: &'static str = "agent.compacted";
+}
+
+/// A streamed turn's text delta, as the model sent it. Published by the agent runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamDelta {
+    pub agent_id: String,
+    pub session_id: String,
+    pub delta: String,
+}
+impl Topic for AgentStreamDelta {
+    const NAME: &'static str = "agent.stream.delta";
+}
+
+/// A streamed turn's model asked for a tool call (published before it runs).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamToolCall {
+    pub agent_id: String,
+    pub session_id: String,
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub arguments: Value,
+}
+impl Topic for AgentStreamToolCall {
+    const NAME: &'static str = "agent.stream.tool_call";
+}
+
+/// A streamed turn's tool call finished: its result, or `{error}` (what goes back to the
+/// model).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamToolResult {
+    pub agent_id: String,
+    pub session_id: String,
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub result: Value,
+}
+impl Topic for AgentStreamToolResult {
+    const NAME: &'static str = "agent.stream.tool_result";
+}
+
+/// A streamed turn answered (before `agent.completed`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStreamComplete {
+    pub agent_id: String,
+    pub session_id: String,
+    pub usage: Usage,
+    pub tool_call_count: u32,
+}
+impl Topic for AgentStreamComplete {
+    const NAME: &'static str = "agent.stream.complete";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -446,6 +544,34 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "agent runner: a turn answered (usage, toolCallCount)",
     ),
     (AgentFailed::NAME, "agent runner: a turn failed"),
+    (
+        AgentPaused::NAME,
+        "agent runner: too many failed turns in a row, the agent is paused",
+    ),
+    (
+        AgentResumed::NAME,
+        "agent runner: an operator resumed a paused agent",
+    ),
+    (
+        AgentCompacted::NAME,
+        "agent runner: a conversation's oldest messages were summarised",
+    ),
+    (
+        AgentStreamDelta::NAME,
+        "agent runner: a streamed turn's text delta",
+    ),
+    (
+        AgentStreamToolCall::NAME,
+        "agent runner: a streamed turn's model asked for a tool call",
+    ),
+    (
+        AgentStreamToolResult::NAME,
+        "agent runner: a streamed turn's tool call finished",
+    ),
+    (
+        AgentStreamComplete::NAME,
+        "agent runner: a streamed turn answered (usage, toolCallCount)",
+    ),
 ];
 
 #[cfg(test)]

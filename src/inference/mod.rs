@@ -4,9 +4,13 @@
 //! client cache keyed by `provider:modelId:endpoint`, and the resilient call: 2 retries with
 //! jittered exponential backoff for 429/5xx/network errors only, a circuit breaker per provider
 //! (`breaker`), and an optional fallback client used while the breaker is open or when the
-//! primary has failed for good. Does not own conversations or tool loops (`turn`).
+//! primary has failed for good. A call may be streamed ([`Client::chat_stream`]): text deltas
+//! are handed over as they arrive (`stream` reads both providers' events), retries and the
+//! fallback only apply while nothing was handed over yet. Does not own conversations or tool
+//! loops (`turn`).
 
 pub mod breaker;
+pub mod stream;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -475,14 +479,37 @@ pub struct Client {
 impl Client {
     /// One chat call with retries, the breaker and the fallback.
     pub async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, InferenceError> {
+        self.call(request, None).await
+    }
+
+    /// One streamed chat call: each text delta goes to `on_delta` as it arrives, and the whole
+    /// answer (tool calls, usage) is returned at the end. Retries and the fallback apply only
+    /// while no delta was handed over (the caller cannot take text back).
+    pub async fn chat_stream(
+        &self,
+        request: ChatRequest,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<ChatResponse, InferenceError> {
+        self.call(request, Some(on_delta)).await
+    }
+
+    async fn call(
+        &self,
+        request: ChatRequest,
+        on_delta: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<ChatResponse, InferenceError> {
         let mut request = request;
         request.temperature = request.temperature.or(self.temperature);
         request.max_tokens = request.max_tokens.or(self.max_output_tokens);
-        let span = tracing::info_span!("inference", provider = %self.provider, model = %self.model);
-        tracing::Instrument::instrument(self.chat_resilient(request), span).await
+        let span = tracing::info_span!("inference", provider = %self.provider, model = %self.model, streamed = on_delta.is_some());
+        tracing::Instrument::instrument(self.chat_resilient(request, on_delta), span).await
     }
 
-    async fn chat_resilient(&self, request: ChatRequest) -> Result<ChatResponse, InferenceError> {
+    async fn chat_resilient(
+        &self,
+        request: ChatRequest,
+        mut on_delta: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<ChatResponse, InferenceError> {
         let settings = &self.shared.settings;
         let allowed = self.shared.with_breaker(&self.provider, |b| {
             let now = Instant::now();
@@ -491,23 +518,37 @@ impl Client {
         if let Err(retry_in) = allowed {
             if let Some(fallback) = &self.fallback {
                 tracing::info!(fallback = %fallback.provider, "Breaker open; using the fallback client.");
-                return Box::pin(fallback.chat(request)).await;
+                return Box::pin(fallback.call(request, on_delta)).await;
             }
             return Err(InferenceError::CircuitOpen {
                 provider: self.provider.clone(),
                 retry_in_ms: retry_in.as_millis() as u64,
             });
         }
+        // Whether text was handed over: then nothing can be retried.
+        let handed = std::cell::Cell::new(false);
         let mut attempt = 0;
         let error = loop {
             self.shared.count(&self.provider, |c| c.calls += 1);
-            match self.send(&request).await {
+            let sent = match on_delta.as_deref_mut() {
+                None => self.send(&request).await,
+                Some(sink) => {
+                    let mut forward = |delta: &str| {
+                        handed.set(true);
+                        sink(delta);
+                    };
+                    self.send_stream(&request, &mut forward).await
+                }
+            };
+            match sent {
                 Ok(response) => {
                     self.shared
                         .with_breaker(&self.provider, |b| b.record_success(Instant::now()));
                     return Ok(response);
                 }
-                Err(error) if error.retryable() && attempt < settings.max_retries => {
+                Err(error)
+                    if error.retryable() && attempt < settings.max_retries && !handed.get() =>
+                {
                     let delay = backoff(settings.retry_base_delay, attempt);
                     tracing::warn!(%error, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "Model call failed; retrying.");
                     tokio::time::sleep(delay).await;
@@ -525,16 +566,17 @@ impl Client {
         self.shared
             .with_breaker(&self.provider, |b| b.record_failure(Instant::now()));
         match &self.fallback {
-            Some(fallback) => {
+            Some(fallback) if !handed.get() => {
                 tracing::warn!(%error, fallback = %fallback.provider, "Model call failed after retries; using the fallback client.");
-                Box::pin(fallback.chat(request)).await
+                Box::pin(fallback.call(request, on_delta)).await
             }
-            None => Err(error),
+            _ => Err(error),
         }
     }
 
-    async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, InferenceError> {
-        let (url, body) = match self.protocol {
+    /// The HTTP request of a call, and its body (`stream` set when streamed).
+    fn http_request(&self, request: &ChatRequest, stream: bool) -> (awc::ClientRequest, Value) {
+        let (url, mut body) = match self.protocol {
             Protocol::OpenAi => (
                 format!("{}/chat/completions", self.endpoint),
                 wire::openai_body(&self.model, request),
@@ -544,6 +586,13 @@ impl Client {
                 wire::anthropic_body(&self.model, request, 4096),
             ),
         };
+        if stream {
+            body["stream"] = Value::Bool(true);
+            if self.protocol == Protocol::OpenAi {
+                // The usage comes in a last chunk only when asked for.
+                body["stream_options"] = serde_json::json!({ "include_usage": true });
+            }
+        }
         let mut http = crate::connector::http::client()
             .post(&url)
             .timeout(self.shared.settings.request_timeout)
@@ -560,36 +609,119 @@ impl Client {
             }
             _ => {}
         }
+        (http, body)
+    }
+
+    fn send_error(&self, e: &awc::error::SendRequestError) -> InferenceError {
+        match crate::connector::tls::TlsError::from_send_error(e) {
+            Some(error) => InferenceError::Tls {
+                provider: self.provider.clone(),
+                error,
+            },
+            None => InferenceError::Network {
+                provider: self.provider.clone(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// A failed status's error, from its body.
+    fn status_error(&self, status: u16, bytes: &[u8]) -> InferenceError {
+        let json: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let message = wire::error_message(&json).unwrap_or_else(|| {
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+        });
+        InferenceError::Status {
+            provider: self.provider.clone(),
+            status,
+            message,
+        }
+    }
+
+    /// A streamed call: deltas to `on_delta` as the events arrive. An answer that is not an
+    /// event stream (a provider that ignored `stream`) is read whole, its text one delta.
+    async fn send_stream(
+        &self,
+        request: &ChatRequest,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<ChatResponse, InferenceError> {
+        use futures::StreamExt;
+        let (http, body) = self.http_request(request, true);
         let network = |message: String| InferenceError::Network {
             provider: self.provider.clone(),
             message,
         };
-        let mut answer = http.send_json(&body).await.map_err(|e| {
-            match crate::connector::tls::TlsError::from_send_error(&e) {
-                Some(error) => InferenceError::Tls {
-                    provider: self.provider.clone(),
-                    error,
-                },
-                None => network(e.to_string()),
-            }
-        })?;
-        let bytes = answer
-            .body()
-            .limit(MAX_ANSWER_BYTES)
+        let mut answer = http
+            .send_json(&body)
             .await
-            .map_err(|e| network(e.to_string()))?;
+            .map_err(|e| self.send_error(&e))?;
         let status = answer.status().as_u16();
-        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status >= 400 {
-            let message = wire::error_message(&json).unwrap_or_else(|| {
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
-            });
-            return Err(InferenceError::Status {
-                provider: self.provider.clone(),
-                status,
-                message,
-            });
+        let is_stream = answer
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status >= 400 || !is_stream {
+            let bytes = answer
+                .body()
+                .limit(MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| network(e.to_string()))?;
+            if status >= 400 {
+                return Err(self.status_error(status, &bytes));
+            }
+            let response = self.read_whole(&bytes)?;
+            if !response.content.is_empty() {
+                on_delta(&response.content);
+            }
+            return Ok(response);
         }
+        let decode = |message: String| InferenceError::Decode {
+            provider: self.provider.clone(),
+            message,
+        };
+        let mut parser = crate::connector::event_stream::SseParser::new();
+        let mut assembler = stream::Assembler::new(self.protocol);
+        let idle = self.shared.settings.request_timeout;
+        let mut read = 0usize;
+        loop {
+            let next = tokio::time::timeout(idle, answer.next())
+                .await
+                .map_err(|_| {
+                    network(format!(
+                        "no part of the stream within {} ms",
+                        idle.as_millis()
+                    ))
+                })?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| network(e.to_string()))?;
+            read += chunk.len();
+            if read > MAX_ANSWER_BYTES {
+                return Err(decode(format!(
+                    "the stream is larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            for event in parser.feed(&chunk).map_err(|e| decode(e.to_string()))? {
+                let text = assembler.event(&event).map_err(decode)?;
+                if !text.is_empty() {
+                    on_delta(&text);
+                }
+            }
+            if assembler.is_ended() {
+                break;
+            }
+        }
+        let mut response = assembler.finish().map_err(decode)?;
+        response.provider = self.provider.clone();
+        if response.model.is_empty() {
+            response.model = self.model.clone();
+        }
+        Ok(response)
+    }
+
+    /// Reads a whole (not streamed) answer.
+    fn read_whole(&self, bytes: &[u8]) -> Result<ChatResponse, InferenceError> {
+        let json: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         let parsed = match self.protocol {
             Protocol::OpenAi => wire::openai_response(&json),
             Protocol::Anthropic => wire::anthropic_response(&json),
@@ -603,6 +735,28 @@ impl Client {
             response.model = self.model.clone();
         }
         Ok(response)
+    }
+
+    async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, InferenceError> {
+        let (http, body) = self.http_request(request, false);
+        let mut answer = http
+            .send_json(&body)
+            .await
+            .map_err(|e| self.send_error(&e))?;
+        let bytes =
+            answer
+                .body()
+                .limit(MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| InferenceError::Network {
+                    provider: self.provider.clone(),
+                    message: e.to_string(),
+                })?;
+        let status = answer.status().as_u16();
+        if status >= 400 {
+            return Err(self.status_error(status, &bytes));
+        }
+        self.read_whole(&bytes)
     }
 }
 

@@ -116,6 +116,10 @@ pub struct AgentRunnerSettings {
     pub history_messages: usize,
     pub max_sessions: usize,
     pub turn_timeout_ms: u64,
+    /// Failed turns in a row that pause an agent; 0 never pauses.
+    pub max_consecutive_failures: u32,
+    /// Context window (estimated tokens) of agents whose model sets none.
+    pub context_tokens: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

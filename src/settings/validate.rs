@@ -280,6 +280,7 @@ impl Settings {
             ("webhooks.backoff_max_ms", self.webhooks.backoff_max_ms),
             ("webhooks.timeout_ms", self.webhooks.timeout_ms),
             ("webhooks.concurrency", self.webhooks.concurrency as u64),
+            ("agent.context_tokens", self.agent.context_tokens as u64),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }

@@ -6,7 +6,8 @@
 //! `store.pool_size` connections, reached within `store.connect_timeout_ms` or start-up fails
 //! naming the URL with its password masked), the embedded migrations of both dialects (the same
 //! versions and names, `migrations/sqlite` and `migrations/postgres`), and the read queries the
-//! API uses (sessions with filters and pagination, a session's messages). Writes go through the
+//! API uses (sessions with filters and pagination, a session's messages, an agent
+//! conversation). Writes go through the
 //! batched writer actor (`writer`) so the message path never waits for the database. Queries
 //! are plain SQL with `$N` placeholders, which SQLite accepts too: one text serves both
 //! backends, compiled once per backend by [`on_pool!`]; only what differs (SQLite's pragmas and
@@ -77,6 +78,7 @@ const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
     (9, "webhooks", "0009_webhooks.sql"),
+    (10, "conversations", "0010_conversations.sql"),
 );
 const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (1, "sessions", "0001_sessions.sql"),
@@ -88,6 +90,7 @@ const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
     (9, "webhooks", "0009_webhooks.sql"),
+    (10, "conversations", "0010_conversations.sql"),
 );
 
 #[derive(Debug)]
@@ -469,6 +472,38 @@ impl Store {
             .fetch_all(p)
             .await?;
             Ok((rows.iter().map(message_row).collect(), total))
+        })
+    }
+}
+
+/// An agent conversation as the store keeps it (`turn` reads its messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRow {
+    /// What compaction replaced, summarised.
+    pub summary: Option<String>,
+    /// The messages kept, a JSON array.
+    pub messages: Value,
+}
+
+impl Store {
+    /// The stored conversation of `(agent, session)`, if any.
+    pub async fn conversation(
+        &self,
+        agent_id: &str,
+        session_id: &str,
+    ) -> Result<Option<ConversationRow>, StoreError> {
+        on_pool!(&self.pool, p => {
+            let row = sqlx::query(
+                "SELECT summary, messages FROM conversations WHERE agent_id = $1 AND session_id = $2",
+            )
+            .bind(agent_id)
+            .bind(session_id)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.map(|r| ConversationRow {
+                summary: r.maybe_text("summary"),
+                messages: serde_json::from_str(&r.text("messages")).unwrap_or(Value::Array(Vec::new())),
+            }))
         })
     }
 }

@@ -58,6 +58,15 @@ pub enum Write {
         at: String,
     },
     Audit(super::AuditEntry),
+    /// An agent conversation, whole (an upsert: the last one of a batch wins).
+    Conversation {
+        agent_id: String,
+        session_id: String,
+        summary: Option<String>,
+        /// The messages kept, a JSON array.
+        messages: Value,
+        at: String,
+    },
 }
 
 /// When a reply may be sent, relative to its transcript rows' commit.
@@ -309,6 +318,9 @@ struct Parts<'a> {
     rows: Vec<MessageRow<'a>>,
     audit: Vec<&'a super::AuditEntry>,
     ended: Vec<&'a Write>,
+    /// The last write of each conversation in the batch (one statement may not upsert a row
+    /// twice on PostgreSQL).
+    conversations: Vec<&'a Write>,
 }
 
 impl<'a> Parts<'a> {
@@ -318,6 +330,7 @@ impl<'a> Parts<'a> {
             rows: Vec::new(),
             audit: Vec::new(),
             ended: Vec::new(),
+            conversations: Vec::new(),
         };
         for write in batch {
             match write {
@@ -358,6 +371,18 @@ impl<'a> Parts<'a> {
                 }
                 Write::Audit(entry) => parts.audit.push(entry),
                 Write::SessionEnded { .. } => parts.ended.push(write),
+                Write::Conversation {
+                    agent_id,
+                    session_id,
+                    ..
+                } => {
+                    let same = |w: &&Write| {
+                        matches!(w, Write::Conversation { agent_id: a, session_id: s, .. }
+                            if a == agent_id && s == session_id)
+                    };
+                    parts.conversations.retain(|w| !same(w));
+                    parts.conversations.push(write);
+                }
             }
         }
         parts
@@ -368,6 +393,7 @@ impl<'a> Parts<'a> {
         self.opened.is_empty()
             && self.audit.is_empty()
             && self.ended.is_empty()
+            && self.conversations.is_empty()
             && self.rows.len() <= ROWS_PER_INSERT
     }
 }
@@ -469,13 +495,37 @@ macro_rules! write_parts {
                     .await?;
             }
         }
+        for chunk in parts.conversations.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<$db>::new(
+                "INSERT INTO conversations (agent_id, session_id, summary, messages, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, write| {
+                if let Write::Conversation {
+                    agent_id,
+                    session_id,
+                    summary,
+                    messages,
+                    at,
+                } = write
+                {
+                    b.push_bind(agent_id)
+                        .push_bind(session_id)
+                        .push_bind(summary)
+                        .push_bind(messages.to_string())
+                        .push_bind(at);
+                }
+            });
+            q.push(" ON CONFLICT (agent_id, session_id) DO UPDATE SET summary = excluded.summary, messages = excluded.messages, updated_at = excluded.updated_at");
+            q.build().execute(&mut *tx).await?;
+        }
         tx.commit().await
     }};
 }
 
 /// Writes one batch atomically with as few statements as its kinds of writes need, each a
 /// round trip to the database: sessions opened, then every message row in order (a trigger
-/// adds each answer to its session's counters), audit entries, then sessions ended. A batch of
+/// adds each answer to its session's counters), audit entries, sessions ended, then agent
+/// conversations (the last state of each). A batch of
 /// messages alone (the steady state) is one statement and commits by itself.
 async fn write_batch(store: &Store, batch: &[Write]) -> Result<(), sqlx::Error> {
     let parts = Parts::of(batch);
@@ -836,5 +886,34 @@ mod tests {
         assert_eq!(sessions(&handle).await, 21);
         // One transaction: the first waiting write woke the writer, the rest rode along.
         assert_eq!((handle.stats().written, handle.stats().batches), (21, 1));
+    }
+
+    #[actix_web::test]
+    async fn a_conversation_written_twice_in_a_batch_keeps_its_last_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = handle(dir.path(), 100).await;
+        let conversation = |session: &str, n: u64| Write::Conversation {
+            agent_id: "helper".into(),
+            session_id: session.into(),
+            summary: (n > 1).then(|| format!("summary {n}")),
+            messages: serde_json::json!([{ "role": "user", "content": format!("turn {n}") }]),
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        // Queued before the writer starts: one batch, one statement.
+        handle.write(conversation("a", 1));
+        handle.write(conversation("b", 1));
+        let last = handle.write_committed(conversation("a", 2));
+        start_writer(&handle);
+        last.await.unwrap();
+        let store = handle.store();
+        let a = store.conversation("helper", "a").await.unwrap().unwrap();
+        assert_eq!(a.summary.as_deref(), Some("summary 2"));
+        assert_eq!(a.messages[0]["content"], "turn 2");
+        assert!(store.conversation("helper", "b").await.unwrap().is_some());
+        assert!(store.conversation("other", "a").await.unwrap().is_none());
+        // A later batch updates the row in place.
+        handle.write_committed(conversation("a", 3)).await.unwrap();
+        let a = store.conversation("helper", "a").await.unwrap().unwrap();
+        assert_eq!(a.messages[0]["content"], "turn 3");
     }
 }

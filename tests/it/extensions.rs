@@ -618,6 +618,8 @@ async fn retries_then_the_breaker_opens_fails_fast_uses_the_fallback_and_closes_
             ("SWITCHYARD__AGENTS", &agents),
             ("SWITCHYARD__INFERENCE__RETRY_BASE_DELAY_MS", "1"),
             ("SWITCHYARD__INFERENCE__BREAKER_OPEN_MS", "400"),
+            // The agent fails more turns in a row than would pause it (agents::).
+            ("SWITCHYARD__AGENT__MAX_CONSECUTIVE_FAILURES", "0"),
         ],
         vec![],
         Default::default(),

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link), one module per area. Each test starts the
 //! real service on port 0 (or the real executable) and talks HTTP to it.
 
+mod agents;
 mod api;
 mod architecture;
 mod authoring;

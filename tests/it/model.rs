@@ -1,12 +1,15 @@
 //! A mock inference provider: real HTTP on a free port, speaking OpenAI chat completions
 //! (`POST /v1/chat/completions`) and Anthropic messages (`POST /v1/messages`). Replies are
 //! scripted (text, tool calls, HTTP errors); with nothing scripted it answers with a text that
-//! names the last user message. Every request is recorded.
+//! names the last user message. Every request is recorded. A request with `"stream": true` is
+//! answered as a stream (OpenAI `chat.completion.chunk` events or Anthropic's message events):
+//! text in pieces of a few characters, tool-call arguments in two fragments.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// One scripted answer.
@@ -16,6 +19,11 @@ pub enum Reply {
     /// The model asks for these tool calls: `(id, name, arguments)`.
     Tools(Vec<(String, String, Value)>),
     Status(u16),
+    /// Streamed only: these text pieces, each after `ms`, then the stream stops without saying
+    /// it is complete (cut off).
+    CutOff(Vec<String>, u64),
+    /// Streamed: this text in pieces, each after `ms` (not streamed: the text).
+    Slow(String, u64),
 }
 
 #[derive(Default)]
@@ -110,8 +118,15 @@ async fn answer(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> 
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| Reply::Text(format!("model says: {}", last_user_text(&body))));
+    if body["stream"] == true {
+        return stream(reply, anthropic, &body);
+    }
     match (reply, anthropic) {
         (Reply::Status(status), _) => error(status),
+        (Reply::CutOff(..), _) => error(500),
+        (Reply::Slow(text, _), anthropic) => {
+            return Box::pin(answer_text(text, anthropic, body)).await;
+        }
         (Reply::Text(text), false) => HttpResponse::Ok().json(json!({
             "id": "chatcmpl-1", "model": body["model"],
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
@@ -136,6 +151,152 @@ async fn answer(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> 
             "usage": { "input_tokens": 8, "output_tokens": 4 }
         })),
     }
+}
+
+async fn answer_text(text: String, anthropic: bool, body: Value) -> HttpResponse {
+    if anthropic {
+        HttpResponse::Ok().json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{ "type": "text", "text": text }], "stop_reason": "end_turn",
+            "usage": { "input_tokens": 8, "output_tokens": 4 }
+        }))
+    } else {
+        HttpResponse::Ok().json(json!({
+            "id": "chatcmpl-1", "model": body["model"],
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 }
+        }))
+    }
+}
+
+/// Pieces of `text` of at most 4 characters.
+fn pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(4).map(|c| c.iter().collect()).collect()
+}
+
+fn sse(event: Option<&str>, data: Value) -> String {
+    match event {
+        Some(e) => format!("event: {e}\ndata: {data}\n\n"),
+        None => format!("data: {data}\n\n"),
+    }
+}
+
+/// A streamed answer: its frames, sent `delay_ms` apart.
+fn stream(reply: Reply, anthropic: bool, body: &Value) -> HttpResponse {
+    let model = body["model"].clone();
+    let (frames, delay_ms): (Vec<String>, u64) = match (reply, anthropic) {
+        (Reply::Status(status), _) => return error(status),
+        (Reply::Text(text), false) => (openai_text(&model, pieces(&text), true), 0),
+        (Reply::Slow(text, ms), false) => (openai_text(&model, pieces(&text), true), ms),
+        (Reply::CutOff(parts, ms), false) => (openai_text(&model, parts, false), ms),
+        (Reply::Text(text), true) => (anthropic_text(&model, pieces(&text), true), 0),
+        (Reply::Slow(text, ms), true) => (anthropic_text(&model, pieces(&text), true), ms),
+        (Reply::CutOff(parts, ms), true) => (anthropic_text(&model, parts, false), ms),
+        (Reply::Tools(calls), false) => {
+            let mut frames = Vec::new();
+            for (i, (id, name, args)) in calls.iter().enumerate() {
+                let args = args.to_string();
+                let (a, b) = args.split_at(args.len() / 2);
+                frames.push(sse(None, json!({ "object": "chat.completion.chunk", "model": model, "choices": [{ "index": 0,
+                    "delta": { "tool_calls": [{ "index": i, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] } }] })));
+                for part in [a, b] {
+                    frames.push(sse(None, json!({ "object": "chat.completion.chunk", "choices": [{ "index": 0,
+                        "delta": { "tool_calls": [{ "index": i, "function": { "arguments": part } }] } }] })));
+                }
+            }
+            frames.push(sse(None, json!({ "object": "chat.completion.chunk", "choices": [{ "index": 0, "delta": {}, "finish_reason": "tool_calls" }] })));
+            frames.push(sse(
+                None,
+                json!({ "object": "chat.completion.chunk", "choices": [],
+                "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 } }),
+            ));
+            frames.push("data: [DONE]\n\n".into());
+            (frames, 0)
+        }
+        (Reply::Tools(calls), true) => {
+            let mut frames = vec![sse(
+                Some("message_start"),
+                json!({ "type": "message_start",
+                "message": { "id": "msg_s", "model": model, "usage": { "input_tokens": 8, "output_tokens": 1 } } }),
+            )];
+            for (i, (id, name, args)) in calls.iter().enumerate() {
+                let args = args.to_string();
+                let (a, b) = args.split_at(args.len() / 2);
+                frames.push(sse(
+                    Some("content_block_start"),
+                    json!({ "type": "content_block_start", "index": i,
+                    "content_block": { "type": "tool_use", "id": id, "name": name, "input": {} } }),
+                ));
+                for part in [a, b] {
+                    frames.push(sse(
+                        Some("content_block_delta"),
+                        json!({ "type": "content_block_delta", "index": i,
+                        "delta": { "type": "input_json_delta", "partial_json": part } }),
+                    ));
+                }
+                frames.push(sse(
+                    Some("content_block_stop"),
+                    json!({ "type": "content_block_stop", "index": i }),
+                ));
+            }
+            frames.push(sse(Some("message_delta"), json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use" }, "usage": { "output_tokens": 4 } })));
+            frames.push(sse(Some("message_stop"), json!({ "type": "message_stop" })));
+            (frames, 0)
+        }
+    };
+    let body = futures::stream::iter(frames).then(move |frame| async move {
+        if delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        Ok::<_, actix_web::Error>(web::Bytes::from(frame))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(Box::pin(body))
+}
+
+fn openai_text(model: &Value, parts: Vec<String>, complete: bool) -> Vec<String> {
+    let mut frames: Vec<String> = parts
+        .iter()
+        .map(|p| sse(None, json!({ "object": "chat.completion.chunk", "model": model, "choices": [{ "index": 0, "delta": { "content": p } }] })))
+        .collect();
+    if complete {
+        frames.push(sse(None, json!({ "object": "chat.completion.chunk", "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] })));
+        frames.push(sse(
+            None,
+            json!({ "object": "chat.completion.chunk", "choices": [],
+            "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 } }),
+        ));
+        frames.push("data: [DONE]\n\n".into());
+    }
+    frames
+}
+
+fn anthropic_text(model: &Value, parts: Vec<String>, complete: bool) -> Vec<String> {
+    let mut frames = vec![
+        sse(
+            Some("message_start"),
+            json!({ "type": "message_start",
+            "message": { "id": "msg_s", "model": model, "usage": { "input_tokens": 8, "output_tokens": 1 } } }),
+        ),
+        sse(
+            Some("content_block_start"),
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
+    ];
+    for p in parts {
+        frames.push(sse(Some("content_block_delta"), json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": p } })));
+    }
+    if complete {
+        frames.push(sse(
+            Some("content_block_stop"),
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ));
+        frames.push(sse(Some("message_delta"), json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn" }, "usage": { "output_tokens": 4 } })));
+        frames.push(sse(Some("message_stop"), json!({ "type": "message_stop" })));
+    }
+    frames
 }
 
 fn error(status: u16) -> HttpResponse {
