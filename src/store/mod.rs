@@ -75,6 +75,7 @@ const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
+    (11, "instances", "0011_instances.sql"),
 );
 const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (1, "sessions", "0001_sessions.sql"),
@@ -85,6 +86,7 @@ const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (6, "frontdoor", "0006_frontdoor.sql"),
     (7, "session_instance", "0007_session_instance.sql"),
     (8, "session_owners", "0008_session_owners.sql"),
+    (11, "instances", "0011_instances.sql"),
 );
 
 #[derive(Debug)]
