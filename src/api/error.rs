@@ -739,6 +739,12 @@ mod tests {
             ApiError::Target(T::Store(s())),
             ApiError::Session(E::TargetNotFound(s())),
             ApiError::Session(E::SessionNotFound(s())),
+            ApiError::Session(E::OwnerUnavailable {
+                id: s(),
+                owner: s(),
+                retry_after_ms: 1,
+            }),
+            ApiError::Session(E::Store(s())),
             ApiError::Session(E::InvalidPlugins(vec![s()])),
             ApiError::Session(E::QueueFull(s())),
             ApiError::Session(E::TooManySessions(1)),
@@ -834,6 +840,26 @@ mod tests {
             .into(),
             ApiError::Internal(s()),
         ]
+    }
+
+    #[test]
+    fn an_unreachable_owner_says_when_to_retry_in_whole_seconds_rounded_up() {
+        let error = ApiError::Session(crate::session::SessionError::OwnerUnavailable {
+            id: "s1".into(),
+            owner: "gw-a".into(),
+            retry_after_ms: 2_001,
+        });
+        let response = error.error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("Retry-After").unwrap(), "3");
+        let (_, body) = body(error);
+        assert_eq!(body["code"], "session_owner_unavailable");
+        assert_eq!(
+            body["details"],
+            json!({ "session": "s1", "owner": "gw-a", "retryAfterMs": 2001 })
+        );
+        assert_eq!(retry_after_secs(0), "1");
+        assert_eq!(retry_after_secs(1_000), "1");
     }
 
     /// `Code::ALL` is complete by construction (one macro declares both), and every error maps

@@ -293,7 +293,10 @@ impl SessionManager {
 
     /// The store, when sessions are owned through leases (a shared store).
     fn leases(&self) -> Option<&crate::store::Store> {
-        self.store.as_ref().filter(|_| self.leased).map(|s| s.store())
+        self.store
+            .as_ref()
+            .filter(|_| self.leased)
+            .map(|s| s.store())
     }
 
     /// Whether sessions are owned through leases (the store is shared).
@@ -385,7 +388,9 @@ impl SessionManager {
         if self.handle(&id).is_ok() {
             return Ok(Located::Here);
         }
-        let store = self.leases().ok_or_else(|| SessionError::SessionNotFound(id.clone()))?;
+        let store = self
+            .leases()
+            .ok_or_else(|| SessionError::SessionNotFound(id.clone()))?;
         if self.count() >= self.settings.max_sessions {
             return Err(SessionError::TooManySessions(self.settings.max_sessions));
         }

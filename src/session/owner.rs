@@ -86,13 +86,7 @@ mod tests {
 
     #[test]
     fn a_lease_of_our_own_without_the_session_live_is_rebuilt_here() {
-        assert_eq!(
-            step(Decision::Renew, true),
-            Step::TakeOver { from: None }
-        );
-        assert_eq!(
-            step(Decision::Lapsed, false),
-            Step::TakeOver { from: None }
-        );
+        assert_eq!(step(Decision::Renew, true), Step::TakeOver { from: None });
+        assert_eq!(step(Decision::Lapsed, false), Step::TakeOver { from: None });
     }
 }

@@ -48,8 +48,10 @@ impl Gateway {
         std::fs::create_dir_all(dir.join("plugins/core")).unwrap();
         std::fs::write(
             dir.join("targets.toml"),
-            toml::to_string(&json!({ "targets": [crate::sessions::target("echo", mock, "/chat")] }))
-                .unwrap(),
+            toml::to_string(
+                &json!({ "targets": [crate::sessions::target("echo", mock, "/chat")] }),
+            )
+            .unwrap(),
         )
         .unwrap();
         let mut child = Command::new(BIN)
@@ -61,8 +63,14 @@ impl Gateway {
             .env("SWITCHYARD_SECRET_KEY", "ab".repeat(32))
             .env("SWITCHYARD__DATA__DIR", dir)
             .env("SWITCHYARD__STORE__DURABILITY", "acknowledged")
-            .env("SWITCHYARD__SESSIONS__LEASE_TTL_MS", LEASE_TTL_MS.to_string())
-            .env("SWITCHYARD__SESSIONS__TARGETS_FILE", dir.join("targets.toml"))
+            .env(
+                "SWITCHYARD__SESSIONS__LEASE_TTL_MS",
+                LEASE_TTL_MS.to_string(),
+            )
+            .env(
+                "SWITCHYARD__SESSIONS__TARGETS_FILE",
+                dir.join("targets.toml"),
+            )
             .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -94,7 +102,10 @@ impl Gateway {
         Gateway {
             name,
             child,
-            base: format!("http://{}", addr.expect("the Listening. line names the address")),
+            base: format!(
+                "http://{}",
+                addr.expect("the Listening. line names the address")
+            ),
             _data: data,
         }
     }
@@ -117,7 +128,11 @@ fn client() -> awc::Client {
 
 /// `POST /api/sessions/{id}/messages` on `gw`: status, the instance that served it (when
 /// forwarded), the `Retry-After` header and the body.
-async fn send(gw: &Gateway, id: &str, message: &str) -> (u16, Option<String>, Option<String>, Value) {
+async fn send(
+    gw: &Gateway,
+    id: &str,
+    message: &str,
+) -> (u16, Option<String>, Option<String>, Value) {
     let mut res = client()
         .post(format!("{}/api/sessions/{id}/messages", gw.base))
         .send_json(&json!({ "message": message }))
@@ -171,7 +186,10 @@ async fn transcript(gw: &Gateway, id: &str) -> Vec<(i64, String, String)> {
 /// Every `session.*` event `gw` streams, as `(name, envelope)`, collected in the background.
 fn watch(gw: &Gateway) -> Rc<RefCell<Vec<(String, Value)>>> {
     let seen = Rc::new(RefCell::new(Vec::new()));
-    let (into, url) = (seen.clone(), format!("{}/api/events?pattern=session.*", gw.base));
+    let (into, url) = (
+        seen.clone(),
+        format!("{}/api/events?pattern=session.*", gw.base),
+    );
     actix_web::rt::spawn(async move {
         let client = awc::Client::builder().disable_timeout().finish();
         let Ok(mut res) = client.get(url).send().await else {
@@ -215,7 +233,10 @@ async fn event(seen: &Rc<RefCell<Vec<(String, Value)>>>, name: &str, id: &str, o
         assert!(
             Instant::now() < deadline,
             "{on} never saw {name} for {id}; it saw {:?}",
-            seen.borrow().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+            seen.borrow()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>()
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
@@ -359,7 +380,10 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
     assert_eq!(body["code"], "session_owner_unavailable", "{body}");
     assert_eq!(body["details"]["owner"], "gw-a", "{body}");
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
-    assert!((1..=LEASE_TTL_MS / 1000).contains(&retry), "Retry-After {retry}");
+    assert!(
+        (1..=LEASE_TTL_MS / 1000).contains(&retry),
+        "Retry-After {retry}"
+    );
 
     // Once it ran out, B and C take A's sessions over and go on where they stopped.
     let deadline = Instant::now() + Duration::from_millis(LEASE_TTL_MS * 4);
@@ -396,11 +420,7 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
     let mut kept = HashSet::new();
     for id in &sessions {
         let rows = transcript(&c, id).await;
-        let indexes: Vec<i64> = rows
-            .iter()
-            .filter(|r| r.1 != "sent")
-            .map(|r| r.0)
-            .collect();
+        let indexes: Vec<i64> = rows.iter().filter(|r| r.1 != "sent").map(|r| r.0).collect();
         let mut sorted = indexes.clone();
         sorted.sort_unstable();
         sorted.dedup();
