@@ -140,6 +140,7 @@ codes! {
     PluginHookFailed = (502, "plugin_hook_failed", "A plugin hook failed (`details.plugin`, `details.hook`): `initialize`/`onConnect` when opening, or a critical plugin's `beforeSend`/`afterReceive`."),
     UpstreamError = (502, "upstream_error", "The target's upstream failed or answered an error (`details.status`)."),
     TlsError = (502, "tls_error", "The TLS handshake with the upstream or provider failed; `details.reason` says why."),
+    SessionOwnerUnavailable = (503, "session_owner_unavailable", "Another instance owns the session (`details.owner`) and cannot be reached; its lease runs out within `Retry-After` seconds (`details.retryAfterMs`), after which any instance takes the session over."),
     SessionEnded = (410, "session_ended", "The session ended (closed, failed or timed out)."),
     ClientClosedRequest = (499, "client_closed_request", "A streaming client went away before the answer was complete (recorded, never answered)."),
     TranscriptNotCommitted = (503, "transcript_not_committed", "`store.durability = \"acknowledged\"` and the answer's transcript could not be stored, so the answer is withheld."),
@@ -362,8 +363,20 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
             response.insert_header(("Allow", allowed.join(", ")));
         }
+        if let ApiError::Session(crate::session::SessionError::OwnerUnavailable {
+            retry_after_ms,
+            ..
+        }) = self
+        {
+            response.insert_header(("Retry-After", retry_after_secs(*retry_after_ms)));
+        }
         response.json(body)
     }
+}
+
+/// A `Retry-After` in whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(ms: i64) -> String {
+    (ms.max(1) as u64).div_ceil(1000).to_string()
 }
 
 pub fn json_error(
@@ -454,6 +467,15 @@ fn session_row(e: &crate::session::SessionError) -> Row {
         E::NotCommitted(_) => (C::TranscriptNotCommitted, None),
         E::PluginUnavailable(plugin) => (C::PluginUnavailable, Some(json!({ "plugin": plugin }))),
         E::PluginDisabled(plugin) => (C::PluginStateConflict, Some(json!({ "plugin": plugin }))),
+        E::OwnerUnavailable {
+            id,
+            owner,
+            retry_after_ms,
+        } => (
+            C::SessionOwnerUnavailable,
+            Some(json!({ "session": id, "owner": owner, "retryAfterMs": retry_after_ms })),
+        ),
+        E::Store(_) => (C::Internal, None),
     }
 }
 
@@ -741,6 +763,12 @@ mod tests {
             ApiError::Target(T::Store(s())),
             ApiError::Session(E::TargetNotFound(s())),
             ApiError::Session(E::SessionNotFound(s())),
+            ApiError::Session(E::OwnerUnavailable {
+                id: s(),
+                owner: s(),
+                retry_after_ms: 1,
+            }),
+            ApiError::Session(E::Store(s())),
             ApiError::Session(E::InvalidPlugins(vec![s()])),
             ApiError::Session(E::QueueFull(s())),
             ApiError::Session(E::TooManySessions(1)),
@@ -841,6 +869,26 @@ mod tests {
             .into(),
             ApiError::Internal(s()),
         ]
+    }
+
+    #[test]
+    fn an_unreachable_owner_says_when_to_retry_in_whole_seconds_rounded_up() {
+        let error = ApiError::Session(crate::session::SessionError::OwnerUnavailable {
+            id: "s1".into(),
+            owner: "gw-a".into(),
+            retry_after_ms: 2_001,
+        });
+        let response = error.error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("Retry-After").unwrap(), "3");
+        let (_, body) = body(error);
+        assert_eq!(body["code"], "session_owner_unavailable");
+        assert_eq!(
+            body["details"],
+            json!({ "session": "s1", "owner": "gw-a", "retryAfterMs": 2001 })
+        );
+        assert_eq!(retry_after_secs(0), "1");
+        assert_eq!(retry_after_secs(1_000), "1");
     }
 
     /// `Code::ALL` is complete by construction (one macro declares both), and every error maps

@@ -1,4 +1,10 @@
 //! Targets and sessions over REST. Handlers only translate; `session::SessionManager` acts.
+//!
+//! With instances sharing a store, a message (or a close) for a session another instance owns
+//! is forwarded there over HTTP ([`forward`]): the caller's headers passed on, the hop marked
+//! with [`FORWARDED_BY`] so a forwarded request is never forwarded again, and the owner's
+//! answer (a streamed one too) passed back as it comes. An owner that cannot be reached is a
+//! 503 `session_owner_unavailable` with `Retry-After` (its lease's remaining time).
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -6,7 +12,102 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, RequestId};
-use crate::session::{CreateSession, StreamEvent};
+use crate::session::{CreateSession, Located, SessionError, StreamEvent};
+
+/// Marks a request one instance forwarded to another (naming the first): never forwarded
+/// again.
+pub const FORWARDED_BY: &str = "x-switchyard-forwarded-by";
+/// On a forwarded answer: the instance that served it.
+pub const SERVED_BY: &str = "x-switchyard-served-by";
+
+/// Time to reach an owner; one that does not answer by then counts as unreachable.
+const FORWARD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Time an owner may take to begin its answer (a slow upstream included).
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+thread_local! {
+    /// One client per worker thread (awc's client is not `Send`), keeping connections to the
+    /// other instances open.
+    static FORWARDER: awc::Client = awc::Client::builder()
+        .connector(awc::Connector::new().timeout(FORWARD_CONNECT_TIMEOUT))
+        .timeout(FORWARD_TIMEOUT)
+        .disable_redirects()
+        .finish();
+}
+
+/// Headers never passed on a hop (per connection, or recomputed).
+fn hop_by_hop(name: &actix_web::http::header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+            | "content-length"
+    )
+}
+
+/// Sends `req` (its method, path and query, its headers but the hop-by-hop ones, and `body`)
+/// to the owner at `url` and answers with what the owner answered, streamed as it comes.
+/// An owner that cannot be reached answers 503 `session_owner_unavailable`.
+async fn forward(
+    state: &AppState,
+    req: &HttpRequest,
+    body: Option<Vec<u8>>,
+    id: &str,
+    owner: String,
+    url: &str,
+    retry_after_ms: i64,
+) -> Result<HttpResponse, ApiError> {
+    let me = state
+        .sessions
+        .store()
+        .map(|s| s.store().instance().to_string())
+        .unwrap_or_default();
+    let target = format!(
+        "{url}{}",
+        req.uri().path_and_query().map_or("", |p| p.as_str())
+    );
+    let mut out = FORWARDER.with(|c| c.request(req.method().clone(), &target));
+    for (name, value) in req.headers() {
+        if !hop_by_hop(name) && name.as_str() != FORWARDED_BY {
+            out = out.append_header((name.clone(), value.clone()));
+        }
+    }
+    out = out.insert_header((FORWARDED_BY, me));
+    let sent = match body {
+        Some(body) => out.send_body(body).await,
+        None => out.send().await,
+    };
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(session = id, %owner, %error, "The session's owner cannot be reached.");
+            return Err(ApiError::Session(SessionError::OwnerUnavailable {
+                id: id.to_string(),
+                owner,
+                retry_after_ms,
+            }));
+        }
+    };
+    let mut response = HttpResponse::build(answer.status());
+    for (name, value) in answer.headers() {
+        if !hop_by_hop(name) {
+            response.append_header((name.clone(), value.clone()));
+        }
+    }
+    response.insert_header((SERVED_BY, owner));
+    Ok(response.streaming(answer))
+}
+
+/// Whether another instance forwarded `req`.
+fn forwarded(req: &HttpRequest) -> bool {
+    req.headers().contains_key(FORWARDED_BY)
+}
 
 pub fn configure(api: &mut super::Mounter<'_>) {
     api.get("/targets", list_targets)
@@ -424,23 +525,32 @@ async fn transcript(
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "The session's id.")),
     responses((status = 200, description = "Closed: what each `onDisconnect` did.", body = super::schemas::Closed)),
-    extensions(("x-error-codes" = json!(["session_not_found", "session_ended"]))))]
+    extensions(("x-error-codes" = json!(["session_not_found", "session_ended", "session_owner_unavailable"]))))]
 async fn close_session(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    if let Located::There {
+        owner,
+        url,
+        retry_after_ms,
+    } = state.sessions.locate(&id, forwarded(&req)).await?
+    {
+        return forward(&state, &req, None, &id, owner, &url, retry_after_ms).await;
+    }
     Ok(HttpResponse::Ok().json(state.sessions.close(&id).await?))
 }
 
 /// Body of `POST /api/sessions/{id}/messages`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"message": "Hello!", "metadata": {"channel": "ops"}}))]
 struct MessageBody {
     /// What to send upstream (after every plugin's `beforeSend`).
     message: String,
     /// Handed to the plugins and the request template (`${name}`), merged into the reply.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// Stream the answer as Server-Sent Events (as `Accept: text/event-stream` does).
@@ -475,7 +585,7 @@ pub(super) fn accepts_event_stream(req: &HttpRequest) -> bool {
             (super::schemas::Reply = "application/json"),
             (super::schemas::MessageStreamEvent = "text/event-stream"),
         ))),
-    extensions(("x-error-codes" = json!(["session_not_found", "session_busy", "session_ended", "plugin_hook_failed", "upstream_error", "tls_error", "transcript_not_committed", "unsupported_media_type"]))))]
+    extensions(("x-error-codes" = json!(["session_not_found", "session_busy", "session_ended", "plugin_hook_failed", "upstream_error", "tls_error", "transcript_not_committed", "session_owner_unavailable", "unsupported_media_type"]))))]
 async fn send_message(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -485,6 +595,15 @@ async fn send_message(
     let body = body.into_inner();
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(ApiError::InvalidJson("`metadata` must be an object".into()));
+    }
+    if let Located::There {
+        owner,
+        url,
+        retry_after_ms,
+    } = state.sessions.locate(&id, forwarded(&req)).await?
+    {
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        return forward(&state, &req, Some(bytes), &id, owner, &url, retry_after_ms).await;
     }
     if body.stream || accepts_event_stream(&req) {
         return stream_message(&state, &id, body).await;

@@ -249,6 +249,7 @@ impl App {
             store.clone(),
             plan::runner(&settings),
         );
+        let store_for_leases = store.as_ref().map(|s| s.store().clone());
         let state = AppState {
             health: core.health.clone(),
             lifecycle: core.lifecycle.clone(),
@@ -274,6 +275,10 @@ impl App {
         let (addr, server) = start_http(&settings, state)?;
         let _ = core.server_addr.set(addr);
         tracing::info!(%addr, "Listening.");
+        if let Some(store) = store_for_leases.filter(|_| tree.sessions.leased()) {
+            advertise(&settings, &store, addr).await?;
+            tree.sessions.renew_leases();
+        }
 
         tree.plugins.start_all().await;
         let watcher = watch_plugins(&settings, &tree.plugins);
@@ -636,6 +641,23 @@ async fn start_plugins(
     let loaded = plugins.discover_loaded();
     plugins.discover(selected.chain(extra).chain(loaded).collect());
     plugins.init_all().await;
+}
+
+/// Records where the other instances sharing the database reach this one (forwarded session
+/// messages): `server.advertise_url`, else `http://` and the bound address.
+async fn advertise(
+    settings: &Settings,
+    store: &crate::store::Store,
+    addr: SocketAddr,
+) -> Result<(), StartupError> {
+    let url = plan::advertise_url(&settings.server.advertise_url, addr);
+    if settings.server.advertise_url.is_empty() && settings.bind_addr().ip().is_unspecified() {
+        tracing::warn!(%url, "server.advertise_url is empty and the bind address is a wildcard: other instances will forward this one's session messages to the loopback address; set server.advertise_url when instances run on several hosts.");
+    }
+    let at = crate::util::rfc3339(std::time::SystemTime::now());
+    store.register_instance(&url, &at).await?;
+    tracing::info!(%url, "Advertised to the other instances.");
+    Ok(())
 }
 
 /// Binds first (so port 0 works and the address is known), then serves.

@@ -219,6 +219,22 @@ pub fn inference(settings: &Settings) -> InferenceSettings {
     }
 }
 
+/// The base URL other instances forward session messages to: `configured`, else `http://`
+/// and the bound address (a wildcard address as the loopback one).
+pub fn advertise_url(configured: &str, bound: std::net::SocketAddr) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
 /// What sessions run with.
 pub fn sessions(settings: &Settings) -> SessionConfig {
     let s = &settings.sessions;
@@ -234,6 +250,7 @@ pub fn sessions(settings: &Settings) -> SessionConfig {
         },
         max_sessions: s.max_sessions,
         threads: s.threads,
+        lease_ttl: ms(s.lease_ttl_ms),
         // Validated by the settings: `batched` or `acknowledged`.
         durability: if settings.store.durability == "acknowledged" {
             Durability::Acknowledged
@@ -273,6 +290,20 @@ pub fn writer(settings: &Settings) -> WriterSettings {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_advertised_url_is_the_setting_else_the_bound_address_with_a_wildcard_as_loopback() {
+        let bound: std::net::SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        assert_eq!(advertise_url("", bound), "http://127.0.0.1:8081");
+        let bound: std::net::SocketAddr = "[::]:8081".parse().unwrap();
+        assert_eq!(advertise_url("", bound), "http://[::1]:8081");
+        let bound: std::net::SocketAddr = "10.0.0.7:80".parse().unwrap();
+        assert_eq!(advertise_url("", bound), "http://10.0.0.7:80");
+        assert_eq!(
+            advertise_url("https://gw-1.internal", bound),
+            "https://gw-1.internal"
+        );
+    }
+
     use super::*;
     use crate::settings::{load, Overrides};
 

@@ -291,6 +291,24 @@ impl Topic for SessionCreated {
     const NAME: &'static str = "session.created";
 }
 
+/// A session another instance owned is served here now: its owner's lease expired (the owner
+/// died or lost the database), so this instance took the lease and rebuilt the session from
+/// the store. Published by the session manager of the instance that took it (`to`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTakenOver {
+    pub session_id: String,
+    /// The instance whose lease expired (absent when no lease was left at all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    /// The index the next message takes (one past the last stored one).
+    pub next_message_index: u64,
+}
+impl Topic for SessionTakenOver {
+    const NAME: &'static str = "session.taken_over";
+}
+
 /// A session closed (deleted, idle, or shutdown). Published by the session actor.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -530,6 +548,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ),
     (SessionCreated::NAME, "session manager: a session opened"),
     (SessionClosed::NAME, "session actor: a session closed"),
+    (
+        SessionTakenOver::NAME,
+        "session manager: this instance took over a session whose owner's lease expired",
+    ),
     (
         SessionFailed::NAME,
         "sessions supervisor: a session crashed (not restarted)",

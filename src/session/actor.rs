@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::pipeline::{
@@ -292,6 +292,19 @@ impl SessionView {
     }
 }
 
+/// One plugin of a session as its stored row keeps it (a [`StageInfo`] whose config is
+/// sealed): what a takeover rebuilds the pipeline from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredStage {
+    pub id: String,
+    pub priority: u32,
+    #[serde(default)]
+    pub critical: bool,
+    #[serde(default)]
+    pub config: Value,
+}
+
 // ---- Messages -------------------------------------------------------------------------------
 
 /// Run `initialize` on every plugin, then the `onConnect` chain, then connect.
@@ -345,6 +358,8 @@ pub struct SessionActor {
     errors: u64,
     view: Arc<SessionView>,
     span: tracing::Span,
+    /// Rebuilt from the store (a takeover): its row exists, and its transcript goes on.
+    resumed: bool,
 }
 
 impl SessionActor {
@@ -374,7 +389,18 @@ impl SessionActor {
             errors: 0,
             view,
             span,
+            resumed: false,
         }
+    }
+
+    /// A session taken over from another instance: its next message takes index `next` (the
+    /// stored transcript goes on), and its row, which exists, is not written again at open.
+    pub fn resumed_at(mut self, next: Option<u64>) -> Self {
+        if let Some(next) = next {
+            self.messages = next;
+            self.resumed = true;
+        }
+        self
     }
 
     /// The session's connector is made by `make` instead of its target's connector type.
@@ -446,7 +472,7 @@ impl Handler<Open> for SessionActor {
                     act.publish();
                     // Needed for the row only: not kept while the session lives.
                     let stored = std::mem::take(&mut act.stored_configs);
-                    if let Some(store) = &act.deps.store {
+                    if let Some(store) = act.deps.store.as_ref().filter(|_| !act.resumed) {
                         let info = act.view.info();
                         // The row keeps the sealed configs, never the masked or the clear ones.
                         let plugins: Vec<StageInfo> = info

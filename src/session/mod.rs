@@ -6,8 +6,16 @@
 //! crashed session is not restarted, an event says why), and the registry the REST API uses.
 //! A session's life is its actor (`actor`); the chain of hooks a message passes through is
 //! `pipeline`. Targets are the target catalogue's (`target`).
+//!
+//! When instances share the store (PostgreSQL), each live session is owned through a lease
+//! (`store::lease`): taken when the session opens, renewed in one statement per instance by a
+//! timer, released when it ends. A message for a session that is not live here is located
+//! ([`SessionManager::locate`]): forwarded to its owner while the owner's lease runs, or taken
+//! over (the session rebuilt from its stored row, its transcript continued) once it expired
+//! (`owner`). An SQLite store has one instance: no leases, nothing located.
 
 pub mod actor;
+pub mod owner;
 pub mod pipeline;
 pub mod secrets;
 
@@ -57,6 +65,9 @@ pub struct SessionConfig {
     pub threads: usize,
     /// Whether a reply waits for its transcript rows to commit.
     pub durability: crate::store::writer::Durability,
+    /// How long a session's ownership lease lasts unrenewed (shared stores only); renewed
+    /// every third of it.
+    pub lease_ttl: Duration,
 }
 
 /// The order `afterReceive` runs in, relative to `beforeSend`'s.
@@ -119,6 +130,41 @@ pub enum SessionError {
     /// A plugin of the session was disabled by an operator.
     #[error("plugin '{0}' is disabled; enable it first")]
     PluginDisabled(String),
+    /// Another instance owns the session and could not be reached (or the instances disagree
+    /// on its owner for a moment): its lease runs for `retry_after_ms` more, after which any
+    /// instance takes the session over.
+    #[error("session '{id}' is owned by instance '{owner}', which cannot be reached; retry in {retry_after_ms} ms")]
+    OwnerUnavailable {
+        id: String,
+        owner: String,
+        retry_after_ms: i64,
+    },
+    /// The shared store failed while locating or taking over a session.
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+/// Where a session lives, for a request that reached this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// Live here (perhaps just taken over): serve it.
+    Here,
+    /// Live on instance `owner`, reached at `url` (its advertised base URL).
+    There {
+        owner: String,
+        url: String,
+        retry_after_ms: i64,
+    },
+}
+
+/// A session rebuilt from the store (a takeover): its id and where its transcript goes on.
+struct Resumed {
+    id: String,
+    next_index: u64,
+}
+
+fn store_error(error: crate::store::StoreError) -> SessionError {
+    SessionError::Store(error.to_string())
 }
 
 /// `POST /api/sessions` body.
@@ -186,6 +232,11 @@ pub struct SessionManager {
     /// The name of each plugin module, one copy shared by every session's stages (as few as
     /// there are plugins).
     modules: Mutex<HashMap<String, Arc<str>>>,
+    /// Sessions are owned through leases: the store is shared (PostgreSQL).
+    leased: bool,
+    /// One takeover at a time on this instance, so two messages for one session arriving
+    /// together rebuild it once.
+    takeovers: tokio::sync::Mutex<()>,
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -213,6 +264,9 @@ impl SessionManager {
         store: Option<StoreHandle>,
     ) -> Arc<Self> {
         let (host_for_deps, broker_for_deps) = (host.clone(), broker.clone());
+        let leased = store
+            .as_ref()
+            .is_some_and(|s| s.store().backend() == crate::store::Backend::Postgres);
         Arc::new(SessionManager {
             targets,
             registry: Arc::new(Registry::default()),
@@ -232,7 +286,200 @@ impl SessionManager {
             }),
             settings,
             store,
+            leased,
+            takeovers: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The store, when sessions are owned through leases (a shared store).
+    fn leases(&self) -> Option<&crate::store::Store> {
+        self.store
+            .as_ref()
+            .filter(|_| self.leased)
+            .map(|s| s.store())
+    }
+
+    /// Whether sessions are owned through leases (the store is shared).
+    pub fn leased(&self) -> bool {
+        self.leased
+    }
+
+    /// Renews this instance's leases every third of their lifetime, in one statement, for as
+    /// long as the manager lives. Nothing with an unshared store.
+    pub fn renew_leases(self: &Arc<Self>) {
+        if !self.leased {
+            return;
+        }
+        let manager = Arc::downgrade(self);
+        let ttl = self.settings.lease_ttl;
+        actix_web::rt::spawn(async move {
+            loop {
+                actix_web::rt::time::sleep(ttl / 3).await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                let Some(store) = manager.leases() else {
+                    return;
+                };
+                if let Err(error) = store.renew_leases(ttl).await {
+                    tracing::warn!(%error, "Session leases could not be renewed; other instances may take the sessions over.");
+                }
+            }
+        });
+    }
+
+    /// Where session `id` lives, for a request that reached this instance (`forwarded`: from
+    /// another instance). Live here: at once, without the store. Otherwise, with a shared
+    /// store, by its lease: owned elsewhere (forward it there), or taken over here when its
+    /// owner's lease expired. Without leases, a session not live here is not found.
+    pub async fn locate(&self, id: &str, forwarded: bool) -> Result<Located, SessionError> {
+        if self.is_live(id) {
+            return Ok(Located::Here);
+        }
+        let not_found = || SessionError::SessionNotFound(id.to_string());
+        let Some(store) = self.leases() else {
+            return Err(not_found());
+        };
+        let row = store.session(id).await.map_err(store_error)?;
+        // Ended sessions stay ended, as on one instance.
+        let row = row
+            .filter(|r| matches!(r.state.as_str(), "open" | "interrupted"))
+            .ok_or_else(not_found)?;
+        let (lease, now) = store.lease(id).await.map_err(store_error)?;
+        let decision = crate::store::lease::decide(lease.as_ref(), store.instance(), now);
+        match owner::step(decision, forwarded) {
+            owner::Step::Forward {
+                owner,
+                retry_after_ms,
+            } => match store.instance_url(&owner).await.map_err(store_error)? {
+                Some(url) => Ok(Located::There {
+                    owner,
+                    url,
+                    retry_after_ms,
+                }),
+                None => Err(SessionError::OwnerUnavailable {
+                    id: id.to_string(),
+                    owner,
+                    retry_after_ms,
+                }),
+            },
+            owner::Step::Unavailable {
+                owner,
+                retry_after_ms,
+            } => Err(SessionError::OwnerUnavailable {
+                id: id.to_string(),
+                owner,
+                retry_after_ms,
+            }),
+            owner::Step::TakeOver { from } => self.take_over(row, from).await,
+        }
+    }
+
+    /// Takes session `row` over: its lease (atomically: of instances racing, one wins), then
+    /// the session rebuilt from its row (target, plugins and their configs; `initialize` and
+    /// `onConnect` run again), its transcript continuing at the next index.
+    async fn take_over(
+        &self,
+        row: crate::store::SessionRow,
+        from: Option<String>,
+    ) -> Result<Located, SessionError> {
+        let id = row.id.clone();
+        let _one_at_a_time = self.takeovers.lock().await;
+        if self.handle(&id).is_ok() {
+            return Ok(Located::Here);
+        }
+        let store = self
+            .leases()
+            .ok_or_else(|| SessionError::SessionNotFound(id.clone()))?;
+        if self.count() >= self.settings.max_sessions {
+            return Err(SessionError::TooManySessions(self.settings.max_sessions));
+        }
+        if !store
+            .acquire_lease(&id, self.settings.lease_ttl)
+            .await
+            .map_err(store_error)?
+        {
+            // Another instance won the race a moment ago: the client retries (and is then
+            // forwarded to the winner).
+            let (lease, now) = store.lease(&id).await.map_err(store_error)?;
+            let (owner, retry_after_ms) = match lease {
+                Some(l) => (l.owner, (l.expires_at_ms - now).max(1)),
+                None => (String::new(), 1),
+            };
+            return Err(SessionError::OwnerUnavailable {
+                id,
+                owner,
+                retry_after_ms,
+            });
+        }
+        let resumed = self.resume(store, &row).await;
+        let (target, plugins, next_index) = match resumed {
+            Ok(parts) => parts,
+            Err(error) => {
+                let _ = store.release_lease(&id).await;
+                return Err(error);
+            }
+        };
+        let opened = self
+            .start(
+                target,
+                plugins,
+                None,
+                Some(Resumed {
+                    id: id.clone(),
+                    next_index,
+                }),
+            )
+            .await;
+        if let Err(error) = opened {
+            let _ = store.release_lease(&id).await;
+            return Err(error);
+        }
+        tracing::info!(session = %id, from = from.as_deref().unwrap_or(""), next_index, "Session taken over.");
+        self.broker.emit(&events::SessionTakenOver {
+            session_id: id,
+            from,
+            to: store.instance().to_string(),
+            next_message_index: next_index,
+        });
+        Ok(Located::Here)
+    }
+
+    /// What a stored session is rebuilt from: its target, its plugins (configs opened with the
+    /// store's key) and the index its next message takes; the row is marked open here.
+    async fn resume(
+        &self,
+        store: &crate::store::Store,
+        row: &crate::store::SessionRow,
+    ) -> Result<(Arc<Target>, Vec<PluginRef>, u64), SessionError> {
+        let target = self
+            .targets
+            .shared(&row.target_id)
+            .ok_or_else(|| SessionError::TargetNotFound(row.target_id.clone()))?;
+        let stored: Vec<actor::StoredStage> = serde_json::from_value(row.plugins.clone())
+            .map_err(|e| SessionError::Store(format!("the session's plugins do not read: {e}")))?;
+        let mut plugins = Vec::with_capacity(stored.len());
+        for stage in stored {
+            let config = match store.secrets() {
+                Some(key) => key
+                    .open(&stage.config)
+                    .map_err(|e| SessionError::Store(e.to_string()))?,
+                None => stage.config,
+            };
+            plugins.push(PluginRef {
+                id: stage.id,
+                config,
+                priority: Some(stage.priority),
+                critical: stage.critical,
+                timeout_ms: None,
+            });
+        }
+        let next_index = store
+            .next_message_index(&row.id)
+            .await
+            .map_err(store_error)?;
+        store.claim_session(&row.id).await.map_err(store_error)?;
+        Ok((target, plugins, next_index))
     }
 
     /// The thread the next session runs on.
@@ -262,6 +509,15 @@ impl SessionManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// Whether session `id` is live here (no clone of its handle: the message path asks).
+    fn is_live(&self, id: &str) -> bool {
+        self.registry
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     fn handle(&self, id: &str) -> Result<Handle, SessionError> {
@@ -388,7 +644,7 @@ impl SessionManager {
             .targets
             .shared(&request.target_id)
             .ok_or_else(|| SessionError::TargetNotFound(request.target_id.clone()))?;
-        self.start(target, request.plugins, None).await
+        self.start(target, request.plugins, None, None).await
     }
 
     /// Opens a session on a target the caller holds (and, optionally, its own connector), as
@@ -402,7 +658,7 @@ impl SessionManager {
             plugins,
             connector,
         } = spec;
-        self.start(Arc::new(target), plugins, connector).await
+        self.start(Arc::new(target), plugins, connector, None).await
     }
 
     async fn start(
@@ -410,8 +666,12 @@ impl SessionManager {
         target: Arc<Target>,
         plugins: Vec<PluginRef>,
         connector: Option<MakeConnector>,
+        resumed: Option<Resumed>,
     ) -> Result<SessionInfo, SessionError> {
-        let id = crate::util::random_id();
+        let (id, first_index) = match &resumed {
+            Some(r) => (r.id.clone(), Some(r.next_index)),
+            None => (crate::util::random_id(), None),
+        };
         let planned = self.pipeline(&target, &plugins, &id)?;
         let mut stages = Vec::with_capacity(planned.len());
         let mut masked = Vec::with_capacity(planned.len());
@@ -431,6 +691,14 @@ impl SessionManager {
                 id: id.clone(),
                 reason: "the sessions supervisor is not running".into(),
             })?;
+        // A new session is owned from the start (a fresh id: nobody else holds it). A resumed
+        // one holds its lease already.
+        if let (Some(store), None) = (self.leases(), &resumed) {
+            store
+                .acquire_lease(&id, self.settings.lease_ttl)
+                .await
+                .map_err(store_error)?;
+        }
         let (tx, rx) = oneshot::channel();
         let factory = SessionFactory {
             thread: self.pick_thread(),
@@ -440,6 +708,7 @@ impl SessionManager {
                 stored,
                 view,
                 connector,
+                first_index,
                 reply: tx,
             })),
             registry: self.registry.clone(),
@@ -493,6 +762,9 @@ impl SessionManager {
             return Err(error);
         }
         let info = self.describe(&id).await?;
+        if resumed.is_some() {
+            return Ok(info);
+        }
         // Opening is not the message path either: once created, the session is listed.
         if let Some(store) = &self.store {
             store.flush().await;
@@ -649,6 +921,8 @@ struct Prepared {
     stored: Vec<Value>,
     view: Arc<SessionView>,
     connector: Option<MakeConnector>,
+    /// A resumed session's next message index (its row exists already).
+    first_index: Option<u64>,
     reply: oneshot::Sender<Result<(), SessionError>>,
 }
 
@@ -708,6 +982,7 @@ impl ChildFactory for SessionFactory {
             stored,
             view,
             connector,
+            first_index,
             reply,
         } = prepared;
         // Built on its own thread: the actor holds thread-bound parts (its connector).
@@ -716,6 +991,7 @@ impl ChildFactory for SessionFactory {
         let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
             SessionActor::new(id, target, stages, stored, deps, guard, shown)
                 .with_connector(connector)
+                .resumed_at(first_index)
         });
         let registry = self.registry.clone();
         let id = args.id;
@@ -753,6 +1029,8 @@ struct SessionsObserver {
     registry: Arc<Registry>,
     broker: BrokerHandle,
     store: Option<StoreHandle>,
+    /// Leases to release when a session ends (a shared store).
+    leased: bool,
 }
 
 impl SupervisorObserver for SessionsObserver {
@@ -762,6 +1040,15 @@ impl SupervisorObserver for SessionsObserver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        // Ended, however it ended: its lease goes (off the message path, not awaited).
+        if let Some(store) = self.store.as_ref().filter(|_| self.leased) {
+            let (store, id) = (store.store().clone(), id.to_string());
+            actix_web::rt::spawn(async move {
+                if let Err(error) = store.release_lease(&id).await {
+                    tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
+                }
+            });
+        }
         if reason.is_abnormal() {
             tracing::warn!(session = id, reason = %reason.describe(), "Session crashed; it is not restarted.");
             self.broker.emit(&events::SessionFailed {
@@ -802,6 +1089,7 @@ impl ChildFactory for SessionsSupervisorFactory {
             registry: manager.registry.clone(),
             broker: manager.broker.clone(),
             store: manager.store.clone(),
+            leased: manager.leased,
         });
         let addr = Supervisor::new(
             args.path,

@@ -129,6 +129,8 @@ pub struct SessionSettings {
     pub hook_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub queue_capacity: usize,
+    /// A session's ownership lease (shared stores): how long it lasts unrenewed.
+    pub lease_ttl_ms: u64,
     pub after_receive_order: String,
     pub max_sessions: usize,
     /// Threads session actors run on; 0 means one per CPU core.
@@ -147,6 +149,9 @@ pub struct ServerSettings {
     /// This instance's name (events' `origin`, the sessions it opened in the store); empty:
     /// the host's name ([`Settings::instance_id`]).
     pub instance_id: String,
+    /// Where the other instances reach this one (forwarded session messages); empty: the
+    /// bound address.
+    pub advertise_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

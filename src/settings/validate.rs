@@ -188,6 +188,7 @@ impl Settings {
         for (key, value) in [
             ("sessions.hook_timeout_ms", self.sessions.hook_timeout_ms),
             ("sessions.idle_timeout_ms", self.sessions.idle_timeout_ms),
+            ("sessions.lease_ttl_ms", self.sessions.lease_ttl_ms),
             (
                 "sessions.queue_capacity",
                 self.sessions.queue_capacity as u64,
@@ -220,6 +221,17 @@ impl Settings {
         if let Err(message) = nats_url(&self.broker.nats_url) {
             check(false, "broker.nats_url", message);
         }
+        check(
+            self.server.advertise_url.is_empty()
+                || ((self.server.advertise_url.starts_with("http://")
+                    || self.server.advertise_url.starts_with("https://"))
+                    && !self.server.advertise_url.ends_with('/')),
+            "server.advertise_url",
+            format!(
+                "'{}' must be empty or an http:// or https:// base URL without a trailing '/'",
+                self.server.advertise_url
+            ),
+        );
         check(
             self.server.instance_id.is_empty() || is_name(&self.server.instance_id, 64),
             "server.instance_id",

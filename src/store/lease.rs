@@ -164,6 +164,58 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records where this instance is reached (its advertised base URL), replacing what an
+    /// earlier start of it wrote.
+    pub async fn register_instance(&self, url: &str, at: &str) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => sqlx::query(
+            "INSERT INTO instances (instance_id, advertise_url, started_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id) DO UPDATE SET advertise_url = excluded.advertise_url, started_at = excluded.started_at",
+        )
+        .bind(&self.instance)
+        .bind(url)
+        .bind(at)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// The advertised base URL of instance `id`, if it ever started on this database.
+    pub async fn instance_url(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT advertise_url FROM instances WHERE instance_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    /// Session `id`'s row says this instance runs it again (a takeover): `open`, no end.
+    pub async fn claim_session(&self, id: &str) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => sqlx::query(
+            "UPDATE sessions SET state = 'open', instance_id = $2, ended_at = NULL, end_reason = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&self.instance)
+        .execute(p)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// The index the next message of session `id` takes: one past its last stored one.
+    pub async fn next_message_index(&self, id: &str) -> Result<u64, StoreError> {
+        let last: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT MAX(message_index) FROM messages WHERE session_id = $1",
+        )
+        .bind(id)
+        .fetch_one(p)
+        .await?);
+        Ok(last.map_or(0, |n| u64::try_from(n).unwrap_or(0) + 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

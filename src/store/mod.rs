@@ -79,6 +79,7 @@ const SQLITE_MIGRATIONS: Migrations = migrations!("sqlite":
     (8, "session_owners", "0008_session_owners.sql"),
     (9, "webhooks", "0009_webhooks.sql"),
     (10, "conversations", "0010_conversations.sql"),
+    (11, "instances", "0011_instances.sql"),
 );
 const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (1, "sessions", "0001_sessions.sql"),
@@ -91,6 +92,7 @@ const POSTGRES_MIGRATIONS: Migrations = migrations!("postgres":
     (8, "session_owners", "0008_session_owners.sql"),
     (9, "webhooks", "0009_webhooks.sql"),
     (10, "conversations", "0010_conversations.sql"),
+    (11, "instances", "0011_instances.sql"),
 );
 
 #[derive(Debug)]

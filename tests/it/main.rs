@@ -6,6 +6,7 @@ mod api;
 mod architecture;
 mod authoring;
 mod cluster;
+mod cluster_sessions;
 mod common;
 mod config;
 mod connectors;

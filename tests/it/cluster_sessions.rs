@@ -1,0 +1,463 @@
+//! Sessions across instances: three real gateway processes on one PostgreSQL and one NATS.
+//! A session created on one is continued on another (forwarded to its owner, the same answer
+//! and one transcript in order), its events are seen on all three, and after its owner is
+//! killed with `kill -9` mid-conversation the others first answer 503
+//! `session_owner_unavailable` with `Retry-After` while the dead owner's lease runs, then take
+//! its sessions over, with every acknowledged message in the transcript.
+//! Needs `nats-server` and PostgreSQL (Debian's `nats-server` and `postgresql`; `.ci/run`
+//! installs both).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::cluster::Nats;
+use crate::mock::MockUpstream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+/// Short, so the test waits little for a dead owner's lease to run out.
+const LEASE_TTL_MS: u64 = 3000;
+
+/// One gateway process, killed on drop.
+struct Gateway {
+    name: &'static str,
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// The real executable as instance `name` on database `url` and NATS `nats`, with the
+    /// target `echo` on `mock`.
+    fn spawn(name: &'static str, url: &str, nats: &str, mock: &MockUpstream) -> Gateway {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path();
+        std::fs::create_dir_all(dir.join("plugins/core")).unwrap();
+        std::fs::write(
+            dir.join("targets.toml"),
+            toml::to_string(
+                &json!({ "targets": [crate::sessions::target("echo", mock, "/chat")] }),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+            .current_dir(dir)
+            .env("SWITCHYARD__SERVER__INSTANCE_ID", name)
+            .env("SWITCHYARD__STORE__URL", url)
+            .env("SWITCHYARD__BROKER__NATS_URL", nats)
+            .env("SWITCHYARD_SECRET_KEY", "ab".repeat(32))
+            .env("SWITCHYARD__DATA__DIR", dir)
+            .env("SWITCHYARD__STORE__DURABILITY", "acknowledged")
+            .env(
+                "SWITCHYARD__SESSIONS__LEASE_TTL_MS",
+                LEASE_TTL_MS.to_string(),
+            )
+            .env(
+                "SWITCHYARD__SESSIONS__TARGETS_FILE",
+                dir.join("targets.toml"),
+            )
+            .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addr = None;
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("{name} becomes ready"));
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match v["message"].as_str() {
+                Some("Listening.") => addr = v["addr"].as_str().map(str::to_owned),
+                Some("Ready.") => break,
+                _ => {}
+            }
+        }
+        Gateway {
+            name,
+            child,
+            base: format!(
+                "http://{}",
+                addr.expect("the Listening. line names the address")
+            ),
+            _data: data,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
+    }
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish()
+}
+
+/// `POST /api/sessions/{id}/messages` on `gw`: status, the instance that served it (when
+/// forwarded), the `Retry-After` header and the body.
+async fn send(
+    gw: &Gateway,
+    id: &str,
+    message: &str,
+) -> (u16, Option<String>, Option<String>, Value) {
+    let mut res = client()
+        .post(format!("{}/api/sessions/{id}/messages", gw.base))
+        .send_json(&json!({ "message": message }))
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (served, retry) = (header("x-switchyard-served-by"), header("retry-after"));
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    (res.status().as_u16(), served, retry, body)
+}
+
+async fn create(gw: &Gateway) -> String {
+    let mut res = client()
+        .post(format!("{}/api/sessions", gw.base))
+        .send_json(&json!({ "targetId": "echo" }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "create on {}", gw.name);
+    let body: Value = res.json().await.unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// The stored transcript of `id` as read on `gw`: `(index, direction, content)`, oldest first.
+async fn transcript(gw: &Gateway, id: &str) -> Vec<(i64, String, String)> {
+    let mut res = client()
+        .get(format!("{}/api/sessions/{id}/messages?limit=500", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "transcript of {id} on {}", gw.name);
+    let page: Value = res.json().limit(64 << 20).await.unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["messageIndex"].as_i64().unwrap(),
+                row["direction"].as_str().unwrap().to_string(),
+                row["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every `session.*` event `gw` streams, as `(name, envelope)`, collected in the background.
+fn watch(gw: &Gateway) -> Rc<RefCell<Vec<(String, Value)>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (into, url) = (
+        seen.clone(),
+        format!("{}/api/events?pattern=session.*", gw.base),
+    );
+    actix_web::rt::spawn(async move {
+        let client = awc::Client::builder().disable_timeout().finish();
+        let Ok(mut res) = client.get(url).send().await else {
+            return;
+        };
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = res.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let frame: String = text.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = Value::Null;
+                for line in frame.lines() {
+                    if let Some(n) = line.strip_prefix("event: ") {
+                        name = Some(n.to_string());
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(d).unwrap_or(Value::Null);
+                    }
+                }
+                if let Some(name) = name {
+                    into.borrow_mut().push((name, data));
+                }
+            }
+        }
+    });
+    seen
+}
+
+/// Waits until `seen` holds an event `name` about session `id`; answers it.
+async fn event(seen: &Rc<RefCell<Vec<(String, Value)>>>, name: &str, id: &str, on: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = seen
+            .borrow()
+            .iter()
+            .find(|(n, e)| n == name && e["data"]["sessionId"] == id)
+            .map(|(_, e)| e.clone());
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{on} never saw {name} for {id}; it saw {:?}",
+            seen.borrow()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_killed_9() {
+    let mock = MockUpstream::start().await;
+    let nats = Nats::start();
+    let url = crate::pg::database().await;
+    let mut a = Gateway::spawn("gw-a", &url, &nats.url(), &mock);
+    let b = Gateway::spawn("gw-b", &url, &nats.url(), &mock);
+    let c = Gateway::spawn("gw-c", &url, &nats.url(), &mock);
+    let seen: Vec<_> = [&a, &b, &c].iter().map(|gw| (gw.name, watch(gw))).collect();
+    // The streams are subscribed (and NATS linked) once each sees an event published on A.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = client()
+            .post(format!("{}/api/events", a.base))
+            .send_json(&json!({ "event": "test.probe", "data": {} }))
+            .await;
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        let probe = create(&a).await;
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        if seen.iter().all(|(_, s)| {
+            s.borrow()
+                .iter()
+                .any(|(n, e)| n == "session.created" && e["data"]["sessionId"] == probe)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event streams never linked");
+    }
+
+    // Created on A, continued on B and C: forwarded to A, answered as A answers.
+    let first = create(&a).await;
+    for (name, s) in &seen {
+        let created = event(s, "session.created", &first, name).await;
+        assert_eq!(created["origin"], "gw-a", "{created}");
+    }
+    let (status, served, _, on_a) = send(&a, &first, "m0").await;
+    assert_eq!((status, served), (200, None), "{on_a}");
+    assert_eq!(on_a["content"], "echo: m0");
+    let (status, served, _, on_b) = send(&b, &first, "m1").await;
+    assert_eq!(status, 200, "{on_b}");
+    assert_eq!(served.as_deref(), Some("gw-a"), "B forwards to the owner");
+    assert_eq!(on_b["content"], "echo: m1");
+    // The same reply as A gives (but for the time it took).
+    let shape = |reply: &Value| {
+        let mut reply = reply.clone();
+        reply["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .shift_remove("responseTimeMs");
+        reply["content"] = Value::Null;
+        reply
+    };
+    assert_eq!(shape(&on_b), shape(&on_a), "the same reply as A gives");
+    let (status, served, _, on_c) = send(&c, &first, "m2").await;
+    assert_eq!((status, served.as_deref()), (200, Some("gw-a")), "{on_c}");
+    assert_eq!(on_c["content"], "echo: m2");
+    // A streamed answer is forwarded as it comes.
+    let mut res = client()
+        .post(format!("{}/api/sessions/{first}/messages", b.base))
+        .send_json(&json!({ "message": "m3", "stream": true }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream")));
+    let streamed = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        streamed.contains("event: done") && streamed.contains("echo: m3"),
+        "{streamed}"
+    );
+    let rows = transcript(&c, &first).await;
+    let answers: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| r.1 == "received")
+        .map(|r| (r.0, r.2.clone()))
+        .collect();
+    assert_eq!(
+        answers,
+        (0..4)
+            .map(|n| (n, format!("echo: m{n}")))
+            .collect::<Vec<_>>(),
+        "one transcript, in order, whoever received the messages"
+    );
+
+    // Mid-conversation: clients talk to A's sessions through all three gateways, then A dies.
+    let mut sessions = vec![first.clone()];
+    for _ in 0..5 {
+        sessions.push(create(&a).await);
+    }
+    let acked: Rc<RefCell<HashSet<(String, String)>>> = Rc::default();
+    let bases = [a.base.clone(), b.base.clone(), c.base.clone()];
+    for (i, id) in sessions.iter().enumerate() {
+        let (acked, id, base) = (acked.clone(), id.clone(), bases[i % 3].clone());
+        actix_web::rt::spawn(async move {
+            let client = client();
+            for n in 0.. {
+                let message = format!("load-{n}");
+                let Ok(mut res) = client
+                    .post(format!("{base}/api/sessions/{id}/messages"))
+                    .send_json(&json!({ "message": message }))
+                    .await
+                else {
+                    break;
+                };
+                if res.status() != 200 {
+                    break;
+                }
+                let Ok(body) = res.json::<Value>().await else {
+                    break;
+                };
+                assert_eq!(body["content"], format!("echo: {message}"));
+                acked.borrow_mut().insert((id.clone(), message));
+            }
+        });
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+    let killed_at = Instant::now();
+    a.kill9();
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let acked = acked.borrow().clone();
+    assert!(
+        acked.len() >= 20,
+        "the load reached only {} answers",
+        acked.len()
+    );
+
+    // While A's lease runs, B cannot reach it: 503 with the lease's remaining time.
+    let (status, _, retry, body) = send(&b, &first, "during").await;
+    assert!(
+        killed_at.elapsed() < Duration::from_millis(LEASE_TTL_MS * 2 / 3),
+        "the check came too late to see the lease running"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "session_owner_unavailable", "{body}");
+    assert_eq!(body["details"]["owner"], "gw-a", "{body}");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!(
+        (1..=LEASE_TTL_MS / 1000).contains(&retry),
+        "Retry-After {retry}"
+    );
+
+    // Once it ran out, B and C take A's sessions over and go on where they stopped.
+    let deadline = Instant::now() + Duration::from_millis(LEASE_TTL_MS * 4);
+    let mut taken_by: HashMap<String, &str> = HashMap::new();
+    for (i, id) in sessions.iter().enumerate() {
+        let gw = if i % 2 == 0 { &b } else { &c };
+        loop {
+            let (status, served, retry, body) = send(gw, id, "after").await;
+            if status == 200 {
+                assert_eq!(served, None, "served by {} itself", gw.name);
+                assert_eq!(body["content"], "echo: after");
+                taken_by.insert(id.clone(), gw.name);
+                break;
+            }
+            assert_eq!(body["code"], "session_owner_unavailable", "{body}");
+            assert!(retry.is_some(), "a 503 says when to retry");
+            assert!(Instant::now() < deadline, "{id} was never taken over");
+            actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Whoever asks next is forwarded to the new owner.
+        let other = if i % 2 == 0 { &c } else { &b };
+        let (status, served, _, body) = send(other, id, "again").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(served.as_deref(), Some(gw.name));
+        assert_eq!(body["content"], "echo: again");
+    }
+    for (name, s) in &seen[1..] {
+        let taken = event(s, "session.taken_over", &first, name).await;
+        assert_eq!(taken["data"]["from"], "gw-a", "{taken}");
+        assert_eq!(taken["data"]["to"], "gw-b", "{taken}");
+    }
+
+    // No acknowledged message lost; each transcript in order and continued after it.
+    let mut kept = HashSet::new();
+    for id in &sessions {
+        let rows = transcript(&c, id).await;
+        let indexes: Vec<i64> = rows.iter().filter(|r| r.1 != "sent").map(|r| r.0).collect();
+        let mut sorted = indexes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(indexes, sorted, "{id}: answers in order, no index twice");
+        // Taken over: the transcript goes on one past its last stored message.
+        let at = |text: &str| {
+            let found: Vec<i64> = rows.iter().filter(|r| r.2 == text).map(|r| r.0).collect();
+            assert_eq!(found.len(), 1, "{id}: one '{text}' answer in {rows:?}");
+            found[0]
+        };
+        let (after, again) = (at("echo: after"), at("echo: again"));
+        let before = rows
+            .iter()
+            .filter(|r| !r.2.ends_with("after") && !r.2.ends_with("again"))
+            .map(|r| r.0)
+            .max()
+            .unwrap_or(-1);
+        assert_eq!(
+            (after, again),
+            (before + 1, before + 2),
+            "{id} (taken over by {}): the transcript goes on where it stopped",
+            taken_by[id]
+        );
+        for row in rows.iter().filter(|r| r.1 == "received") {
+            if let Some(sent) = row.2.strip_prefix("echo: ") {
+                kept.insert((id.clone(), sent.to_string()));
+            }
+        }
+    }
+    let lost: Vec<_> = acked.difference(&kept).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged answers were lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    drop((b, c));
+    mock.stop().await;
+}
