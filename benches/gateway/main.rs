@@ -43,6 +43,9 @@ pub struct Plan {
     pub s8_requests: u64,
     /// Streamed answers per round and side in S4.
     pub s4_requests: u64,
+    /// S10: connections, and the length of each alternated run.
+    pub s10_concurrency: usize,
+    pub s10_duration: Duration,
     /// Measure the peer gateways (LiteLLM, Portkey) in S1 and S2 (`--no-peers`: not).
     pub peers: bool,
     /// Install a missing peer into `target/bench/peers/` (full runs, or `--install-peers`);
@@ -68,6 +71,8 @@ impl Plan {
             s7_crashes: 5,
             s8_requests: 2_000,
             s4_requests: 300,
+            s10_concurrency: 32,
+            s10_duration: Duration::from_secs(3),
             peers: true,
             install_peers: true,
             only: None,
@@ -90,6 +95,8 @@ impl Plan {
             s7_crashes: 1,
             s8_requests: 30,
             s4_requests: 5,
+            s10_concurrency: 4,
+            s10_duration: Duration::from_millis(300),
             peers: true,
             install_peers: false,
             only: None,

@@ -567,3 +567,196 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+/// A `nats-server` on a free loopback port (Debian's `nats-server`), killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+}
+
+impl NatsServer {
+    pub fn start() -> Result<NatsServer, String> {
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("nats-server is required (Debian's `nats-server` package): {e}")
+            })?;
+        let nats = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        wait_port(port, "nats-server")?;
+        Ok(nats)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_port(port: u16, what: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} did not listen on {port} within 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A PostgreSQL cluster of its own (Debian's `postgresql` binaries, a temporary directory, a
+/// free loopback port, the server's default durability: `fsync` and `synchronous_commit` on),
+/// as `tests/it/pg.rs` starts one. The server runs under a shell reading our end of a pipe:
+/// when the harness drops it or exits, the shell stops the server and removes the directory.
+pub struct Postgres {
+    guard: Child,
+    pub port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres, String> {
+        const MISSING: &str = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin: install Debian's postgresql package (.ci/run does)";
+        let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|_| MISSING.to_string())?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let version = e.file_name().to_string_lossy().parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((version, bin))
+            })
+            .collect();
+        versions.sort();
+        let bin = versions.pop().map(|(_, b)| b).ok_or(MISSING)?;
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let shell = |script: &str| {
+            let mut c = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", "sh", "-c", script]);
+                c
+            } else {
+                let mut c = Command::new("sh");
+                c.args(["-c", script]);
+                c
+            };
+            c.stdout(Stdio::null());
+            c
+        };
+        let dir = std::env::temp_dir().join(format!("switchyard-bench-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if root {
+            let _ = Command::new("chown")
+                .args(["postgres:", &dir.display().to_string()])
+                .status();
+        }
+        let data = dir.join("data");
+        let initdb = shell(&format!(
+            "{} -D {} -U postgres --auth=trust -E UTF8 --no-sync --no-instructions",
+            bin.join("initdb").display(),
+            data.display()
+        ))
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("initdb: {e}"))?;
+        if !initdb.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr)
+            ));
+        }
+        let port = free_port();
+        let script = format!(
+            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+             -c max_connections=200 >{dir}/log 2>&1 & pid=$!; read _; kill -INT $pid; \
+             wait $pid; rm -rf {dir}",
+            postgres = bin.join("postgres").display(),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let guard = shell(&script)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        let pg = Postgres { guard, port, bin };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(pg.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(pg);
+            }
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+                return Err(format!("postgres did not become ready within 30 s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A fresh database `name` and its URL.
+    pub fn database(&self, name: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("createdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "CREATE DATABASE {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+
+    /// CPU time of the server and its backends so far (ns).
+    pub fn cpu_ns(&self) -> u64 {
+        cpu_ns_tree(self.guard.id())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Closing the pipe stops the server (fast shutdown) and removes its directory.
+        drop(self.guard.stdin.take());
+        let _ = self.guard.wait();
+    }
+}

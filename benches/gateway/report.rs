@@ -231,6 +231,23 @@ pub struct S9Row {
     pub us_per_call: Spread,
 }
 
+/// S10: one store and instance layout, in alternated closed-loop runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct S10Row {
+    pub label: String,
+    pub instances: usize,
+    pub concurrency: usize,
+    pub rps: Spread,
+    pub p99_us: Spread,
+    /// CPU of the gateway processes per message (µs).
+    pub gateway_us_per_msg: Spread,
+    /// CPU of the PostgreSQL server and its backends per message (µs; 0 with SQLite).
+    pub database_us_per_msg: Spread,
+    /// CPU of nats-server per message (µs; 0 without NATS).
+    pub nats_us_per_msg: Spread,
+    pub errors: u64,
+}
+
 /// S4: one streaming path, gateway against the direct stream, in alternated rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct S4Row {
@@ -267,6 +284,7 @@ pub struct Results {
     pub s7: Option<S7>,
     pub s8: Option<S8>,
     pub s9: Vec<S9Row>,
+    pub s10: Vec<S10Row>,
     pub notes: Vec<String>,
     pub failures: Vec<String>,
 }
@@ -496,6 +514,29 @@ pub fn markdown(r: &Results) -> String {
                 row.plugin,
                 row.hook,
                 row.us_per_call.show(2)
+            );
+        }
+        let _ = writeln!(w);
+    }
+    if !r.s10.is_empty() {
+        let _ = writeln!(
+            w,
+            "### S10 — several instances on one PostgreSQL and one NATS (closed loop, median (min–max) over alternated rounds)\n"
+        );
+        let _ = writeln!(w, "Every instance on this machine (co-located: the overhead of a cluster, not its speed-up); the load generator spreads its connections round-robin over the instances, each message through its own instance's session. CPU per message is the processes' own time over the run divided by the messages answered.\n");
+        let _ = writeln!(w, "| layout | c | req/s | p99 µs | gateway CPU µs/msg | PostgreSQL CPU µs/msg | NATS CPU µs/msg | errors |\n|---|---|---|---|---|---|---|---|");
+        for row in &r.s10 {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.label,
+                row.concurrency,
+                row.rps.show(0),
+                row.p99_us.show(0),
+                row.gateway_us_per_msg.show(0),
+                row.database_us_per_msg.show(0),
+                row.nats_us_per_msg.show(1),
+                row.errors
             );
         }
         let _ = writeln!(w);

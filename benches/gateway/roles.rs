@@ -96,6 +96,9 @@ pub struct GatewaySpec {
     /// `sessions.idle_timeout_ms` (0: the service's default).
     #[serde(default)]
     pub idle_timeout_ms: u64,
+    /// More `SWITCHYARD__…` settings (S10: the PostgreSQL URL, NATS, the instance's name).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for GatewaySpec {
@@ -115,6 +118,7 @@ impl Default for GatewaySpec {
             native: Vec::new(),
             frontdoor_open: false,
             idle_timeout_ms: 0,
+            env: Vec::new(),
         }
     }
 }
@@ -161,6 +165,7 @@ pub fn gateway(spec: GatewaySpec) {
                 spec.idle_timeout_ms.to_string(),
             ));
         }
+        vars.extend(spec.env.iter().cloned());
         if spec.hot_reload_ms > 0 {
             vars.push(("SWITCHYARD__HOT_RELOAD__ENABLED".into(), "true".into()));
             vars.push((

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::load::{self, Call, Stop};
-use crate::procs::{Nginx, Peer, PeerKind, Server};
+use crate::procs::{NatsServer, Nginx, Peer, PeerKind, Postgres, Server};
 use crate::report::*;
 use crate::roles::{self, GatewaySpec, MockSpec};
 use crate::Plan;
@@ -222,6 +222,9 @@ pub async fn run_all(plan: &Plan) -> Results {
     }
     if plan.runs("S9") {
         s9(plan, &mut r).await;
+    }
+    if plan.runs("S10") {
+        s10(plan, &upstream.addr, &mut r).await;
     }
     upstream.stop();
     r
@@ -1423,4 +1426,170 @@ async fn s9(plan: &Plan, r: &mut Results) {
             });
         }
     }
+}
+
+/// One S10 layout: the gateways it loads and what else it counts the CPU of.
+struct Layout<'a> {
+    label: String,
+    gateways: Vec<&'a Gateway>,
+    calls: Vec<Call>,
+    postgres: bool,
+    nats: bool,
+}
+
+/// S10: throughput of 1, 2 and 3 instances on one PostgreSQL and one NATS, and one instance
+/// on SQLite against one on PostgreSQL, every layout running at once and measured in
+/// alternated rounds. Needs nats-server and PostgreSQL's binaries: without them it fails,
+/// saying what to install.
+async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
+    let (pg, nats) = match (Postgres::start(), NatsServer::start()) {
+        (Ok(pg), Ok(nats)) => (pg, nats),
+        (Err(e), _) | (_, Err(e)) => {
+            r.failures.push(format!("S10: {e}"));
+            return;
+        }
+    };
+    let (alone_url, cluster_url) = match (pg.database("bench_alone"), pg.database("bench_cluster"))
+    {
+        (Ok(a), Ok(c)) => (a, c),
+        (Err(e), _) | (_, Err(e)) => {
+            r.failures.push(format!("S10: {e}"));
+            return;
+        }
+    };
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let sqlite = Gateway::start(upstream, GatewaySpec::default(), &[]);
+    let alone = Gateway::start(
+        upstream,
+        GatewaySpec {
+            env: env(&[("SWITCHYARD__STORE__URL", &alone_url)]),
+            ..Default::default()
+        },
+        &[],
+    );
+    // One after the other: the first one migrates the shared database.
+    let members: Vec<Gateway> = (1..=3)
+        .map(|i| {
+            Gateway::start(
+                upstream,
+                GatewaySpec {
+                    env: env(&[
+                        ("SWITCHYARD__STORE__URL", &cluster_url),
+                        ("SWITCHYARD__BROKER__NATS_URL", &nats.url),
+                        ("SWITCHYARD__SERVER__INSTANCE_ID", &format!("gw-{i}")),
+                    ]),
+                    ..Default::default()
+                },
+                &[],
+            )
+        })
+        .collect();
+    let c = plan.s10_concurrency;
+    let client = load::client(c * 2 + 8);
+    let mut sessions = Vec::new();
+    for gw in [&sqlite, &alone].into_iter().chain(members.iter()) {
+        sessions.push(gw.sessions(&client, &[], c).await);
+    }
+    let one = |gw: &Gateway, ids: &[String]| -> Vec<Call> {
+        ids.iter().map(|s| gw.message(s, MESSAGE)).collect()
+    };
+    let mut layouts = vec![
+        Layout {
+            label: "1 instance, SQLite".into(),
+            gateways: vec![&sqlite],
+            calls: one(&sqlite, &sessions[0]),
+            postgres: false,
+            nats: false,
+        },
+        Layout {
+            label: "1 instance, PostgreSQL".into(),
+            gateways: vec![&alone],
+            calls: one(&alone, &sessions[1]),
+            postgres: true,
+            nats: false,
+        },
+    ];
+    for k in 1..=3 {
+        // Connection i goes to instance i mod k, on that instance's own sessions.
+        let calls = (0..c)
+            .map(|i| members[i % k].message(&sessions[2 + i % k][i / k], MESSAGE))
+            .collect();
+        layouts.push(Layout {
+            label: format!(
+                "{k} instance{}, PostgreSQL + NATS",
+                if k > 1 { "s" } else { "" }
+            ),
+            gateways: members[..k].iter().collect(),
+            calls,
+            postgres: true,
+            nats: true,
+        });
+    }
+    // Warm every layout once, then alternate: each round runs every layout in turn.
+    for layout in &layouts {
+        let _ = load::closed_loop(&client, &layout.calls, Stop::Each(10)).await;
+    }
+    let mut samples: Vec<Vec<[f64; 5]>> = vec![Vec::new(); layouts.len()];
+    let mut errors = vec![0u64; layouts.len()];
+    for _ in 0..plan.rounds {
+        for (i, layout) in layouts.iter_mut().enumerate() {
+            let gateway_cpu = |gws: &[&Gateway]| gws.iter().map(|g| g.server.cpu_ns()).sum::<u64>();
+            let (g0, p0, n0) = (
+                gateway_cpu(&layout.gateways),
+                pg.cpu_ns(),
+                crate::procs::cpu_ns(nats.pid()),
+            );
+            let run = load::closed_loop(&client, &layout.calls, Stop::For(plan.s10_duration)).await;
+            let ok = run.ok.max(1) as f64;
+            let per = |now: u64, then: u64| now.saturating_sub(then) as f64 / 1000.0 / ok;
+            let g = per(gateway_cpu(&layout.gateways), g0);
+            let p = if layout.postgres {
+                per(pg.cpu_ns(), p0)
+            } else {
+                0.0
+            };
+            let n = if layout.nats {
+                per(crate::procs::cpu_ns(nats.pid()), n0)
+            } else {
+                0.0
+            };
+            if let Some(e) = &run.first_error {
+                eprintln!("S10 {}: {e}", layout.label);
+            }
+            errors[i] += run.errors;
+            let summary = run.summary();
+            samples[i].push([summary.rps, summary.p99_us as f64, g, p, n]);
+        }
+    }
+    for (i, layout) in layouts.iter().enumerate() {
+        let pick = |k: usize| Spread::of(&samples[i].iter().map(|s| s[k]).collect::<Vec<_>>());
+        if errors[i] > 0 {
+            r.failures
+                .push(format!("S10 {}: {} errors", layout.label, errors[i]));
+        }
+        r.s10.push(S10Row {
+            label: layout.label.clone(),
+            instances: layout.gateways.len(),
+            concurrency: c,
+            rps: pick(0),
+            p99_us: pick(1),
+            gateway_us_per_msg: pick(2),
+            database_us_per_msg: pick(3),
+            nats_us_per_msg: pick(4),
+            errors: errors[i],
+        });
+    }
+    drop(layouts);
+    sqlite.stop();
+    alone.stop();
+    for gw in members {
+        gw.stop();
+    }
+    drop(nats);
+    drop(pg);
 }

@@ -86,7 +86,7 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use error::ApiError;
 
-use crate::broker::events::CATALOGUE;
+use crate::broker::events::{PluginOp, CATALOGUE};
 use crate::broker::BrokerHandle;
 use crate::health::{HealthRegistry, Lifecycle};
 use crate::plugin::host::PluginHost;
@@ -115,6 +115,75 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::broker::nats::Link>>,
     /// Outbound webhooks; none with the store off.
     pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
+    /// The other instances' plugins (`broker.nats_url`): plugin actions apply on all, and
+    /// `GET /api/plugins` shows each instance's state. `None`: a lone instance.
+    pub view: Option<ClusterPlugins>,
+}
+
+/// The cluster side of the plugin endpoints.
+pub struct ClusterPlugins {
+    pub view: actix::Addr<crate::plugin::cluster::ClusterView>,
+    /// `broker.cluster_answer_ms`.
+    pub answer_wait: std::time::Duration,
+}
+
+impl ClusterPlugins {
+    /// Asks every other instance to do `op` on `plugin_id` too, and waits (bounded) for their
+    /// answers. Called once this instance did it: the others follow what succeeded here.
+    async fn propagate(
+        &self,
+        broker: &BrokerHandle,
+        op: crate::broker::events::PluginOp,
+        plugin_id: &str,
+    ) -> Vec<crate::plugin::cluster::InstanceAnswer> {
+        use crate::plugin::cluster::{request_id, Expect};
+        let instance = broker.instance();
+        let request_id = request_id(&instance);
+        let Ok(answers) = self
+            .view
+            .send(Expect {
+                request_id: request_id.clone(),
+                wait: self.answer_wait,
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        broker.emit(&crate::broker::events::ClusterPluginCommand {
+            op,
+            plugin_id: plugin_id.to_string(),
+            request_id,
+            by: instance.to_string(),
+        });
+        answers.await.unwrap_or_default()
+    }
+
+    /// Adds `instances` (plugin `id` on every instance) to a plugin's JSON.
+    fn annotate(
+        plugin: &mut serde_json::Value,
+        view: &crate::plugin::host::PluginView,
+        instance: &str,
+        peers: &[crate::plugin::cluster::PeerView],
+    ) {
+        use crate::plugin::cluster::{brief_of, instances_of};
+        let id = view.manifest["id"].as_str().unwrap_or("");
+        let instances = instances_of(
+            id,
+            (instance, &brief_of(view)),
+            peers,
+            std::time::SystemTime::now(),
+        );
+        if let Some(map) = plugin.as_object_mut() {
+            map.insert("instances".into(), json!(instances));
+        }
+    }
+
+    async fn peers(&self) -> Vec<crate::plugin::cluster::PeerView> {
+        self.view
+            .send(crate::plugin::cluster::Peers)
+            .await
+            .unwrap_or_default()
+    }
 }
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -568,11 +637,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// List every plugin.
 ///
 /// Metadata (as Krawall's list, without config schemas) plus state, generation, restarts,
-/// reloads and last error, in registration order.
+/// reloads and last error, in registration order. With several instances
+/// (`broker.nats_url`), `instances` shows each plugin on every instance as last heard.
 #[utoipa::path(get, path = "/api/plugins", tag = "plugins",
     responses((status = 200, description = "Every plugin.", body = [schemas::PluginSummary])),
     extensions(("x-error-codes" = json!([]))))]
 async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
+    let peers = match &state.view {
+        Some(cluster) => Some(cluster.peers().await),
+        None => None,
+    };
+    let instance = state.broker.instance();
     let plugins: Vec<serde_json::Value> = state
         .plugins
         .list()
@@ -581,6 +656,9 @@ async fn list_plugins(state: web::Data<AppState>) -> HttpResponse {
             let mut value = json!(view);
             if let Some(map) = value.as_object_mut() {
                 map.shift_remove("configSchema");
+            }
+            if let Some(peers) = &peers {
+                ClusterPlugins::annotate(&mut value, &view, &instance, peers);
             }
             value
         })
@@ -733,11 +811,13 @@ async fn get_plugin(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    state
-        .plugins
-        .get(&id)
-        .map(|view| HttpResponse::Ok().json(view))
-        .ok_or(ApiError::PluginNotFound(id))
+    let view = state.plugins.get(&id).ok_or(ApiError::PluginNotFound(id))?;
+    let mut value = json!(view);
+    if let Some(cluster) = &state.view {
+        let peers = cluster.peers().await;
+        ClusterPlugins::annotate(&mut value, &view, &state.broker.instance(), &peers);
+    }
+    Ok(HttpResponse::Ok().json(value))
 }
 
 /// An event the broker carries, and who publishes it.
@@ -814,13 +894,20 @@ async fn publish_event(
     Ok(HttpResponse::Accepted().json(event))
 }
 
-/// What an operator action answers: the plugin as it is now (and, for a reload, the versions).
+/// What an operator action answers: the plugin as it is now on this instance (and, for a
+/// reload, the versions); with several instances, what the others answered.
 #[derive(serde::Serialize, ToSchema)]
 struct ActionOutcome {
     #[schema(value_type = schemas::PluginDetail)]
     plugin: crate::plugin::host::PluginView,
     #[serde(skip_serializing_if = "Option::is_none")]
     reload: Option<ReloadVersions>,
+    /// With several instances (`broker.nats_url`): each other instance's answer, in instance
+    /// order; those silent for `broker.cluster_answer_ms` are `pending`. Absent on a lone
+    /// instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<schemas::InstanceAnswer>>)]
+    cluster: Option<Vec<crate::plugin::cluster::InstanceAnswer>>,
 }
 
 /// The versions a reload went from and to.
@@ -832,21 +919,32 @@ struct ReloadVersions {
     new_version: serde_json::Value,
 }
 
-/// Runs operator action `action` on plugin `id` and answers with its outcome.
+/// Runs operator action `op` on plugin `id` and answers with its outcome; once it succeeded
+/// here, the other instances of a cluster are asked to do it too.
 async fn act(
+    state: &AppState,
     id: &str,
-    action: &str,
+    op: crate::broker::events::PluginOp,
     req: &HttpRequest,
     outcome: impl std::future::Future<Output = Result<ActionOutcome, crate::plugin::host::ManageError>>,
 ) -> Result<HttpResponse, ApiError> {
+    let action = op.as_str();
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
     match outcome.await {
-        Ok(body) => {
+        Ok(mut body) => {
             tracing::info!(plugin = %id, action = %action, request_id = %request_id, state = %body.plugin.state.as_str(), "Plugin action done.");
+            if let Some(cluster) = &state.view {
+                // The id the plugin has now (a load may name its directory).
+                let plugin_id = body.plugin.manifest["id"]
+                    .as_str()
+                    .unwrap_or(id)
+                    .to_string();
+                body.cluster = Some(cluster.propagate(&state.broker, op, &plugin_id).await);
+            }
             Ok(HttpResponse::Ok().json(body))
         }
         Err(error) => {
@@ -860,6 +958,7 @@ fn plugin_only(view: crate::plugin::host::PluginView) -> ActionOutcome {
     ActionOutcome {
         plugin: view,
         reload: None,
+        cluster: None,
     }
 }
 
@@ -885,9 +984,10 @@ async fn reload_plugin(
                 old_version,
                 new_version,
             }),
+            cluster: None,
         })
     };
-    act(&id, "reload", &req, outcome).await
+    act(&state, &id, PluginOp::Reload, &req, outcome).await
 }
 
 /// Restart a plugin under supervision.
@@ -903,7 +1003,7 @@ async fn restart_plugin(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = async { state.plugins.restart(&id).await.map(plugin_only) };
-    act(&id, "restart", &req, outcome).await
+    act(&state, &id, PluginOp::Restart, &req, outcome).await
 }
 
 /// Disable a plugin.
@@ -919,7 +1019,7 @@ async fn disable_plugin(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = async { state.plugins.disable(&id).await.map(plugin_only) };
-    act(&id, "disable", &req, outcome).await
+    act(&state, &id, PluginOp::Disable, &req, outcome).await
 }
 
 /// Enable a disabled plugin.
@@ -933,7 +1033,7 @@ async fn enable_plugin(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = async { state.plugins.enable(&id).await.map(plugin_only) };
-    act(&id, "enable", &req, outcome).await
+    act(&state, &id, PluginOp::Enable, &req, outcome).await
 }
 
 /// Load a script plugin from its files.
@@ -950,13 +1050,18 @@ async fn load_plugin(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = async { state.plugins.load(&id).await.map(plugin_only) };
-    act(&id, "load", &req, outcome).await
+    act(&state, &id, PluginOp::Load, &req, outcome).await
 }
 
 /// `{plugin: {id, state: "unloaded"}}`.
 #[derive(serde::Serialize, ToSchema)]
 struct Unloaded {
     plugin: UnloadedPlugin,
+    /// With several instances (`broker.nats_url`): each other instance's answer, as for the
+    /// other plugin actions. Absent on a lone instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<schemas::InstanceAnswer>>)]
+    cluster: Option<Vec<crate::plugin::cluster::InstanceAnswer>>,
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -998,10 +1103,19 @@ async fn unload_plugin(
         .await
         .map_err(|e| ApiError::from_manage(&id, e))?;
     tracing::info!(plugin = %id, request_id = %request_id, "Plugin unloaded over REST.");
+    let cluster = match &state.view {
+        Some(cluster) => Some(
+            cluster
+                .propagate(&state.broker, PluginOp::Unload, &id)
+                .await,
+        ),
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(Unloaded {
         plugin: UnloadedPlugin {
             id,
             state: UnloadedState::Unloaded,
         },
+        cluster,
     }))
 }

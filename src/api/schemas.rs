@@ -252,6 +252,42 @@ pub struct PluginSummary {
     /// For a connector plugin another plugin's module registered: that plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// With several instances (`broker.nats_url`) only: this plugin on every instance, by
+    /// instance id (this one included), as each last told (`plugin::cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<std::collections::BTreeMap<String, InstancePlugin>>,
+}
+
+/// One instance's view of a plugin (`plugin::cluster::InstancePlugin`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancePlugin {
+    /// The plugin's state there (as `state`), or `absent` when that instance has no such
+    /// plugin.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When that instance last told its states (RFC 3339).
+    pub last_seen: String,
+    /// Unheard for three `broker.cluster_heartbeat_ms`: out of date, or down.
+    pub stale: bool,
+}
+
+/// Another instance's answer to a plugin action (`plugin::cluster::InstanceAnswer`).
+#[derive(Serialize, ToSchema)]
+pub struct InstanceAnswer {
+    pub instance: String,
+    /// It did the action too.
+    pub ok: bool,
+    /// The plugin's state there afterwards; null when unknown (no answer, or no such plugin).
+    pub state: Option<String>,
+    /// Why it failed there (or that it did not answer in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// No answer within `broker.cluster_answer_ms` (it may still do the action).
+    pub pending: bool,
 }
 
 /// A plugin with its config schema (`GET /api/plugins/{id}`).

@@ -156,6 +156,8 @@ pub struct App {
     bridge: Option<Addr<crate::broker::nats::NatsBridge>>,
     /// Outbound webhooks, with the store on.
     webhooks: Option<Arc<crate::webhook::Webhooks>>,
+    /// The other instances' plugins, with `broker.nats_url` set.
+    view: Option<Addr<crate::plugin::cluster::ClusterView>>,
     /// Keeps the hot-reload watcher alive while the app runs.
     _watcher: Option<crate::script::watch::WatchGuard>,
     signals: Option<Signals>,
@@ -233,6 +235,14 @@ impl App {
             store.clone(),
         );
         start_plugins(&settings, &tree.plugins, audit.clone(), options.plugins).await;
+        // With NATS only: a lone instance answers plugin requests exactly as before.
+        let view = bridge.as_ref().map(|_| {
+            crate::plugin::cluster::ClusterView::start(
+                tree.plugins.clone(),
+                core.broker.clone(),
+                Duration::from_millis(settings.broker.cluster_heartbeat_ms),
+            )
+        });
         // After the targets are known: a route names one.
         let frontdoor = crate::frontdoor::FrontDoor::build(
             plan::frontdoor(&settings),
@@ -271,6 +281,10 @@ impl App {
             frontdoor: Arc::new(frontdoor),
             cluster,
             webhooks: webhooks.clone(),
+            view: view.clone().map(|addr| api::ClusterPlugins {
+                view: addr,
+                answer_wait: Duration::from_millis(settings.broker.cluster_answer_ms),
+            }),
         };
         let (addr, server) = start_http(&settings, state)?;
         let _ = core.server_addr.set(addr);
@@ -299,6 +313,7 @@ impl App {
             sessions: tree.sessions,
             bridge,
             webhooks,
+            view,
             _watcher: watcher,
             signals,
         })
@@ -350,7 +365,11 @@ impl App {
         let server = self.server.clone();
         let bridge = self.bridge.clone();
         let webhooks = self.webhooks.clone();
+        let view = self.view.clone();
         let sequence = async move {
+            if let Some(view) = view {
+                let _ = view.send(crate::plugin::cluster::StopView).await;
+            }
             tokio::time::sleep(readiness_delay).await;
             server.stop(true).await;
             tracing::info!("HTTP stopped.");

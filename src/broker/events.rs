@@ -129,7 +129,7 @@ impl Event {
 }
 
 /// Namespaces only the host publishes in.
-pub const RESERVED_PREFIXES: &[&str] = &["plugin.", "agent.", "tool.", "session."];
+pub const RESERVED_PREFIXES: &[&str] = &["plugin.", "agent.", "tool.", "session.", "cluster."];
 
 /// Lifecycle phase an error happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -507,6 +507,86 @@ pub struct AgentStreamComplete {
 }
 impl Topic for AgentStreamComplete {
     const NAME: &'static str = "agent.stream.complete";
+/// An operator action on a plugin that the instances of a cluster carry out together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginOp {
+    Restart,
+    Disable,
+    Enable,
+    Reload,
+    Unload,
+    Load,
+}
+
+impl PluginOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginOp::Restart => "restart",
+            PluginOp::Disable => "disable",
+            PluginOp::Enable => "enable",
+            PluginOp::Reload => "reload",
+            PluginOp::Unload => "unload",
+            PluginOp::Load => "load",
+        }
+    }
+}
+
+/// An operator's action on a plugin, done on the instance that took the REST call and asked
+/// of every other one. Published by that instance's API; applied by the others' cluster view,
+/// never published again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPluginCommand {
+    pub op: PluginOp,
+    pub plugin_id: String,
+    /// Unique per command; the answers carry it.
+    pub request_id: String,
+    /// The instance that took the REST call.
+    pub by: String,
+}
+impl Topic for ClusterPluginCommand {
+    const NAME: &'static str = "cluster.plugin.command";
+}
+
+/// One instance's answer to a [`ClusterPluginCommand`]. Published by that instance's cluster
+/// view once it applied the command (or could not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPluginResult {
+    pub request_id: String,
+    pub instance: String,
+    pub ok: bool,
+    /// The plugin's state there afterwards (`unloaded` once unloaded); none when it has no
+    /// such plugin.
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+impl Topic for ClusterPluginResult {
+    const NAME: &'static str = "cluster.plugin.result";
+}
+
+/// One plugin as the other instances see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginBrief {
+    pub state: String,
+    pub restarts: u32,
+    pub version: String,
+}
+
+/// An instance's plugins and their states: its heartbeat. Published by each instance's cluster
+/// view on every plugin change and every `broker.cluster_heartbeat_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPluginStates {
+    pub instance: String,
+    pub plugins: std::collections::BTreeMap<String, PluginBrief>,
+}
+impl Topic for ClusterPluginStates {
+    const NAME: &'static str = "cluster.plugin.states";
 }
 
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
@@ -593,6 +673,16 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         AgentStreamComplete::NAME,
         "agent runner: a streamed turn answered (usage, toolCallCount)",
+        ClusterPluginCommand::NAME,
+        "plugin API: an operator's plugin action, for the other instances (broker.nats_url)",
+    ),
+    (
+        ClusterPluginResult::NAME,
+        "cluster view: an instance's answer to a cluster.plugin.command",
+    ),
+    (
+        ClusterPluginStates::NAME,
+        "cluster view: this instance's plugin states, on change and as a heartbeat",
     ),
 ];
 

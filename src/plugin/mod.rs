@@ -7,7 +7,8 @@
 //! - `call`: the one way to call a plugin (connector hook, route, tool, lifecycle step);
 //! - `host`: the catalogue of plugins and the queries on it; `registry`: each plugin's current
 //!   instance; `lifecycle`: boot order and supervision glue; `ops`: operator actions;
-//!   `disabled`: the remembered disabled set;
+//!   `disabled`: the remembered disabled set; `cluster`: the other instances' plugin states
+//!   and operator actions across instances (with `broker.nats_url`);
 //! - `source`: where plugins come from, and the [`source::Loader`] trait engines plug in
 //!   through (this module never names one);
 //! - `deps`: dependency order; `config`: Krawall config schemas; `extensions`: routes, tools
@@ -18,6 +19,7 @@
 
 pub mod actor;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod deps;
 pub mod disabled;

@@ -333,6 +333,12 @@ pub struct BrokerSettings {
     pub nats_url: String,
     /// The NATS subject events travel under, as `<nats_subject>.<event name>`.
     pub nats_subject: String,
+    /// With `nats_url`: how often each instance tells the others its plugins' states; an
+    /// instance unheard for three of these is shown as stale.
+    pub cluster_heartbeat_ms: u64,
+    /// With `nats_url`: how long a plugin action over REST waits for the other instances'
+    /// answers (those later are listed as pending).
+    pub cluster_answer_ms: u64,
 }
 
 /// Log output format.

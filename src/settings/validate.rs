@@ -200,6 +200,11 @@ impl Settings {
             ("store.prune_interval_ms", self.store.prune_interval_ms),
             ("store.pool_size", self.store.pool_size as u64),
             ("store.connect_timeout_ms", self.store.connect_timeout_ms),
+            (
+                "broker.cluster_heartbeat_ms",
+                self.broker.cluster_heartbeat_ms,
+            ),
+            ("broker.cluster_answer_ms", self.broker.cluster_answer_ms),
         ] {
             check(value > 0, key, "must be greater than 0".into());
         }

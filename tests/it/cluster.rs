@@ -260,3 +260,204 @@ async fn an_unreachable_nats_at_start_is_no_reason_not_to_start() {
     assert_eq!(got[0].origin.as_deref(), Some("gw-alone"));
     app.stop().await;
 }
+
+// ---- Plugin actions and states across instances (plugin::cluster) --------------------------
+
+/// A script plugin at `version`, written into an instance's own plugin directory.
+fn kit(version: &str) -> String {
+    format!(
+        r#"import {{ PluginLoader }} from "./loader";
+PluginLoader.register({{
+  id: "kit", name: "kit", description: "cluster test plugin", version: "{version}",
+  compatibleConnectors: ["HTTP_REST"],
+  beforeSend(message, metadata) {{ return {{ message, metadata }}; }},
+}});
+"#
+    )
+}
+
+/// Heartbeats every 200 ms, so a silent instance is stale after 600 ms.
+const BEAT_MS: &str = "200";
+
+/// Instance `name` on `nats` with its own `dirs` and native `plugins`.
+async fn member(
+    name: &str,
+    nats: &Nats,
+    dirs: Arc<Dirs>,
+    plugins: Vec<switchyard::plugin::PluginFactory>,
+) -> TestApp {
+    TestApp::spawn_in(
+        dirs,
+        &[
+            ("SWITCHYARD__BROKER__NATS_URL", &nats.url()),
+            ("SWITCHYARD__SERVER__INSTANCE_ID", name),
+            ("SWITCHYARD__BROKER__CLUSTER_HEARTBEAT_MS", BEAT_MS),
+        ],
+        plugins,
+    )
+    .await
+}
+
+/// Plugin `id` as `app` lists it in `GET /api/plugins`.
+async fn listed(app: &TestApp, id: &str) -> Value {
+    let (status, list) = app.get("/api/plugins").await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no plugin {id} in {list}"))
+}
+
+/// Waits until `app` hears every one of `names` (live) about plugin `id`.
+async fn hears(app: &TestApp, id: &str, names: &[&str]) {
+    eventually("every instance is heard", || async {
+        let plugin = listed(app, id).await;
+        names
+            .iter()
+            .all(|n| plugin["instances"][n]["stale"] == false)
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_plugin_action_on_one_instance_applies_on_every_instance() {
+    let nats = Nats::start();
+    let dirs: Vec<Arc<Dirs>> = (0..3).map(|_| Dirs::new()).collect();
+    for d in &dirs {
+        d.write("kit", "index.js", &kit("1.0.0"));
+    }
+    let a = member("gw-a", &nats, dirs[0].clone(), vec![]).await;
+    let b = member("gw-b", &nats, dirs[1].clone(), vec![]).await;
+    let c = member("gw-c", &nats, dirs[2].clone(), vec![]).await;
+    for app in [&a, &b, &c] {
+        hears(app, "kit", &["gw-a", "gw-b", "gw-c"]).await;
+    }
+
+    // Disable on a: done on a, b and c, each answering.
+    let (status, body) = a.post("/api/plugins/kit/disable").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugin"]["state"], "disabled", "{body}");
+    assert_eq!(
+        body["cluster"],
+        json!([
+            { "instance": "gw-b", "ok": true, "state": "disabled", "pending": false },
+            { "instance": "gw-c", "ok": true, "state": "disabled", "pending": false },
+        ]),
+        "{body}"
+    );
+    for app in [&b, &c] {
+        assert_eq!(listed(app, "kit").await["state"], "disabled");
+    }
+    // c shows the plugin on all three instances.
+    eventually("c sees it disabled everywhere", || async {
+        let kit = listed(&c, "kit").await;
+        ["gw-a", "gw-b", "gw-c"]
+            .iter()
+            .all(|n| kit["instances"][n]["state"] == "disabled")
+    })
+    .await;
+    let shown = listed(&c, "kit").await["instances"].clone();
+    assert_eq!(shown.as_object().unwrap().len(), 3, "{shown}");
+    assert_eq!(shown["gw-a"]["version"], "1.0.0", "{shown}");
+    assert!(shown["gw-a"]["lastSeen"].as_str().unwrap().ends_with('Z'));
+
+    // Enable back, from a.
+    let (status, body) = a.post("/api/plugins/kit/enable").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["cluster"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == true && r["state"] == "running"),
+        "{body}"
+    );
+    for app in [&a, &b, &c] {
+        assert_eq!(listed(app, "kit").await["state"], "running");
+    }
+
+    // Reload on b: every instance reads its own files again.
+    for d in &dirs {
+        d.write("kit", "index.js", &kit("2.0.0"));
+    }
+    let (status, body) = b.post("/api/plugins/kit/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reload"]["newVersion"], "2.0.0", "{body}");
+    let answered: Vec<&str> = body["cluster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ok"] == true)
+        .map(|r| r["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, ["gw-a", "gw-c"], "{body}");
+    for app in [&a, &c] {
+        assert_eq!(listed(app, "kit").await["version"], "2.0.0");
+    }
+
+    // Disabled on every instance stays disabled when one restarts: each remembers it.
+    let (status, body) = c.post("/api/plugins/kit/disable").await;
+    assert_eq!(status, 200, "{body}");
+    b.stop().await;
+    let b = TestApp::spawn_in(dirs[1].clone(), &[], vec![]).await;
+    let kit = listed(&b, "kit").await;
+    assert_eq!(kit["state"], "disabled", "{kit}");
+    // Alone (no NATS): exactly as before, no `instances`.
+    assert!(kit.get("instances").is_none(), "{kit}");
+    for app in [a, b, c] {
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn an_instance_without_the_plugin_answers_its_error_and_a_dead_one_goes_stale() {
+    let nats = Nats::start();
+    let probe = || vec![switchyard::test_util::noop_connector("probe")];
+    let a = member("gw-a", &nats, Dirs::new(), probe()).await;
+    let b = member("gw-b", &nats, Dirs::new(), probe()).await;
+    let c = member("gw-c", &nats, Dirs::new(), vec![]).await;
+    hears(&a, "probe", &["gw-a", "gw-b", "gw-c"]).await;
+    assert_eq!(
+        listed(&a, "probe").await["instances"]["gw-c"]["state"],
+        "absent"
+    );
+
+    let (status, body) = a.post("/api/plugins/probe/restart").await;
+    assert_eq!(status, 200, "{body}");
+    let cluster = body["cluster"].as_array().unwrap();
+    assert_eq!(cluster.len(), 2, "{body}");
+    assert_eq!(cluster[0]["instance"], "gw-b");
+    assert_eq!(cluster[0]["ok"], true, "{body}");
+    assert_eq!(cluster[0]["state"], "running", "{body}");
+    assert_eq!(cluster[1]["instance"], "gw-c");
+    assert_eq!(cluster[1]["ok"], false, "{body}");
+    assert_eq!(cluster[1]["pending"], false, "{body}");
+    assert_eq!(cluster[1]["state"], Value::Null, "{body}");
+    assert!(
+        cluster[1]["error"].as_str().unwrap().contains("probe"),
+        "{body}"
+    );
+    // c answered and is still fine.
+    assert_eq!(c.get("/livez").await.0, 200);
+
+    // b goes away: a shows it stale after three missed beats, with when it was last heard.
+    b.stop().await;
+    eventually("b shows as stale on a", || async {
+        listed(&a, "probe").await["instances"]["gw-b"]["stale"] == true
+    })
+    .await;
+    let shown = listed(&a, "probe").await["instances"].clone();
+    assert_eq!(shown["gw-a"]["stale"], false, "{shown}");
+    assert_eq!(shown["gw-c"]["stale"], false, "{shown}");
+    assert!(shown["gw-b"]["lastSeen"].as_str().is_some(), "{shown}");
+    // A stale instance is not waited for.
+    let began = std::time::Instant::now();
+    let (status, body) = a.post("/api/plugins/probe/restart").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(began.elapsed() < Duration::from_secs(2), "{body}");
+    assert_eq!(body["cluster"].as_array().unwrap().len(), 1, "{body}");
+    a.stop().await;
+    c.stop().await;
+}
