@@ -507,6 +507,8 @@ pub struct AgentStreamComplete {
 }
 impl Topic for AgentStreamComplete {
     const NAME: &'static str = "agent.stream.complete";
+}
+
 /// An operator action on a plugin that the instances of a cluster carry out together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -673,6 +675,8 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         AgentStreamComplete::NAME,
         "agent runner: a streamed turn answered (usage, toolCallCount)",
+    ),
+    (
         ClusterPluginCommand::NAME,
         "plugin API: an operator's plugin action, for the other instances (broker.nats_url)",
     ),
