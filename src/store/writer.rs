@@ -58,6 +58,13 @@ pub enum Write {
         at: String,
     },
     Audit(super::AuditEntry),
+    /// A session's plugin state (`{pluginId: state}`) as of its latest message, kept when
+    /// instances share the store so a takeover restores it. Queued before the message's own
+    /// write, so it commits no later than the message does.
+    PluginState {
+        session_id: String,
+        state: Value,
+    },
 }
 
 /// When a reply may be sent, relative to its transcript rows' commit.
@@ -309,6 +316,8 @@ struct Parts<'a> {
     rows: Vec<MessageRow<'a>>,
     audit: Vec<&'a super::AuditEntry>,
     ended: Vec<&'a Write>,
+    /// Each session's latest plugin state in the batch (the earlier ones are superseded).
+    states: Vec<(&'a str, &'a Value)>,
 }
 
 impl<'a> Parts<'a> {
@@ -318,6 +327,7 @@ impl<'a> Parts<'a> {
             rows: Vec::new(),
             audit: Vec::new(),
             ended: Vec::new(),
+            states: Vec::new(),
         };
         for write in batch {
             match write {
@@ -358,6 +368,12 @@ impl<'a> Parts<'a> {
                 }
                 Write::Audit(entry) => parts.audit.push(entry),
                 Write::SessionEnded { .. } => parts.ended.push(write),
+                Write::PluginState { session_id, state } => {
+                    match parts.states.iter_mut().find(|(id, _)| id == session_id) {
+                        Some(latest) => latest.1 = state,
+                        None => parts.states.push((session_id, state)),
+                    }
+                }
             }
         }
         parts
@@ -368,6 +384,7 @@ impl<'a> Parts<'a> {
         self.opened.is_empty()
             && self.audit.is_empty()
             && self.ended.is_empty()
+            && self.states.is_empty()
             && self.rows.len() <= ROWS_PER_INSERT
     }
 }
@@ -451,6 +468,13 @@ macro_rules! write_parts {
                     .push_bind(&entry.timestamp);
             });
             q.build().execute(&mut *tx).await?;
+        }
+        for (id, state) in &parts.states {
+            sqlx::query("UPDATE sessions SET plugin_state = $1 WHERE id = $2")
+                .bind(state.to_string())
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
         }
         for write in &parts.ended {
             if let Write::SessionEnded {
