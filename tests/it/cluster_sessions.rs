@@ -257,6 +257,23 @@ async fn event(seen: &Rc<RefCell<Vec<(String, Value)>>>, name: &str, id: &str, o
     }
 }
 
+/// Timing one session's messages.
+struct Session;
+
+impl Session {
+    const ROUNDS: u32 = 50;
+
+    /// The mean time of a message sent to `id` through `gw`.
+    async fn timed(gw: &Gateway, id: &str) -> Duration {
+        let began = Instant::now();
+        for n in 0..Self::ROUNDS {
+            let (status, _, _, body) = send(gw, id, &format!("t{n}")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        began.elapsed() / Self::ROUNDS
+    }
+}
+
 #[actix_web::test]
 async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_killed_9() {
     let mock = MockUpstream::start().await;
@@ -348,6 +365,14 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
             .map(|n| (n, format!("echo: m{n}")))
             .collect::<Vec<_>>(),
         "one transcript, in order, whoever received the messages"
+    );
+
+    // The hop's cost, for the record (printed with --nocapture): one message at a time.
+    let timed = Session::timed;
+    let (direct, hop) = (timed(&a, &first).await, timed(&b, &first).await);
+    eprintln!(
+        "one message, mean of {ROUNDS}: on its owner {direct:?}, forwarded {hop:?}",
+        ROUNDS = Session::ROUNDS
     );
 
     // Mid-conversation: clients talk to A's sessions through all three gateways, then A dies.
