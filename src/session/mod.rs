@@ -379,8 +379,9 @@ impl SessionManager {
     }
 
     /// Takes session `row` over: its lease (atomically: of instances racing, one wins), then
-    /// the session rebuilt from its row (target, plugins and their configs; `initialize` and
-    /// `onConnect` run again), its transcript continuing at the next index.
+    /// the session rebuilt from its row (target, plugins and their configs; `initialize` runs,
+    /// each plugin's state as of the last committed message is laid over what it set, then
+    /// `onConnect` and the connector), its transcript continuing at the next index.
     async fn take_over(
         &self,
         row: crate::store::SessionRow,
