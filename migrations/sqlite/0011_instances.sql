@@ -6,3 +6,7 @@ CREATE TABLE instances (
     advertise_url TEXT NOT NULL,
     started_at TEXT NOT NULL
 );
+
+-- Each plugin's per-session state (`{pluginId: state}`) as of the session's last committed
+-- message, written with it when instances share the database: a takeover restores it.
+ALTER TABLE sessions ADD COLUMN plugin_state TEXT;

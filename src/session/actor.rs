@@ -148,6 +148,9 @@ pub struct SessionDeps {
     pub settings: super::SessionConfig,
     /// Where sessions and transcripts are persisted, when the store is on.
     pub store: Option<StoreHandle>,
+    /// Keep each session's plugin state with its messages (instances share the store, so
+    /// another may take the session over).
+    pub keep_state: bool,
 }
 
 /// A session as `GET /api/sessions/{id}` shows it.
@@ -360,6 +363,9 @@ pub struct SessionActor {
     span: tracing::Span,
     /// Rebuilt from the store (a takeover): its row exists, and its transcript goes on.
     resumed: bool,
+    /// A takeover's plugin states as of the last committed message (`{pluginId: state}`),
+    /// laid over each plugin's fresh state between `initialize` and `onConnect`.
+    restored: Option<Value>,
 }
 
 impl SessionActor {
@@ -390,15 +396,17 @@ impl SessionActor {
             view,
             span,
             resumed: false,
+            restored: None,
         }
     }
 
     /// A session taken over from another instance: its next message takes index `next` (the
     /// stored transcript goes on), and its row, which exists, is not written again at open.
-    pub fn resumed_at(mut self, next: Option<u64>) -> Self {
+    pub fn resumed_at(mut self, next: Option<u64>, restored: Option<Value>) -> Self {
         if let Some(next) = next {
             self.messages = next;
             self.resumed = true;
+            self.restored = restored;
         }
         self
     }
@@ -449,6 +457,7 @@ impl Handler<Open> for SessionActor {
         let host = self.deps.host.clone();
         let target = self.target.clone();
         let make = self.make_connector.clone();
+        let restored = self.restored.take();
         let open = async move {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
@@ -456,6 +465,13 @@ impl Handler<Open> for SessionActor {
                 {
                     let error = open_failed(&host, stage, Hook::Initialize, error);
                     return (stages, Err(error));
+                }
+            }
+            if let Some(Value::Object(mut restored)) = restored {
+                for stage in stages.iter_mut() {
+                    if let Some(Value::Object(state)) = restored.shift_remove(&stage.info.id) {
+                        stage.ctx.state.extend(state);
+                    }
                 }
             }
             let connector = connect_chain(&host, &mut stages, &target, make.as_ref()).await;
@@ -621,9 +637,21 @@ impl Handler<SendMessage> for SessionActor {
         };
         let pipeline = tracing::Instrument::instrument(pipeline, span);
         let transcript_of = self.id.clone();
+        let keep_state = self.deps.keep_state;
         let pipeline = async move {
             let (stages, mut result, reconnected) = pipeline.await;
             if let Some(store) = store {
+                if keep_state {
+                    // Before the message's write: committed no later than it is.
+                    let state: Map<String, Value> = stages
+                        .iter()
+                        .map(|s| (s.info.id.clone(), Value::Object(s.ctx.state.clone())))
+                        .collect();
+                    store.write(Write::PluginState {
+                        session_id: transcript_of.clone(),
+                        state: Value::Object(state),
+                    });
+                }
                 let write = transcript(&transcript_of, index, sent_text, &result);
                 match durability {
                     // Queued, not awaited: the caller never waits for the database.

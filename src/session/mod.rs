@@ -161,6 +161,8 @@ pub enum Located {
 struct Resumed {
     id: String,
     next_index: u64,
+    /// Its plugins' states as of its last committed message (`{pluginId: state}`).
+    state: Option<Value>,
 }
 
 fn store_error(error: crate::store::StoreError) -> SessionError {
@@ -283,6 +285,7 @@ impl SessionManager {
                 broker: broker_for_deps,
                 settings: settings.clone(),
                 store: store.clone(),
+                keep_state: leased,
             }),
             settings,
             store,
@@ -376,8 +379,9 @@ impl SessionManager {
     }
 
     /// Takes session `row` over: its lease (atomically: of instances racing, one wins), then
-    /// the session rebuilt from its row (target, plugins and their configs; `initialize` and
-    /// `onConnect` run again), its transcript continuing at the next index.
+    /// the session rebuilt from its row (target, plugins and their configs; `initialize` runs,
+    /// each plugin's state as of the last committed message is laid over what it set, then
+    /// `onConnect` and the connector), its transcript continuing at the next index.
     async fn take_over(
         &self,
         row: crate::store::SessionRow,
@@ -413,7 +417,7 @@ impl SessionManager {
             });
         }
         let resumed = self.resume(store, &row).await;
-        let (target, plugins, next_index) = match resumed {
+        let (target, plugins, next_index, state) = match resumed {
             Ok(parts) => parts,
             Err(error) => {
                 let _ = store.release_lease(&id).await;
@@ -428,6 +432,7 @@ impl SessionManager {
                 Some(Resumed {
                     id: id.clone(),
                     next_index,
+                    state,
                 }),
             )
             .await;
@@ -451,7 +456,7 @@ impl SessionManager {
         &self,
         store: &crate::store::Store,
         row: &crate::store::SessionRow,
-    ) -> Result<(Arc<Target>, Vec<PluginRef>, u64), SessionError> {
+    ) -> Result<(Arc<Target>, Vec<PluginRef>, u64, Option<Value>), SessionError> {
         let target = self
             .targets
             .shared(&row.target_id)
@@ -478,8 +483,9 @@ impl SessionManager {
             .next_message_index(&row.id)
             .await
             .map_err(store_error)?;
+        let state = store.plugin_state(&row.id).await.map_err(store_error)?;
         store.claim_session(&row.id).await.map_err(store_error)?;
-        Ok((target, plugins, next_index))
+        Ok((target, plugins, next_index, state))
     }
 
     /// The thread the next session runs on.
@@ -668,9 +674,9 @@ impl SessionManager {
         connector: Option<MakeConnector>,
         resumed: Option<Resumed>,
     ) -> Result<SessionInfo, SessionError> {
-        let (id, first_index) = match &resumed {
-            Some(r) => (r.id.clone(), Some(r.next_index)),
-            None => (crate::util::random_id(), None),
+        let (id, first_index, restored) = match &resumed {
+            Some(r) => (r.id.clone(), Some(r.next_index), r.state.clone()),
+            None => (crate::util::random_id(), None, None),
         };
         let planned = self.pipeline(&target, &plugins, &id)?;
         let mut stages = Vec::with_capacity(planned.len());
@@ -709,6 +715,7 @@ impl SessionManager {
                 view,
                 connector,
                 first_index,
+                restored,
                 reply: tx,
             })),
             registry: self.registry.clone(),
@@ -923,6 +930,8 @@ struct Prepared {
     connector: Option<MakeConnector>,
     /// A resumed session's next message index (its row exists already).
     first_index: Option<u64>,
+    /// A resumed session's plugin states as of its last committed message.
+    restored: Option<Value>,
     reply: oneshot::Sender<Result<(), SessionError>>,
 }
 
@@ -983,6 +992,7 @@ impl ChildFactory for SessionFactory {
             view,
             connector,
             first_index,
+            restored,
             reply,
         } = prepared;
         // Built on its own thread: the actor holds thread-bound parts (its connector).
@@ -991,7 +1001,7 @@ impl ChildFactory for SessionFactory {
         let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
             SessionActor::new(id, target, stages, stored, deps, guard, shown)
                 .with_connector(connector)
-                .resumed_at(first_index)
+                .resumed_at(first_index, restored)
         });
         let registry = self.registry.clone();
         let id = args.id;

@@ -204,6 +204,18 @@ impl Store {
         Ok(())
     }
 
+    /// Session `id`'s plugin state (`{pluginId: state}`) as of its last committed message, if
+    /// any was kept.
+    pub async fn plugin_state(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<Option<String>> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT plugin_state FROM sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await?);
+        Ok(text.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
     /// The index the next message of session `id` takes: one past its last stored one.
     pub async fn next_message_index(&self, id: &str) -> Result<u64, StoreError> {
         let last: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(

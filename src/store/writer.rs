@@ -67,6 +67,13 @@ pub enum Write {
         messages: Value,
         at: String,
     },
+    /// A session's plugin state (`{pluginId: state}`) as of its latest message, kept when
+    /// instances share the store so a takeover restores it. Queued before the message's own
+    /// write, so it commits no later than the message does.
+    PluginState {
+        session_id: String,
+        state: Value,
+    },
 }
 
 /// When a reply may be sent, relative to its transcript rows' commit.
@@ -321,6 +328,8 @@ struct Parts<'a> {
     /// The last write of each conversation in the batch (one statement may not upsert a row
     /// twice on PostgreSQL).
     conversations: Vec<&'a Write>,
+    /// Each session's latest plugin state in the batch (the earlier ones are superseded).
+    states: Vec<(&'a str, &'a Value)>,
 }
 
 impl<'a> Parts<'a> {
@@ -331,6 +340,7 @@ impl<'a> Parts<'a> {
             audit: Vec::new(),
             ended: Vec::new(),
             conversations: Vec::new(),
+            states: Vec::new(),
         };
         for write in batch {
             match write {
@@ -383,6 +393,12 @@ impl<'a> Parts<'a> {
                     parts.conversations.retain(|w| !same(w));
                     parts.conversations.push(write);
                 }
+                Write::PluginState { session_id, state } => {
+                    match parts.states.iter_mut().find(|(id, _)| id == session_id) {
+                        Some(latest) => latest.1 = state,
+                        None => parts.states.push((session_id, state)),
+                    }
+                }
             }
         }
         parts
@@ -394,6 +410,7 @@ impl<'a> Parts<'a> {
             && self.audit.is_empty()
             && self.ended.is_empty()
             && self.conversations.is_empty()
+            && self.states.is_empty()
             && self.rows.len() <= ROWS_PER_INSERT
     }
 }
@@ -477,6 +494,13 @@ macro_rules! write_parts {
                     .push_bind(&entry.timestamp);
             });
             q.build().execute(&mut *tx).await?;
+        }
+        for (id, state) in &parts.states {
+            sqlx::query("UPDATE sessions SET plugin_state = $1 WHERE id = $2")
+                .bind(state.to_string())
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
         }
         for write in &parts.ended {
             if let Write::SessionEnded {

@@ -21,6 +21,20 @@ use crate::cluster::Nats;
 use crate::mock::MockUpstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+/// A script connector plugin that counts a session's messages in its per-session state and
+/// shows the count in each reply's metadata: a takeover must go on counting.
+const COUNTER: &str = r#"import { PluginLoader } from "./loader";
+PluginLoader.register({
+  id: "counter", name: "counter", description: "counts", version: "1.0.0", priority: 10,
+  compatibleConnectors: ["HTTP_REST"],
+  async initialize(ctx) { ctx.state.count = 0; },
+  async beforeSend(message, metadata, ctx) {
+    ctx.state.count += 1;
+    return { message, metadata: { count: ctx.state.count } };
+  },
+});
+"#;
+
 /// Short, so the test waits little for a dead owner's lease to run out.
 const LEASE_TTL_MS: u64 = 3000;
 
@@ -45,7 +59,8 @@ impl Gateway {
     fn spawn(name: &'static str, url: &str, nats: &str, mock: &MockUpstream) -> Gateway {
         let data = tempfile::tempdir().unwrap();
         let dir = data.path();
-        std::fs::create_dir_all(dir.join("plugins/core")).unwrap();
+        std::fs::create_dir_all(dir.join("plugins/core/counter")).unwrap();
+        std::fs::write(dir.join("plugins/core/counter/index.js"), COUNTER).unwrap();
         std::fs::write(
             dir.join("targets.toml"),
             toml::to_string(
@@ -152,7 +167,7 @@ async fn send(
 async fn create(gw: &Gateway) -> String {
     let mut res = client()
         .post(format!("{}/api/sessions", gw.base))
-        .send_json(&json!({ "targetId": "echo" }))
+        .send_json(&json!({ "targetId": "echo", "plugins": [{ "id": "counter" }] }))
         .await
         .unwrap();
     assert_eq!(res.status(), 201, "create on {}", gw.name);
@@ -242,6 +257,23 @@ async fn event(seen: &Rc<RefCell<Vec<(String, Value)>>>, name: &str, id: &str, o
     }
 }
 
+/// Timing one session's messages.
+struct Session;
+
+impl Session {
+    const ROUNDS: u32 = 50;
+
+    /// The mean time of a message sent to `id` through `gw`.
+    async fn timed(gw: &Gateway, id: &str) -> Duration {
+        let began = Instant::now();
+        for n in 0..Self::ROUNDS {
+            let (status, _, _, body) = send(gw, id, &format!("t{n}")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        began.elapsed() / Self::ROUNDS
+    }
+}
+
 #[actix_web::test]
 async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_killed_9() {
     let mock = MockUpstream::start().await;
@@ -280,17 +312,24 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
     let (status, served, _, on_a) = send(&a, &first, "m0").await;
     assert_eq!((status, served), (200, None), "{on_a}");
     assert_eq!(on_a["content"], "echo: m0");
+    assert_eq!(on_a["metadata"]["count"], 1, "{on_a}");
     let (status, served, _, on_b) = send(&b, &first, "m1").await;
     assert_eq!(status, 200, "{on_b}");
     assert_eq!(served.as_deref(), Some("gw-a"), "B forwards to the owner");
     assert_eq!(on_b["content"], "echo: m1");
-    // The same reply as A gives (but for the time it took).
+    assert_eq!(
+        on_b["metadata"]["count"], 2,
+        "the owner's plugin state: {on_b}"
+    );
+    // The same reply as A gives (but for the count and the times it took).
     let shape = |reply: &Value| {
         let mut reply = reply.clone();
-        reply["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .shift_remove("responseTimeMs");
+        let metadata = reply["metadata"].as_object_mut().unwrap();
+        metadata.shift_remove("responseTimeMs");
+        metadata.shift_remove("count");
+        for outcome in reply["plugins"].as_array_mut().unwrap() {
+            outcome.as_object_mut().unwrap().shift_remove("durationMs");
+        }
         reply["content"] = Value::Null;
         reply
     };
@@ -326,6 +365,14 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
             .map(|n| (n, format!("echo: m{n}")))
             .collect::<Vec<_>>(),
         "one transcript, in order, whoever received the messages"
+    );
+
+    // The hop's cost, for the record (printed with --nocapture): one message at a time.
+    let timed = Session::timed;
+    let (direct, hop) = (timed(&a, &first).await, timed(&b, &first).await);
+    eprintln!(
+        "one message, mean of {ROUNDS}: on its owner {direct:?}, forwarded {hop:?}",
+        ROUNDS = Session::ROUNDS
     );
 
     // Mid-conversation: clients talk to A's sessions through all three gateways, then A dies.
@@ -388,6 +435,7 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
     // Once it ran out, B and C take A's sessions over and go on where they stopped.
     let deadline = Instant::now() + Duration::from_millis(LEASE_TTL_MS * 4);
     let mut taken_by: HashMap<String, &str> = HashMap::new();
+    let mut counted: HashMap<String, i64> = HashMap::new();
     for (i, id) in sessions.iter().enumerate() {
         let gw = if i % 2 == 0 { &b } else { &c };
         loop {
@@ -396,6 +444,7 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
                 assert_eq!(served, None, "served by {} itself", gw.name);
                 assert_eq!(body["content"], "echo: after");
                 taken_by.insert(id.clone(), gw.name);
+                counted.insert(id.clone(), body["metadata"]["count"].as_i64().unwrap());
                 break;
             }
             assert_eq!(body["code"], "session_owner_unavailable", "{body}");
@@ -409,6 +458,7 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
         assert_eq!(status, 200, "{body}");
         assert_eq!(served.as_deref(), Some(gw.name));
         assert_eq!(body["content"], "echo: again");
+        assert_eq!(body["metadata"]["count"].as_i64(), Some(counted[id] + 1));
     }
     for (name, s) in &seen[1..] {
         let taken = event(s, "session.taken_over", &first, name).await;
@@ -443,6 +493,15 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
             (before + 1, before + 2),
             "{id} (taken over by {}): the transcript goes on where it stopped",
             taken_by[id]
+        );
+        // The plugin's state was restored as of the last committed message: it counts on from
+        // the stored messages (one more when the killed owner committed a message's state but
+        // not yet the message, the instant it died).
+        let stored = before + 1;
+        assert!(
+            (stored + 1..=stored + 2).contains(&counted[id]),
+            "{id}: the counter went on at {} after {stored} stored messages",
+            counted[id]
         );
         for row in rows.iter().filter(|r| r.1 == "received") {
             if let Some(sent) = row.2.strip_prefix("echo: ") {
