@@ -66,7 +66,15 @@ struct Core {
 struct OpEnv {
     bridge: Arc<Bridge>,
     fetcher: Fetcher,
+    /// Streamed model calls (`client.chat(messages, { stream: true })`) by id: what arrived
+    /// and was not taken yet.
+    streams: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<ChatChunks>>>>,
+    next_stream: std::sync::atomic::AtomicU64,
 }
+
+/// The chunks of one streamed model call: `{type: "delta", text}`, then `{type: "done",
+/// result}` or an error.
+type ChatChunks = mpsc::UnboundedReceiver<Result<Value, Value>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -118,7 +126,12 @@ impl ScriptPlugin {
         ScriptPlugin {
             core: Arc::new(Core {
                 engine: Mutex::new(engine),
-                env: Arc::new(OpEnv { bridge, fetcher }),
+                env: Arc::new(OpEnv {
+                    bridge,
+                    fetcher,
+                    streams: Mutex::new(HashMap::new()),
+                    next_stream: std::sync::atomic::AtomicU64::new(1),
+                }),
                 status,
                 sampled_at: Mutex::new(None),
                 tasks: Mutex::new(HashMap::new()),
@@ -352,40 +365,104 @@ impl OpEnv {
                     .map_err(|e| e.to_json())
             }
             "chat" => self.chat(&op.payload).await,
+            "chat_stream" => self.chat_stream(&op.payload),
+            "chat_next" => self.chat_next(&op.payload).await,
+            "chat_close" => {
+                let id = op.payload["streamId"].as_u64().unwrap_or(0);
+                lock(&self.streams).remove(&id);
+                Ok(Value::Null)
+            }
             other => Err(json!({ "message": format!("unknown host call '{other}'") })),
         }
     }
 
-    async fn chat(&self, payload: &Value) -> Result<Value, Value> {
-        let fail = |code: &str, message: String| json!({ "code": code, "message": message });
+    /// The client and request of a `chat` or `chat_stream` call.
+    fn chat_call(
+        &self,
+        payload: &Value,
+    ) -> Result<(Arc<crate::inference::Client>, crate::inference::ChatRequest), Value> {
         let ctx = self.bridge.ctx.get().ok_or_else(|| {
-            fail(
+            chat_failure(
                 "unavailable",
                 "resolveClient() needs init(ctx) first".into(),
             )
         })?;
         let client = ctx
             .resolve_client_json(&payload["config"])
-            .map_err(|e| fail("invalid_client_config", e.message))?;
+            .map_err(|e| chat_failure("invalid_client_config", e.message))?;
         let request: crate::inference::ChatRequest =
             serde_json::from_value(payload["request"].clone()).map_err(|e| {
-                fail(
+                chat_failure(
                     "invalid_chat_request",
                     format!("chat(messages, options): {e}"),
                 )
             })?;
+        Ok((client, request))
+    }
+
+    async fn chat(&self, payload: &Value) -> Result<Value, Value> {
+        let (client, request) = self.chat_call(payload)?;
         match client.chat(request).await {
             Ok(response) => Ok(serde_json::to_value(response).unwrap_or(Value::Null)),
-            Err(error) => {
-                let code = match &error {
-                    crate::inference::InferenceError::CircuitOpen { .. } => "circuit_open",
-                    crate::inference::InferenceError::Config(_) => "invalid_client_config",
-                    _ => "inference_failed",
-                };
-                Err(fail(code, error.to_string()))
-            }
+            Err(error) => Err(inference_failure(&error)),
         }
     }
+
+    /// Starts a streamed model call; its chunks wait here until the script takes them
+    /// (`chat_next`). The call runs to its end on this thread whether or not they are taken.
+    fn chat_stream(&self, payload: &Value) -> Result<Value, Value> {
+        let (client, request) = self.chat_call(payload)?;
+        let id = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.streams).insert(id, Arc::new(tokio::sync::Mutex::new(rx)));
+        tokio::task::spawn_local(async move {
+            let mut on_delta = |text: &str| {
+                let _ = tx.send(Ok(json!({ "type": "delta", "text": text })));
+            };
+            let last = match client.chat_stream(request, &mut on_delta).await {
+                Ok(result) => Ok(json!({ "type": "done", "result": result })),
+                Err(error) => Err(inference_failure(&error)),
+            };
+            let _ = tx.send(last);
+        });
+        Ok(json!({ "streamId": id }))
+    }
+
+    /// The next chunk of a streamed call, waiting for it; the last one (`done` or an error)
+    /// forgets the stream.
+    async fn chat_next(&self, payload: &Value) -> Result<Value, Value> {
+        let id = payload["streamId"].as_u64().unwrap_or(0);
+        let chunks = lock(&self.streams).get(&id).cloned().ok_or_else(|| {
+            chat_failure("stream_closed", format!("no streamed chat #{id} is open"))
+        })?;
+        let next = chunks.lock().await.recv().await;
+        let last = !matches!(&next, Some(Ok(chunk)) if chunk["type"] == "delta");
+        if last {
+            lock(&self.streams).remove(&id);
+        }
+        next.unwrap_or_else(|| {
+            Err(chat_failure(
+                "stream_closed",
+                "the streamed chat ended without an answer".into(),
+            ))
+        })
+    }
+}
+
+fn chat_failure(code: &str, message: String) -> Value {
+    json!({ "code": code, "message": message })
+}
+
+/// A failed model call as the script sees it: `{code, message}`.
+fn inference_failure(error: &crate::inference::InferenceError) -> Value {
+    let code = match error {
+        crate::inference::InferenceError::CircuitOpen { .. } => "circuit_open",
+        crate::inference::InferenceError::Config(_) => "invalid_client_config",
+        _ => "inference_failed",
+    };
+    chat_failure(code, error.to_string())
 }
 
 fn plugin_error(e: ScriptError) -> PluginError {

@@ -720,3 +720,84 @@ async fn a_client_that_leaves_mid_stream_does_not_cut_the_turn_short() {
     app.stop().await;
     model.stop().await;
 }
+
+/// A script plugin whose tool streams a model call and reports the chunks it got.
+fn streaming_plugin(endpoint: &str) -> String {
+    format!(
+        r#"export default {{
+  name: "streamer", version: "1.0.0",
+  init(ctx) {{
+    const client = ctx.resolveClient({{ provider: "anthropic", modelId: "claude-test", endpoint: "{endpoint}" }});
+    ctx.registerTool({{
+      name: "ask_stream", description: "Streams a model call", parameters: {{}},
+      execute: async ({{ question, stopEarly }}) => {{
+        const deltas = [];
+        let result = null;
+        try {{
+          for await (const chunk of client.chat([{{ role: "user", content: question }}], {{ stream: true }})) {{
+            if (chunk.type === "delta") deltas.push(chunk.text);
+            else result = chunk.result;
+            if (stopEarly && deltas.length === 1) break;
+          }}
+        }} catch (error) {{
+          return {{ deltas, error: error.message, code: error.code }};
+        }}
+        return {{ deltas, content: result && result.content, tokens: result && result.usage.totalTokens }};
+      }},
+    }});
+  }},
+}};
+"#
+    )
+}
+
+#[actix_web::test]
+async fn a_script_plugin_streams_a_model_call_with_an_async_iterator() {
+    let model = MockModel::start().await;
+    let dirs = Dirs::new();
+    dirs.write("streamer", "index.js", &streaming_plugin(&model.endpoint));
+    let app = TestApp::spawn_in(dirs, &[], vec![]).await;
+    crate::common::eventually("the tool is registered", || async {
+        app.get("/api/tools/ask_stream").await.0 == 200
+    })
+    .await;
+    let invoke = |params: Value| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .post_json("/api/tools/ask_stream/invoke", json!({ "params": params }))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["result"].clone()
+        }
+    };
+    model.script([Reply::Text("streamed to the plugin".into())]);
+    let got = invoke(json!({ "question": "hi" })).await;
+    assert_eq!(
+        got["deltas"],
+        json!(["stre", "amed", " to ", "the ", "plug", "in"])
+    );
+    assert_eq!(got["content"], "streamed to the plugin");
+    assert_eq!(got["tokens"], 12);
+    assert_eq!(model.requests().last().unwrap().1["stream"], true);
+    // A stream broken mid-way rejects the iteration with a code, after what arrived.
+    model.script([Reply::CutOff(vec!["half".into()], 0)]);
+    let got = invoke(json!({ "question": "hi" })).await;
+    assert_eq!(got["deltas"], json!(["half"]));
+    assert_eq!(got["code"], "inference_failed");
+    assert!(got["error"]
+        .as_str()
+        .unwrap()
+        .contains("before the answer was complete"));
+    // Leaving the loop early is fine, and the plugin serves on.
+    model.script([Reply::Slow("a long streamed answer".into(), 10)]);
+    let got = invoke(json!({ "question": "hi", "stopEarly": true })).await;
+    assert_eq!(got["deltas"], json!(["a lo"]));
+    model.script([Reply::Text("again".into())]);
+    assert_eq!(
+        invoke(json!({ "question": "hi" })).await["content"],
+        "again"
+    );
+    app.stop().await;
+    model.stop().await;
+}

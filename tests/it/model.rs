@@ -124,9 +124,7 @@ async fn answer(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> 
     match (reply, anthropic) {
         (Reply::Status(status), _) => error(status),
         (Reply::CutOff(..), _) => error(500),
-        (Reply::Slow(text, _), anthropic) => {
-            return Box::pin(answer_text(text, anthropic, body)).await;
-        }
+        (Reply::Slow(text, _), anthropic) => answer_text(text, anthropic, body).await,
         (Reply::Text(text), false) => HttpResponse::Ok().json(json!({
             "id": "chatcmpl-1", "model": body["model"],
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],

@@ -104,7 +104,47 @@ on_both!(
     group_commit_and_flush_on_stop,
     interrupted_sessions_are_this_instances,
     leases_are_taken_once_and_taken_over_when_expired,
+    agent_conversations_are_upserted_last_state_wins,
 );
+
+/// Agent conversations (`turn`): written whole, several times in one batch (one statement
+/// may not upsert a row twice on PostgreSQL: the last state wins) and again later, read back
+/// from a new connection.
+async fn agent_conversations_are_upserted_last_state_wins(backend: Backend) {
+    let (store, connect, _dir) = fresh(backend, "i1").await;
+    let handle = handle(store.clone(), Duration::from_secs(3600));
+    let conversation = |agent: &str, session: &str, n: u64| Write::Conversation {
+        agent_id: agent.into(),
+        session_id: session.into(),
+        summary: (n > 1).then(|| format!("summary {n}")),
+        messages: json!([{ "role": "user", "content": format!("turn {n}") }, { "role": "assistant", "content": "é ✓" }]),
+        at: "2026-11-26T00:00:00.000Z".into(),
+    };
+    handle.write(conversation("helper", "s1", 1));
+    handle.write(conversation("helper", "s2", 1));
+    handle.write(conversation("other", "s1", 1));
+    let last = handle.write_committed(conversation("helper", "s1", 2));
+    writer::start_detached(&handle);
+    last.await.unwrap();
+    handle
+        .write_committed(conversation("other", "s1", 3))
+        .await
+        .unwrap();
+    store.pool().close().await;
+    let again = Store::connect(&connect).await.unwrap();
+    let s1 = again.conversation("helper", "s1").await.unwrap().unwrap();
+    assert_eq!(s1.summary.as_deref(), Some("summary 2"));
+    assert_eq!(s1.messages[0]["content"], "turn 2");
+    assert_eq!(s1.messages[1]["content"], "é ✓");
+    let s2 = again.conversation("helper", "s2").await.unwrap().unwrap();
+    assert_eq!(
+        (s2.summary, s2.messages[0]["content"].as_str()),
+        (None, Some("turn 1"))
+    );
+    let other = again.conversation("other", "s1").await.unwrap().unwrap();
+    assert_eq!(other.summary.as_deref(), Some("summary 3"));
+    assert!(again.conversation("helper", "s3").await.unwrap().is_none());
+}
 
 /// Sessions with filters and pagination, transcripts in order with their JSON kept byte for
 /// byte, and the summary counters the trigger keeps.

@@ -380,10 +380,23 @@ export interface ModelCallError extends Error {
   code?: "inference_failed" | "circuit_open" | "invalid_client_config" | "invalid_chat_request" | "unavailable" | (string & {});
 }
 
+/** One chunk of a streamed chat: text as the model sends it, then the whole answer. */
+export type ChatChunk =
+  | { type: "delta"; text: string }
+  | { type: "done"; result: ChatResult };
+
 export interface ModelClient {
   readonly config: ModelConfig;
-  /** Retried twice on 429/5xx and network errors; rejects with a `ModelCallError`. */
-  chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult>;
+  /**
+   * Streamed: an async iterator of chunks (`for await (const chunk of client.chat(messages,
+   * { stream: true }))`), deltas then one `done`. A failure rejects the iteration with a
+   * `ModelCallError`; retries happen only before the first delta.
+   */
+  chat(messages: ChatMessage[], options: ChatOptions & { stream: true }): AsyncIterableIterator<ChatChunk>;
   /** The same, as one request object. */
-  chat(request: ChatOptions & { messages: ChatMessage[] }): Promise<ChatResult>;
+  chat(request: ChatOptions & { messages: ChatMessage[]; stream: true }): AsyncIterableIterator<ChatChunk>;
+  /** Retried twice on 429/5xx and network errors; rejects with a `ModelCallError`. */
+  chat(messages: ChatMessage[], options?: ChatOptions & { stream?: false }): Promise<ChatResult>;
+  /** The same, as one request object. */
+  chat(request: ChatOptions & { messages: ChatMessage[]; stream?: false }): Promise<ChatResult>;
 }

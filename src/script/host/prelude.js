@@ -120,6 +120,41 @@
     return { res, out };
   };
 
+  // `client.chat(messages, { stream: true })`: an async iterator of chunks, `{ type: "delta",
+  // text }` as the model sends them, then one `{ type: "done", result }` (what chat() resolves
+  // to). The host runs the call and keeps what arrives; each next() takes the next chunk. A
+  // failed call rejects next() with the same error chat() would; leaving the loop early
+  // (break, return) lets the host forget the rest.
+  const streamChat = (config, req) => {
+    const opened = request("chat_stream", { config, request: req });
+    let finished = false;
+    const iterator = {
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+      async next() {
+        if (finished) return { done: true, value: undefined };
+        try {
+          const { streamId } = await opened;
+          const chunk = await request("chat_next", { streamId });
+          if (chunk.type === "done") finished = true;
+          return { done: false, value: chunk };
+        } catch (error) {
+          finished = true;
+          throw error;
+        }
+      },
+      async return() {
+        if (!finished) {
+          finished = true;
+          opened.then(({ streamId }) => request("chat_close", { streamId })).catch(() => {});
+        }
+        return { done: true, value: undefined };
+      },
+    };
+    return iterator;
+  };
+
   const tools = new Map();
   const logger = Object.freeze({
     info: (...a) => host.log("info", text(a)),
@@ -145,6 +180,7 @@
       host.client(stringify(config === undefined ? null : config));
       const chat = (messages, options) => {
         const req = Array.isArray(messages) ? { ...(options || {}), messages } : messages;
+        if (req && req.stream === true) return streamChat(config, req);
         return request("chat", { config, request: req });
       };
       return Object.freeze({ config, chat });

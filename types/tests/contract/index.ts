@@ -216,6 +216,15 @@ const gateway: GatewayPlugin = {
       { temperature: 0, maxTokens: 64, tools: [{ name: "contract-add", description: "Adds.", parameters: { type: "object" } }] }
     );
     const again = await client.chat({ messages: [{ role: "user", content: "Again" }] });
+    let streamed = "";
+    for await (const chunk of client.chat([{ role: "user", content: "Stream" }], { stream: true })) {
+      if (chunk.type === "delta") streamed += chunk.text;
+      else console.log(chunk.result.usage.totalTokens);
+    }
+    for await (const chunk of client.chat({ messages: [{ role: "user", content: "Again" }], stream: true })) {
+      if (chunk.type === "done") streamed += chunk.result.content;
+    }
+    console.log(streamed);
     console.log(answer.content, answer.toolCalls.length, answer.usage.totalTokens, again.provider, client.config.modelId);
   },
   start() {},
@@ -241,6 +250,8 @@ ctx.resolveClient({ provider: "openia", modelId: "gpt-4o" });
 ctx.registerAgentConfig("a", { model: { provider: "openai" } });
 // @ts-expect-error: not a chat role
 void ctx.resolveClient({ provider: "openai", modelId: "m" }).chat([{ role: "human", content: "hi" }]);
+// @ts-expect-error: a streamed chat is iterated, not a promise
+void ctx.resolveClient({ provider: "openai", modelId: "m" }).chat([{ role: "user", content: "hi" }], { stream: true }).then;
 // @ts-expect-error: there is no ctx.events (that is the native API)
 ctx.events();
 // @ts-expect-error: the logger has no trace level
