@@ -867,6 +867,13 @@ mod tests {
                 after_ms: 1,
             }
             .into(),
+            crate::webhook::WebhookError::Invalid {
+                field: s(),
+                message: s(),
+            }
+            .into(),
+            crate::webhook::WebhookError::NotFound(s()).into(),
+            crate::webhook::WebhookError::StoreDisabled.into(),
             ApiError::Internal(s()),
         ]
     }

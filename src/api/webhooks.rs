@@ -35,7 +35,7 @@ fn service(state: &AppState) -> Result<&Webhooks, ApiError> {
 #[allow(dead_code)] // A mirror of `webhook::NewWebhook` for the document.
 struct WebhookBody {
     /// Where deliveries are POSTed: an http or https URL with a host (no user or password).
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = r"^https?://\S+$")]
     url: String,
     /// Event patterns, as the event stream takes them: exact names, prefixes like `plugin.*`,
     /// or `*`. At least one.

@@ -105,6 +105,7 @@ on_both!(
     interrupted_sessions_are_this_instances,
     leases_are_taken_once_and_taken_over_when_expired,
     agent_conversations_are_upserted_last_state_wins,
+    webhooks_and_their_deliveries,
 );
 
 /// Agent conversations (`turn`): written whole, several times in one batch (one statement
@@ -144,6 +145,89 @@ async fn agent_conversations_are_upserted_last_state_wins(backend: Backend) {
     let other = again.conversation("other", "s1").await.unwrap().unwrap();
     assert_eq!(other.summary.as_deref(), Some("summary 3"));
     assert!(again.conversation("helper", "s3").await.unwrap().is_none());
+}
+
+/// Webhooks with their secret sealed at rest, and deliveries: replaced by id as they go,
+/// listed newest first within a limit, the unfinished ones found for resuming, and gone with
+/// their webhook.
+async fn webhooks_and_their_deliveries(backend: Backend) {
+    use switchyard::store::webhooks::{DeliveryRow, WebhookRow};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _db) = fresh(backend, "i1").await;
+    let store =
+        store.with_secrets(switchyard::store::secrets::Secrets::load(None, dir.path()).unwrap());
+    let hook = WebhookRow {
+        id: "wh1".into(),
+        url: "https://example.com/hook".into(),
+        events: vec!["plugin.*".into(), "custom.x".into()],
+        secret: "the-signing-secret-0123".into(),
+        description: None,
+        created_at: 1_700_000_000_000,
+    };
+    store.save_webhook(&hook).await.unwrap();
+    let sealed = text(&store, "SELECT secret FROM webhooks").await;
+    assert!(
+        sealed.starts_with("enc:v1:") && !sealed.contains("signing"),
+        "{sealed}"
+    );
+    assert_eq!(store.webhooks().await.unwrap(), vec![hook]);
+    let delivery = |id: &str, at: i64, state: &str| DeliveryRow {
+        id: id.into(),
+        webhook_id: "wh1".into(),
+        event: "custom.x".into(),
+        body: r#"{"id":"x","event":"custom.x"}"#.into(),
+        state: state.into(),
+        attempts: 0,
+        last_status: None,
+        last_error: None,
+        latency_ms: None,
+        next_attempt_at: Some(at),
+        created_at: at,
+        updated_at: at,
+    };
+    for (id, at) in [
+        ("d1", 1_700_000_000_001),
+        ("d2", 1_700_000_000_002),
+        ("d3", 1_700_000_000_003),
+    ] {
+        store
+            .save_delivery(&delivery(id, at, "pending"))
+            .await
+            .unwrap();
+    }
+    let done = DeliveryRow {
+        attempts: 3,
+        last_status: Some(200),
+        latency_ms: Some(12),
+        next_attempt_at: None,
+        ..delivery("d1", 1_700_000_000_001, "delivered")
+    };
+    store.save_delivery(&done).await.unwrap();
+    let dead = DeliveryRow {
+        attempts: 6,
+        last_status: Some(503),
+        last_error: Some("HTTP 503".into()),
+        next_attempt_at: None,
+        ..delivery("d2", 1_700_000_000_002, "dead")
+    };
+    store.save_delivery(&dead).await.unwrap();
+    let listed = store.deliveries("wh1", 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d3", "d2", "d1"]
+    );
+    assert_eq!(listed[1], dead);
+    assert_eq!(listed[2], done);
+    assert_eq!(store.deliveries("wh1", 2).await.unwrap().len(), 2);
+    let unfinished = store.unfinished_deliveries().await.unwrap();
+    assert_eq!(
+        unfinished.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d3"]
+    );
+    assert!(store.delete_webhook("wh1").await.unwrap());
+    assert!(store.webhooks().await.unwrap().is_empty());
+    assert!(store.deliveries("wh1", 10).await.unwrap().is_empty());
+    assert!(store.unfinished_deliveries().await.unwrap().is_empty());
 }
 
 /// Sessions with filters and pagination, transcripts in order with their JSON kept byte for

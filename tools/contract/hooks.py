@@ -7,6 +7,9 @@ loopback (SWITCHYARD_CONTRACT_UPSTREAM, `127.0.0.1:<port>`), so sessions and con
 never reach the network and finish quickly. The scheme is kept, so the connector-type checks
 still see what was generated. Ill-formed endpoints are left alone: they are the negative cases
 the gateway must refuse.
+
+Webhooks the fuzzer creates are pointed at the same mock the same way (their URL's path too),
+so their deliveries and test deliveries never leave loopback either.
 """
 
 import os
@@ -16,13 +19,23 @@ import schemathesis
 
 UPSTREAM = os.environ.get("SWITCHYARD_CONTRACT_UPSTREAM", "127.0.0.1:9")
 TARGET_BODIES = {"POST /api/targets", "PUT /api/targets/{id}"}
+WEBHOOK_BODIES = {"POST /api/webhooks"}
 WELL_FORMED = re.compile(r"([a-z]+)://\S+")
 
 
 @schemathesis.hook
 def map_body(context, body):
     operation = getattr(context, "operation", None)
-    if operation is None or operation.label not in TARGET_BODIES or not isinstance(body, dict):
+    if operation is None or not isinstance(body, dict):
+        return body
+    if operation.label in WEBHOOK_BODIES:
+        url = body.get("url")
+        if isinstance(url, str):
+            match = WELL_FORMED.fullmatch(url)
+            if match and match.group(1) in ("http", "https"):
+                return {**body, "url": f"http://{UPSTREAM}/chat"}
+        return body
+    if operation.label not in TARGET_BODIES:
         return body
     endpoint = body.get("endpoint")
     if isinstance(endpoint, str):
