@@ -1428,6 +1428,9 @@ async fn s9(plan: &Plan, r: &mut Results) {
     }
 }
 
+/// The cluster's shared `store.secret_key` (64 hex digits; a bench fixture, not a secret).
+const S10_KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
 /// One S10 layout: the gateways it loads and what else it counts the CPU of.
 struct Layout<'a> {
     label: String,
@@ -1482,6 +1485,8 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
                         ("SWITCHYARD__STORE__URL", &cluster_url),
                         ("SWITCHYARD__BROKER__NATS_URL", &nats.url),
                         ("SWITCHYARD__SERVER__INSTANCE_ID", &format!("gw-{i}")),
+                        // One database, one key for what it holds sealed.
+                        ("SWITCHYARD__STORE__SECRET_KEY", S10_KEY),
                     ]),
                     ..Default::default()
                 },
