@@ -22,7 +22,10 @@ CREATE TABLE webhook_deliveries (
     latency_ms INTEGER,
     next_attempt_at INTEGER,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    -- The instance that made it (server.instance_id): only it resumes the delivery at its
+    -- start, so instances sharing the database never send one twice.
+    instance_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at);
-CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (state);
+CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (instance_id, state);

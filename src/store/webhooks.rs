@@ -132,7 +132,7 @@ impl Store {
 
     /// Records a delivery as it is, or as it now is (the same id replaces its row).
     pub async fn save_delivery(&self, d: &DeliveryRow) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => sqlx::query(&format!("INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, last_status = excluded.last_status, last_error = excluded.last_error, latency_ms = excluded.latency_ms, next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"))
+        on_pool!(&self.pool, p => sqlx::query(&format!("INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, last_status = excluded.last_status, last_error = excluded.last_error, latency_ms = excluded.latency_ms, next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"))
             .bind(&d.id)
             .bind(&d.webhook_id)
             .bind(&d.event)
@@ -145,6 +145,7 @@ impl Store {
             .bind(d.next_attempt_at)
             .bind(d.created_at)
             .bind(d.updated_at)
+            .bind(&self.instance)
             .execute(p)
             .await
             .map(drop))?;
@@ -167,11 +168,13 @@ impl Store {
         })
     }
 
-    /// Deliveries not finished yet (`pending` or `retrying`), oldest first: taken up again at
-    /// start.
+    /// This instance's deliveries not finished yet (`pending` or `retrying`), oldest first:
+    /// taken up again at start. Another instance's are its own to finish, even on a shared
+    /// database: taking them too would send them twice.
     pub async fn unfinished_deliveries(&self) -> Result<Vec<DeliveryRow>, StoreError> {
         on_pool!(&self.pool, p => {
-            let rows = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE state IN ('pending', 'retrying') ORDER BY created_at, id"))
+            let rows = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE instance_id = $1 AND state IN ('pending', 'retrying') ORDER BY created_at, id"))
+                .bind(&self.instance)
                 .fetch_all(p)
                 .await?;
             Ok(rows.iter().map(delivery_row).collect())

@@ -132,14 +132,17 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.refresh(ctx);
         // Deliveries a previous run left pending or retrying are taken up where they were.
+        // Only those: one this run makes while the query is under way has its own runner
+        // already, and a second one would send every attempt twice.
+        let began = now_ms();
         let store = self.shared.registry.store().clone();
         ctx.spawn(
             async move { store.unfinished_deliveries().await }
                 .into_actor(self)
-                .map(|rows, act, ctx| match rows {
+                .map(move |rows, act, ctx| match rows {
                     Ok(rows) => {
                         let mut resumed = 0;
-                        for row in rows {
+                        for row in rows.into_iter().filter(|r| r.created_at < began) {
                             // A webhook deleted meanwhile took its deliveries with it.
                             if let Some(hook) = act.shared.registry.get(&row.webhook_id) {
                                 act.spawn(ctx, hook, row, false, None);

@@ -8,7 +8,8 @@
 //! are kept by `store::webhooks` (the secret sealed with the store's key). Does not own event
 //! matching (`broker::Pattern`, reused as it is) nor the HTTP client (`connector`).
 //!
-//! In a cluster (`broker.nats_url`) each instance delivers only the events it published, so an
+//! In a cluster (`broker.nats_url`) each instance delivers only the events it published, and
+//! resumes only the deliveries it made (their rows carry its `server.instance_id`), so an
 //! event reaches a receiver once; the webhook table is read from the database at start and
 //! changed by this instance's API (another instance's changes are seen after its restart).
 
@@ -402,12 +403,14 @@ impl Webhooks {
     /// Deletes a webhook and its history; its deliveries still waiting are not sent.
     pub async fn delete(&self, id: &str) -> Result<(), WebhookError> {
         self.hook(id)?;
+        // The store first: a delete it refuses leaves the webhook as it was, here and after
+        // a restart, instead of silent until then.
+        self.registry.store.delete_webhook(id).await?;
         self.registry
             .hooks
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|h| h.id != id);
-        self.registry.store.delete_webhook(id).await?;
         let _ = self.dispatcher.send(dispatcher::Refresh).await;
         Ok(())
     }

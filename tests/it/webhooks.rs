@@ -197,7 +197,7 @@ async fn a_delivery_is_signed_and_retried_until_delivered() {
 
     app.publish("other.thing", json!({"n": 0}));
     app.publish("custom.ping", json!({"n": 1}));
-    let delivery = settled(&app, id, "delivered", Duration::from_secs(5)).await;
+    let delivery = settled(&app, id, "delivered", Duration::from_secs(20)).await;
     assert_eq!(delivery["attempts"], 3, "{delivery}");
     assert_eq!(delivery["lastStatus"], 200);
     assert_eq!(delivery["lastError"], Value::Null);
@@ -248,7 +248,7 @@ async fn a_receiver_that_always_fails_leaves_the_delivery_dead_after_max_attempt
         .unwrap()
         .to_string();
     app.publish("custom.fail", json!({}));
-    let dead = settled(&app, &id, "dead", Duration::from_secs(5)).await;
+    let dead = settled(&app, &id, "dead", Duration::from_secs(20)).await;
     assert_eq!(dead["attempts"], 3, "{dead}");
     assert_eq!(dead["lastStatus"], 503);
     assert_eq!(dead["lastError"], "HTTP 503");
@@ -501,13 +501,13 @@ async fn a_waiting_delivery_resumes_after_a_restart() {
         .unwrap()
         .to_string();
     app.publish("custom.survivor", json!({"keep": true}));
-    let first = settled(&app, &id, "retrying", Duration::from_secs(5)).await;
+    let first = settled(&app, &id, "retrying", Duration::from_secs(20)).await;
     assert_eq!(first["attempts"], 1);
     app.stop().await;
     assert_eq!(receiver.hits().len(), 1);
 
     let app = spawn_in(dirs, &slow_retry).await;
-    let done = settled(&app, &id, "delivered", Duration::from_secs(8)).await;
+    let done = settled(&app, &id, "delivered", Duration::from_secs(20)).await;
     assert_eq!(done["id"], first["id"]);
     assert_eq!(done["attempts"], 2, "{done}");
     let hits = receiver.hits();
