@@ -334,6 +334,16 @@ async fn resume(
             .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
         super::object_body(value)?
     };
+    // It goes into a log line and an event: the documented bound is enforced, not trusted.
+    if body
+        .resumed_by
+        .as_ref()
+        .is_some_and(|by| by.chars().count() > 200)
+    {
+        return Err(ApiError::InvalidJson(
+            "`resumedBy` must be at most 200 characters".into(),
+        ));
+    }
     let resumed_by = body
         .resumed_by
         .filter(|by| !by.trim().is_empty())

@@ -722,8 +722,9 @@ impl AgentRunner {
         let Some(cut) = compaction_cut(fixed, &kept.messages, budget) else {
             return false;
         };
-        let removed: Vec<ChatMessage> = kept.messages.drain(..cut).collect();
-        let transcript = transcript(kept.summary.as_deref(), &removed, budget * 2);
+        // Nothing leaves the conversation until the summary is in hand: a turn timed out
+        // during the summary call drops this future, and must not lose the oldest messages.
+        let transcript = transcript(kept.summary.as_deref(), &kept.messages[..cut], budget * 2);
         let request = ChatRequest {
             messages: vec![
                 ChatMessage::text(Role::System, SUMMARY_INSTRUCTIONS),
@@ -744,19 +745,21 @@ impl AgentRunner {
                 (digest(&transcript, budget), false)
             }
         };
+        kept.messages.drain(..cut);
         kept.summary = Some(summary);
-        tracing::info!(agent = %config.id, session = %session_id, messages = removed.len(), by_model, "Conversation compacted.");
+        tracing::info!(agent = %config.id, session = %session_id, messages = cut, by_model, "Conversation compacted.");
         self.broker.emit(&AgentCompacted {
             agent_id: config.id.clone(),
             session_id: session_id.to_string(),
-            messages_compacted: removed.len() as u32,
+            messages_compacted: cut as u32,
             summarized_by_model: by_model,
         });
         true
     }
 
     /// The conversation of `(agent, session)`, created on first use; the least recently used
-    /// one goes when there are too many.
+    /// one that no turn holds goes when there are too many (evicting a held one would let a
+    /// second turn of that conversation start beside the first, from the stored copy).
     fn conversation(&self, agent: &str, session: &str) -> Conversation {
         let mut all = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
         all.clock += 1;
@@ -770,6 +773,7 @@ impl AgentRunner {
             if let Some(oldest) = all
                 .by_key
                 .iter()
+                .filter(|(_, (conversation, _))| Arc::strong_count(conversation) == 1)
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(k, _)| k.clone())
             {

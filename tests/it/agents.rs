@@ -138,6 +138,14 @@ async fn an_agent_failing_turns_in_a_row_is_paused_until_an_operator_resumes_it(
         .post_json("/api/agents/helper/resume", json!({ "who": "x" }))
         .await;
     assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_json")));
+    let (status, long) = app
+        .post_json(
+            "/api/agents/helper/resume",
+            json!({ "resumedBy": "x".repeat(201) }),
+        )
+        .await;
+    assert_eq!((status, long["code"].as_str()), (400, Some("invalid_json")));
+    assert!(long["message"].as_str().unwrap().contains("resumedBy"));
     let (status, resumed) = app
         .post_json("/api/agents/helper/resume", json!({ "resumedBy": "ops" }))
         .await;
