@@ -236,9 +236,10 @@ pub struct SessionManager {
     modules: Mutex<HashMap<String, Arc<str>>>,
     /// Sessions are owned through leases: the store is shared (PostgreSQL).
     leased: bool,
-    /// One takeover at a time on this instance, so two messages for one session arriving
-    /// together rebuild it once.
-    takeovers: tokio::sync::Mutex<()>,
+    /// One takeover at a time per session, so two messages for one session arriving together
+    /// rebuild it once, while a dead owner's other sessions are taken over beside it (one slow
+    /// `onConnect` holds only its own session). Entries go when their takeover ends.
+    takeovers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -290,7 +291,7 @@ impl SessionManager {
             settings,
             store,
             leased,
-            takeovers: tokio::sync::Mutex::new(()),
+            takeovers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -388,7 +389,30 @@ impl SessionManager {
         from: Option<String>,
     ) -> Result<Located, SessionError> {
         let id = row.id.clone();
-        let _one_at_a_time = self.takeovers.lock().await;
+        let turn = self.takeover_lock(&id);
+        let _one_at_a_time = turn.lock().await;
+        let located = self.take_over_locked(row, from).await;
+        // The last one out removes the entry (the map holds one reference, each waiter one).
+        let mut all = self.takeovers.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&turn) == 2 {
+            all.remove(&id);
+        }
+        located
+    }
+
+    /// The lock of session `id`'s takeover, made on first use.
+    fn takeover_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut all = self.takeovers.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(all.entry(id.to_string()).or_default())
+    }
+
+    /// [`SessionManager::take_over`] with the session's takeover lock held.
+    async fn take_over_locked(
+        &self,
+        row: crate::store::SessionRow,
+        from: Option<String>,
+    ) -> Result<Located, SessionError> {
+        let id = row.id.clone();
         if self.handle(&id).is_ok() {
             return Ok(Located::Here);
         }
@@ -1050,15 +1074,6 @@ impl SupervisorObserver for SessionsObserver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        // Ended, however it ended: its lease goes (off the message path, not awaited).
-        if let Some(store) = self.store.as_ref().filter(|_| self.leased) {
-            let (store, id) = (store.store().clone(), id.to_string());
-            actix_web::rt::spawn(async move {
-                if let Err(error) = store.release_lease(&id).await {
-                    tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
-                }
-            });
-        }
         if reason.is_abnormal() {
             tracing::warn!(session = id, reason = %reason.describe(), "Session crashed; it is not restarted.");
             self.broker.emit(&events::SessionFailed {
@@ -1073,6 +1088,22 @@ impl SupervisorObserver for SessionsObserver {
                     at: crate::util::rfc3339(std::time::SystemTime::now()),
                 });
             }
+        }
+        // Ended, however it ended: its lease goes (off the message path, not awaited), but
+        // only once its end is committed: a row still `open` without a lease would be taken
+        // over by another instance.
+        if let Some(handle) = self.store.as_ref().filter(|_| self.leased) {
+            let flushed = handle.flushed();
+            let (store, id) = (handle.store().clone(), id.to_string());
+            actix_web::rt::spawn(async move {
+                if let Err(error) = flushed.await {
+                    tracing::warn!(%error, session = %id, "A session's end was not committed; its lease is kept and expires by itself.");
+                    return;
+                }
+                if let Err(error) = store.release_lease(&id).await {
+                    tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
+                }
+            });
         }
     }
 }
