@@ -284,6 +284,8 @@ pub fn writer(settings: &Settings) -> WriterSettings {
         audit_retention: (s.audit_retention_days > 0)
             .then(|| Duration::from_secs(s.audit_retention_days * 86_400)),
         audit_max_rows: (s.audit_max_rows > 0).then_some(s.audit_max_rows as i64),
+        history_retention: (s.history_retention_days > 0)
+            .then(|| Duration::from_secs(s.history_retention_days * 86_400)),
         prune_interval: ms(s.prune_interval_ms),
     }
 }

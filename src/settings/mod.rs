@@ -250,6 +250,8 @@ pub struct StoreSettings {
     pub queue_capacity: usize,
     pub audit_retention_days: u64,
     pub audit_max_rows: u64,
+    /// Agent conversations and finished webhook deliveries older than this go (0: kept).
+    pub history_retention_days: u64,
     pub prune_interval_ms: u64,
     pub secret_key: String,
 }

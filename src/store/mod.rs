@@ -557,6 +557,29 @@ impl Store {
         })
     }
 
+    /// Deletes agent conversations not written since `before`, and webhook deliveries that
+    /// finished (delivered or dead) before it; returns how many rows went. Pending and
+    /// retrying deliveries stay whatever their age.
+    pub async fn prune_history(&self, before: std::time::SystemTime) -> Result<u64, StoreError> {
+        let at = crate::util::rfc3339(before);
+        let ms = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+        let conversations = on_pool!(&self.pool, p => sqlx::query("DELETE FROM conversations WHERE updated_at < $1")
+            .bind(&at)
+            .execute(p)
+            .await?
+            .rows_affected());
+        let deliveries = on_pool!(&self.pool, p => sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state IN ('delivered', 'dead') AND updated_at < $1",
+        )
+        .bind(ms)
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(conversations + deliveries)
+    }
+
     /// Applies the audit retention rules; returns how many entries went.
     pub async fn prune_audit(
         &self,

@@ -203,6 +203,8 @@ pub struct WriterSettings {
     pub audit_retention: Option<Duration>,
     /// At most this many audit entries are kept.
     pub audit_max_rows: Option<i64>,
+    /// Agent conversations and finished webhook deliveries older than this are pruned.
+    pub history_retention: Option<Duration>,
     pub prune_interval: Duration,
 }
 
@@ -273,6 +275,24 @@ impl StoreHandle {
                 tracing::warn!("Store write dropped: the writer's queue is full.");
             }
         }
+    }
+
+    /// Waits until every write queued before this call is committed (or failed for good):
+    /// what must not happen before a write lands, e.g. a session's lease given up before its
+    /// end is recorded, waits on this.
+    pub fn flushed(&self) -> impl std::future::Future<Output = Result<(), CommitError>> + 'static {
+        let (committed, done) = tokio::sync::oneshot::channel();
+        let wake = {
+            let mut queue = self.queue();
+            queue.waiters.push(committed);
+            !std::mem::replace(&mut queue.commit_soon, true)
+        };
+        if wake {
+            if let Some(addr) = self.writer() {
+                let _ = addr.try_send(CommitNow);
+            }
+        }
+        async move { done.await.unwrap_or(Err(CommitError::Unavailable)) }
     }
 
     /// Queues `write` and waits until it is committed. Such writes are never dropped for a
@@ -606,6 +626,10 @@ impl StoreWriter {
             self.handle.gauge.dequeued();
         }
         if batch.is_empty() {
+            // Only `flushed` waits on an empty batch: what it waited for is committed.
+            for waiter in waiters {
+                let _ = waiter.send(Ok(()));
+            }
             return Box::pin(async {});
         }
         let store = self.handle.store.clone();
@@ -658,23 +682,42 @@ async fn commit_with_retries(
 }
 
 impl StoreWriter {
-    /// Applies the audit retention rules, between batches (the writer owns all writes).
+    /// Applies the retention rules (audit, conversations, webhook deliveries), between
+    /// batches (the writer owns all writes).
     fn prune(&mut self, ctx: &mut Context<Self>) {
         let settings = self.handle.settings;
+        let now = std::time::SystemTime::now();
         let cutoff = settings
             .audit_retention
-            .and_then(|age| std::time::SystemTime::now().checked_sub(age))
+            .and_then(|age| now.checked_sub(age))
             .map(crate::util::rfc3339);
+        let history = settings
+            .history_retention
+            .and_then(|age| now.checked_sub(age));
         let store = self.handle.store.clone();
         let prune = async move {
-            match store
-                .prune_audit(cutoff.as_deref(), settings.audit_max_rows)
-                .await
-            {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "Old audit entries pruned."),
-                Err(error) => {
-                    tracing::warn!(%error, "Pruning audit entries failed; will try again.")
+            if cutoff.is_some() || settings.audit_max_rows.is_some() {
+                match store
+                    .prune_audit(cutoff.as_deref(), settings.audit_max_rows)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "Old audit entries pruned."),
+                    Err(error) => {
+                        tracing::warn!(%error, "Pruning audit entries failed; will try again.")
+                    }
+                }
+            }
+            if let Some(before) = history {
+                match store.prune_history(before).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(
+                        removed,
+                        "Old conversations and finished webhook deliveries pruned."
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "Pruning conversations and deliveries failed; will try again.")
+                    }
                 }
             }
         };
@@ -687,7 +730,10 @@ impl Actor for StoreWriter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let settings = self.handle.settings;
-        if settings.audit_retention.is_some() || settings.audit_max_rows.is_some() {
+        if settings.audit_retention.is_some()
+            || settings.audit_max_rows.is_some()
+            || settings.history_retention.is_some()
+        {
             ctx.run_interval(settings.prune_interval, |act, ctx| act.prune(ctx));
         }
         // SQLite: checkpoints off the commit path, on a connection of their own: commits never
@@ -856,6 +902,7 @@ mod tests {
                 batch_max_rows: 500,
                 queue_capacity: capacity,
                 audit_retention: None,
+                history_retention: None,
                 audit_max_rows: None,
                 prune_interval: Duration::from_secs(3600),
             },

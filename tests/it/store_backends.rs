@@ -5,7 +5,7 @@
 //! service itself on PostgreSQL: transcripts across a restart, two instances sharing one
 //! database, and an unreachable database at start.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 use switchyard::settings::StoreLocation;
@@ -52,6 +52,7 @@ fn handle(store: Store, window: Duration) -> StoreHandle {
             queue_capacity: 10_000,
             audit_retention: None,
             audit_max_rows: None,
+            history_retention: None,
             prune_interval: Duration::from_secs(3600),
         },
     )
@@ -106,7 +107,76 @@ on_both!(
     leases_are_taken_once_and_taken_over_when_expired,
     agent_conversations_are_upserted_last_state_wins,
     webhooks_and_their_deliveries,
+    old_conversations_and_finished_deliveries_are_pruned,
 );
+
+/// The history retention rule: conversations not written since the cutoff, and deliveries
+/// finished before it, go; a delivery still waiting stays whatever its age.
+async fn old_conversations_and_finished_deliveries_are_pruned(backend: Backend) {
+    use switchyard::store::webhooks::DeliveryRow;
+    let (store, _, _dir) = fresh(backend, "i1").await;
+    let handle = handle(store.clone(), Duration::from_millis(5));
+    writer::start_detached(&handle);
+    let conversation = |session: &str, at: &str| Write::Conversation {
+        agent_id: "helper".into(),
+        session_id: session.into(),
+        summary: None,
+        messages: json!([{ "role": "user", "content": "hi" }]),
+        at: at.into(),
+    };
+    handle.write(conversation("old", "2020-01-01T00:00:00.000Z"));
+    handle
+        .write_committed(conversation(
+            "new",
+            &switchyard::util::rfc3339(SystemTime::now()),
+        ))
+        .await
+        .unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let delivery = |id: &str, state: &str, at: i64| DeliveryRow {
+        id: id.into(),
+        webhook_id: "wh1".into(),
+        event: "custom.x".into(),
+        body: "{}".into(),
+        state: state.into(),
+        attempts: 1,
+        last_status: None,
+        last_error: None,
+        latency_ms: None,
+        next_attempt_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let old = 1_577_836_800_000; // 2020-01-01
+    for d in [
+        delivery("delivered-old", "delivered", old),
+        delivery("dead-old", "dead", old),
+        delivery("pending-old", "pending", old),
+        delivery("delivered-new", "delivered", now_ms),
+    ] {
+        store.save_delivery(&d).await.unwrap();
+    }
+    let cutoff = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    assert_eq!(store.prune_history(cutoff).await.unwrap(), 3);
+    assert!(store.conversation("helper", "old").await.unwrap().is_none());
+    assert!(store.conversation("helper", "new").await.unwrap().is_some());
+    let left: Vec<String> = store
+        .deliveries("wh1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(left, ["delivered-new", "pending-old"]);
+    assert_eq!(
+        store.prune_history(cutoff).await.unwrap(),
+        0,
+        "nothing twice"
+    );
+}
 
 /// Agent conversations (`turn`): written whole, several times in one batch (one statement
 /// may not upsert a row twice on PostgreSQL: the last state wins) and again later, read back
@@ -153,7 +223,7 @@ async fn agent_conversations_are_upserted_last_state_wins(backend: Backend) {
 async fn webhooks_and_their_deliveries(backend: Backend) {
     use switchyard::store::webhooks::{DeliveryRow, WebhookRow};
     let dir = tempfile::tempdir().unwrap();
-    let (store, _, _db) = fresh(backend, "i1").await;
+    let (store, connect, _db) = fresh(backend, "i1").await;
     let store =
         store.with_secrets(switchyard::store::secrets::Secrets::load(None, dir.path()).unwrap());
     let hook = WebhookRow {
@@ -224,6 +294,14 @@ async fn webhooks_and_their_deliveries(backend: Backend) {
         unfinished.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
         ["d3"]
     );
+    // Another instance on the same database leaves this one's deliveries to it.
+    let other = Store::connect(&Connect {
+        instance: "i2".into(),
+        ..connect.clone()
+    })
+    .await
+    .unwrap();
+    assert!(other.unfinished_deliveries().await.unwrap().is_empty());
     assert!(store.delete_webhook("wh1").await.unwrap());
     assert!(store.webhooks().await.unwrap().is_empty());
     assert!(store.deliveries("wh1", 10).await.unwrap().is_empty());
