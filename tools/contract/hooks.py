@@ -10,6 +10,11 @@ the gateway must refuse.
 
 Webhooks the fuzzer creates are pointed at the same mock the same way (their URL's path too),
 so their deliveries and test deliveries never leave loopback either.
+
+Time limits the fuzzer writes (a target's `timeoutMs`, a plugin's `timeoutMs` in a target or a
+session) are capped at TIME_CAP_MS: a generated limit of minutes is valid, and honoured, but a
+session opened on such a target may then take longer than the run's 20 s request timeout to be
+refused, which would read as a hang.
 """
 
 import os
@@ -21,6 +26,22 @@ UPSTREAM = os.environ.get("SWITCHYARD_CONTRACT_UPSTREAM", "127.0.0.1:9")
 TARGET_BODIES = {"POST /api/targets", "PUT /api/targets/{id}"}
 WEBHOOK_BODIES = {"POST /api/webhooks"}
 WELL_FORMED = re.compile(r"([a-z]+)://\S+")
+SESSION_BODIES = {"POST /api/sessions"}
+TIME_CAP_MS = 2000
+
+
+def capped(body):
+    """`body` with its `timeoutMs` and its plugins' `timeoutMs` at most TIME_CAP_MS."""
+    def cap(entry):
+        limit = entry.get("timeoutMs")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > TIME_CAP_MS:
+            return {**entry, "timeoutMs": TIME_CAP_MS}
+        return entry
+    body = cap(body)
+    plugins = body.get("plugins")
+    if isinstance(plugins, list):
+        body = {**body, "plugins": [cap(p) if isinstance(p, dict) else p for p in plugins]}
+    return body
 
 
 @schemathesis.hook
@@ -35,8 +56,11 @@ def map_body(context, body):
             if match and match.group(1) in ("http", "https"):
                 return {**body, "url": f"http://{UPSTREAM}/chat"}
         return body
+    if operation.label in SESSION_BODIES:
+        return capped(body)
     if operation.label not in TARGET_BODIES:
         return body
+    body = capped(body)
     endpoint = body.get("endpoint")
     if isinstance(endpoint, str):
         match = WELL_FORMED.fullmatch(endpoint)
