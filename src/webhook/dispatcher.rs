@@ -51,6 +51,10 @@ struct Shared {
     registry: Arc<Registry>,
     config: Config,
     permits: Arc<Semaphore>,
+    /// Deliveries recorded at once: one of the store's pooled connections at most, so a burst
+    /// of deliveries (many webhooks on `*`) never starves sessions, transcripts and the API
+    /// of connections. A contract run without it timed the pool out for every other caller.
+    recording: Semaphore,
     /// Attempts between taking a permit and recording their outcome.
     in_flight: Cell<usize>,
     stopping: Cell<bool>,
@@ -88,6 +92,7 @@ impl Dispatcher {
                 registry,
                 config,
                 permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                recording: Semaphore::new(1),
                 in_flight: Cell::new(0),
                 stopping: Cell::new(false),
             }),
@@ -275,6 +280,23 @@ fn new_delivery(hook: &Webhook, event: &Event) -> DeliveryRow {
     }
 }
 
+/// Records `row`, one delivery at a time (see [`Shared::recording`]); a test delivery
+/// (`urgent`: an operator waits for it) does not queue behind the others.
+async fn record(
+    shared: &Shared,
+    store: &crate::store::Store,
+    row: &DeliveryRow,
+    urgent: bool,
+) -> Result<(), crate::store::StoreError> {
+    // The semaphore is never closed, so acquiring only waits.
+    let _turn = if urgent {
+        None
+    } else {
+        shared.recording.acquire().await.ok()
+    };
+    store.save_delivery(row).await
+}
+
 /// One delivery from its first attempt to `delivered` or `dead`, or until the service stops
 /// or the webhook is deleted (the row then stays as it is, to be resumed or dropped).
 async fn deliver(
@@ -286,7 +308,7 @@ async fn deliver(
 ) {
     let store = shared.registry.store().clone();
     if fresh {
-        if let Err(e) = store.save_delivery(&row).await {
+        if let Err(e) = record(&shared, &store, &row, first.is_some()).await {
             tracing::error!(webhook = %hook.id, error = %e, "A webhook delivery could not be recorded; it is sent all the same.");
         }
     }
@@ -349,7 +371,7 @@ async fn deliver(
         }
         // A webhook deleted during the attempt keeps no history.
         if shared.registry.contains(&hook.id) {
-            if let Err(e) = store.save_delivery(&row).await {
+            if let Err(e) = record(&shared, &store, &row, first.is_some()).await {
                 tracing::error!(webhook = %hook.id, error = %e, "A webhook delivery's outcome could not be recorded.");
             }
         }
