@@ -765,6 +765,25 @@ impl Handler<Close> for SessionActor {
 }
 
 /// Test hook: make the session actor panic, to exercise its supervision.
+/// Another instance holds this session's lease now (this one lost it, e.g. cut off from the
+/// database for longer than the lease): the session stops here at once, without running its
+/// plugins' `onDisconnect` or touching its row, which belongs to the new owner.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseLost;
+
+impl Handler<LeaseLost> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: LeaseLost, ctx: &mut Context<Self>) {
+        tracing::warn!(parent: &self.span, "Session's lease is held by another instance; it stops here.");
+        self.guard.set_reason(ExitReason::Error(
+            "its lease is held by another instance".into(),
+        ));
+        ctx.stop();
+    }
+}
+
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Message)]
 #[rtype(result = "()")]

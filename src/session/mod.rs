@@ -325,8 +325,37 @@ impl SessionManager {
                 let Some(store) = manager.leases() else {
                     return;
                 };
+                // Sessions live before the check began had their lease before they went live:
+                // one of them without a valid lease now was taken over elsewhere.
+                let live: Vec<String> = manager
+                    .registry
+                    .live
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
                 if let Err(error) = store.renew_leases(ttl).await {
                     tracing::warn!(%error, "Session leases could not be renewed; other instances may take the sessions over.");
+                    continue;
+                }
+                match store.owned_sessions().await {
+                    Ok(owned) => {
+                        let owned: std::collections::HashSet<String> = owned.into_iter().collect();
+                        for id in live.iter().filter(|id| !owned.contains(*id)) {
+                            // Lapsed but free (nobody took it): ours again. Taken: it stops.
+                            // (A failed statement proves nothing: the next check decides.)
+                            if !matches!(store.acquire_lease(id, ttl).await, Ok(false)) {
+                                continue;
+                            }
+                            if let Ok(handle) = manager.handle(id) {
+                                handle.addr.do_send(actor::LeaseLost);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "This instance's leases could not be listed; lost sessions stay until the next check.")
+                    }
                 }
             }
         });

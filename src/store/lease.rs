@@ -110,6 +110,21 @@ impl Store {
             .rows_affected()))
     }
 
+    /// The sessions this instance holds a valid lease on.
+    pub async fn owned_sessions(&self) -> Result<Vec<String>, StoreError> {
+        let now = now_ms(self.backend());
+        let sql = format!(
+            "SELECT session_id FROM session_owners WHERE instance_id = $1 AND lease_expires_at > {now}"
+        );
+        on_pool!(&self.pool, p => {
+            let ids: Vec<String> = sqlx::query_scalar(&sql)
+                .bind(&self.instance)
+                .fetch_all(p)
+                .await?;
+            Ok(ids)
+        })
+    }
+
     /// Gives session `id` up (it ended); answers whether this instance held it.
     pub async fn release_lease(&self, id: &str) -> Result<bool, StoreError> {
         let done = on_pool!(&self.pool, p => sqlx::query(

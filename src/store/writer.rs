@@ -530,11 +530,14 @@ macro_rules! write_parts {
                 at,
             } = write
             {
-                sqlx::query("UPDATE sessions SET state = $1, end_reason = $2, ended_at = $3 WHERE id = $4")
+                // Only the instance whose session it is ends it: one that lost it to a takeover
+                // must not close it under its new owner ('' is a row older than the column).
+                sqlx::query("UPDATE sessions SET state = $1, end_reason = $2, ended_at = $3 WHERE id = $4 AND instance_id IN ($5, '')")
                     .bind(*state)
                     .bind(reason)
                     .bind(at)
                     .bind(id)
+                    .bind(instance)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -648,6 +648,22 @@ async fn interrupted_sessions_are_this_instances(backend: Backend) {
         handle.write(opened(id, "t", "2026-11-26T00:00:00.000Z"));
         handle.flush().await;
     }
+    // An instance ends only its own sessions: one taken over by another stays open under it.
+    two.claim_session("of-one").await.unwrap();
+    let one = handle(store.clone(), Duration::from_millis(5));
+    writer::start_detached(&one);
+    one.write(Write::SessionEnded {
+        id: "of-one".into(),
+        state: "failed",
+        reason: "its lease is held by another instance".into(),
+        at: "2026-11-26T00:30:00.000Z".into(),
+    });
+    one.flush().await;
+    assert_eq!(
+        store.session("of-one").await.unwrap().unwrap().state,
+        "open"
+    );
+    store.claim_session("of-one").await.unwrap();
     let marked = store
         .mark_interrupted("2026-11-26T01:00:00.000Z")
         .await
@@ -711,6 +727,11 @@ async fn leases_are_taken_once_and_taken_over_when_expired(backend: Backend) {
         "b holds it now"
     );
     assert!(b.expired_leases().await.unwrap().is_empty());
+    // What each holds: the loser sees it lost s2 (its live copy must stop).
+    let mut held = a.owned_sessions().await.unwrap();
+    held.sort();
+    assert_eq!(held, ["s1"]);
+    assert_eq!(b.owned_sessions().await.unwrap(), ["s2"]);
 
     // Renewing extends only what is still held.
     assert_eq!(a.renew_leases(minute).await.unwrap(), 1);
