@@ -9,8 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -69,8 +68,8 @@ impl Gateway {
             .unwrap(),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        let mut command = Command::new(BIN);
+        command
             .current_dir(dir)
             .env("SWITCHYARD__SERVER__INSTANCE_ID", name)
             .env("SWITCHYARD__STORE__URL", url)
@@ -86,52 +85,18 @@ impl Gateway {
                 "SWITCHYARD__SESSIONS__TARGETS_FILE",
                 dir.join("targets.toml"),
             )
-            .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut addr = None;
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("{name} becomes ready"));
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            match v["message"].as_str() {
-                Some("Listening.") => addr = v["addr"].as_str().map(str::to_owned),
-                Some("Ready.") => break,
-                _ => {}
-            }
-        }
+            .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"));
+        let (child, base) = crate::durability::start(&mut command, name);
         Gateway {
             name,
             child,
-            base: format!(
-                "http://{}",
-                addr.expect("the Listening. line names the address")
-            ),
+            base,
             _data: data,
         }
     }
 
     fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap();
+        crate::durability::kill9(&mut self.child);
     }
 }
 

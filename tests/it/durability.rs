@@ -24,8 +24,7 @@ fn spawn(data: &std::path::Path, durability: &str, url: Option<&str>) -> (Child,
     if let Some(url) = url {
         command.env("SWITCHYARD__STORE__URL", url);
     }
-    let mut child = command
-        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+    command
         .current_dir(data)
         .env("SWITCHYARD__DATA__DIR", data)
         .env("SWITCHYARD__STORE__PATH", data.join("switchyard.db"))
@@ -34,7 +33,15 @@ fn spawn(data: &std::path::Path, durability: &str, url: Option<&str>) -> (Child,
             "SWITCHYARD__SESSIONS__TARGETS_FILE",
             data.join("targets.toml"),
         )
-        .env("SWITCHYARD__PLUGINS__DIR", data.join("plugins"))
+        .env("SWITCHYARD__PLUGINS__DIR", data.join("plugins"));
+    start(&mut command, "the service")
+}
+
+/// Starts the real binary as `command` says (on a free loopback port, JSON logs on stdout) and
+/// waits for it to be ready; answers the child and its base URL. `what` names it in a failure.
+pub(crate) fn start(command: &mut Command, what: &str) -> (Child, String) {
+    let mut child = command
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -52,7 +59,7 @@ fn spawn(data: &std::path::Path, durability: &str, url: Option<&str>) -> (Child,
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the service becomes ready");
+            .unwrap_or_else(|_| panic!("{what} becomes ready"));
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
@@ -71,7 +78,7 @@ fn spawn(data: &std::path::Path, durability: &str, url: Option<&str>) -> (Child,
     )
 }
 
-fn kill9(child: &mut Child) {
+pub(crate) fn kill9(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status()
