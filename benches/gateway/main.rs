@@ -52,6 +52,10 @@ pub struct Plan {
     /// otherwise a missing peer is reported as not measured.
     pub install_peers: bool,
     pub only: Option<Vec<String>>,
+    /// `--hold C,SECS[,off]`: a K=0 gateway held under a closed loop of C connections for
+    /// SECS seconds (store off with `,off`), printing its pid first so a profiler can attach
+    /// (`--only HOLD` skips everything else).
+    pub hold: Option<(usize, Duration, bool)>,
 }
 
 impl Plan {
@@ -76,6 +80,7 @@ impl Plan {
             peers: true,
             install_peers: true,
             only: None,
+            hold: None,
         }
     }
 
@@ -100,6 +105,7 @@ impl Plan {
             peers: true,
             install_peers: false,
             only: None,
+            hold: None,
         }
     }
 
@@ -134,6 +140,12 @@ fn main() {
     plan.peers = !args.iter().any(|a| a == "--no-peers");
     plan.install_peers |= args.iter().any(|a| a == "--install-peers");
     plan.only = value("--only").map(|s| s.split(',').map(str::to_owned).collect());
+    plan.hold = value("--hold").map(|s| {
+        let parts: Vec<&str> = s.split(',').collect();
+        let c = parts.first().and_then(|c| c.parse().ok()).expect("--hold C,SECS");
+        let secs = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+        (c, Duration::from_secs(secs), parts.get(2) == Some(&"off"))
+    });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = value("--out")
         .map(PathBuf::from)

@@ -112,6 +112,29 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// Context switches of every thread of `pid` so far: (voluntary, involuntary).
+pub fn context_switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let field = |status: &str, name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .fold((0, 0), |(v, i), s| {
+            (
+                v + field(&s, "voluntary_ctxt_switches:"),
+                i + field(&s, "nonvoluntary_ctxt_switches:"),
+            )
+        })
+}
+
 /// CPU time of `pid` and its direct children (nginx's workers), in nanoseconds.
 pub fn cpu_ns_with_children(pid: u32) -> u64 {
     let children =

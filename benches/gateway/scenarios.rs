@@ -226,6 +226,9 @@ pub async fn run_all(plan: &Plan) -> Results {
     if plan.runs("S10") {
         s10(plan, &upstream.addr, &mut r).await;
     }
+    if let Some((c, duration, store_off)) = plan.hold {
+        hold(&upstream.addr, c, duration, store_off).await;
+    }
     upstream.stop();
     r
 }
@@ -1597,4 +1600,44 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
     }
     drop(nats);
     drop(pg);
+}
+
+/// `--hold`: a K=0 gateway under a closed loop of `c` connections for `duration`, for a
+/// profiler. Prints the gateway's pid before the load starts (`HOLD pid <pid>`), then
+/// msg/s, p50/p99, core-µs and context switches per message over the whole hold.
+async fn hold(upstream: &str, c: usize, duration: Duration, store_off: bool) {
+    let client = load::client(c * 2 + 8);
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec {
+            store: !store_off,
+            ..Default::default()
+        },
+        &[],
+    );
+    let sessions = gw.sessions(&client, &[], c).await;
+    let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
+    let _ = load::closed_loop(&client, &through, Stop::Each(200)).await;
+    let pid = gw.server.pid();
+    eprintln!("HOLD pid {pid}");
+    let (cpu0, cs0) = (crate::procs::cpu_ns(pid), crate::procs::context_switches(pid));
+    let run = load::closed_loop(&client, &through, Stop::For(duration)).await;
+    let (cpu1, cs1) = (crate::procs::cpu_ns(pid), crate::procs::context_switches(pid));
+    let s = run.summary();
+    let n = s.requests.max(1) as f64;
+    eprintln!(
+        "HOLD c={c} store={} msgs={} msg/s={:.0} p50={}us p99={}us core-us/msg={:.1} \
+         ctxsw/msg={:.2} (voluntary {:.2}, involuntary {:.2}) errors={}",
+        if store_off { "off" } else { "on" },
+        s.requests,
+        s.rps,
+        s.p50_us,
+        s.p99_us,
+        (cpu1 - cpu0) as f64 / 1000.0 / n,
+        (cs1.0 + cs1.1 - cs0.0 - cs0.1) as f64 / n,
+        (cs1.0 - cs0.0) as f64 / n,
+        (cs1.1 - cs0.1) as f64 / n,
+        s.errors,
+    );
+    gw.stop();
 }
