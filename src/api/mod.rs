@@ -544,6 +544,13 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        // The root span's fields are computed before the span asks whether anyone listens:
+        // the route match (a regex per request), the connection info, a `format!`. With no
+        // subscriber taking INFO spans here (the same target and level as the span below),
+        // none of it is worth building.
+        if !tracing::span_enabled!(tracing::Level::INFO) {
+            return tracing::Span::none();
+        }
         let id = request
             .extensions()
             .get::<RequestId>()
@@ -1118,4 +1125,22 @@ async fn unload_plugin(
         },
         cluster,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_span_is_built_only_for_a_listening_subscriber() {
+        let request = || actix_web::test::TestRequest::default().to_srv_request();
+        let unheard = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
+            RequestSpan::on_request_start(&request())
+        });
+        assert!(unheard.is_disabled());
+        let heard = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            RequestSpan::on_request_start(&request())
+        });
+        assert!(!heard.is_disabled());
+    }
 }
