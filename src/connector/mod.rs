@@ -86,6 +86,34 @@ pub struct ConnectorResponse {
     pub metadata: ResponseMetadata,
 }
 
+impl ConnectorResponse {
+    /// The answer as JSON, moved rather than copied: what `serde_json::to_value` gives
+    /// (camelCase keys in field order, absent options left out), without walking the raw
+    /// upstream body and headers through a serializer on every message.
+    pub fn into_value(self) -> Value {
+        let m = self.metadata;
+        let mut metadata = Map::with_capacity(7);
+        metadata.insert("responseTimeMs".into(), Value::from(m.response_time_ms));
+        let optional = [
+            ("tokenUsage", m.token_usage),
+            ("rawResponse", m.raw_response),
+            ("headers", m.headers.map(Value::Object)),
+            ("firstChunkMs", m.first_chunk_ms.map(Value::from)),
+            ("chunks", m.chunks.map(Value::from)),
+            ("toolCalls", m.tool_calls),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                metadata.insert(key.into(), value);
+            }
+        }
+        let mut out = Map::with_capacity(2);
+        out.insert("content".into(), Value::String(self.content));
+        out.insert("metadata".into(), Value::Object(metadata));
+        Value::Object(out)
+    }
+}
+
 /// A failed send, with the messages Krawall's connectors use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
@@ -239,5 +267,38 @@ pub async fn connect(
             "connector type '{other}' is not supported; supported: {}",
             SUPPORTED_CONNECTORS.join(", ")
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_moved_into_json_reads_as_its_serialization() {
+        let whole = ConnectorResponse {
+            content: "hi".into(),
+            metadata: ResponseMetadata {
+                response_time_ms: 7,
+                token_usage: Some(json!({"totalTokens": 3})),
+                raw_response: Some(json!({"choices": [{"message": {"content": "hi"}}]})),
+                headers: Some(Map::from_iter([("x-a".to_string(), json!("1"))])),
+                first_chunk_ms: Some(2),
+                chunks: Some(4),
+                tool_calls: Some(Value::Null),
+            },
+        };
+        let bare = ConnectorResponse {
+            content: String::new(),
+            metadata: ResponseMetadata::default(),
+        };
+        for answer in [whole, bare] {
+            let expected = serde_json::to_value(&answer).unwrap();
+            let moved = answer.into_value();
+            assert_eq!(moved, expected);
+            // Key order too (`preserve_order`): the reply and plugins see the same text.
+            assert_eq!(moved.to_string(), expected.to_string());
+        }
     }
 }

@@ -612,7 +612,7 @@ impl Handler<SendMessage> for SessionActor {
                     return (stages, Err(SessionError::Upstream(error)), reconnected)
                 }
             };
-            exchange.response = serde_json::to_value(response).unwrap_or(Value::Null);
+            exchange.response = response.into_value();
 
             let order: Box<dyn Iterator<Item = usize>> = match after_receive {
                 AfterReceiveOrder::Same => Box::new(0..stages.len()),
