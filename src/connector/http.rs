@@ -37,9 +37,34 @@ pub fn client() -> awc::Client {
 pub(super) struct Endpoint {
     pub config: ConnectorConfig,
     pub method: Method,
-    pub url: String,
-    headers: Vec<(String, String)>,
+    /// The endpoint (and `path`), parsed once when the endpoint is built.
+    uri: awc::http::Uri,
+    headers: Vec<Header>,
     client: awc::Client,
+}
+
+/// A header every request carries: parsed once when the endpoint is built, or kept as text
+/// when it does not parse, so the send fails as it always did (awc reports it).
+#[derive(Debug, Clone, PartialEq)]
+enum Header {
+    Parsed(
+        awc::http::header::HeaderName,
+        awc::http::header::HeaderValue,
+    ),
+    Text(String, String),
+}
+
+impl Header {
+    fn of(name: String, value: String) -> Header {
+        use awc::http::header::{HeaderName, HeaderValue};
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => Header::Parsed(name, value),
+            _ => Header::Text(name, value),
+        }
+    }
 }
 
 impl Endpoint {
@@ -56,27 +81,39 @@ impl Endpoint {
             &config.endpoint,
             config.protocol_config.get("path").and_then(Value::as_str),
         );
-        url.parse::<awc::http::Uri>()
+        let uri = url
+            .parse::<awc::http::Uri>()
             .map_err(|e| ConnectorError::Config(format!("endpoint '{url}': {e}")))?;
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         headers.extend(auth_headers(config.auth_type, &config.auth_config));
         if let Some(extra) = config.protocol_config.get("headers") {
             headers.extend(text_pairs(extra));
         }
+        let headers = headers
+            .into_iter()
+            .map(|(name, value)| Header::of(name, value))
+            .collect();
         let client = tls::http_client(&config.tls).map_err(ConnectorError::Tls)?;
         Ok(Endpoint {
             config,
             method,
-            url,
+            uri,
             headers,
             client,
         })
     }
 
-    fn request(&self, method: Method, url: &str, timeout: Duration) -> awc::ClientRequest {
+    fn request<U>(&self, method: Method, url: U, timeout: Duration) -> awc::ClientRequest
+    where
+        awc::http::Uri: TryFrom<U>,
+        <awc::http::Uri as TryFrom<U>>::Error: Into<awc::error::HttpError>,
+    {
         let mut request = self.client.request(method, url).timeout(timeout);
-        for (name, value) in &self.headers {
-            request = request.insert_header((name.as_str(), value.as_str()));
+        for header in &self.headers {
+            request = match header {
+                Header::Parsed(name, value) => request.insert_header((name.clone(), value.clone())),
+                Header::Text(name, value) => request.insert_header((name.as_str(), value.as_str())),
+            };
         }
         request
     }
@@ -91,7 +128,7 @@ impl Endpoint {
         extra: &[(&str, String)],
     ) -> Result<awc::ClientResponse, ConnectorError> {
         let body = build_request(&self.config.request_template, message, variables);
-        let mut request = self.request(self.method.clone(), &self.url, timeout);
+        let mut request = self.request(self.method.clone(), self.uri.clone(), timeout);
         for (name, value) in extra {
             request = request.insert_header((*name, value.as_str()));
         }
@@ -155,7 +192,11 @@ impl Endpoint {
             None => origin(&self.config.endpoint),
         };
         let started = Instant::now();
-        match self.request(Method::GET, &url, HEALTH_TIMEOUT).send().await {
+        match self
+            .request(Method::GET, url.as_str(), HEALTH_TIMEOUT)
+            .send()
+            .await
+        {
             Ok(response) if response.status().is_success() => HealthStatus {
                 healthy: true,
                 latency_ms: Some(started.elapsed().as_millis() as u64),
@@ -394,5 +435,15 @@ mod tests {
             origin("https://api.example.com:8443/v1/chat?x=1"),
             "https://api.example.com:8443/"
         );
+    }
+
+    #[test]
+    fn headers_are_parsed_once_and_a_bad_one_is_kept_as_text() {
+        let good = Header::of("X-Api-Key".into(), "k1".into());
+        assert!(matches!(&good, Header::Parsed(n, v) if n.as_str() == "x-api-key" && v == "k1"));
+        let bad = Header::of("bad name".into(), "v".into());
+        assert_eq!(bad, Header::Text("bad name".into(), "v".into()));
+        let bad_value = Header::of("x-a".into(), "line\nbreak".into());
+        assert!(matches!(bad_value, Header::Text(..)));
     }
 }
