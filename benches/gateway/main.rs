@@ -142,7 +142,10 @@ fn main() {
     plan.only = value("--only").map(|s| s.split(',').map(str::to_owned).collect());
     plan.hold = value("--hold").map(|s| {
         let parts: Vec<&str> = s.split(',').collect();
-        let c = parts.first().and_then(|c| c.parse().ok()).expect("--hold C,SECS");
+        let c = parts
+            .first()
+            .and_then(|c| c.parse().ok())
+            .expect("--hold C,SECS");
         let secs = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
         (c, Duration::from_secs(secs), parts.get(2) == Some(&"off"))
     });

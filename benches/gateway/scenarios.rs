@@ -1620,9 +1620,15 @@ async fn hold(upstream: &str, c: usize, duration: Duration, store_off: bool) {
     let _ = load::closed_loop(&client, &through, Stop::Each(200)).await;
     let pid = gw.server.pid();
     eprintln!("HOLD pid {pid}");
-    let (cpu0, cs0) = (crate::procs::cpu_ns(pid), crate::procs::context_switches(pid));
+    let (cpu0, cs0) = (
+        crate::procs::cpu_ns(pid),
+        crate::procs::context_switches(pid),
+    );
     let run = load::closed_loop(&client, &through, Stop::For(duration)).await;
-    let (cpu1, cs1) = (crate::procs::cpu_ns(pid), crate::procs::context_switches(pid));
+    let (cpu1, cs1) = (
+        crate::procs::cpu_ns(pid),
+        crate::procs::context_switches(pid),
+    );
     let s = run.summary();
     let n = s.requests.max(1) as f64;
     eprintln!(

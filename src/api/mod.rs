@@ -1134,9 +1134,10 @@ mod tests {
     #[test]
     fn the_root_span_is_built_only_for_a_listening_subscriber() {
         let request = || actix_web::test::TestRequest::default().to_srv_request();
-        let unheard = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
-            RequestSpan::on_request_start(&request())
-        });
+        let unheard =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
+                RequestSpan::on_request_start(&request())
+            });
         assert!(unheard.is_disabled());
         let heard = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
             RequestSpan::on_request_start(&request())
