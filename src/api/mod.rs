@@ -1131,17 +1131,32 @@ async fn unload_plugin(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_root_span_is_built_only_for_a_listening_subscriber() {
-        let request = || actix_web::test::TestRequest::default().to_srv_request();
-        let unheard =
-            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
-                RequestSpan::on_request_start(&request())
-            });
-        assert!(unheard.is_disabled());
-        let heard = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
-            RequestSpan::on_request_start(&request())
-        });
-        assert!(!heard.is_disabled());
+    /// Whether a request through the tracing middleware ran in a real (enabled) span.
+    async fn in_a_span() -> bool {
+        let app = actix_web::test::init_service(
+            actix_web::App::new()
+                .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
+                .route(
+                    "/s/{id}",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .body((!tracing::Span::current().is_disabled()).to_string())
+                    }),
+                ),
+        )
+        .await;
+        let request = actix_web::test::TestRequest::get().uri("/s/1").to_request();
+        actix_web::test::call_and_read_body(&app, request).await == "true"
+    }
+
+    #[actix_web::test]
+    async fn the_root_span_is_built_only_for_a_listening_subscriber() {
+        let unheard = tracing::subscriber::NoSubscriber::new();
+        let guard = tracing::subscriber::set_default(unheard);
+        assert!(!in_a_span().await);
+        drop(guard);
+        let guard = tracing::subscriber::set_default(tracing_subscriber::registry());
+        assert!(in_a_span().await);
+        drop(guard);
     }
 }
