@@ -642,23 +642,28 @@ impl Plugin for ScriptPlugin {
                 e.connector(connector_plugin, hook.name(), input, ctx)
             })
             .await?;
-        let Value::Object(mut reply) = reply else {
+        // `[skipped, result, state]`, read by position.
+        let Value::Array(mut reply) = reply else {
             return Err(PluginError::new(format!(
-                "{}: the host's connector() answered a non-object",
+                "{}: the host's connector() answered something other than [skipped, result, state]",
                 hook.name()
             )));
         };
-        if let Some(Value::Object(state)) = reply.shift_remove("state") {
+        if reply.len() != 3 {
+            return Err(PluginError::new(format!(
+                "{}: the host's connector() answered {} parts instead of [skipped, result, state]",
+                hook.name(),
+                reply.len()
+            )));
+        }
+        let (state, result) = (reply.pop(), reply.pop());
+        if let Some(Value::Object(state)) = state {
             ctx.state = state;
         }
-        if reply
-            .get("skipped")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-        {
+        if reply[0].as_bool().unwrap_or(false) {
             return Ok(None);
         }
-        Ok(Some(reply.shift_remove("result").unwrap_or(Value::Null)))
+        Ok(Some(result.unwrap_or(Value::Null)))
     }
 
     fn on_error(&self, connector_plugin: &str, error: &str, hook: Hook, ctx: &HookContext) {

@@ -214,7 +214,7 @@
     for (const p of registered) if (p.id === id) plugin = p;
     if (!plugin) throw new Error(`this module registers no connector plugin '${id}'`);
     const fn = plugin[hook];
-    if (!isFn(fn)) return { skipped: true, result: null, state: context.state };
+    if (!isFn(fn)) return [true, null, context.state];
     let returned;
     if (hook === "beforeSend") returned = plugin.beforeSend(input.message, input.metadata, context);
     else if (hook === "afterReceive") returned = plugin.afterReceive(input.response, context);
@@ -224,32 +224,44 @@
     if (isThenable(returned)) return settle(returned, (value) => finish(hook, value, context));
     return finish(hook, returned, context);
   };
-  // A hook's outcome. onChunk: a string rewrites the chunk ("" drops it); anything else lets it
+  // A hook's outcome, `[skipped, result, state]` (an array: the host reads it by position,
+  // which is cheaper than by key on every hook). onChunk: a string rewrites the chunk ("" drops it); anything else lets it
   // through. Lifecycle hooks (onConnect aside) have no result.
   const finish = (hook, value, context) => {
     if (hook === "onChunk") {
-      return typeof value === "string" ? { skipped: false, result: { chunk: value }, state: context.state } : { skipped: true, result: null, state: context.state };
+      return typeof value === "string" ? [false, { chunk: value }, context.state] : [true, null, context.state];
     }
     const result = hook === "beforeSend" || hook === "afterReceive" || hook === "onConnect" ? value : undefined;
-    return { skipped: false, result: result === undefined ? null : result, state: context.state };
+    return [false, result === undefined ? null : result, context.state];
   };
   // A value the host kept (the upstream's raw answer, its headers): read, it is fetched once and
   // becomes a plain property; written, it is replaced; never read, the host puts its own copy
   // back into the answer (the accessor gives the host a marker while it reads the answer).
+  // The accessors and their descriptors are made once, not per hook: per-call closures were
+  // most of an `afterReceive` call and left cycles for the garbage collector.
+  const SLOTS = Symbol("switchyard.kept");
+  const own = (object, key, value) => Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  const keptAccessor = (key) => Object.freeze({
+    enumerable: true,
+    configurable: true,
+    get() {
+      const slots = this[SLOTS];
+      const text = slots === undefined ? undefined : host.lazy(slots[key]);
+      if (text === undefined || text.charCodeAt(0) === 0) return text;
+      const value = parse(text);
+      own(this, key, value);
+      return value;
+    },
+    set(value) {
+      own(this, key, value);
+    },
+  });
+  const KEPT = { rawResponse: keptAccessor("rawResponse"), headers: keptAccessor("headers") };
   const unread = (object, key, slot) => {
-    const own = (value) => Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
-    Object.defineProperty(object, key, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        const text = host.lazy(slot);
-        if (text === undefined || text.charCodeAt(0) === 0) return text;
-        const value = parse(text);
-        own(value);
-        return value;
-      },
-      set: own,
-    });
+    let slots = object[SLOTS];
+    if (slots === undefined) object[SLOTS] = slots = {};
+    slots[key] = slot;
+    Object.defineProperty(object, key, KEPT[key]);
   };
   // Keeps a promise the host will poll; its number is what the host is given.
   const track = (promise) => {
@@ -320,7 +332,7 @@
       return state.plugin && isFn(state.plugin.stop) ? state.plugin.stop() : undefined;
     },
     // A Krawall connector hook, called by the host directly (not through `begin`): the
-    // context's parts come as arguments and the answer is `{ skipped, result, state }`, or the
+    // context's parts come as arguments and the answer is `[skipped, result, state]`, or the
     // number of a call to poll when the plugin's hook returned a promise. No closure is made
     // on the synchronous path, which is most hooks.
     connector(id, hook, input, sessionId, targetId, connectorType, hookState, pluginConfig, kept) {
