@@ -191,12 +191,16 @@ impl FrontDoor {
             let at = crate::util::rfc3339(SystemTime::now());
             let mut saved = serde_json::to_value(&route).unwrap_or(Value::Null);
             // Never in clear at rest: sealed with the store's key, or masked without one.
-            route::for_each_credential(&mut saved["plugins"], &mut |v| {
-                *v = match store.secrets() {
-                    Some(secrets) => secrets.seal(v),
-                    None => Value::String(crate::util::MASK.into()),
-                }
-            });
+            // Only when it has plugins: indexing would add `"plugins": null`, which does not
+            // read back (the route was skipped at the next start and by the other instances).
+            if let Some(plugins) = saved.get_mut("plugins") {
+                route::for_each_credential(plugins, &mut |v| {
+                    *v = match store.secrets() {
+                        Some(secrets) => secrets.seal(v),
+                        None => Value::String(crate::util::MASK.into()),
+                    }
+                });
+            }
             if let Err(error) = store.save_model_route(&route.name, &saved, &at).await {
                 let _ = self.routes.remove(&route.name);
                 return Err(KeyError::Store(error.to_string()).into());
