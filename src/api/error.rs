@@ -597,6 +597,11 @@ mod tests {
     fn every_code_has_its_status_and_body() {
         let cases = [
             (
+                crate::webhook::WebhookError::Stopping.into(),
+                503,
+                "service_stopping",
+            ),
+            (
                 ApiError::RouteNotFound {
                     method: "GET".into(),
                     path: "/x".into(),
@@ -876,6 +881,7 @@ mod tests {
             .into(),
             crate::webhook::WebhookError::NotFound(s()).into(),
             crate::webhook::WebhookError::StoreDisabled.into(),
+            crate::webhook::WebhookError::Stopping.into(),
             ApiError::Internal(s()),
         ]
     }

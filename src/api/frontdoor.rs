@@ -662,7 +662,12 @@ async fn create_model(
 ) -> Result<HttpResponse, ApiError> {
     let route = state.frontdoor.add_route(body.into_inner()).await?;
     tracing::info!(route = %route.name, "Model route created.");
-    super::config_changed(&state, ConfigKind::ModelRoute, &route.name, ConfigOp::Upsert);
+    super::config_changed(
+        &state,
+        ConfigKind::ModelRoute,
+        &route.name,
+        ConfigOp::Upsert,
+    );
     Ok(HttpResponse::Created().json(ModelRouteView {
         route: route.masked(),
         source: Source::Api,

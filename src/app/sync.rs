@@ -219,7 +219,10 @@ mod tests {
         let event = changed(Some("b"), ConfigKind::ApiKey);
         assert_eq!(kind_to_reload(&event, "a"), Some(ConfigKind::ApiKey));
         assert_eq!(kind_to_reload(&event, "b"), None);
-        assert_eq!(kind_to_reload(&changed(None, ConfigKind::Target), "a"), None);
+        assert_eq!(
+            kind_to_reload(&changed(None, ConfigKind::Target), "a"),
+            None
+        );
         assert_eq!(
             kind_to_reload(&changed(Some(""), ConfigKind::Target), "a"),
             None

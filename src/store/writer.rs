@@ -976,7 +976,13 @@ mod tests {
         .unwrap();
         let error = store.conversation("helper", "a").await.unwrap_err();
         assert!(
-            matches!(error, crate::store::StoreError::Corrupt { what: "conversation", .. }),
+            matches!(
+                error,
+                crate::store::StoreError::Corrupt {
+                    what: "conversation",
+                    ..
+                }
+            ),
             "{error}"
         );
     }

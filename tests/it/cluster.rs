@@ -504,10 +504,7 @@ where
 {
     let began = std::time::Instant::now();
     while !check().await {
-        assert!(
-            began.elapsed() < bound,
-            "{what}: not within {bound:?}"
-        );
+        assert!(began.elapsed() < bound, "{what}: not within {bound:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     began.elapsed()
@@ -540,7 +537,10 @@ async fn targets_keys_model_routes_and_webhooks_changed_on_one_instance_apply_on
         created["id"].as_str().unwrap().to_string(),
     );
     assert_eq!(with_key(&a, &text).await, 200);
-    within("B takes the new key", live, || async { with_key(&b, &text).await == 200 }).await;
+    within("B takes the new key", live, || async {
+        with_key(&b, &text).await == 200
+    })
+    .await;
     within("C takes the new key", reconcile, || async {
         with_key(&c, &text).await == 200
     })
@@ -590,7 +590,10 @@ async fn targets_keys_model_routes_and_webhooks_changed_on_one_instance_apply_on
 
     // A model route on that target, and a webhook.
     let (status, body) = a
-        .post_json("/api/models", json!({ "name": "shared-m", "target": "shared-t" }))
+        .post_json(
+            "/api/models",
+            json!({ "name": "shared-m", "target": "shared-t" }),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, hook) = a
@@ -649,7 +652,10 @@ async fn a_keys_rate_is_shared_by_the_live_instances() {
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, created) = a
-        .post_json("/api/keys", json!({ "name": "rated", "requestsPerMinute": 4 }))
+        .post_json(
+            "/api/keys",
+            json!({ "name": "rated", "requestsPerMinute": 4 }),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let text = created["key"].as_str().unwrap().to_string();
@@ -659,16 +665,20 @@ async fn a_keys_rate_is_shared_by_the_live_instances() {
             .post(app.url("/v1/chat/completions"))
             .insert_header(("authorization", format!("Bearer {text}")));
         async move {
-            req.send_json(&json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] }))
-                .await
-                .expect("request")
-                .status()
-                .as_u16()
+            req.send_json(
+                &json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] }),
+            )
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
         }
     };
-    within("B takes the route and the key", Duration::from_secs(3), || async {
-        chat(&b).await == 200
-    })
+    within(
+        "B takes the route and the key",
+        Duration::from_secs(3),
+        || async { chat(&b).await == 200 },
+    )
     .await;
     // 4 a minute across two live instances: 2 each. B spent one already.
     assert_eq!(chat(&b).await, 200);

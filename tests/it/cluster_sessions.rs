@@ -124,7 +124,11 @@ impl Gateway {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "{} did not stop on SIGTERM", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -533,7 +537,11 @@ async fn a_gracefully_stopped_gateway_hands_its_sessions_over_with_their_plugin_
     // A hears B and C (its hand-over needs live peers), seen in its own plugin list.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut res = client().get(format!("{}/api/plugins/counter", a.base)).send().await.unwrap();
+        let mut res = client()
+            .get(format!("{}/api/plugins/counter", a.base))
+            .send()
+            .await
+            .unwrap();
         let plugin: Value = res.json().await.unwrap_or(Value::Null);
         if ["gw-b", "gw-c"]
             .iter()
@@ -570,7 +578,10 @@ async fn a_gracefully_stopped_gateway_hands_its_sessions_over_with_their_plugin_
     assert_eq!(status, 200, "{body}");
     assert_eq!(served, None, "B took the session over: {body}");
     assert_eq!(body["content"], "echo: after");
-    assert_eq!(body["metadata"]["count"], 4, "the plugin state went on: {body}");
+    assert_eq!(
+        body["metadata"]["count"], 4,
+        "the plugin state went on: {body}"
+    );
     assert!(took < Duration::from_secs(5), "the takeover took {took:?}");
     // Through C: forwarded to B, or taken over by C (the other session), state intact.
     let (status, served, _, body) = send(&c, &sessions[1], "after").await;
@@ -583,12 +594,17 @@ async fn a_gracefully_stopped_gateway_hands_its_sessions_over_with_their_plugin_
 
     // Handed over, not closed: no session.closed, a takeover from A instead.
     let taken = event(&seen, "session.taken_over", &sessions[0], "gw-b").await;
-    assert_eq!(taken["data"]["from"], Value::Null, "a released lease: {taken}");
+    assert_eq!(
+        taken["data"]["from"],
+        Value::Null,
+        "a released lease: {taken}"
+    );
     assert!(
         !seen
             .borrow()
             .iter()
-            .any(|(n, e)| n == "session.closed" && sessions.iter().any(|s| e["data"]["sessionId"] == *s)),
+            .any(|(n, e)| n == "session.closed"
+                && sessions.iter().any(|s| e["data"]["sessionId"] == *s)),
         "a handed-over session is not closed"
     );
     // One transcript, going on where A stopped.
