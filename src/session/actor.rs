@@ -772,17 +772,21 @@ impl Handler<Close> for SessionActor {
 /// its upstream connection is closed, what it wrote is committed (its plugin state as of its
 /// last message), and then its lease is released so the next message, wherever it arrives,
 /// takes it over at once (not after the lease's time). Queued behind the messages in flight,
-/// which finish first.
+/// which finish first. Answers false, doing nothing, for a session no other instance could
+/// take over (a front door's, with its own connector): that one is to be closed.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct HandOver;
 
 impl Handler<HandOver> for SessionActor {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = AtomicResponse<Self, bool>;
 
     fn handle(&mut self, _msg: HandOver, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.make_connector.is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(false)));
+        }
         if matches!(self.state, SessionState::Closing | SessionState::Closed) {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+            return AtomicResponse::new(Box::pin(actix::fut::ready(true)));
         }
         // No message is taken from here on.
         self.state = SessionState::Closing;
@@ -816,6 +820,7 @@ impl Handler<HandOver> for SessionActor {
                 tracing::info!(parent: &act.span, messages = act.messages, released, "Session handed over: it stays open for another instance.");
                 act.guard.set_reason(ExitReason::Shutdown);
                 ctx.stop();
+                true
             },
         )))
     }

@@ -1017,14 +1017,12 @@ struct RunningSession {
 impl RunningChild for RunningSession {
     fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
         let addr = self.addr.clone();
-        if self.deps.hand_over.load(Ordering::Relaxed) {
-            return async move {
-                let _ = addr.send(actor::HandOver).await;
-                Ok(())
-            }
-            .boxed_local();
-        }
+        let hand_over = self.deps.hand_over.load(Ordering::Relaxed);
         async move {
+            // Handed over when it can be; closed otherwise (and on SQLite or alone).
+            if hand_over && addr.send(actor::HandOver).await.unwrap_or(true) {
+                return Ok(());
+            }
             let _ = addr
                 .send(Close {
                     reason: "shutdown".into(),
