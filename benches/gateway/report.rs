@@ -238,6 +238,7 @@ pub struct S10Row {
     pub instances: usize,
     pub concurrency: usize,
     pub rps: Spread,
+    pub p50_us: Spread,
     pub p99_us: Spread,
     /// CPU of the gateway processes per message (µs).
     pub gateway_us_per_msg: Spread,
@@ -246,6 +247,15 @@ pub struct S10Row {
     /// CPU of nats-server per message (µs; 0 without NATS).
     pub nats_us_per_msg: Spread,
     pub errors: u64,
+}
+
+/// S10's forwarding hop: the forwarded row minus the direct row, paired per round.
+#[derive(Debug, Clone, Serialize)]
+pub struct S10Hop {
+    /// Added p50 latency (µs).
+    pub added_p50_us: Spread,
+    /// Added CPU of the two gateways per message (µs).
+    pub added_gateway_us_per_msg: Spread,
 }
 
 /// S4: one streaming path, gateway against the direct stream, in alternated rounds.
@@ -285,6 +295,7 @@ pub struct Results {
     pub s8: Option<S8>,
     pub s9: Vec<S9Row>,
     pub s10: Vec<S10Row>,
+    pub s10_hop: Option<S10Hop>,
     pub notes: Vec<String>,
     pub failures: Vec<String>,
 }
@@ -524,14 +535,15 @@ pub fn markdown(r: &Results) -> String {
             "### S10 — several instances on one PostgreSQL and one NATS (closed loop, median (min–max) over alternated rounds)\n"
         );
         let _ = writeln!(w, "Every instance on this machine (co-located: the overhead of a cluster, not its speed-up); the load generator spreads its connections round-robin over the instances, each message through its own instance's session. CPU per message is the processes' own time over the run divided by the messages answered.\n");
-        let _ = writeln!(w, "| layout | c | req/s | p99 µs | gateway CPU µs/msg | PostgreSQL CPU µs/msg | NATS CPU µs/msg | errors |\n|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(w, "| layout | c | req/s | p50 µs | p99 µs | gateway CPU µs/msg | PostgreSQL CPU µs/msg | NATS CPU µs/msg | errors |\n|---|---|---|---|---|---|---|---|---|");
         for row in &r.s10 {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.label,
                 row.concurrency,
                 row.rps.show(0),
+                row.p50_us.show(0),
                 row.p99_us.show(0),
                 row.gateway_us_per_msg.show(0),
                 row.database_us_per_msg.show(0),
@@ -540,6 +552,14 @@ pub fn markdown(r: &Results) -> String {
             );
         }
         let _ = writeln!(w);
+        if let Some(hop) = &r.s10_hop {
+            let _ = writeln!(
+                w,
+                "The forwarding hop (forwarded row − direct row, paired per round): p50 +{} µs, gateway CPU +{} µs per message.\n",
+                hop.added_p50_us.show(0),
+                hop.added_gateway_us_per_msg.show(0)
+            );
+        }
     }
     if let Some(s8) = &r.s8 {
         let _ = writeln!(

@@ -1538,11 +1538,31 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
             nats: true,
         });
     }
+    // The forwarding hop: gw-1's sessions through gw-1 itself, then through gw-2 (which
+    // forwards each message to gw-1, their owner). Both count the CPU of both instances, so
+    // the difference is the hop's.
+    let direct = layouts.len();
+    for (label, via) in [
+        ("gw-1's sessions through gw-1 (direct)", &members[0]),
+        ("gw-1's sessions through gw-2 (forwarded)", &members[1]),
+    ] {
+        layouts.push(Layout {
+            label: label.into(),
+            gateways: members[..2].iter().collect(),
+            calls: sessions[2]
+                .iter()
+                .map(|s| via.message(s, MESSAGE))
+                .collect(),
+            postgres: true,
+            nats: true,
+        });
+    }
+    let forwarded = direct + 1;
     // Warm every layout once, then alternate: each round runs every layout in turn.
     for layout in &layouts {
         let _ = load::closed_loop(&client, &layout.calls, Stop::Each(10)).await;
     }
-    let mut samples: Vec<Vec<[f64; 5]>> = vec![Vec::new(); layouts.len()];
+    let mut samples: Vec<Vec<[f64; 6]>> = vec![Vec::new(); layouts.len()];
     let mut errors = vec![0u64; layouts.len()];
     for _ in 0..plan.rounds {
         for (i, layout) in layouts.iter_mut().enumerate() {
@@ -1571,7 +1591,14 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
             }
             errors[i] += run.errors;
             let summary = run.summary();
-            samples[i].push([summary.rps, summary.p99_us as f64, g, p, n]);
+            samples[i].push([
+                summary.rps,
+                summary.p99_us as f64,
+                g,
+                p,
+                n,
+                summary.p50_us as f64,
+            ]);
         }
     }
     for (i, layout) in layouts.iter().enumerate() {
@@ -1585,6 +1612,7 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
             instances: layout.gateways.len(),
             concurrency: c,
             rps: pick(0),
+            p50_us: pick(5),
             p99_us: pick(1),
             gateway_us_per_msg: pick(2),
             database_us_per_msg: pick(3),
@@ -1592,6 +1620,18 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
             errors: errors[i],
         });
     }
+    // The hop, round by round (each round ran both rows back to back).
+    let paired = |k: usize| -> Vec<f64> {
+        samples[forwarded]
+            .iter()
+            .zip(&samples[direct])
+            .map(|(f, d)| f[k] - d[k])
+            .collect()
+    };
+    r.s10_hop = Some(S10Hop {
+        added_p50_us: Spread::of(&paired(5)),
+        added_gateway_us_per_msg: Spread::of(&paired(2)),
+    });
     drop(layouts);
     sqlite.stop();
     alone.stop();

@@ -181,6 +181,7 @@ codes! {
     UpstreamTimeout = (504, "upstream_timeout", "The model route did not answer within its `timeoutMs` (`details.route`)."),
     InvalidWebhook = (400, "invalid_webhook", "The webhook to create is not valid; `details.field` names the field (`url`, `events`, `events[i]`, `secret`, `description`)."),
     WebhookNotFound = (404, "webhook_not_found", "No webhook has this id."),
+    ServiceStopping = (503, "service_stopping", "The gateway is shutting down and takes no new work; retry (on another instance behind a load balancer)."),
     Internal = (500, "internal_error", "Something failed inside the gateway; the cause is logged, never answered."),
 }
 
@@ -423,7 +424,8 @@ fn webhook_row(e: &crate::webhook::WebhookError) -> Row {
         W::Invalid { field, .. } => (C::InvalidWebhook, Some(json!({ "field": field }))),
         W::NotFound(id) => (C::WebhookNotFound, Some(json!({ "webhook": id }))),
         W::StoreDisabled => (C::StoreDisabled, None),
-        W::Stopping | W::Store(_) => (C::Internal, None),
+        W::Stopping => (C::ServiceStopping, None),
+        W::Store(_) => (C::Internal, None),
     }
 }
 
@@ -594,6 +596,11 @@ mod tests {
     #[test]
     fn every_code_has_its_status_and_body() {
         let cases = [
+            (
+                crate::webhook::WebhookError::Stopping.into(),
+                503,
+                "service_stopping",
+            ),
             (
                 ApiError::RouteNotFound {
                     method: "GET".into(),
@@ -874,6 +881,7 @@ mod tests {
             .into(),
             crate::webhook::WebhookError::NotFound(s()).into(),
             crate::webhook::WebhookError::StoreDisabled.into(),
+            crate::webhook::WebhookError::Stopping.into(),
             ApiError::Internal(s()),
         ]
     }

@@ -8,6 +8,7 @@
 //! error shape (status and code from the `ApiError` table). `/v1` is not in the OpenAPI
 //! document: the providers document it. Handlers only translate; `frontdoor` acts.
 
+use crate::broker::events::{ConfigKind, ConfigOp};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -513,6 +514,7 @@ async fn create_key(
         .await
         .map_err(FrontdoorError::from)?;
     tracing::info!(key = %view.id, name = %view.name, "Virtual API key created.");
+    super::config_changed(&state, ConfigKind::ApiKey, &view.id, ConfigOp::Upsert);
     Ok(HttpResponse::Created().json(CreatedKey { view, key }))
 }
 
@@ -551,6 +553,7 @@ async fn delete_key(
         .await
         .map_err(FrontdoorError::from)?;
     tracing::info!(key = %id, "Virtual API key revoked.");
+    super::config_changed(&state, ConfigKind::ApiKey, &id, ConfigOp::Delete);
     Ok(HttpResponse::Ok().json(Removed { id, deleted: true }))
 }
 
@@ -659,6 +662,12 @@ async fn create_model(
 ) -> Result<HttpResponse, ApiError> {
     let route = state.frontdoor.add_route(body.into_inner()).await?;
     tracing::info!(route = %route.name, "Model route created.");
+    super::config_changed(
+        &state,
+        ConfigKind::ModelRoute,
+        &route.name,
+        ConfigOp::Upsert,
+    );
     Ok(HttpResponse::Created().json(ModelRouteView {
         route: route.masked(),
         source: Source::Api,
@@ -700,6 +709,7 @@ async fn delete_model(
     let name = name.into_inner();
     state.frontdoor.remove_route(&name).await?;
     tracing::info!(route = %name, "Model route deleted.");
+    super::config_changed(&state, ConfigKind::ModelRoute, &name, ConfigOp::Delete);
     Ok(HttpResponse::Ok().json(RouteRemoved {
         name,
         deleted: true,

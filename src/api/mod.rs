@@ -86,7 +86,7 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use error::ApiError;
 
-use crate::broker::events::{PluginOp, CATALOGUE};
+use crate::broker::events::{ClusterConfigChanged, ConfigKind, ConfigOp, PluginOp, CATALOGUE};
 use crate::broker::BrokerHandle;
 use crate::health::{HealthRegistry, Lifecycle};
 use crate::plugin::host::PluginHost;
@@ -579,6 +579,19 @@ impl RootSpanBuilder for RequestSpan {
 
 /// Whether `headers` carry `Authorization: Bearer <token>` for the admin token, when one is
 /// set (constant-time comparison; the scheme's case does not matter).
+/// Tells the other instances of a cluster that a target, API key, model route or webhook
+/// changed in the store (they reload it). Only with the store on: without it nothing is
+/// shared. Without NATS the event stays here, where nothing listens for it.
+pub(crate) fn config_changed(state: &AppState, kind: ConfigKind, id: &str, op: ConfigOp) {
+    if state.store.is_some() {
+        state.broker.emit(&ClusterConfigChanged {
+            kind,
+            id: id.to_string(),
+            op,
+        });
+    }
+}
+
 pub(crate) fn admitted(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(expected) = token else {
         return true;

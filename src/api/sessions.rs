@@ -6,6 +6,7 @@
 //! answer (a streamed one too) passed back as it comes. An owner that cannot be reached is a
 //! 503 `session_owner_unavailable` with `Retry-After` (its lease's remaining time).
 
+use crate::broker::events::{ConfigKind, ConfigOp};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -172,6 +173,9 @@ async fn create_target(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let view = state.sessions.targets().create(body.into_inner()).await?;
+    if let Some(id) = view["id"].as_str() {
+        super::config_changed(&state, ConfigKind::Target, id, ConfigOp::Upsert);
+    }
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -195,6 +199,7 @@ async fn update_target(
         .targets()
         .update(&id, body.into_inner())
         .await?;
+    super::config_changed(&state, ConfigKind::Target, &id, ConfigOp::Upsert);
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -218,6 +223,7 @@ async fn delete_target(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     state.sessions.targets().delete(&id).await?;
+    super::config_changed(&state, ConfigKind::Target, &id, ConfigOp::Delete);
     Ok(HttpResponse::Ok().json(Deleted { id, deleted: true }))
 }
 

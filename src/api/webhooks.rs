@@ -5,6 +5,7 @@
 //! behind the admin token like every `/api` route. With the store off every operation answers
 //! `store_disabled`. Handlers only translate; `webhook` acts.
 
+use crate::broker::events::{ConfigKind, ConfigOp};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -105,6 +106,7 @@ async fn create_webhook(
 ) -> Result<HttpResponse, ApiError> {
     let (view, secret) = service(&state)?.create(body.into_inner()).await?;
     tracing::info!(webhook = %view.id, url = %crate::util::loggable_url(&view.url), "Webhook created.");
+    super::config_changed(&state, ConfigKind::Webhook, &view.id, ConfigOp::Upsert);
     Ok(HttpResponse::Created().json(CreatedWebhook { view, secret }))
 }
 
@@ -134,6 +136,7 @@ async fn delete_webhook(
     let id = id.into_inner();
     service(&state)?.delete(&id).await?;
     tracing::info!(webhook = %id, "Webhook deleted.");
+    super::config_changed(&state, ConfigKind::Webhook, &id, ConfigOp::Delete);
     Ok(HttpResponse::Ok().json(RemovedWebhook { id, deleted: true }))
 }
 
@@ -169,7 +172,7 @@ async fn deliveries(
 #[utoipa::path(post, path = "/api/webhooks/{id}/test", tag = "webhooks",
     params(("id" = String, Path, description = "The webhook's id.")),
     responses((status = 200, description = "The delivery after its first attempt.", body = DeliveryView)),
-    extensions(("x-error-codes" = json!(["webhook_not_found", "store_disabled", "internal_error"]))))]
+    extensions(("x-error-codes" = json!(["webhook_not_found", "store_disabled", "service_stopping", "internal_error"]))))]
 async fn test_webhook(
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -7,6 +7,7 @@
 //! actor's behaviour.
 
 pub mod plan;
+pub mod sync;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, OnceLock};
@@ -260,6 +261,21 @@ impl App {
             plan::runner(&settings),
         );
         let store_for_leases = store.as_ref().map(|s| s.store().clone());
+        let frontdoor = Arc::new(frontdoor);
+        // With NATS and the store: what another instance changes over REST applies here.
+        if let (Some(link), Some(_)) = (&cluster, &store) {
+            sync::ConfigSync::start(
+                &core.broker,
+                sync::Registries {
+                    sessions: tree.sessions.clone(),
+                    frontdoor: frontdoor.clone(),
+                    webhooks: webhooks.clone(),
+                },
+                link.clone(),
+                view.clone(),
+                Duration::from_millis(settings.broker.config_reconcile_ms),
+            );
+        }
         let state = AppState {
             health: core.health.clone(),
             lifecycle: core.lifecycle.clone(),
@@ -278,7 +294,7 @@ impl App {
                 capacity: settings.broker.stream_capacity,
                 keep_alive: Duration::from_millis(settings.broker.stream_keepalive_ms),
             },
-            frontdoor: Arc::new(frontdoor),
+            frontdoor,
             cluster,
             webhooks: webhooks.clone(),
             view: view.clone().map(|addr| api::ClusterPlugins {
@@ -366,7 +382,24 @@ impl App {
         let bridge = self.bridge.clone();
         let webhooks = self.webhooks.clone();
         let view = self.view.clone();
+        let sessions = self.sessions.clone();
         let sequence = async move {
+            // Other live instances on the shared store take this one's sessions over: they are
+            // handed over (left open, leases released) instead of closed. Asked before the
+            // view stops.
+            if let Some(view) = &view {
+                let peers = view
+                    .send(crate::plugin::cluster::Peers)
+                    .await
+                    .unwrap_or_default();
+                if sessions.leased() && peers.iter().any(|p| !p.stale) {
+                    tracing::info!(
+                        sessions = sessions.count(),
+                        "Other instances are live: sessions are handed over, not closed."
+                    );
+                    sessions.hand_over_on_stop();
+                }
+            }
             if let Some(view) = view {
                 let _ = view.send(crate::plugin::cluster::StopView).await;
             }

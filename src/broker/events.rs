@@ -591,6 +591,56 @@ impl Topic for ClusterPluginStates {
     const NAME: &'static str = "cluster.plugin.states";
 }
 
+/// Which shared configuration a [`ClusterConfigChanged`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigKind {
+    Target,
+    ApiKey,
+    ModelRoute,
+    Webhook,
+}
+
+impl ConfigKind {
+    pub const ALL: [ConfigKind; 4] = [
+        ConfigKind::Target,
+        ConfigKind::ApiKey,
+        ConfigKind::ModelRoute,
+        ConfigKind::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Target => "target",
+            ConfigKind::ApiKey => "api_key",
+            ConfigKind::ModelRoute => "model_route",
+            ConfigKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// What happened to the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigOp {
+    Upsert,
+    Delete,
+}
+
+/// A target, API key, model route or webhook changed over REST on one instance, committed to
+/// the shared store. Published by that instance's API; the others reload that kind from the
+/// store (never publish again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfigChanged {
+    pub kind: ConfigKind,
+    pub id: String,
+    pub op: ConfigOp,
+}
+impl Topic for ClusterConfigChanged {
+    const NAME: &'static str = "cluster.config.changed";
+}
+
 /// Every catalogue event name with who publishes it, for `GET /api/events/catalogue` and docs.
 pub const CATALOGUE: &[(&str, &str)] = &[
     (PluginLoaded::NAME, "plugin host: init succeeded"),
@@ -687,6 +737,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         ClusterPluginStates::NAME,
         "cluster view: this instance's plugin states, on change and as a heartbeat",
+    ),
+    (
+        ClusterConfigChanged::NAME,
+        "API: a target, API key, model route or webhook changed in the shared store (kind, id, op), for the other instances",
     ),
 ];
 

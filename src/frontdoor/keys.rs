@@ -125,6 +125,14 @@ pub fn generate() -> Result<String, KeyError> {
     ))
 }
 
+/// The requests per minute one of `instances` live instances admits for a key whose limit
+/// is `limit` across the cluster: an even share, rounded down so the instances together never
+/// admit more than the limit, but at least 1 so a small limit still lets a key through
+/// (then the cluster admits at most one per instance).
+pub fn rate_share(limit: u32, instances: u32) -> u32 {
+    (limit / instances.max(1)).max(1).min(limit.max(1))
+}
+
 /// A sliding one-minute window of admitted requests.
 #[derive(Debug, Default, Clone)]
 pub struct Window {
@@ -168,6 +176,11 @@ struct Entry {
 pub struct KeyRing {
     entries: Mutex<HashMap<String, Entry>>,
     store: Option<Store>,
+    /// Held by a create or delete from its store write to its memory update, and by
+    /// [`KeyRing::sync`] from its store read to its memory update, so neither undoes the other.
+    changing: tokio::sync::Mutex<()>,
+    /// The live instances of the cluster (1 alone): each admits its share of a key's rate.
+    instances: std::sync::atomic::AtomicU32,
 }
 
 impl KeyRing {
@@ -195,7 +208,38 @@ impl KeyRing {
         Ok(KeyRing {
             entries: Mutex::new(entries),
             store,
+            changing: tokio::sync::Mutex::new(()),
+            instances: std::sync::atomic::AtomicU32::new(1),
         })
+    }
+
+    /// The live instances of the cluster, this one included (at least 1), as the cluster
+    /// view last saw them: each admits [`rate_share`] of a key's requests per minute.
+    pub fn set_instances(&self, live: u32) {
+        self.instances
+            .store(live.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes the keys from the store again, as the other instances of a cluster left them: a
+    /// key revoked elsewhere stops working here, one made elsewhere works here. A key kept
+    /// keeps its rate window; its tokens used are the store's count (every instance adds to
+    /// it). Answers how many keys there are now; without a store, nothing changes.
+    pub async fn sync(&self) -> Result<usize, KeyError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let _changing = self.changing.lock().await;
+        let rows = store
+            .api_keys()
+            .await
+            .map_err(|e| KeyError::Store(e.to_string()))?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = std::mem::take(&mut *entries);
+        for row in rows {
+            let window = old.remove(&row.id).map(|e| e.window).unwrap_or_default();
+            entries.insert(row.id.clone(), Entry { row, window });
+        }
+        Ok(entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,6 +269,7 @@ impl KeyRing {
             return Err(KeyError::InvalidBody(problems));
         }
         let text = generate()?;
+        let _changing = self.changing.lock().await;
         let row = ApiKeyRow {
             id: format!("key_{}", crate::util::random_id()),
             name: body.name,
@@ -257,6 +302,7 @@ impl KeyRing {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), KeyError> {
+        let _changing = self.changing.lock().await;
         if self.get(id).is_none() {
             return Err(KeyError::NotFound(id.to_string()));
         }
@@ -294,9 +340,10 @@ impl KeyRing {
         }
         within_budget(entry.row.tokens_used, entry.row.token_budget)?;
         if let Some(limit) = entry.row.requests_per_minute {
+            let live = self.instances.load(std::sync::atomic::Ordering::Relaxed);
             entry
                 .window
-                .admit(limit, now)
+                .admit(rate_share(limit, live), now)
                 .map_err(|wait| KeyError::RateLimited {
                     limit,
                     retry_after_ms: wait.as_millis() as u64,
@@ -328,6 +375,23 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_is_shared_evenly_by_the_live_instances_never_above_the_limit() {
+        assert_eq!(rate_share(60, 1), 60);
+        assert_eq!(rate_share(60, 0), 60);
+        assert_eq!(rate_share(60, 3), 20);
+        assert_eq!(rate_share(10, 3), 3);
+        assert_eq!(rate_share(2, 3), 1);
+        assert_eq!(rate_share(1, 1), 1);
+        for limit in 1..200u32 {
+            for n in 1..8u32 {
+                let share = rate_share(limit, n);
+                assert!(share >= 1);
+                assert!(share * n <= limit.max(n), "{limit} {n}");
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -97,6 +97,28 @@ pub struct FrontDoor {
     conversations: Mutex<HashMap<(String, String, String), String>>,
     /// Requests without a valid key are refused.
     pub require_key: bool,
+    /// Held by a route change from its first write to its last, and by
+    /// [`FrontDoor::sync_routes`] from its store read to its memory update.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// The model routes the store holds, their plugin credentials opened (an unreadable one is
+/// skipped with a warning).
+async fn stored_routes(store: &Store) -> Result<Vec<ModelRoute>, String> {
+    let bodies = store.model_routes().await.map_err(|e| e.to_string())?;
+    let mut stored = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        // Credentials of plugin configs were sealed on their way in.
+        let body = match store.secrets() {
+            Some(secrets) => secrets.open(&body).map_err(|e| e.to_string())?,
+            None => body,
+        };
+        match serde_json::from_value::<ModelRoute>(body) {
+            Ok(route) => stored.push(route),
+            Err(error) => tracing::warn!(%error, "A stored model route cannot be read; skipped."),
+        }
+    }
+    Ok(stored)
 }
 
 /// The front doors' settings.
@@ -118,26 +140,10 @@ impl FrontDoor {
     ) -> Result<FrontDoor, Vec<String>> {
         let exists = |id: &str| sessions.target(id).is_some();
         let configured = route::from_settings(&config.models, &exists)?;
-        let mut stored = Vec::new();
-        if let Some(store) = &store {
-            let bodies = store
-                .model_routes()
-                .await
-                .map_err(|e| vec![e.to_string()])?;
-            for body in bodies {
-                // Credentials of plugin configs were sealed on their way in.
-                let body = match store.secrets() {
-                    Some(secrets) => secrets.open(&body).map_err(|e| vec![e.to_string()])?,
-                    None => body,
-                };
-                match serde_json::from_value::<ModelRoute>(body) {
-                    Ok(route) => stored.push(route),
-                    Err(error) => {
-                        tracing::warn!(%error, "A stored model route cannot be read; skipped.")
-                    }
-                }
-            }
-        }
+        let stored = match &store {
+            Some(store) => stored_routes(store).await.map_err(|e| vec![e])?,
+            None => Vec::new(),
+        };
         let keys = KeyRing::load(store.clone())
             .await
             .map_err(|e| vec![e.to_string()])?;
@@ -149,7 +155,23 @@ impl FrontDoor {
             store,
             conversations: Mutex::new(HashMap::new()),
             require_key: config.require_key,
+            changing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Takes the model routes made over REST from the store again, as the other instances of
+    /// a cluster left them. Answers how many there are now; without a store, nothing changes.
+    pub async fn sync_routes(&self) -> Result<usize, FrontdoorError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let _changing = self.changing.lock().await;
+        let stored = stored_routes(store)
+            .await
+            .map_err(|e| FrontdoorError::from(KeyError::Store(e)))?;
+        let count = stored.len();
+        self.routes.replace_stored(stored);
+        Ok(count)
     }
 
     /// The route model name `model` reaches.
@@ -162,18 +184,23 @@ impl FrontDoor {
 
     /// Adds a route over REST (persisted with the store on).
     pub async fn add_route(&self, body: Value) -> Result<ModelRoute, FrontdoorError> {
+        let _changing = self.changing.lock().await;
         let exists = |id: &str| self.sessions.target(id).is_some();
         let route = self.routes.add(&body, &exists)?;
         if let Some(store) = &self.store {
             let at = crate::util::rfc3339(SystemTime::now());
             let mut saved = serde_json::to_value(&route).unwrap_or(Value::Null);
             // Never in clear at rest: sealed with the store's key, or masked without one.
-            route::for_each_credential(&mut saved["plugins"], &mut |v| {
-                *v = match store.secrets() {
-                    Some(secrets) => secrets.seal(v),
-                    None => Value::String(crate::util::MASK.into()),
-                }
-            });
+            // Only when it has plugins: indexing would add `"plugins": null`, which does not
+            // read back (the route was skipped at the next start and by the other instances).
+            if let Some(plugins) = saved.get_mut("plugins") {
+                route::for_each_credential(plugins, &mut |v| {
+                    *v = match store.secrets() {
+                        Some(secrets) => secrets.seal(v),
+                        None => Value::String(crate::util::MASK.into()),
+                    }
+                });
+            }
             if let Err(error) = store.save_model_route(&route.name, &saved, &at).await {
                 let _ = self.routes.remove(&route.name);
                 return Err(KeyError::Store(error.to_string()).into());
@@ -183,6 +210,7 @@ impl FrontDoor {
     }
 
     pub async fn remove_route(&self, name: &str) -> Result<(), FrontdoorError> {
+        let _changing = self.changing.lock().await;
         self.routes.remove(name)?;
         if let Some(store) = &self.store {
             if let Err(error) = store.delete_model_route(name).await {

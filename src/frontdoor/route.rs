@@ -313,6 +313,18 @@ impl RouteTable {
         Ok(route)
     }
 
+    /// Replaces the routes made over REST with `stored` (as the store holds them after other
+    /// instances changed them); the settings' routes stay, and shadow a stored one of their name.
+    pub fn replace_stored(&self, stored: Vec<ModelRoute>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes.retain(|(_, source)| *source == Source::Config);
+        for route in stored {
+            if !routes.iter().any(|(r, _)| r.name == route.name) {
+                routes.push((route, Source::Api));
+            }
+        }
+    }
+
     /// Removes a route made over REST; settings' routes are read-only and a route others fall
     /// back to stays until they no longer do.
     pub fn remove(&self, name: &str) -> Result<(), RouteError> {

@@ -151,6 +151,9 @@ pub struct SessionDeps {
     /// Keep each session's plugin state with its messages (instances share the store, so
     /// another may take the session over).
     pub keep_state: bool,
+    /// Set at a graceful shutdown when other instances share the store and are live: the
+    /// sessions are handed over ([`HandOver`]) rather than closed.
+    pub hand_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A session as `GET /api/sessions/{id}` shows it.
@@ -761,6 +764,65 @@ impl Handler<Close> for SessionActor {
             ctx.stop();
             json!({ "sessionId": act.id, "state": "closed", "reason": msg.reason, "plugins": outcomes })
         })))
+    }
+}
+
+/// A graceful shutdown with other live instances on the shared store: the session leaves this
+/// instance but stays open. Its plugins' `onDisconnect` does not run and its row stays `open`;
+/// its upstream connection is closed, what it wrote is committed (its plugin state as of its
+/// last message), and then its lease is released so the next message, wherever it arrives,
+/// takes it over at once (not after the lease's time). Queued behind the messages in flight,
+/// which finish first. Answers false, doing nothing, for a session no other instance could
+/// take over (a front door's, with its own connector): that one is to be closed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HandOver;
+
+impl Handler<HandOver> for SessionActor {
+    type Result = AtomicResponse<Self, bool>;
+
+    fn handle(&mut self, _msg: HandOver, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.make_connector.is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(false)));
+        }
+        if matches!(self.state, SessionState::Closing | SessionState::Closed) {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(true)));
+        }
+        // No message is taken from here on.
+        self.state = SessionState::Closing;
+        let connector = self.connector.take();
+        let store = self.deps.store.clone();
+        let id = self.id.clone();
+        let hand_over = async move {
+            if let Some(connector) = connector {
+                connector.disconnect().await;
+            }
+            let Some(store) = store else {
+                return false;
+            };
+            // The lease goes only once the session's writes are committed: released earlier,
+            // another instance could take it over from an older state.
+            if let Err(error) = store.flushed().await {
+                tracing::warn!(session = %id, %error, "A handed-over session's writes were not committed; its lease is kept and expires by itself.");
+                return false;
+            }
+            match store.store().release_lease(&id).await {
+                Ok(released) => released,
+                Err(error) => {
+                    tracing::warn!(session = %id, %error, "A handed-over session's lease could not be released; it expires by itself.");
+                    false
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(hand_over.into_actor(self).map(
+            |released, act, ctx| {
+                act.state = SessionState::Closed;
+                tracing::info!(parent: &act.span, messages = act.messages, released, "Session handed over: it stays open for another instance.");
+                act.guard.set_reason(ExitReason::Shutdown);
+                ctx.stop();
+                true
+            },
+        )))
     }
 }
 

@@ -287,6 +287,7 @@ impl SessionManager {
                 settings: settings.clone(),
                 store: store.clone(),
                 keep_state: leased,
+                hand_over: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
             settings,
             store,
@@ -306,6 +307,15 @@ impl SessionManager {
     /// Whether sessions are owned through leases (the store is shared).
     pub fn leased(&self) -> bool {
         self.leased
+    }
+
+    /// Part of a graceful shutdown when other instances share the store and are live: the
+    /// sessions then stopped are handed over (left open, their leases released once their
+    /// writes are committed) rather than closed. Nothing without leases.
+    pub fn hand_over_on_stop(&self) {
+        if self.leased {
+            self.deps.hand_over.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Renews this instance's leases every third of their lifetime, in one statement, for as
@@ -1001,12 +1011,18 @@ struct SessionFactory {
 /// aggregate is), so it has no mailbox gauge.
 struct RunningSession {
     addr: Addr<SessionActor>,
+    deps: Arc<SessionDeps>,
 }
 
 impl RunningChild for RunningSession {
     fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
         let addr = self.addr.clone();
+        let hand_over = self.deps.hand_over.load(Ordering::Relaxed);
         async move {
+            // Handed over when it can be; closed otherwise (and on SQLite or alone).
+            if hand_over && addr.send(actor::HandOver).await.unwrap_or(true) {
+                return Ok(());
+            }
             let _ = addr
                 .send(Close {
                     reason: "shutdown".into(),
@@ -1057,6 +1073,7 @@ impl ChildFactory for SessionFactory {
                 .resumed_at(first_index, restored)
         });
         let registry = self.registry.clone();
+        let kept = self.deps.clone();
         let id = args.id;
         async move {
             let opened = addr.send(Open).await.unwrap_or_else(|_| {
@@ -1081,7 +1098,7 @@ impl ChildFactory for SessionFactory {
                     },
                 );
             let _ = reply.send(Ok(()));
-            Ok(Box::new(RunningSession { addr }) as Box<dyn RunningChild>)
+            Ok(Box::new(RunningSession { addr, deps: kept }) as Box<dyn RunningChild>)
         }
         .boxed_local()
     }

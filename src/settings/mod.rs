@@ -341,6 +341,10 @@ pub struct BrokerSettings {
     /// With `nats_url`: how long a plugin action over REST waits for the other instances'
     /// answers (those later are listed as pending).
     pub cluster_answer_ms: u64,
+    /// With `nats_url`: how often every instance reloads targets, API keys, model routes and
+    /// webhooks from the store (besides on each change and each NATS reconnect); the bound
+    /// on how long an instance that missed a change (NATS down) serves the old one. 0: never.
+    pub config_reconcile_ms: u64,
 }
 
 /// Log output format.

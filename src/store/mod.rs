@@ -146,6 +146,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("a stored credential cannot be read: {0}")]
     Secret(#[from] secrets::SecretError),
+    /// A stored JSON column does not parse (a damaged row): said, never read as empty.
+    #[error("a stored {what} is not valid JSON: {reason}")]
+    Corrupt { what: &'static str, reason: String },
     /// PostgreSQL: the database's credentials were sealed with another key than this
     /// instance's.
     #[error("the credentials in the database at {url} were sealed with another key: every instance sharing it needs the same store.secret_key (SWITCHYARD_SECRET_KEY)")]
@@ -502,10 +505,20 @@ impl Store {
             .bind(session_id)
             .fetch_optional(p)
             .await?;
-            Ok(row.map(|r| ConversationRow {
-                summary: r.maybe_text("summary"),
-                messages: serde_json::from_str(&r.text("messages")).unwrap_or(Value::Array(Vec::new())),
-            }))
+            // A damaged row is an error: read as empty, the next turn would save an empty
+            // conversation over it and the history would be gone for good.
+            row.map(|r| {
+                Ok(ConversationRow {
+                    summary: r.maybe_text("summary"),
+                    messages: serde_json::from_str(&r.text("messages")).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "conversation",
+                            reason: e.to_string(),
+                        }
+                    })?,
+                })
+            })
+            .transpose()
         })
     }
 }

@@ -963,6 +963,31 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn a_damaged_conversation_row_is_an_error_not_an_empty_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = handle(dir.path(), 100).await;
+        let store = handle.store();
+        sqlx::query(
+            "INSERT INTO conversations (agent_id, session_id, summary, messages, updated_at) \
+             VALUES ('helper', 'a', NULL, '[{not json', '2026-01-01T00:00:00Z')",
+        )
+        .execute(store.pool().sqlite().unwrap())
+        .await
+        .unwrap();
+        let error = store.conversation("helper", "a").await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                crate::store::StoreError::Corrupt {
+                    what: "conversation",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[actix_web::test]
     async fn a_conversation_written_twice_in_a_batch_keeps_its_last_state() {
         let dir = tempfile::tempdir().unwrap();
         let handle = handle(dir.path(), 100).await;

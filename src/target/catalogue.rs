@@ -52,6 +52,10 @@ pub struct Persistence {
 pub struct TargetRegistry {
     entries: RwLock<Vec<Entry>>,
     persistence: Option<Persistence>,
+    /// Held by a change over REST from its store write to its memory update, and by a
+    /// [`TargetRegistry::sync`] from its store read to its memory update, so neither can
+    /// undo the other.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl TargetRegistry {
@@ -89,6 +93,7 @@ impl TargetRegistry {
         Ok(TargetRegistry {
             entries: RwLock::new(entries),
             persistence,
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -211,6 +216,7 @@ impl TargetRegistry {
             }
         }
         let target = Self::parse(body, Vec::new())?;
+        let _changing = self.changing.lock().await;
         if self.get(&target.id).is_some() {
             return Err(TargetError::Conflict(format!(
                 "a target '{}' already exists",
@@ -249,6 +255,7 @@ impl TargetRegistry {
     /// Replaces target `id`. Credentials given as the mask keep their stored values, so a
     /// client can send back what it read.
     pub async fn update(&self, id: &str, mut body: Value) -> Result<Value, TargetError> {
+        let _changing = self.changing.lock().await;
         self.editable(id)?;
         let current = self
             .get(id)
@@ -298,6 +305,7 @@ impl TargetRegistry {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), TargetError> {
+        let _changing = self.changing.lock().await;
         self.editable(id)?;
         if let Some(p) = &self.persistence {
             p.store
@@ -310,6 +318,49 @@ impl TargetRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|e| e.target.id != id);
         Ok(())
+    }
+
+    /// Takes the targets created over REST from the store again, as another instance of a
+    /// cluster left them (added, changed, deleted); configured ones stay as they are. The
+    /// sessions open on a replaced or deleted target keep the one they opened with.
+    /// Answers how many API targets there are now; without a store, nothing changes.
+    pub async fn sync(&self) -> Result<usize, TargetError> {
+        let Some(p) = &self.persistence else {
+            return Ok(0);
+        };
+        let _changing = self.changing.lock().await;
+        let rows = p
+            .store
+            .targets()
+            .await
+            .map_err(|e| TargetError::Store(e.to_string()))?;
+        let mut stored = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_value::<Target>(row.body) {
+                Ok(target) => stored.push((target, row.last_test)),
+                // One unreadable row must not take the others' changes away.
+                Err(error) => tracing::warn!(%error, "A stored target is unreadable; skipped."),
+            }
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let kept: Vec<Entry> = entries
+            .drain(..)
+            .filter(|e| e.source == Source::Config)
+            .collect();
+        *entries = kept;
+        let mut count = 0;
+        for (target, last_test) in stored {
+            if entries.iter().any(|e| e.target.id == target.id) {
+                continue;
+            }
+            entries.push(Entry {
+                target: Arc::new(target),
+                source: Source::Api,
+                last_test,
+            });
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Connects, checks health and sends one message; the result is kept as `lastTest`.

@@ -332,6 +332,9 @@ pub struct Webhooks {
     registry: Arc<Registry>,
     dispatcher: Addr<dispatcher::Dispatcher>,
     config: Config,
+    /// Held by a create or delete from its store write to its memory update, and by
+    /// [`Webhooks::sync`] from its store read to its memory update.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Webhooks {
@@ -357,13 +360,44 @@ impl Webhooks {
             registry,
             dispatcher,
             config,
+            changing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Takes the webhooks from the store again, as the other instances of a cluster left
+    /// them (each instance delivers the events published on it to every webhook). Answers
+    /// how many there are now.
+    pub async fn sync(&self) -> Result<usize, WebhookError> {
+        let _changing = self.changing.lock().await;
+        let rows = self.registry.store.webhooks().await?;
+        let count = rows.len();
+        {
+            let mut hooks = self
+                .registry
+                .hooks
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            // A webhook kept is kept as it was (no change over REST but delete).
+            let old = std::mem::take(&mut *hooks);
+            *hooks = rows
+                .into_iter()
+                .map(|row| {
+                    old.iter()
+                        .find(|h| h.id == row.id)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Webhook::from_row(row)))
+                })
+                .collect();
+        }
+        let _ = self.dispatcher.send(dispatcher::Refresh).await;
+        Ok(count)
     }
 
     /// Creates a webhook; its view and its secret (the only time the secret is shown).
     pub async fn create(&self, new: NewWebhook) -> Result<(WebhookView, String), WebhookError> {
         let (url, events) = validate(&new)?;
         let secret = new.secret.clone().unwrap_or_else(sign::generate_secret);
+        let _changing = self.changing.lock().await;
         let row = WebhookRow {
             id: format!("wh_{}", &crate::util::random_id()[..20]),
             url,
@@ -402,6 +436,7 @@ impl Webhooks {
 
     /// Deletes a webhook and its history; its deliveries still waiting are not sent.
     pub async fn delete(&self, id: &str) -> Result<(), WebhookError> {
+        let _changing = self.changing.lock().await;
         self.hook(id)?;
         // The store first: a delete it refuses leaves the webhook as it was, here and after
         // a restart, instead of silent until then.

@@ -461,3 +461,232 @@ async fn an_instance_without_the_plugin_answers_its_error_and_a_dead_one_goes_st
     a.stop().await;
     c.stop().await;
 }
+
+// ---- Shared configuration across instances (app::sync) ----------------------------------
+
+/// Instance `name` on PostgreSQL `url` and NATS `nats_url`, reloading everything from the
+/// store every `reconcile_ms` (0: only on change and on reconnect).
+async fn on_store(name: &str, url: &str, nats_url: &str, reconcile_ms: &str) -> TestApp {
+    let dirs = Dirs::new();
+    dirs.write("kit", "index.js", &kit("1.0.0"));
+    TestApp::spawn_in(
+        dirs,
+        &[
+            ("SWITCHYARD__BROKER__NATS_URL", nats_url),
+            ("SWITCHYARD__SERVER__INSTANCE_ID", name),
+            ("SWITCHYARD__BROKER__CLUSTER_HEARTBEAT_MS", BEAT_MS),
+            ("SWITCHYARD__BROKER__CONFIG_RECONCILE_MS", reconcile_ms),
+            ("SWITCHYARD__STORE__URL", url),
+            ("SWITCHYARD_SECRET_KEY", &"ab".repeat(32)),
+        ],
+        vec![],
+    )
+    .await
+}
+
+/// `GET /v1/models` on `app` with virtual key `key`: its status.
+async fn with_key(app: &TestApp, key: &str) -> u16 {
+    app.client()
+        .get(app.url("/v1/models"))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Waits (at most `bound`) until `check` holds; answers how long it took.
+async fn within<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let began = std::time::Instant::now();
+    while !check().await {
+        assert!(began.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    began.elapsed()
+}
+
+#[actix_web::test]
+async fn targets_keys_model_routes_and_webhooks_changed_on_one_instance_apply_on_every_instance() {
+    let nats = Nats::start();
+    let url = crate::pg::database().await;
+    // A and B only on change (no reconcile): what B sees came through cluster.config.changed.
+    let a = on_store("gw-a", &url, &nats.url(), "0").await;
+    let mut b = on_store("gw-b", &url, &nats.url(), "0").await;
+    linked(&a, &mut b).await;
+    // C never reaches NATS (a closed port): it misses every event and converges by
+    // reconciling every 300 ms.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = on_store("gw-c", &url, &format!("nats://127.0.0.1:{closed}"), "300").await;
+    let live = Duration::from_secs(2);
+    let reconcile = Duration::from_secs(3);
+
+    // An API key made on A works on B and C; revoked on A, it stops working on both.
+    let (status, created) = a.post_json("/api/keys", json!({ "name": "shared" })).await;
+    assert_eq!(status, 201, "{created}");
+    let (text, key_id) = (
+        created["key"].as_str().unwrap().to_string(),
+        created["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(with_key(&a, &text).await, 200);
+    within("B takes the new key", live, || async {
+        with_key(&b, &text).await == 200
+    })
+    .await;
+    within("C takes the new key", reconcile, || async {
+        with_key(&c, &text).await == 200
+    })
+    .await;
+    let (status, _) = a.delete(&format!("/api/keys/{key_id}")).await;
+    assert_eq!(status, 200);
+    let on_b = within("B refuses the revoked key", live, || async {
+        with_key(&b, &text).await == 401
+    })
+    .await;
+    let on_c = within("C refuses the revoked key", reconcile, || async {
+        with_key(&c, &text).await == 401
+    })
+    .await;
+    eprintln!("revoked key refused: on B after {on_b:?} (event), on C after {on_c:?} (reconcile)");
+
+    // A target: created, changed and deleted on A, the same on B and C.
+    let target = json!({
+        "id": "shared-t", "name": "T", "connectorType": "HTTP_REST",
+        "endpoint": "http://127.0.0.1:9/v1",
+        "requestTemplate": { "messagePath": "message" },
+        "responseTemplate": { "responsePath": "content" }
+    });
+    let (status, body) = a.post_json("/api/targets", target.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    for (gw, bound) in [(&b, live), (&c, reconcile)] {
+        within("the target arrives", bound, || async {
+            gw.get("/api/targets/shared-t").await.1["name"] == "T"
+        })
+        .await;
+    }
+    let mut changed = target.clone();
+    changed["name"] = json!("T2");
+    let resp = a
+        .client()
+        .put(a.url("/api/targets/shared-t"))
+        .send_json(&changed)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for (gw, bound) in [(&b, live), (&c, reconcile)] {
+        within("the change arrives", bound, || async {
+            gw.get("/api/targets/shared-t").await.1["name"] == "T2"
+        })
+        .await;
+    }
+
+    // A model route on that target, and a webhook.
+    let (status, body) = a
+        .post_json(
+            "/api/models",
+            json!({ "name": "shared-m", "target": "shared-t" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, hook) = a
+        .post_json(
+            "/api/webhooks",
+            json!({ "url": "http://127.0.0.1:9/hook", "events": ["session.created"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    for (gw, bound) in [(&b, live), (&c, reconcile)] {
+        within("the route arrives", bound, || async {
+            gw.get("/api/models/shared-m").await.0 == 200
+        })
+        .await;
+        within("the webhook arrives", bound, || async {
+            gw.get(&format!("/api/webhooks/{hook_id}")).await.0 == 200
+        })
+        .await;
+    }
+
+    // Deleted on A: gone everywhere (the route first: it names the target).
+    assert_eq!(a.delete("/api/models/shared-m").await.0, 200);
+    assert_eq!(a.delete(&format!("/api/webhooks/{hook_id}")).await.0, 200);
+    assert_eq!(a.delete("/api/targets/shared-t").await.0, 200);
+    for (gw, bound) in [(&b, live), (&c, reconcile)] {
+        within("the deletes arrive", bound, || async {
+            gw.get("/api/models/shared-m").await.0 == 404
+                && gw.get(&format!("/api/webhooks/{hook_id}")).await.0 == 404
+                && gw.get("/api/targets/shared-t").await.0 == 404
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[actix_web::test]
+async fn a_keys_rate_is_shared_by_the_live_instances() {
+    let nats = Nats::start();
+    let url = crate::pg::database().await;
+    let provider = crate::frontdoor::MockProvider::start();
+    let a = on_store("gw-a", &url, &nats.url(), "0").await;
+    let b = on_store("gw-b", &url, &nats.url(), "0").await;
+    // Each hears the other (the live instances a key's rate is shared by), and the config
+    // sync has looked at its peers since (once a second).
+    hears(&a, "kit", &["gw-b"]).await;
+    hears(&b, "kit", &["gw-a"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = a
+        .post_json(
+            "/api/models",
+            json!({ "name": "m", "inference": { "provider": "openai", "modelId": "m", "endpoint": provider.endpoint() } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, created) = a
+        .post_json(
+            "/api/keys",
+            json!({ "name": "rated", "requestsPerMinute": 4 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let text = created["key"].as_str().unwrap().to_string();
+    let chat = |app: &TestApp| {
+        let req = app
+            .client()
+            .post(app.url("/v1/chat/completions"))
+            .insert_header(("authorization", format!("Bearer {text}")));
+        async move {
+            req.send_json(
+                &json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] }),
+            )
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+        }
+    };
+    within(
+        "B takes the route and the key",
+        Duration::from_secs(3),
+        || async { chat(&b).await == 200 },
+    )
+    .await;
+    // 4 a minute across two live instances: 2 each. B spent one already.
+    assert_eq!(chat(&b).await, 200);
+    assert_eq!(chat(&b).await, 429, "B's share is spent");
+    assert_eq!(chat(&a).await, 200);
+    assert_eq!(chat(&a).await, 200);
+    assert_eq!(chat(&a).await, 429, "A's share is spent: 4 in all, not 8");
+    a.stop().await;
+    b.stop().await;
+    provider.stop().await;
+}

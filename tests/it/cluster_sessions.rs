@@ -56,6 +56,18 @@ impl Gateway {
     /// The real executable as instance `name` on database `url` and NATS `nats`, with the
     /// target `echo` on `mock`.
     fn spawn(name: &'static str, url: &str, nats: &str, mock: &MockUpstream) -> Gateway {
+        Gateway::spawn_with(name, url, nats, mock, LEASE_TTL_MS, &[])
+    }
+
+    /// [`Gateway::spawn`] with leases of `lease_ttl_ms` and more settings (`extra`).
+    fn spawn_with(
+        name: &'static str,
+        url: &str,
+        nats: &str,
+        mock: &MockUpstream,
+        lease_ttl_ms: u64,
+        extra: &[(&str, &str)],
+    ) -> Gateway {
         let data = tempfile::tempdir().unwrap();
         let dir = data.path();
         std::fs::create_dir_all(dir.join("plugins/core/counter")).unwrap();
@@ -79,13 +91,14 @@ impl Gateway {
             .env("SWITCHYARD__STORE__DURABILITY", "acknowledged")
             .env(
                 "SWITCHYARD__SESSIONS__LEASE_TTL_MS",
-                LEASE_TTL_MS.to_string(),
+                lease_ttl_ms.to_string(),
             )
             .env(
                 "SWITCHYARD__SESSIONS__TARGETS_FILE",
                 dir.join("targets.toml"),
             )
-            .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"));
+            .env("SWITCHYARD__PLUGINS__DIR", dir.join("plugins"))
+            .envs(extra.iter().copied());
         let (child, base) = crate::durability::start(&mut command, name);
         Gateway {
             name,
@@ -97,6 +110,27 @@ impl Gateway {
 
     fn kill9(&mut self) {
         crate::durability::kill9(&mut self.child);
+    }
+
+    /// SIGTERM, then waits (at most 20 s) for the process to exit; answers its exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -481,6 +515,114 @@ async fn sessions_are_served_by_any_of_three_gateways_and_survive_their_owner_ki
         lost.len(),
         acked.len(),
         lost.iter().take(5).collect::<Vec<_>>()
+    );
+    drop((b, c));
+    mock.stop().await;
+}
+
+/// Leases long enough that a takeover within the test can only come from a released lease.
+const LONG_LEASE_MS: u64 = 60_000;
+
+#[actix_web::test]
+async fn a_gracefully_stopped_gateway_hands_its_sessions_over_with_their_plugin_state() {
+    let mock = MockUpstream::start().await;
+    let nats = Nats::start();
+    let url = crate::pg::database().await;
+    let beat = [("SWITCHYARD__BROKER__CLUSTER_HEARTBEAT_MS", "200")];
+    let spawn = |name| Gateway::spawn_with(name, &url, &nats.url(), &mock, LONG_LEASE_MS, &beat);
+    let mut a = spawn("gw-a");
+    let b = spawn("gw-b");
+    let c = spawn("gw-c");
+    let seen = watch(&b);
+    // A hears B and C (its hand-over needs live peers), seen in its own plugin list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut res = client()
+            .get(format!("{}/api/plugins/counter", a.base))
+            .send()
+            .await
+            .unwrap();
+        let plugin: Value = res.json().await.unwrap_or(Value::Null);
+        if ["gw-b", "gw-c"]
+            .iter()
+            .all(|n| plugin["instances"][n]["stale"] == false)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never heard B and C: {plugin}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let sessions = [create(&a).await, create(&a).await];
+    for id in &sessions {
+        for n in 0..3 {
+            let (status, served, _, body) = send(&a, id, &format!("m{n}")).await;
+            assert_eq!((status, served), (200, None), "{body}");
+            assert_eq!(body["metadata"]["count"], n + 1, "{body}");
+        }
+    }
+    // One through B: forwarded to A, its owner.
+    let (status, served, _, body) = send(&b, &sessions[1], "m3").await;
+    assert_eq!((status, served.as_deref()), (200, Some("gw-a")), "{body}");
+    assert_eq!(body["metadata"]["count"], 4);
+
+    let stopped_at = Instant::now();
+    assert_eq!(a.terminate(), Some(0), "a clean stop");
+    let stop_took = stopped_at.elapsed();
+
+    // The next message through B is answered at once by B itself (no wait for A's 60 s
+    // lease), the plugin's count going on.
+    let began = Instant::now();
+    let (status, served, _, body) = send(&b, &sessions[0], "after").await;
+    let took = began.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served, None, "B took the session over: {body}");
+    assert_eq!(body["content"], "echo: after");
+    assert_eq!(
+        body["metadata"]["count"], 4,
+        "the plugin state went on: {body}"
+    );
+    assert!(took < Duration::from_secs(5), "the takeover took {took:?}");
+    // Through C: forwarded to B, or taken over by C (the other session), state intact.
+    let (status, served, _, body) = send(&c, &sessions[1], "after").await;
+    assert_eq!((status, served), (200, None), "{body}");
+    assert_eq!(body["metadata"]["count"], 5, "{body}");
+    let (status, served, _, body) = send(&c, &sessions[0], "again").await;
+    assert_eq!((status, served.as_deref()), (200, Some("gw-b")), "{body}");
+    assert_eq!(body["metadata"]["count"], 5, "{body}");
+    eprintln!("SIGTERM to exit: {stop_took:?}; first message after, taken over: {took:?}");
+
+    // Handed over, not closed: no session.closed, a takeover from A instead.
+    let taken = event(&seen, "session.taken_over", &sessions[0], "gw-b").await;
+    assert_eq!(
+        taken["data"]["from"],
+        Value::Null,
+        "a released lease: {taken}"
+    );
+    assert!(
+        !seen
+            .borrow()
+            .iter()
+            .any(|(n, e)| n == "session.closed"
+                && sessions.iter().any(|s| e["data"]["sessionId"] == *s)),
+        "a handed-over session is not closed"
+    );
+    // One transcript, going on where A stopped.
+    let rows = transcript(&b, &sessions[0]).await;
+    let answers: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| r.1 == "received")
+        .map(|r| (r.0, r.2.clone()))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (0, "echo: m0".to_string()),
+            (1, "echo: m1".to_string()),
+            (2, "echo: m2".to_string()),
+            (3, "echo: after".to_string()),
+            (4, "echo: again".to_string()),
+        ]
     );
     drop((b, c));
     mock.stop().await;
