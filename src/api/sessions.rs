@@ -55,10 +55,47 @@ fn hop_by_hop(name: &actix_web::http::header::HeaderName) -> bool {
 /// Sends `req` (its method, path and query, its headers but the hop-by-hop ones, and `body`)
 /// to the owner at `url` and answers with what the owner answered, streamed as it comes.
 /// An owner that cannot be reached answers 503 `session_owner_unavailable`.
+/// Forwards `req` to session `id`'s owner when another instance runs it; `None` when it is
+/// live here (perhaps just taken over). An owner found in the cache that cannot be reached is
+/// forgotten and the session located again from the store, once: it may have handed the
+/// session over at a graceful stop, and the next instance takes it over at once.
+async fn forward_if_elsewhere(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    body: impl FnOnce() -> Result<Option<web::Bytes>, ApiError>,
+) -> Result<Option<HttpResponse>, ApiError> {
+    // Made only when the request goes elsewhere.
+    let mut body = Some(body);
+    let mut bytes = None;
+    loop {
+        let Located::There {
+            owner,
+            url,
+            retry_after_ms,
+            cached,
+        } = state.sessions.locate(id, forwarded(req)).await?
+        else {
+            return Ok(None);
+        };
+        if let Some(make) = body.take() {
+            bytes = make()?;
+        }
+        match forward(state, req, bytes.clone(), id, owner, &url, retry_after_ms).await {
+            Err(_) if cached && state.sessions.forget_owner(id) => continue,
+            Err(unreachable) => {
+                state.sessions.forget_owner(id);
+                return Err(unreachable);
+            }
+            Ok(answer) => return Ok(Some(answer)),
+        }
+    }
+}
+
 async fn forward(
     state: &AppState,
     req: &HttpRequest,
-    body: Option<Vec<u8>>,
+    body: Option<web::Bytes>,
     id: &str,
     owner: String,
     url: &str,
@@ -537,13 +574,8 @@ async fn close_session(
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if let Located::There {
-        owner,
-        url,
-        retry_after_ms,
-    } = state.sessions.locate(&id, forwarded(&req)).await?
-    {
-        return forward(&state, &req, None, &id, owner, &url, retry_after_ms).await;
+    if let Some(answer) = forward_if_elsewhere(&state, &req, &id, || Ok(None)).await? {
+        return Ok(answer);
     }
     Ok(HttpResponse::Ok().json(state.sessions.close(&id).await?))
 }
@@ -602,14 +634,13 @@ async fn send_message(
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(ApiError::InvalidJson("`metadata` must be an object".into()));
     }
-    if let Located::There {
-        owner,
-        url,
-        retry_after_ms,
-    } = state.sessions.locate(&id, forwarded(&req)).await?
-    {
-        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
-        return forward(&state, &req, Some(bytes), &id, owner, &url, retry_after_ms).await;
+    let bytes = || {
+        serde_json::to_vec(&body)
+            .map(|b| Some(b.into()))
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    };
+    if let Some(answer) = forward_if_elsewhere(&state, &req, &id, bytes).await? {
+        return Ok(answer);
     }
     if body.stream || accepts_event_stream(&req) {
         return stream_message(&state, &id, body).await;

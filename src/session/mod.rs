@@ -154,6 +154,9 @@ pub enum Located {
         owner: String,
         url: String,
         retry_after_ms: i64,
+        /// Found in the owner cache, not read from the store just now: should the owner not
+        /// answer, forget it and locate again (it may have handed the session over).
+        cached: bool,
     },
 }
 
@@ -240,6 +243,9 @@ pub struct SessionManager {
     /// rebuild it once, while a dead owner's other sessions are taken over beside it (one slow
     /// `onConnect` holds only its own session). Entries go when their takeover ends.
     takeovers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Owners of sessions live elsewhere, while the lease read runs (`owner::OwnerCache`): a
+    /// forwarded message costs no database read.
+    owners: Mutex<owner::OwnerCache>,
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -293,6 +299,7 @@ impl SessionManager {
             store,
             leased,
             takeovers: Mutex::new(HashMap::new()),
+            owners: Mutex::new(owner::OwnerCache::default()),
         })
     }
 
@@ -383,6 +390,18 @@ impl SessionManager {
         let Some(store) = self.leases() else {
             return Err(not_found());
         };
+        // A forwarded request never goes on (the loop guard below reads the lease itself).
+        if !forwarded {
+            let known = self.owners().get(id, std::time::Instant::now());
+            if let Some(route) = known {
+                return Ok(Located::There {
+                    owner: route.owner,
+                    url: route.url,
+                    retry_after_ms: route.retry_after_ms,
+                    cached: true,
+                });
+            }
+        }
         let row = store.session(id).await.map_err(store_error)?;
         // Ended sessions stay ended, as on one instance.
         let row = row
@@ -395,11 +414,21 @@ impl SessionManager {
                 owner,
                 retry_after_ms,
             } => match store.instance_url(&owner).await.map_err(store_error)? {
-                Some(url) => Ok(Located::There {
-                    owner,
-                    url,
-                    retry_after_ms,
-                }),
+                Some(url) => {
+                    self.owners().remember(
+                        id,
+                        &owner,
+                        &url,
+                        retry_after_ms,
+                        std::time::Instant::now(),
+                    );
+                    Ok(Located::There {
+                        owner,
+                        url,
+                        retry_after_ms,
+                        cached: false,
+                    })
+                }
                 None => Err(SessionError::OwnerUnavailable {
                     id: id.to_string(),
                     owner,
@@ -416,6 +445,16 @@ impl SessionManager {
             }),
             owner::Step::TakeOver { from } => self.take_over(row, from).await,
         }
+    }
+
+    /// Forgets where session `id` was found elsewhere (its owner did not answer); answers
+    /// whether it had been remembered.
+    pub fn forget_owner(&self, id: &str) -> bool {
+        self.owners().forget(id)
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, owner::OwnerCache> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes session `row` over: its lease (atomically: of instances racing, one wins), then
