@@ -642,7 +642,7 @@ impl Handler<SendMessage> for SessionActor {
             let reply = reply_json(
                 &content,
                 Value::Object(reply_metadata),
-                chain.outcomes.as_deref(),
+                chain.outcomes.take(),
             );
             (stages, Ok(reply), reconnected)
         };

@@ -1211,7 +1211,7 @@ impl ChildFactory for SessionsSupervisorFactory {
 pub fn reply_json(
     content: &str,
     metadata: Value,
-    outcomes: Option<&[pipeline::HookOutcome]>,
+    outcomes: Option<Vec<pipeline::HookOutcome>>,
 ) -> Value {
     let mut reply = serde_json::Map::with_capacity(3);
     reply.insert("content".into(), Value::String(content.to_owned()));
@@ -1221,8 +1221,8 @@ pub fn reply_json(
             "plugins".into(),
             Value::Array(
                 outcomes
-                    .iter()
-                    .map(pipeline::HookOutcome::to_json)
+                    .into_iter()
+                    .map(pipeline::HookOutcome::into_json)
                     .collect(),
             ),
         );

@@ -65,15 +65,16 @@ impl Outcome {
 }
 
 impl HookOutcome {
-    /// As its `Serialize` shows it, built directly (one per hook of every message's reply).
-    pub fn to_json(&self) -> Value {
+    /// As its `Serialize` shows it, built directly and moved in (one per hook of a message
+    /// whose caller asked for outcomes).
+    pub fn into_json(self) -> Value {
         let mut out = Map::with_capacity(5);
-        out.insert("plugin".into(), Value::String(self.plugin.clone()));
+        out.insert("plugin".into(), Value::String(self.plugin));
         out.insert("hook".into(), Value::String(self.hook.name().into()));
         out.insert("outcome".into(), Value::String(self.outcome.name().into()));
         out.insert("durationMs".into(), Value::from(self.duration_ms));
-        if let Some(error) = &self.error {
-            out.insert("error".into(), Value::String(error.clone()));
+        if let Some(error) = self.error {
+            out.insert("error".into(), Value::String(error));
         }
         Value::Object(out)
     }
@@ -625,7 +626,7 @@ mod tests {
             },
         ];
         for outcome in &outcomes {
-            let direct = outcome.to_json();
+            let direct = outcome.clone().into_json();
             let serialized = serde_json::to_value(outcome).unwrap();
             assert_eq!(direct, serialized);
             // Key order too: the reply and the transcript show them as they always did.
