@@ -3,7 +3,10 @@
 //!
 //! Owns finding the plugin's current instance (it may have been restarted since the caller
 //! last looked), running a connector hook inline on the caller's thread when the plugin allows
-//! it ([`Plugin::hooks_inline`]) or through its actor's mailbox otherwise, the deadline, and
+//! it ([`Plugin::hooks_inline`]) or through its actor's mailbox otherwise, the deadline (a
+//! hook's budget is its own timeout cut by the message's deadline, [`hook_budget`]; an inline
+//! hook that answers on its first poll arms no timer), lending the hook's input (an inline
+//! plugin reads the caller's value; only the actor path copies it), and
 //! what a panic or a fatal error means: the caller gets an error and the plugin's actor stops
 //! with the reason, so its supervisor restarts it fresh. Also `onError` notifications and the
 //! `tool.executed` event every tool call publishes. Does not own the plugin's code, the order

@@ -1,11 +1,13 @@
 //! The message pipeline: one chain runner for both directions, and the failure policy.
 //!
 //! Owns running a hook over a session's stages in order (`beforeSend` in priority order,
-//! `afterReceive` in the same or the reverse order), what each direction hands a plugin and
+//! `afterReceive` in the same or the reverse order), what each direction hands a plugin (built
+//! once per hook and lent to each plugin in turn until one changes the message) and
 //! accepts back (the message and metadata out, the response in; returned metadata is merged
 //! for the later plugins and becomes request-template variables), and the failure policy: a
 //! failed hook tells the plugin (`onError`), a non-critical plugin's change is skipped, counted
-//! and published as `plugin.hook_failed`, a critical one fails the message. Also the `onConnect`
+//! and published as `plugin.hook_failed`, a critical one fails the message; each hook's
+//! outcome is recorded only when the caller asked for outcomes. Also the `onConnect`
 //! chain, streamed answers (`onChunk` for each chunk, on to the client, cancelled when the
 //! client goes away) and the transcript row of a message. Does not own calling a plugin
 //! (`plugin::call`) nor the session's lifecycle (`actor`).
