@@ -224,7 +224,7 @@ impl Plugin for PanicConnector {
         &self,
         _id: &str,
         hook: crate::plugin::Hook,
-        input: serde_json::Value,
+        input: &serde_json::Value,
         _ctx: &mut crate::plugin::HookContext,
     ) -> Result<Option<serde_json::Value>, PluginError> {
         if hook != crate::plugin::Hook::BeforeSend {

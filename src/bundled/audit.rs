@@ -50,7 +50,7 @@ impl Plugin for Audit {
         &self,
         _id: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         let entry = |direction| AuditEntry {

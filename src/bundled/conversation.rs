@@ -184,7 +184,7 @@ impl Plugin for Conversation {
         &self,
         _id: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         match hook {
@@ -230,12 +230,17 @@ mod tests {
 
     async fn turn(plugin: &Conversation, ctx: &mut HookContext, say: &str, raw: Value) -> Value {
         plugin
-            .connector_hook("", Hook::BeforeSend, json!({ "message": say }), ctx)
+            .connector_hook("", Hook::BeforeSend, &json!({ "message": say }), ctx)
             .await
             .unwrap();
         let response = json!({ "content": "", "metadata": { "rawResponse": raw } });
         plugin
-            .connector_hook("", Hook::AfterReceive, json!({ "response": response }), ctx)
+            .connector_hook(
+                "",
+                Hook::AfterReceive,
+                &json!({ "response": response }),
+                ctx,
+            )
             .await
             .unwrap()
             .unwrap()
@@ -246,7 +251,7 @@ mod tests {
         let plugin = Conversation::openai();
         let mut ctx = ctx(json!({ "systemPrompt": "Be brief." }));
         plugin
-            .connector_hook("", Hook::Initialize, Value::Null, &mut ctx)
+            .connector_hook("", Hook::Initialize, &Value::Null, &mut ctx)
             .await
             .unwrap();
         let raw = json!({ "usage": { "prompt_tokens": 3, "completion_tokens": 2 } });
@@ -271,11 +276,11 @@ mod tests {
         let plugin = Conversation::anthropic();
         let mut ctx = ctx(json!({ "systemPrompt": "Be brief.", "model": "m" }));
         plugin
-            .connector_hook("", Hook::Initialize, Value::Null, &mut ctx)
+            .connector_hook("", Hook::Initialize, &Value::Null, &mut ctx)
             .await
             .unwrap();
         let first = plugin
-            .connector_hook("", Hook::BeforeSend, json!({ "message": "a" }), &mut ctx)
+            .connector_hook("", Hook::BeforeSend, &json!({ "message": "a" }), &mut ctx)
             .await
             .unwrap()
             .unwrap();

@@ -5,6 +5,7 @@
 //! upstream (the connector applies the config `onConnect` returns).
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{field, manifest, now_ms, secret, select, text};
@@ -128,7 +129,7 @@ impl Plugin for MultiStepAuth {
         &self,
         _id: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         match hook {
@@ -139,7 +140,7 @@ impl Plugin for MultiStepAuth {
             }
             Hook::OnConnect => {
                 let token = Self::handshake(ctx).await?;
-                let mut config: ConnectorConfig = serde_json::from_value(input)
+                let mut config: ConnectorConfig = ConnectorConfig::deserialize(input)
                     .map_err(|e| PluginError::new(format!("unexpected connector config: {e}")))?;
                 // Keep every header the target's own auth produced, then add the token's.
                 let mut headers: Map<String, Value> =

@@ -343,7 +343,7 @@ impl Handler<CallHook> for PluginActor {
             abandoned(msg.timeout, async move {
                 let mut ctx = msg.ctx;
                 let output = plugin
-                    .connector_hook(&msg.connector_plugin, msg.hook, msg.input, &mut ctx)
+                    .connector_hook(&msg.connector_plugin, msg.hook, &msg.input, &mut ctx)
                     .await?;
                 Ok(HookReply { output, ctx })
             }),

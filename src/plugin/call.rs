@@ -3,7 +3,10 @@
 //!
 //! Owns finding the plugin's current instance (it may have been restarted since the caller
 //! last looked), running a connector hook inline on the caller's thread when the plugin allows
-//! it ([`Plugin::hooks_inline`]) or through its actor's mailbox otherwise, the deadline, and
+//! it ([`Plugin::hooks_inline`]) or through its actor's mailbox otherwise, the deadline (a
+//! hook's budget is its own timeout cut by the message's deadline, [`hook_budget`]; an inline
+//! hook that answers on its first poll arms no timer), lending the hook's input (an inline
+//! plugin reads the caller's value; only the actor path copies it), and
 //! what a panic or a fatal error means: the caller gets an error and the plugin's actor stops
 //! with the reason, so its supervisor restarts it fresh. Also `onError` notifications and the
 //! `tool.executed` event every tool call publishes. Does not own the plugin's code, the order
@@ -131,17 +134,31 @@ where
     }
 }
 
+/// How long a hook may run: its own timeout, cut short by the message's deadline when the
+/// message has one. Pure, so the walk's one clock reading per hook decides both; a deadline
+/// already past leaves nothing (the hook then times out as if it ran over its own).
+pub fn hook_budget(timeout: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
+    match deadline {
+        Some(deadline) => timeout.min(deadline.saturating_duration_since(now)),
+        None => timeout,
+    }
+}
+
 /// Runs connector hook `hook` of `connector_plugin` (provided by plugin `module`) with the
 /// session's context for it, which comes back changed on success. `Ok(None)`: the plugin has
-/// no such hook and its input passes through. `input` is built only when the hook is called:
-/// a plugin that does not have the hook costs a lookup, no copy of the message. Every call is
-/// counted and timed here, on both paths (inline and through the actor), per plugin and hook.
-pub async fn hook(
+/// no such hook, or changed nothing, and its input passes through. `input` is asked for only
+/// when the hook is called, and lent: a plugin that does not have the hook costs a lookup, an
+/// inline (native) plugin reads the caller's value in place, and only the actor path copies
+/// it (the value crosses threads). `timeout` is the hook's budget (see [`hook_budget`]). Every
+/// call is counted and timed here, on both paths (inline and through the actor), per plugin
+/// and hook.
+#[allow(clippy::too_many_arguments)]
+pub async fn hook<'i>(
     host: &PluginHost,
     module: &str,
     connector_plugin: &str,
     hook: Hook,
-    input: impl FnOnce() -> Value,
+    input: impl FnOnce() -> &'i Value,
     ctx: &mut HookContext,
     timeout: Duration,
 ) -> Result<Option<Value>, CallError> {
@@ -174,7 +191,7 @@ pub async fn hook(
                 module,
                 connector_plugin,
                 hook,
-                input(),
+                input().clone(),
                 ctx,
                 timeout,
                 span,
@@ -233,7 +250,7 @@ struct Inline<'a> {
 }
 
 impl Inline<'_> {
-    async fn run(self, input: Value, ctx: &mut HookContext) -> Result<Option<Value>, CallError> {
+    async fn run(self, input: &Value, ctx: &mut HookContext) -> Result<Option<Value>, CallError> {
         // A failed hook leaves the session's state as it was. Only the state is kept aside
         // (usually empty, so free): the ids and the config are not the plugin's to change.
         let state = ctx.state.clone();
@@ -243,7 +260,8 @@ impl Inline<'_> {
                 .connector_hook(self.connector_plugin, self.hook, input, ctx);
             let mut run = std::pin::pin!(guarded(self.module, self.hook.name(), run));
             // Most hooks answer without waiting: poll once before arming a timer, so those
-            // never touch the timer wheel.
+            // never touch the timer wheel; one that waits gets a timer for what is left of
+            // its budget.
             match futures::poll!(run.as_mut()) {
                 std::task::Poll::Ready(ended) => Some(ended),
                 std::task::Poll::Pending => {
@@ -377,6 +395,28 @@ pub async fn tool(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_gets_its_own_timeout_or_what_is_left_of_the_message_deadline() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(hook_budget(ms(500), None, now), ms(500), "no deadline");
+        assert_eq!(
+            hook_budget(ms(500), Some(now + ms(2000)), now),
+            ms(500),
+            "the hook's own timeout comes first"
+        );
+        assert_eq!(
+            hook_budget(ms(500), Some(now + ms(120)), now),
+            ms(120),
+            "the message's deadline comes first"
+        );
+        assert_eq!(
+            hook_budget(ms(500), Some(now), now + ms(5)),
+            Duration::ZERO,
+            "a deadline already past leaves nothing"
+        );
+    }
 
     #[test]
     fn errors_read_as_the_caller_reports_them() {

@@ -263,7 +263,10 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// Runs connector hook `hook` of connector plugin `connector_plugin`. `input` and the
-    /// result are JSON in Krawall's shapes:
+    /// result are JSON in Krawall's shapes. `input` is lent, not given: a plugin that changes
+    /// nothing reads it and answers `Ok(None)`, and nothing is copied for it; one that changes
+    /// something builds only its answer (the pipeline may lend the same input to several
+    /// plugins in a row, so it must not be assumed fresh):
     /// - `initialize`, `onDisconnect`: input `null`; the result is ignored;
     /// - `onConnect`: a `ConnectorConfig` in, the (changed) `ConnectorConfig` out;
     /// - `beforeSend`: `{message, metadata}` in, `{message, metadata?}` out;
@@ -272,12 +275,12 @@ pub trait Plugin: Send + Sync + 'static {
     ///   `{chunk}` out to rewrite it (an empty string drops it).
     ///
     /// `ctx.state` is the plugin's per-session state: change it in place. `Ok(None)` means the
-    /// plugin has no such hook (its input passes through).
+    /// plugin has no such hook or changes nothing (its input passes through).
     async fn connector_hook(
         &self,
         _connector_plugin: &str,
         _hook: Hook,
-        _input: Value,
+        _input: &Value,
         _ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         Ok(None)

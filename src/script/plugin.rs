@@ -634,9 +634,11 @@ impl Plugin for ScriptPlugin {
         &self,
         connector_plugin: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
+        // The engine moves what a hook may not read out of its own copy (see `keep_unread`).
+        let input = input.clone();
         let reply = self
             .drive(hook.name(), |e| {
                 e.connector(connector_plugin, hook.name(), input, ctx)
@@ -739,7 +741,7 @@ PluginLoader.register({{
         let local = tokio::task::LocalSet::new();
         let out = local.block_on(
             &runtime,
-            plugin.connector_hook("p", Hook::AfterReceive, input, &mut ctx),
+            plugin.connector_hook("p", Hook::AfterReceive, &input, &mut ctx),
         );
         let held = plugin.core.env.bridge.lazy.lock().unwrap().len();
         assert_eq!(held, 0, "the stash is empty once the call ends");

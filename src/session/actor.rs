@@ -328,6 +328,9 @@ pub struct SendMessage {
     pub stream: Option<mpsc::Sender<StreamEvent>>,
     /// Request-template variables for this message only (see `Exchange::seed`).
     pub variables: Map<String, Value>,
+    /// Whether the reply carries each hook's outcome (`plugins`): the REST API's does, a
+    /// front door's does not, and then no outcome is recorded at all.
+    pub outcomes: bool,
     /// The caller's span (the request): the message's log lines carry its request id.
     pub span: tracing::Span,
 }
@@ -464,7 +467,8 @@ impl Handler<Open> for SessionActor {
         let open = async move {
             for i in 0..stages.len() {
                 let stage = &mut stages[i];
-                if let Err(error) = call_stage(&host, stage, Hook::Initialize, || Value::Null).await
+                if let Err(error) =
+                    call_stage(&host, stage, Hook::Initialize, || &Value::Null, None).await
                 {
                     let error = open_failed(&host, stage, Hook::Initialize, error);
                     return (stages, Err(error));
@@ -556,6 +560,7 @@ impl Handler<SendMessage> for SessionActor {
         let make = self.make_connector.clone();
         let session_id = self.id.clone();
         let stream = msg.stream;
+        let outcomes = msg.outcomes;
         let stream_client = stream.clone();
         let pipeline = async move {
             let mut metadata = Map::new();
@@ -576,7 +581,9 @@ impl Handler<SendMessage> for SessionActor {
                 host: &host,
                 broker: &broker,
                 session_id: &session_id,
-                outcomes: Vec::new(),
+                outcomes: outcomes.then(Vec::new),
+                // No message-wide timeout is configured: each hook has its own.
+                deadline: None,
             };
             let order = 0..stages.len();
             if let Err(fatal) = chain
@@ -615,7 +622,7 @@ impl Handler<SendMessage> for SessionActor {
                     return (stages, Err(SessionError::Upstream(error)), reconnected)
                 }
             };
-            exchange.response = response.into_value();
+            exchange.respond(response.into_value());
 
             let order: Box<dyn Iterator<Item = usize>> = match after_receive {
                 AfterReceiveOrder::Same => Box::new(0..stages.len()),
@@ -635,7 +642,11 @@ impl Handler<SendMessage> for SessionActor {
             // `$`-keys and private keys (the conversation history) reach later plugins and the
             // connector, never the client or the transcript.
             let reply_metadata = exchange.reply_metadata();
-            let reply = reply_json(&content, Value::Object(reply_metadata), &chain.outcomes);
+            let reply = reply_json(
+                &content,
+                Value::Object(reply_metadata),
+                chain.outcomes.take(),
+            );
             (stages, Ok(reply), reconnected)
         };
         let pipeline = tracing::Instrument::instrument(pipeline, span);
@@ -719,7 +730,8 @@ impl Handler<Close> for SessionActor {
             for stage in stages.iter_mut() {
                 let began = Instant::now();
                 let (outcome, error) =
-                    match call_stage(&host, stage, Hook::OnDisconnect, || Value::Null).await {
+                    match call_stage(&host, stage, Hook::OnDisconnect, || &Value::Null, None).await
+                    {
                         Ok(None) => (Outcome::Passthrough, None),
                         Ok(Some(_)) => (Outcome::Ok, None),
                         Err(error) => {

@@ -887,19 +887,21 @@ impl SessionManager {
     }
 
     /// Runs one message through the session's pipeline. Messages to one session are handled
-    /// one at a time, in order; a full queue answers `QueueFull`.
+    /// one at a time, in order; a full queue answers `QueueFull`. The reply is the REST one:
+    /// `{content, metadata, plugins}`, with each hook's outcome.
     pub async fn send(
         &self,
         id: &str,
         message: String,
         metadata: Option<Value>,
     ) -> Result<Value, SessionError> {
-        self.send_with(id, message, metadata, serde_json::Map::new())
+        self.send_message(id, message, metadata, serde_json::Map::new(), true)
             .await
     }
 
     /// [`SessionManager::send`] with request-template variables for this message only (a
-    /// front door's whole request; `$private` lists the keys kept out of the reply).
+    /// front door's whole request; `$private` lists the keys kept out of the reply). A front
+    /// door shows no hook outcomes, so none are recorded: the reply is `{content, metadata}`.
     pub async fn send_with(
         &self,
         id: &str,
@@ -907,12 +909,25 @@ impl SessionManager {
         metadata: Option<Value>,
         variables: serde_json::Map<String, Value>,
     ) -> Result<Value, SessionError> {
+        self.send_message(id, message, metadata, variables, false)
+            .await
+    }
+
+    async fn send_message(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+        variables: serde_json::Map<String, Value>,
+        outcomes: bool,
+    ) -> Result<Value, SessionError> {
         let handle = self.enqueue(id)?;
         let message = SendMessage {
             message,
             metadata,
             stream: None,
             variables,
+            outcomes,
             span: tracing::Span::current(),
         };
         let result = handle.addr.send(message).await;
@@ -941,16 +956,28 @@ impl SessionManager {
         message: String,
         metadata: Option<Value>,
     ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
-        self.send_streaming_with(id, message, metadata, serde_json::Map::new())
+        self.stream_message(id, message, metadata, serde_json::Map::new(), true)
     }
 
-    /// [`SessionManager::send_streaming`] with variables, as [`SessionManager::send_with`].
+    /// [`SessionManager::send_streaming`] with variables and without hook outcomes, as
+    /// [`SessionManager::send_with`].
     pub fn send_streaming_with(
         &self,
         id: &str,
         message: String,
         metadata: Option<Value>,
         variables: serde_json::Map<String, Value>,
+    ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
+        self.stream_message(id, message, metadata, variables, false)
+    }
+
+    fn stream_message(
+        &self,
+        id: &str,
+        message: String,
+        metadata: Option<Value>,
+        variables: serde_json::Map<String, Value>,
+        outcomes: bool,
     ) -> Result<mpsc::Receiver<StreamEvent>, SessionError> {
         let handle = self.enqueue(id)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -959,6 +986,7 @@ impl SessionManager {
             metadata,
             stream: Some(tx.clone()),
             variables,
+            outcomes,
             span: tracing::Span::current(),
         };
         let id = id.to_string();
@@ -1234,19 +1262,26 @@ impl ChildFactory for SessionsSupervisorFactory {
 }
 
 /// The JSON of a message reply (kept here so the actor and the API agree). Built directly:
-/// `json!` would copy the metadata and every outcome through a serializer.
-pub fn reply_json(content: &str, metadata: Value, outcomes: &[pipeline::HookOutcome]) -> Value {
+/// `json!` would copy the metadata and every outcome through a serializer. `plugins` (each
+/// hook's outcome) is there when the caller asked for outcomes, and only then.
+pub fn reply_json(
+    content: &str,
+    metadata: Value,
+    outcomes: Option<Vec<pipeline::HookOutcome>>,
+) -> Value {
     let mut reply = serde_json::Map::with_capacity(3);
     reply.insert("content".into(), Value::String(content.to_owned()));
     reply.insert("metadata".into(), metadata);
-    reply.insert(
-        "plugins".into(),
-        Value::Array(
-            outcomes
-                .iter()
-                .map(pipeline::HookOutcome::to_json)
-                .collect(),
-        ),
-    );
+    if let Some(outcomes) = outcomes {
+        reply.insert(
+            "plugins".into(),
+            Value::Array(
+                outcomes
+                    .into_iter()
+                    .map(pipeline::HookOutcome::into_json)
+                    .collect(),
+            ),
+        );
+    }
     Value::Object(reply)
 }

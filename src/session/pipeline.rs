@@ -1,11 +1,13 @@
 //! The message pipeline: one chain runner for both directions, and the failure policy.
 //!
 //! Owns running a hook over a session's stages in order (`beforeSend` in priority order,
-//! `afterReceive` in the same or the reverse order), what each direction hands a plugin and
+//! `afterReceive` in the same or the reverse order), what each direction hands a plugin (built
+//! once per hook and lent to each plugin in turn until one changes the message) and
 //! accepts back (the message and metadata out, the response in; returned metadata is merged
 //! for the later plugins and becomes request-template variables), and the failure policy: a
 //! failed hook tells the plugin (`onError`), a non-critical plugin's change is skipped, counted
-//! and published as `plugin.hook_failed`, a critical one fails the message. Also the `onConnect`
+//! and published as `plugin.hook_failed`, a critical one fails the message; each hook's
+//! outcome is recorded only when the caller asked for outcomes. Also the `onConnect`
 //! chain, streamed answers (`onChunk` for each chunk, on to the client, cancelled when the
 //! client goes away) and the transcript row of a message. Does not own calling a plugin
 //! (`plugin::call`) nor the session's lifecycle (`actor`).
@@ -65,28 +67,36 @@ impl Outcome {
 }
 
 impl HookOutcome {
-    /// As its `Serialize` shows it, built directly (one per hook of every message's reply).
-    pub fn to_json(&self) -> Value {
+    /// As its `Serialize` shows it, built directly and moved in (one per hook of a message
+    /// whose caller asked for outcomes).
+    pub fn into_json(self) -> Value {
         let mut out = Map::with_capacity(5);
-        out.insert("plugin".into(), Value::String(self.plugin.clone()));
+        out.insert("plugin".into(), Value::String(self.plugin));
         out.insert("hook".into(), Value::String(self.hook.name().into()));
         out.insert("outcome".into(), Value::String(self.outcome.name().into()));
         out.insert("durationMs".into(), Value::from(self.duration_ms));
-        if let Some(error) = &self.error {
-            out.insert("error".into(), Value::String(error.clone()));
+        if let Some(error) = self.error {
+            out.insert("error".into(), Value::String(error));
         }
         Value::Object(out)
     }
 }
 
 /// Calls one hook of one stage; the stage's context comes back changed on success. `input` is
-/// built only if the stage's plugin has the hook.
-pub(super) async fn call_stage(
+/// asked for only if the stage's plugin has the hook, and lent. The hook may run for its own
+/// timeout, or less when the message's `deadline` comes first ([`call::hook_budget`]); without
+/// a deadline no clock is read here.
+pub(super) async fn call_stage<'i>(
     host: &PluginHost,
     stage: &mut Stage,
     hook: Hook,
-    input: impl FnOnce() -> Value,
+    input: impl FnOnce() -> &'i Value,
+    deadline: Option<Instant>,
 ) -> Result<Option<Value>, CallError> {
+    let budget = match deadline {
+        Some(_) => call::hook_budget(stage.timeout, deadline, Instant::now()),
+        None => stage.timeout,
+    };
     call::hook(
         host,
         &stage.module,
@@ -94,7 +104,7 @@ pub(super) async fn call_stage(
         hook,
         input,
         &mut stage.ctx,
-        stage.timeout,
+        budget,
     )
     .await
 }
@@ -153,12 +163,30 @@ pub(super) struct Exchange {
     pub response: Value,
     /// Keys plugins listed under [`PRIVATE_KEYS`], from every plugin that listed some.
     pub private: BTreeSet<String>,
+    /// The input lent to the plugins of the hook running now: built when the first of them
+    /// asks, then lent to each next one as long as none changes the exchange (a plugin that
+    /// answers `None` costs no copy). Dropped by every change.
+    pub(super) lent: Option<(Hook, Value)>,
 }
 
 impl Exchange {
+    /// What `hook` lends a plugin: built once, then lent again until the exchange changes.
+    fn input(&mut self, hook: Hook) -> &Value {
+        if !matches!(&self.lent, Some((lent, _)) if *lent == hook) {
+            self.lent = Some((hook, self.build_input(hook)));
+        }
+        &self.lent.as_ref().expect("just built").1
+    }
+
+    /// Sets the upstream answer `afterReceive` chains.
+    pub fn respond(&mut self, response: Value) {
+        self.response = response;
+        self.lent = None;
+    }
+
     /// What `hook` hands a plugin. Built directly: `json!` would copy every value through a
     /// serializer.
-    fn input(&self, hook: Hook) -> Value {
+    fn build_input(&self, hook: Hook) -> Value {
         let mut input = Map::with_capacity(2);
         match hook {
             Hook::BeforeSend => {
@@ -181,6 +209,8 @@ impl Exchange {
             Value::Object(out) => out,
             _ => Map::new(),
         };
+        // Whatever is taken below, the lent input no longer shows the exchange.
+        self.lent = None;
         match hook {
             Hook::BeforeSend => match out.shift_remove("message") {
                 Some(Value::String(changed)) => {
@@ -211,6 +241,7 @@ impl Exchange {
 
     /// Merges a plugin's metadata and remembers the keys it lists as private.
     fn take_metadata(&mut self, metadata: Option<&Value>) {
+        self.lent = None;
         merge(&mut self.extensions, metadata);
         if let Some(keys) = metadata
             .and_then(|m| m.get(PRIVATE_KEYS))
@@ -250,7 +281,37 @@ pub(super) struct Chain<'a> {
     pub host: &'a PluginHost,
     pub broker: &'a BrokerHandle,
     pub session_id: &'a str,
-    pub outcomes: Vec<HookOutcome>,
+    /// Each hook's outcome, when the caller asked for them (the REST reply's `plugins`);
+    /// `None`: none is recorded, nor is any hook's duration measured for it.
+    pub outcomes: Option<Vec<HookOutcome>>,
+    /// The message's one deadline, when it has one: no hook runs past it.
+    pub deadline: Option<Instant>,
+}
+
+impl Chain<'_> {
+    /// When a hook began, if its outcome is recorded (else no clock is read for it).
+    fn began(&self) -> Option<Instant> {
+        self.outcomes.as_ref().map(|_| Instant::now())
+    }
+
+    fn record(
+        &mut self,
+        stage: &Stage,
+        hook: Hook,
+        outcome: Outcome,
+        began: Option<Instant>,
+        error: Option<String>,
+    ) {
+        if let (Some(outcomes), Some(began)) = (&mut self.outcomes, began) {
+            outcomes.push(HookOutcome {
+                plugin: stage.info.id.clone(),
+                hook,
+                outcome,
+                duration_ms: elapsed_ms(began),
+                error,
+            });
+        }
+    }
 }
 
 impl Chain<'_> {
@@ -263,20 +324,19 @@ impl Chain<'_> {
     ) -> Result<(), SessionError> {
         for i in order {
             let stage = &mut stages[i];
-            let began = Instant::now();
-            let result = match call_stage(self.host, stage, hook, || exchange.input(hook)).await {
+            let began = self.began();
+            let lend = &mut *exchange;
+            let input = move || {
+                let lend = lend;
+                lend.input(hook)
+            };
+            let result = match call_stage(self.host, stage, hook, input, self.deadline).await {
                 Ok(None) => Ok(Outcome::Passthrough),
                 Ok(Some(out)) => exchange.accept(hook, out).map(|()| Outcome::Ok),
                 Err(error) => Err(error.to_string()),
             };
             match result {
-                Ok(outcome) => self.outcomes.push(HookOutcome {
-                    plugin: stage.info.id.clone(),
-                    hook,
-                    outcome,
-                    duration_ms: elapsed_ms(began),
-                    error: None,
-                }),
+                Ok(outcome) => self.record(stage, hook, outcome, began, None),
                 Err(error) => {
                     if let Some(fatal) = self.failed(stage, hook, error, began) {
                         return Err(fatal);
@@ -294,7 +354,7 @@ impl Chain<'_> {
         stage: &mut Stage,
         hook: Hook,
         error: String,
-        began: Instant,
+        began: Option<Instant>,
     ) -> Option<SessionError> {
         notify(self.host, stage, hook, &error);
         stage.failures += 1;
@@ -310,13 +370,7 @@ impl Chain<'_> {
             error: error.clone(),
             critical: stage.critical,
         });
-        self.outcomes.push(HookOutcome {
-            plugin: stage.info.id.clone(),
-            hook,
-            outcome: Outcome::Failed,
-            duration_ms: elapsed_ms(began),
-            error: Some(error.clone()),
-        });
+        self.record(stage, hook, Outcome::Failed, began, Some(error.clone()));
         stage.critical.then(|| hook_failed(stage, hook, error))
     }
 }
@@ -336,14 +390,20 @@ impl Chain<'_> {
             .iter_mut()
             .filter(|s| s.info.hooks.contains(Hook::OnChunk))
         {
-            let began = Instant::now();
-            let input = || {
+            let began = self.began();
+            let mut slot = None;
+            let slot_ref = &mut slot;
+            let chunk_now = &chunk;
+            let input = move || {
+                let slot = slot_ref;
                 let mut input = Map::with_capacity(2);
-                input.insert("chunk".into(), Value::String(chunk.clone()));
+                input.insert("chunk".into(), Value::String(chunk_now.clone()));
                 input.insert("index".into(), Value::from(index));
-                Value::Object(input)
+                &*slot.insert(Value::Object(input))
             };
-            match call_stage(self.host, stage, Hook::OnChunk, input).await {
+            let called = call_stage(self.host, stage, Hook::OnChunk, input, self.deadline).await;
+            drop(slot);
+            match called {
                 Ok(None) => {}
                 Ok(Some(out)) => match out.get("chunk").and_then(Value::as_str) {
                     Some(changed) => chunk = changed.to_string(),
@@ -452,7 +512,7 @@ pub(super) async fn connect_chain(
     let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
     let mut changed_by_plugin = false;
     for stage in stages.iter_mut() {
-        let error = match call_stage(host, stage, Hook::OnConnect, || config.clone()).await {
+        let error = match call_stage(host, stage, Hook::OnConnect, || &config, None).await {
             Ok(None) => continue,
             Ok(Some(changed)) => match serde_json::from_value::<ConnectorConfig>(changed.clone()) {
                 Ok(parsed) => {
@@ -568,7 +628,7 @@ mod tests {
             },
         ];
         for outcome in &outcomes {
-            let direct = outcome.to_json();
+            let direct = outcome.clone().into_json();
             let serialized = serde_json::to_value(outcome).unwrap();
             assert_eq!(direct, serialized);
             // Key order too: the reply and the transcript show them as they always did.
@@ -609,6 +669,31 @@ mod tests {
             Value::Object(ex.reply_metadata()),
             json!({ "model": "m", "tag": 1, "responseTimeMs": 3 })
         );
+    }
+
+    #[test]
+    fn the_input_is_built_once_and_lent_until_the_exchange_changes() {
+        let mut ex = exchange();
+        let first: *const Value = ex.input(Hook::BeforeSend);
+        let again: *const Value = ex.input(Hook::BeforeSend);
+        assert_eq!(first, again, "plugins that change nothing share one input");
+        let lent = ex.input(Hook::BeforeSend).to_string();
+        assert_eq!(lent, ex.build_input(Hook::BeforeSend).to_string());
+        ex.accept(
+            Hook::BeforeSend,
+            json!({ "message": "HI", "metadata": { "k": 1 } }),
+        )
+        .unwrap();
+        assert_eq!(
+            ex.input(Hook::BeforeSend)["message"],
+            "HI",
+            "a change is seen"
+        );
+        assert_eq!(ex.input(Hook::BeforeSend)["metadata"]["k"], 1);
+        ex.respond(json!({ "content": "a", "metadata": {} }));
+        assert_eq!(ex.input(Hook::AfterReceive)["response"]["content"], "a");
+        ex.respond(json!({ "content": "b", "metadata": {} }));
+        assert_eq!(ex.input(Hook::AfterReceive)["response"]["content"], "b");
     }
 
     #[test]

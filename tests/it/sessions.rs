@@ -815,6 +815,51 @@ async fn a_native_hook_runs_on_the_session_and_a_panic_there_restarts_only_its_p
 }
 
 #[actix_web::test]
+async fn native_plugins_that_change_nothing_leave_the_message_byte_identical() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let (key, file) = targets_env(&dirs, json!([target("chat", &mock, "/chat")]));
+    let natives = (1..=3)
+        .map(|i| switchyard::test_util::noop_connector(&format!("noop-{i}")))
+        .collect();
+    let app = TestApp::spawn_in(dirs, &[(key, file.as_str())], natives).await;
+    let bare = open(&app, json!({ "targetId": "chat" })).await;
+    let plugins: Vec<Value> = (1..=3)
+        .map(|i| json!({ "id": format!("noop-{i}") }))
+        .collect();
+    let through = open(&app, json!({ "targetId": "chat", "plugins": plugins })).await;
+    let message = "héllo \"world\" {\"k\": [1, 2]}";
+    let (status, alone) = say(&app, &bare, message).await;
+    assert_eq!(status, 200, "{alone}");
+    let (status, passed) = say(&app, &through, message).await;
+    assert_eq!(status, 200, "{passed}");
+
+    // Upstream sees the same bytes with or without the plugins that lent their input back.
+    let sent = mock.requests("/chat");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].body.to_string(), sent[1].body.to_string());
+    assert_eq!(sent[1].body["message"], message);
+    // And so does the caller: the same content, the same metadata but for its timing.
+    assert_eq!(alone["content"].to_string(), passed["content"].to_string());
+    let without_timing = |reply: &Value| {
+        let mut m = reply["metadata"].as_object().cloned().unwrap();
+        m.shift_remove("responseTimeMs");
+        Value::Object(m).to_string()
+    };
+    assert_eq!(without_timing(&alone), without_timing(&passed));
+    // The REST reply still reports every hook (asked for by this API): each passed through.
+    let outcomes = passed["plugins"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 6, "{passed}");
+    assert!(
+        outcomes.iter().all(|o| o["outcome"] == "passthrough"),
+        "{passed}"
+    );
+    assert_eq!(alone["plugins"], json!([]));
+    app.stop().await;
+    mock.stop().await;
+}
+
+#[actix_web::test]
 async fn script_hooks_run_on_the_session_thread_unless_set_apart() {
     let mock = MockUpstream::start().await;
     let nap = "if (message.includes('nap')) { const end = Date.now() + 400; while (Date.now() < end) {} }";
