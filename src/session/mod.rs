@@ -950,7 +950,7 @@ impl SessionManager {
         let (tx, rx) = oneshot::channel();
         let factory = SessionFactory {
             thread: self.pick_thread(),
-            prepared: Mutex::new(Some(Prepared {
+            prepared: Mutex::new(Some(Box::new(Prepared {
                 target,
                 stages,
                 stored,
@@ -959,7 +959,7 @@ impl SessionManager {
                 first_index,
                 restored,
                 reply: tx,
-            })),
+            }))),
             registry: self.registry.clone(),
             deps: self.deps.clone(),
         };
@@ -1172,7 +1172,9 @@ struct Prepared {
 /// Starts one session (temporary: its factory runs once).
 struct SessionFactory {
     thread: ArbiterHandle,
-    prepared: Mutex<Option<Prepared>>,
+    /// Boxed: the factory lives as long as the session (its child spec holds it), the
+    /// prepared parts only until it starts.
+    prepared: Mutex<Option<Box<Prepared>>>,
     registry: Arc<Registry>,
     /// Shared by every session (the child record holds a pointer, not a copy).
     deps: Arc<SessionDeps>,
@@ -1237,7 +1239,7 @@ impl ChildFactory for SessionFactory {
             first_index,
             restored,
             reply,
-        } = prepared;
+        } = *prepared;
         // Built on its own thread: the actor holds thread-bound parts (its connector).
         let (id, guard, shown, deps, registry) = (
             args.id.clone(),
