@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::pipeline::{
-    call_stage, connect_chain, connect_with, elapsed_ms, merge, notify, open_failed,
-    stream_answer, transcript, Chain, Exchange, HookOutcome, Outcome, StreamEvent,
+    call_stage, connect_chain, connect_with, elapsed_ms, merge, notify, open_failed, stream_answer,
+    transcript, Chain, Exchange, HookOutcome, Outcome, StreamEvent,
 };
 use super::{reply_json, AfterReceiveOrder, Registry, SessionError};
 use crate::broker::events;
@@ -1145,7 +1145,11 @@ mod tests {
         let after = Duration::from_secs(5);
         assert!(should_park(after, after, "HTTP_REST"));
         assert!(should_park(after, Duration::from_secs(60), "SSE"));
-        assert!(!should_park(after, Duration::from_millis(4_999), "HTTP_REST"));
+        assert!(!should_park(
+            after,
+            Duration::from_millis(4_999),
+            "HTTP_REST"
+        ));
         assert!(!should_park(after, Duration::from_secs(60), "WEBSOCKET"));
         assert!(!should_park(after, Duration::from_secs(60), "GRPC"));
         assert!(
@@ -1187,7 +1191,10 @@ mod tests {
             ),
             ("Target", std::mem::size_of::<Target>()),
             ("tracing::Span", std::mem::size_of::<tracing::Span>()),
-            ("Context<SessionActor>", std::mem::size_of::<Context<SessionActor>>()),
+            (
+                "Context<SessionActor>",
+                std::mem::size_of::<Context<SessionActor>>(),
+            ),
         ];
         for (name, size) in sizes {
             println!("size_of {name}: {size}");

@@ -313,8 +313,7 @@ impl Registry {
         let Some(entry) = live.get_mut(id) else {
             return false;
         };
-        if !matches!(entry.slot, Slot::Live(_)) || entry.view.pending.load(Ordering::Acquire) != 0
-        {
+        if !matches!(entry.slot, Slot::Live(_)) || entry.view.pending.load(Ordering::Acquire) != 0 {
             return false;
         }
         entry.slot = Slot::Parked(Box::new(parked()));
@@ -1059,7 +1058,8 @@ impl SessionManager {
     /// Counts a message into the session's queue: one in progress plus `queue_capacity`
     /// waiting; a full queue refuses it. A parked session wakes.
     fn enqueue(&self, id: &str) -> Result<Handle, SessionError> {
-        self.registry.acquire(id, Some(self.settings.queue_capacity))
+        self.registry
+            .acquire(id, Some(self.settings.queue_capacity))
     }
 
     /// Sends a message whose answer is streamed: chunks as they arrive, then one `Done` or

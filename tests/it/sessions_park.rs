@@ -51,7 +51,12 @@ fn goodbyes(mock: &MockUpstream, id: &str) -> Vec<String> {
     let prefix = format!("bye {id} ");
     mock.requests("/chat")
         .iter()
-        .filter_map(|r| r.body["message"].as_str()?.strip_prefix(&prefix).map(String::from))
+        .filter_map(|r| {
+            r.body["message"]
+                .as_str()?
+                .strip_prefix(&prefix)
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -101,12 +106,10 @@ async fn an_idle_session_parks_and_wakes_with_its_plugin_state_in_order_and_clos
 
     // Messages that arrive together at a parked session are all answered, one at a time.
     parked(&app, 1).await;
-    let replies = futures::future::join_all(
-        ["a", "b", "c"].map(|m| {
-            let (app, id) = (&app, id.clone());
-            async move { say(app, &id, m).await }
-        }),
-    )
+    let replies = futures::future::join_all(["a", "b", "c"].map(|m| {
+        let (app, id) = (&app, id.clone());
+        async move { say(app, &id, m).await }
+    }))
     .await;
     let mut seen: Vec<u64> = replies
         .iter()
@@ -148,7 +151,10 @@ async fn an_idle_session_parks_and_wakes_with_its_plugin_state_in_order_and_clos
     assert_eq!(goodbyes(&mock, &id), ["5"]);
     let closed = app.next_event("session.closed").await;
     assert_eq!(
-        (closed.data["sessionId"].as_str(), closed.data["reason"].as_str()),
+        (
+            closed.data["sessionId"].as_str(),
+            closed.data["reason"].as_str()
+        ),
         (Some(id.as_str()), Some("closed"))
     );
     assert_eq!((app.sessions.count(), app.sessions.parked()), (0, 0));
@@ -192,7 +198,11 @@ async fn a_parked_session_still_times_out_at_its_idle_timeout_with_on_disconnect
         waited >= Duration::from_millis(1_450) && waited < Duration::from_millis(3_000),
         "closed {waited:?} after its last message; the idle timeout is 1.5 s"
     );
-    assert_eq!(goodbyes(&mock, &id), ["1"], "onDisconnect ran, with its state");
+    assert_eq!(
+        goodbyes(&mock, &id),
+        ["1"],
+        "onDisconnect ran, with its state"
+    );
     assert_eq!((app.sessions.count(), app.sessions.parked()), (0, 0));
     eventually("the idle session is stored as closed", || async {
         let (status, ended) = app.get(&format!("/api/sessions/{id}")).await;
@@ -209,7 +219,11 @@ async fn a_parked_session_still_times_out_at_its_idle_timeout_with_on_disconnect
     assert_eq!(say(&app, &other, "x").await.0, 200);
     parked(&app, 1).await;
     app.stop().await;
-    assert_eq!(goodbyes(&mock, &other), ["1"], "onDisconnect ran at shutdown");
+    assert_eq!(
+        goodbyes(&mock, &other),
+        ["1"],
+        "onDisconnect ran at shutdown"
+    );
     mock.stop().await;
 }
 
@@ -232,17 +246,32 @@ async fn a_parked_session_keeps_its_connection_settings_and_a_crash_still_ends_i
     )
     .await;
     // multi-step-auth logs in on connect; parking keeps the token it set (no second login).
-    let id = open(&app, json!({ "targetId": "secure", "plugins": [{ "id": "multi-step-auth", "config": {
+    let id = open(
+        &app,
+        json!({ "targetId": "secure", "plugins": [{ "id": "multi-step-auth", "config": {
         "authEndpoint": mock.url("/auth/token"), "tokenPath": "data.token"
-    } }] }))
+    } }] }),
+    )
     .await;
     let (status, reply) = say(&app, &id, "open sesame").await;
-    assert_eq!((status, reply["content"].as_str()), (200, Some("secret ok")), "{reply}");
+    assert_eq!(
+        (status, reply["content"].as_str()),
+        (200, Some("secret ok")),
+        "{reply}"
+    );
     let logins = mock.requests("/auth/token").len();
     parked(&app, 1).await;
     let (status, reply) = say(&app, &id, "again").await;
-    assert_eq!((status, reply["content"].as_str()), (200, Some("secret ok")), "{reply}");
-    assert_eq!(mock.requests("/auth/token").len(), logins, "no login on wake");
+    assert_eq!(
+        (status, reply["content"].as_str()),
+        (200, Some("secret ok")),
+        "{reply}"
+    );
+    assert_eq!(
+        mock.requests("/auth/token").len(),
+        logins,
+        "no login on wake"
+    );
     let secure = mock.requests("/secure");
     assert_eq!(secure.last().unwrap().header("x-api-key"), Some("k-123"));
 
@@ -252,7 +281,10 @@ async fn a_parked_session_keeps_its_connection_settings_and_a_crash_still_ends_i
     let failed = app.next_event("session.failed").await;
     assert_eq!(failed.data["sessionId"], id.as_str());
     let (status, body) = say(&app, &id, "gone").await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("session_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("session_not_found"))
+    );
     // Other sessions carry on.
     let other = open(&app, json!({ "targetId": "chat" })).await;
     assert_eq!(say(&app, &other, "fine").await.0, 200);
@@ -267,7 +299,13 @@ async fn with_parking_off_an_idle_session_keeps_its_actor() {
         ("SWITCHYARD__SESSIONS__PARK_AFTER_MS", "0"),
         ("SWITCHYARD__SESSIONS__IDLE_TIMEOUT_MS", "60000"),
     ];
-    let app: TestApp = start(Dirs::new(), json!([target("chat", &mock, "/chat")]), &env, "[]").await;
+    let app: TestApp = start(
+        Dirs::new(),
+        json!([target("chat", &mock, "/chat")]),
+        &env,
+        "[]",
+    )
+    .await;
     let id = open(&app, json!({ "targetId": "chat" })).await;
     assert_eq!(say(&app, &id, "hi").await.0, 200);
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
