@@ -134,6 +134,10 @@ fn main() {
     plan.peers = !args.iter().any(|a| a == "--no-peers");
     plan.install_peers |= args.iter().any(|a| a == "--install-peers");
     plan.only = value("--only").map(|s| s.split(',').map(str::to_owned).collect());
+    // S5 at another size (e.g. a smoke build measuring 10,000 sessions).
+    if let Some(n) = value("--s5-sessions").and_then(|n| n.parse().ok()) {
+        plan.s5_sessions = n;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = value("--out")
         .map(PathBuf::from)

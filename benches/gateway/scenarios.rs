@@ -1109,7 +1109,7 @@ const S5_HELD: usize = 100_000;
 const S5_PARK_AFTER_MS: u64 = 300;
 
 /// Sessions S5 opens before waiting for them to park.
-const S5_BATCH: usize = 1_000;
+const S5_BATCH: usize = 250;
 
 /// How long S5 may take to open them.
 const S5_HELD_LIMIT: Duration = Duration::from_secs(720);
