@@ -149,6 +149,10 @@ fn main() {
         let secs = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
         (c, Duration::from_secs(secs), parts.get(2) == Some(&"off"))
     });
+    // S5 at another size (e.g. a smoke build measuring 10,000 sessions).
+    if let Some(n) = value("--s5-sessions").and_then(|n| n.parse().ok()) {
+        plan.s5_sessions = n;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = value("--out")
         .map(PathBuf::from)

@@ -176,7 +176,11 @@ pub struct S3 {
 pub struct S5 {
     pub idle_rss_kib: u64,
     pub sessions: usize,
+    /// Per idle session once parked (`sessions.park_after_ms` = `park_after_ms`).
     pub bytes_per_session: f64,
+    /// Per idle session with parking off (each keeps its actor).
+    pub live_bytes_per_session: f64,
+    pub park_after_ms: u64,
     pub scripts: usize,
     pub kib_per_script: f64,
     /// Many idle sessions held at once (full runs only).
@@ -468,13 +472,13 @@ pub fn markdown(r: &Results) -> String {
         );
         let _ = writeln!(
             w,
-            "- Per idle session ({} sessions, K=8 native): **{:.0} bytes**.",
-            s5.sessions, s5.bytes_per_session
+            "- Per idle session ({} sessions, K=8 native), parked (`park_after_ms` = {}): **{:.0} bytes**; live (parking off): **{:.0} bytes**.",
+            s5.sessions, s5.park_after_ms, s5.bytes_per_session, s5.live_bytes_per_session
         );
         if let Some(held) = &s5.held {
             let _ = writeln!(
                 w,
-                "- {} idle sessions held (K=8 native): RSS **{:.0} MiB**, **{:.0} bytes** per session (opened in {:.0} s).",
+                "- {} idle sessions held (K=8 native, parked): RSS **{:.0} MiB**, **{:.0} bytes** per session (opened in {:.0} s).",
                 held.sessions,
                 held.rss_kib as f64 / 1024.0,
                 held.bytes_per_session,
@@ -633,7 +637,7 @@ pub fn markdown(r: &Results) -> String {
     if let Some(s5) = &r.s5 {
         let _ = writeln!(
             w,
-            "| ≤ 2 KB per idle session | {:.0} bytes | {} |",
+            "| ≤ 2 KB per idle session (parked) | {:.0} bytes | {} |",
             s5.bytes_per_session,
             mark(s5.bytes_per_session <= 2048.0)
         );

@@ -218,7 +218,7 @@ impl Plugin for Crash {
         &self,
         _id: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         _ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         if hook == Hook::BeforeSend && input["message"] == "panic" {
@@ -246,7 +246,7 @@ impl Plugin for Rewrite {
         &self,
         _id: &str,
         hook: Hook,
-        input: Value,
+        input: &Value,
         _ctx: &mut HookContext,
     ) -> Result<Option<Value>, PluginError> {
         if hook != Hook::BeforeSend {

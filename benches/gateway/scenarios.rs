@@ -151,6 +151,27 @@ responseTemplate = {{ responsePath = "choices[0].delta.content" }}
     fn stop(self) {
         self.server.stop();
     }
+
+    /// Waits (up to 30 s) until `n` sessions are parked (`switchyard_sessions_parked`).
+    async fn all_parked(&self, client: &awc::Client, n: usize) {
+        let call = Call::get(format!("{}/metrics", self.base));
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(30) {
+            let parked = load::send(client, &call).await.ok().and_then(|text| {
+                String::from_utf8_lossy(&text).lines().find_map(|l| {
+                    l.strip_prefix("switchyard_sessions_parked ")?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+            });
+            if parked.is_some_and(|p| p >= n) {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("S5: fewer than {n} sessions parked after 30 s");
+    }
 }
 
 fn direct(mock_addr: &str) -> Call {
@@ -956,29 +977,66 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
     idle.stop();
 
     let k = 8;
+    let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
+    let n = plan.s5_sessions;
+
+    // Live: parking off, every idle session keeps its actor (the figure before parking).
+    let gw = Gateway::start(
+        upstream,
+        GatewaySpec {
+            noop: k,
+            max_sessions: n + 1,
+            // Held sessions must outlive the time it takes to open them all.
+            idle_timeout_ms: 3_600_000,
+            env: vec![("SWITCHYARD__SESSIONS__PARK_AFTER_MS".into(), "0".into())],
+            ..Default::default()
+        },
+        &[],
+    );
+    // One session first, so lazily built things (pools, statements) are not counted per session.
+    let _ = gw.sessions(&client, &ids, 1).await;
+    settle().await;
+    let before = gw.server.rss_kib();
+    let _ = gw.sessions(&client, &ids, n).await;
+    settle().await;
+    let after = gw.server.rss_kib();
+    gw.stop();
+    let live_bytes = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+
+    // Parked: idle sessions park after S5_PARK_AFTER_MS. They are opened in batches, each
+    // waiting until the ones before it parked, so the figure is what parked sessions hold (with
+    // at most one batch live at a time, as a gateway whose sessions idle does), not the
+    // allocator's high-water mark of all of them live at once.
     // A full run also holds 100,000 idle sessions; a smoke run stays tiny.
     let held = if plan.smoke { 0 } else { S5_HELD };
     let gw = Gateway::start(
         upstream,
         GatewaySpec {
             noop: k,
-            // The sessions, and the one opened first.
-            max_sessions: held.max(plan.s5_sessions) + 1,
-            // Held sessions must outlive the time it takes to open them all.
+            max_sessions: held.max(n) + 1,
             idle_timeout_ms: 3_600_000,
+            env: vec![(
+                "SWITCHYARD__SESSIONS__PARK_AFTER_MS".into(),
+                S5_PARK_AFTER_MS.to_string(),
+            )],
             ..Default::default()
         },
         &[],
     );
-    let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
-    // One session first, so lazily built things (pools, statements) are not counted per session.
     let _ = gw.sessions(&client, &ids, 1).await;
+    gw.all_parked(&client, 1).await;
     settle().await;
     let before = gw.server.rss_kib();
-    let n = plan.s5_sessions;
-    let _ = gw.sessions(&client, &ids, n).await;
+    let mut open = 0;
+    while open < n {
+        let batch = (n - open).min(S5_BATCH);
+        let _ = gw.sessions(&client, &ids, batch).await;
+        open += batch;
+        gw.all_parked(&client, open + 1).await;
+    }
     settle().await;
     let after = gw.server.rss_kib();
+    let parked_bytes = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     let held_row = if held > n {
         // Opened here rather than by `Gateway::sessions`, so that a refusal or the time limit
         // ends this row with what was held instead of losing the scenario.
@@ -1006,8 +1064,12 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
                     }
                 }
             }
+            if open % S5_BATCH < 32 {
+                gw.all_parked(&client, open + 1).await;
+            }
         }
         let opened_in = began.elapsed();
+        gw.all_parked(&client, open + 1).await;
         settle().await;
         let rss = gw.server.rss_kib();
         Some(S5Held {
@@ -1034,7 +1096,9 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
     r.s5 = Some(S5 {
         idle_rss_kib: idle_rss,
         sessions: n,
-        bytes_per_session: (after.saturating_sub(before) * 1024) as f64 / n as f64,
+        bytes_per_session: parked_bytes,
+        live_bytes_per_session: live_bytes,
+        park_after_ms: S5_PARK_AFTER_MS,
         scripts: plan.s5_scripts,
         kib_per_script: with.saturating_sub(base) as f64 / plan.s5_scripts as f64,
         held: held_row,
@@ -1043,6 +1107,12 @@ async fn s5(plan: &Plan, upstream: &str, r: &mut Results) {
 
 /// Idle sessions S5 holds at once on a full run (the 100k target).
 const S5_HELD: usize = 100_000;
+
+/// S5's `sessions.park_after_ms` for its parked figures.
+const S5_PARK_AFTER_MS: u64 = 300;
+
+/// Sessions S5 opens before waiting for them to park.
+const S5_BATCH: usize = 250;
 
 /// How long S5 may take to open them.
 const S5_HELD_LIMIT: Duration = Duration::from_secs(720);
@@ -1411,11 +1481,8 @@ async fn s9(plan: &Plan, r: &mut Results) {
                         state: Default::default(),
                         plugin_config: Default::default(),
                     };
-                    // The pipeline hands each plugin its own copy of the input: so does this.
-                    if let Err(e) = loaded
-                        .connector_hook("p", hook, input.clone(), &mut ctx)
-                        .await
-                    {
+                    // The pipeline lends each plugin the input, as this does.
+                    if let Err(e) = loaded.connector_hook("p", hook, input, &mut ctx).await {
                         r.failures.push(format!("S9 {plugin} {}: {e}", hook.name()));
                         return;
                     }

@@ -41,6 +41,7 @@ fn scrape(state: &AppState) -> Scrape {
     Scrape {
         actors: state.health.snapshot(),
         sessions_open: state.sessions.count() as u64,
+        sessions_parked: state.sessions.parked() as u64,
         broker: BrokerCounts {
             published: b.published,
             delivered: b.delivered,

@@ -251,6 +251,7 @@ pub fn sessions(settings: &Settings) -> SessionConfig {
         max_sessions: s.max_sessions,
         threads: s.threads,
         lease_ttl: ms(s.lease_ttl_ms),
+        park_after: ms(s.park_after_ms),
         // Validated by the settings: `batched` or `acknowledged`.
         durability: if settings.store.durability == "acknowledged" {
             Durability::Acknowledged

@@ -397,6 +397,8 @@ pub struct Scrape {
     /// The health table; session actors are left out (one series each would be unbounded).
     pub actors: Vec<ActorRecord>,
     pub sessions_open: u64,
+    /// Of those, parked (no actor while idle).
+    pub sessions_parked: u64,
     pub broker: BrokerCounts,
     pub store: Option<StoreCounts>,
     pub providers: Vec<ProviderCounts>,
@@ -466,6 +468,11 @@ impl Scrape {
             "sessions_open",
             "Sessions open now",
             gauge(self.sessions_open as i64),
+        );
+        registry.register(
+            "sessions_parked",
+            "Open sessions parked while idle (no actor until their next message)",
+            gauge(self.sessions_parked as i64),
         );
         let b = self.broker;
         registry.register("broker_published", "Events published", counter(b.published));

@@ -8,6 +8,14 @@
 //! Per-plugin state lives here, so it survives a plugin's restart. Does not own calling a
 //! plugin (`plugin::call`: inline for native plugins, through the actor for script ones) nor
 //! the chain's failure policy (`pipeline`).
+//!
+//! Also owns parking: an open session idle for `sessions.park_after_ms` (and not holding a live
+//! connection) stops its actor and leaves a [`Parked`] record in the registry: only what the
+//! shared view and the target cannot say again (plugins' non-empty state, a non-default bound
+//! config or timeout, the connector config an `onConnect` chain settled on), plus its
+//! supervision guard, so the sessions supervisor still sees one running child. The next message
+//! (or a close, an idle timeout, a lost lease) wakes it ([`SessionActor::woken`]): the actor is
+//! rebuilt from the record without `initialize` or `onConnect`.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -19,13 +27,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::pipeline::{
-    call_stage, connect_chain, elapsed_ms, merge, notify, open_failed, stream_answer, transcript,
-    Chain, Exchange, HookOutcome, Outcome, StreamEvent,
+    call_stage, connect_chain, connect_with, elapsed_ms, merge, notify, open_failed, stream_answer,
+    transcript, Chain, Exchange, HookOutcome, Outcome, StreamEvent,
 };
-use super::{reply_json, AfterReceiveOrder, SessionError};
+use super::{reply_json, AfterReceiveOrder, Registry, SessionError};
 use crate::broker::events;
 use crate::broker::BrokerHandle;
-use crate::connector::Connector;
+use crate::connector::{Connector, ConnectorConfig};
 use crate::plugin::host::PluginHost;
 use crate::plugin::{ConnectorPluginInfo, Hook, HookContext};
 use crate::store::writer::{Durability, StoreHandle, Write};
@@ -311,6 +319,77 @@ pub struct StoredStage {
     pub config: Value,
 }
 
+// ---- Parking ---------------------------------------------------------------------------------
+
+/// An open session with no actor: what its actor is rebuilt from on wake. Everything the
+/// shared [`SessionView`] (plugins, priorities, counters) or the target already holds is read
+/// back from there, not kept twice.
+pub struct Parked {
+    target: Arc<Target>,
+    make_connector: Option<super::MakeConnector>,
+    /// The connector config the `onConnect` chain settled on, when a plugin changed the
+    /// target's (credentials a multi-step login set): the connection goes on with it.
+    settled: Option<Box<ConnectorConfig>>,
+    reauth_on_401: bool,
+    /// Per stage, in order: `None` when the stage is as a fresh one (empty state, default
+    /// config and timeout), the usual case, which then takes one word.
+    stages: Box<[Option<Box<ParkedStage>>]>,
+    /// The supervisor's grip: the child stays running while parked, and its end is reported
+    /// once, by whichever actor holds the guard last.
+    pub(super) guard: DownGuard,
+    /// The thread it ran on, where it wakes.
+    thread: ArbiterHandle,
+    last_activity: Instant,
+}
+
+impl Parked {
+    /// When the session last had a message (the idle timeout of a parked session).
+    pub(super) fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    pub(super) fn thread(&self) -> &ArbiterHandle {
+        &self.thread
+    }
+}
+
+/// What one stage held that a fresh stage would not.
+struct ParkedStage {
+    state: Map<String, Value>,
+    plugin_config: Map<String, Value>,
+    timeout: Duration,
+}
+
+/// A stage's bound config when the session gave it none: the schema's defaults.
+fn fresh_config(info: &ConnectorPluginInfo) -> Map<String, Value> {
+    crate::plugin::config::bind(&info.config_schema, &Value::Object(Map::new()))
+}
+
+/// Whether a connector type's sessions may park: those whose connector holds nothing live
+/// between messages (a request per message). A WEBSOCKET or GRPC session keeps its actor,
+/// since its connector holds an open connection (and the upstream's session on it).
+pub fn parkable(connector_type: &str) -> bool {
+    matches!(connector_type, "HTTP_REST" | "SSE")
+}
+
+/// Whether an open session parks now: parking is on (`park_after` > 0), the session has been
+/// idle that long, and its connector may park. (That no message is on its way is checked
+/// under the registry's lock.)
+pub fn should_park(park_after: Duration, idle_for: Duration, connector_type: &str) -> bool {
+    !park_after.is_zero() && idle_for >= park_after && parkable(connector_type)
+}
+
+/// How often a session looks at its idle time (and the parked sweep at theirs): a quarter of
+/// the shorter of the idle timeout and the park delay, between 10 ms and 5 s.
+pub fn tick(idle_timeout: Duration, park_after: Duration) -> Duration {
+    let shortest = if park_after.is_zero() {
+        idle_timeout
+    } else {
+        idle_timeout.min(park_after)
+    };
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
 // ---- Messages -------------------------------------------------------------------------------
 
 /// Run `initialize` on every plugin, then the `onConnect` chain, then connect.
@@ -358,8 +437,12 @@ pub struct SessionActor {
     /// A plugin set the connection's credentials in `onConnect`; after an upstream 401 the
     /// chain runs once more (re-authenticating) and the message is sent again once.
     reauth_on_401: bool,
+    /// The connector config that chain settled on (kept for parking), when a plugin changed it.
+    settled: Option<Box<ConnectorConfig>>,
     /// Shared by every session.
     deps: Arc<SessionDeps>,
+    /// Where the session parks (its registry entry).
+    registry: Arc<Registry>,
     guard: DownGuard,
     state: SessionState,
     last_activity: (Instant, SystemTime),
@@ -375,12 +458,14 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
-    pub fn new(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
         id: String,
         target: Arc<Target>,
         stages: Vec<Stage>,
         stored_configs: Vec<Value>,
         deps: Arc<SessionDeps>,
+        registry: Arc<Registry>,
         guard: DownGuard,
         view: Arc<SessionView>,
     ) -> Self {
@@ -393,7 +478,9 @@ impl SessionActor {
             connector: None,
             make_connector: None,
             reauth_on_401: false,
+            settled: None,
             deps,
+            registry,
             guard,
             state: SessionState::Opening,
             last_activity: (Instant::now(), SystemTime::now()),
@@ -423,6 +510,149 @@ impl SessionActor {
         self
     }
 
+    /// A parked session's actor again, from its record and its view: open, its stages as they
+    /// were (state included), its counters where they stood. Its connector is made again when
+    /// it starts (no `initialize`, no `onConnect`: the session never stopped being connected).
+    pub(super) fn woken(
+        id: String,
+        view: Arc<SessionView>,
+        parked: Parked,
+        deps: Arc<SessionDeps>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let Parked {
+            target,
+            make_connector,
+            settled,
+            reauth_on_401,
+            stages: kept,
+            guard,
+            thread: _,
+            last_activity,
+        } = parked;
+        let stages = view
+            .plugins
+            .iter()
+            .zip(Vec::from(kept))
+            .map(|(shown, kept)| {
+                let (state, plugin_config, timeout) = match kept {
+                    Some(kept) => {
+                        let ParkedStage {
+                            state,
+                            plugin_config,
+                            timeout,
+                        } = *kept;
+                        (state, plugin_config, timeout)
+                    }
+                    None => (
+                        Map::new(),
+                        fresh_config(&shown.info),
+                        deps.settings.hook_timeout,
+                    ),
+                };
+                Stage {
+                    module: shown.module.clone(),
+                    info: shown.info.clone(),
+                    priority: shown.priority,
+                    critical: shown.critical,
+                    timeout,
+                    ctx: HookContext {
+                        session_id: id.clone(),
+                        target_id: target.id.clone(),
+                        connector_type: target.connector_type.clone(),
+                        state,
+                        plugin_config,
+                    },
+                    failures: shown.failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let last = UNIX_EPOCH + Duration::from_nanos(view.last_activity.load(Ordering::Relaxed));
+        let mut actor = SessionActor::new(
+            id,
+            target,
+            stages,
+            Vec::new(),
+            deps,
+            registry,
+            guard,
+            view.clone(),
+        );
+        actor.make_connector = make_connector;
+        actor.settled = settled;
+        actor.reauth_on_401 = reauth_on_401;
+        actor.state = SessionState::Open;
+        actor.last_activity = (last_activity, last);
+        actor.messages = view.messages.load(Ordering::Relaxed);
+        actor.errors = view.errors.load(Ordering::Relaxed);
+        actor
+    }
+
+    /// Parks the session if nothing is on its way to it: its record goes into the registry in
+    /// its actor's place (the guard with it) and the actor stops.
+    fn park(&mut self, ctx: &mut Context<Self>) {
+        let registry = self.registry.clone();
+        let parked = registry.park(&self.id, || {
+            let fresh_timeout = self.deps.settings.hook_timeout;
+            let stages = std::mem::take(&mut self.stages)
+                .into_iter()
+                .map(|stage| {
+                    let fresh = stage.ctx.state.is_empty()
+                        && stage.timeout == fresh_timeout
+                        && stage.ctx.plugin_config == fresh_config(&stage.info);
+                    (!fresh).then(|| {
+                        Box::new(ParkedStage {
+                            state: stage.ctx.state,
+                            plugin_config: stage.ctx.plugin_config,
+                            timeout: stage.timeout,
+                        })
+                    })
+                })
+                .collect();
+            let mut stays = DownGuard::detached(&self.id);
+            // This actor's end is not the session's: nothing to report, no panic to read.
+            stays.set_reason(ExitReason::Normal);
+            Parked {
+                target: self.target.clone(),
+                make_connector: self.make_connector.take(),
+                settled: self.settled.take(),
+                reauth_on_401: self.reauth_on_401,
+                stages,
+                guard: std::mem::replace(&mut self.guard, stays),
+                thread: Arbiter::current(),
+                last_activity: self.last_activity.0,
+            }
+        });
+        if parked {
+            tracing::debug!(parent: &self.span, "Session idle; parked.");
+            self.connector = None;
+            ctx.stop();
+        }
+    }
+
+    /// Makes the connector of a woken session again, before it reads any message.
+    fn reconnect(&mut self, ctx: &mut Context<Self>) {
+        let target = self.target.clone();
+        let make = self.make_connector.clone();
+        let config = match &self.settled {
+            Some(settled) => ConnectorConfig::clone(settled),
+            None => target.connector_config(),
+        };
+        let made = async move { connect_with(&target, make.as_ref(), config).await };
+        ctx.wait(made.into_actor(self).map(|made, act, ctx| match made {
+            Ok(connector) => act.connector = Some(Rc::from(connector)),
+            Err(error) => {
+                tracing::warn!(parent: &act.span, %error, "A parked session could not connect again; it ends.");
+                act.guard.set_reason(ExitReason::Error(format!(
+                    "it could not connect again after parking: {error}"
+                )));
+                act.state = SessionState::Closed;
+                act.publish();
+                ctx.stop();
+            }
+        }));
+    }
+
     /// Publishes the current counters where the API reads them (never through the mailbox,
     /// so a session busy with a slow upstream still answers `GET /api/sessions/{id}`).
     fn publish(&self) {
@@ -442,14 +672,23 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.state == SessionState::Open && self.connector.is_none() {
+            self.reconnect(ctx);
+        }
         let idle = self.deps.settings.idle_timeout;
-        let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-        ctx.run_interval(every, move |act, ctx| {
-            if act.state == SessionState::Open && act.last_activity.0.elapsed() >= idle {
+        let park_after = self.deps.settings.park_after;
+        ctx.run_interval(tick(idle, park_after), move |act, ctx| {
+            if act.state != SessionState::Open {
+                return;
+            }
+            let idle_for = act.last_activity.0.elapsed();
+            if idle_for >= idle {
                 tracing::info!(parent: &act.span, "Session idle; closing.");
                 ctx.address().do_send(Close {
                     reason: "idle timeout".into(),
                 });
+            } else if should_park(park_after, idle_for, &act.target.connector_type) {
+                act.park(ctx);
             }
         });
     }
@@ -488,9 +727,10 @@ impl Handler<Open> for SessionActor {
         AtomicResponse::new(Box::pin(open.into_actor(self).map(|(stages, connector), act, ctx| {
             act.stages = stages;
             match connector {
-                Ok((connector, reauth)) => {
+                Ok((connector, settled)) => {
                     act.connector = Some(Rc::from(connector));
-                    act.reauth_on_401 = reauth;
+                    act.reauth_on_401 = settled.is_some();
+                    act.settled = settled.map(Box::new);
                     act.state = SessionState::Open;
                     act.publish();
                     // Needed for the row only: not kept while the session lives.
@@ -594,7 +834,7 @@ impl Handler<SendMessage> for SessionActor {
             }
 
             let (message, variables) = (&exchange.message, &exchange.extensions);
-            let mut reconnected: Option<Rc<dyn Connector>> = None;
+            let mut reconnected: Option<(Rc<dyn Connector>, Option<ConnectorConfig>)> = None;
             let client_streams = stream.is_some();
             let upstream = Instant::now();
             let mut sent = send(&*connector, &target, message, variables, client_streams).await;
@@ -602,10 +842,10 @@ impl Handler<SendMessage> for SessionActor {
             metrics.upstream_called(&target.id, &target.connector_type, took, sent.is_ok());
             if reauth && matches!(&sent, Err(e) if e.status() == Some(401)) {
                 match connect_chain(&host, &mut stages, &target, make.as_ref()).await {
-                    Ok((fresh, _)) => {
+                    Ok((fresh, settled)) => {
                         let fresh: Rc<dyn Connector> = Rc::from(fresh);
                         sent = send(&*fresh, &target, message, variables, client_streams).await;
-                        reconnected = Some(fresh);
+                        reconnected = Some((fresh, settled));
                     }
                     Err(error) => return (stages, Err(error), None),
                 }
@@ -695,8 +935,9 @@ impl Handler<SendMessage> for SessionActor {
         AtomicResponse::new(Box::pin(pipeline.into_actor(self).map(
             move |(stages, result, reconnected), act, _| {
                 act.stages = stages;
-                if let Some(fresh) = reconnected {
+                if let Some((fresh, settled)) = reconnected {
                     act.connector = Some(fresh);
+                    act.settled = settled.map(Box::new);
                 }
 
                 if result.is_err() {
@@ -971,6 +1212,69 @@ mod tests {
         assert_eq!(info.plugins[0].config, json!({}));
         assert_eq!(info.plugins[1].config, json!({ "key": "***" }));
         assert_eq!(info.created_at, info.last_activity_at);
+    }
+
+    #[test]
+    fn only_an_idle_session_without_a_live_connection_parks() {
+        let after = Duration::from_secs(5);
+        assert!(should_park(after, after, "HTTP_REST"));
+        assert!(should_park(after, Duration::from_secs(60), "SSE"));
+        assert!(!should_park(
+            after,
+            Duration::from_millis(4_999),
+            "HTTP_REST"
+        ));
+        assert!(!should_park(after, Duration::from_secs(60), "WEBSOCKET"));
+        assert!(!should_park(after, Duration::from_secs(60), "GRPC"));
+        assert!(
+            !should_park(Duration::ZERO, Duration::from_secs(3600), "HTTP_REST"),
+            "0 never parks"
+        );
+    }
+
+    #[test]
+    fn the_tick_follows_the_shorter_of_idle_timeout_and_park_delay() {
+        let s = Duration::from_secs;
+        assert_eq!(tick(s(600), s(5)), Duration::from_millis(1_250));
+        assert_eq!(tick(s(2), s(5)), Duration::from_millis(500));
+        assert_eq!(tick(s(600), Duration::ZERO), s(5), "capped at 5 s");
+        assert_eq!(
+            tick(Duration::from_millis(8), Duration::ZERO),
+            Duration::from_millis(10),
+            "at least 10 ms"
+        );
+    }
+
+    /// What an idle session holds, printed (`--nocapture`) for the record, and the parked
+    /// record's fixed part kept small.
+    #[test]
+    fn a_parked_record_is_small() {
+        let sizes = [
+            ("SessionActor", std::mem::size_of::<SessionActor>()),
+            ("Stage", std::mem::size_of::<Stage>()),
+            ("HookContext", std::mem::size_of::<HookContext>()),
+            ("SessionView", std::mem::size_of::<SessionView>()),
+            ("PluginView", std::mem::size_of::<PluginView>()),
+            ("Parked", std::mem::size_of::<Parked>()),
+            ("ParkedStage", std::mem::size_of::<ParkedStage>()),
+            ("DownGuard", std::mem::size_of::<DownGuard>()),
+            ("ConnectorConfig", std::mem::size_of::<ConnectorConfig>()),
+            (
+                "HttpConnector",
+                std::mem::size_of::<crate::connector::http::HttpConnector>(),
+            ),
+            ("Target", std::mem::size_of::<Target>()),
+            ("tracing::Span", std::mem::size_of::<tracing::Span>()),
+            (
+                "Context<SessionActor>",
+                std::mem::size_of::<Context<SessionActor>>(),
+            ),
+        ];
+        for (name, size) in sizes {
+            println!("size_of {name}: {size}");
+        }
+        assert!(std::mem::size_of::<Parked>() <= 160);
+        assert_eq!(std::mem::size_of::<Option<Box<ParkedStage>>>(), 8);
     }
 
     #[test]

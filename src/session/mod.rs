@@ -13,6 +13,11 @@
 //! ([`SessionManager::locate`]): forwarded to its owner while the owner's lease runs, or taken
 //! over (the session rebuilt from its stored row, its transcript continued) once it expired
 //! (`owner`). An SQLite store has one instance: no leases, nothing located.
+//!
+//! An idle session parks (`actor`): its registry entry holds a compact record instead of an
+//! actor's address, and whatever reaches it next (a message, a close, the idle timeout's sweep
+//! over parked sessions, a lost lease, shutdown) wakes it first ([`Registry::acquire`]). Its
+//! lease is this instance's all along (leases are renewed per instance, not per actor).
 
 pub mod actor;
 pub mod owner;
@@ -47,7 +52,9 @@ use crate::supervisor::{
 };
 use crate::target::catalogue::TargetRegistry;
 use crate::target::{PluginRef, Target};
-use actor::{Close, Open, SendMessage, SessionActor, SessionDeps, SessionInfo, SessionView, Stage};
+use actor::{
+    Close, Open, Parked, SendMessage, SessionActor, SessionDeps, SessionInfo, SessionView, Stage,
+};
 pub use pipeline::StreamEvent;
 
 /// What sessions run with (from `[sessions]`).
@@ -68,6 +75,8 @@ pub struct SessionConfig {
     /// How long a session's ownership lease lasts unrenewed (shared stores only); renewed
     /// every third of it.
     pub lease_ttl: Duration,
+    /// An open session idle this long parks (its actor stops, a record stays); zero: never.
+    pub park_after: Duration,
 }
 
 /// The order `afterReceive` runs in, relative to `beforeSend`'s.
@@ -195,12 +204,32 @@ pub struct OpenSpec {
     pub connector: Option<MakeConnector>,
 }
 
-/// A live session's handle in the registry.
+/// A session's actor, held while something is on its way to it: its view's `pending` counts
+/// the holder, so the session cannot park meanwhile; [`Handle::release`] ends the hold.
 #[derive(Clone)]
 struct Handle {
     addr: Addr<SessionActor>,
     /// What the API reads, and the queue bound's count; written by the actor itself.
     view: Arc<SessionView>,
+}
+
+impl Handle {
+    fn release(&self) {
+        self.view.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What an open session is in the registry: an actor, or parked (no actor while idle).
+enum Slot {
+    Live(Addr<SessionActor>),
+    Parked(Box<Parked>),
+}
+
+/// One open session in the registry.
+struct Entry {
+    /// What the API reads, live or parked.
+    view: Arc<SessionView>,
+    slot: Slot,
 }
 
 /// One stage of a pipeline being built, with the configs only the view and the store's row
@@ -213,10 +242,133 @@ struct Planned {
     stored: Value,
 }
 
-/// Shared between the manager and the sessions' factories.
-#[derive(Default)]
+/// Shared between the manager, the sessions' factories and their actors.
 struct Registry {
-    live: RwLock<HashMap<String, Handle>>,
+    live: RwLock<HashMap<String, Entry>>,
+    /// What a woken session's actor holds.
+    deps: Arc<SessionDeps>,
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.live.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.live.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Session `id`'s actor, held ([`Handle`]); a parked session is woken first. With `bound`,
+    /// a hold beyond one in progress plus `bound` waiting is refused (the message queue).
+    fn acquire(self: &Arc<Self>, id: &str, bound: Option<usize>) -> Result<Handle, SessionError> {
+        let not_found = || SessionError::SessionNotFound(id.to_string());
+        {
+            // Counted under the lock: a session parks only under the write lock, with nothing
+            // counted, so a counted hold always reaches a live actor.
+            let live = self.read();
+            let entry = live.get(id).ok_or_else(not_found)?;
+            if let Slot::Live(addr) = &entry.slot {
+                return hold(id, addr, &entry.view, bound);
+            }
+        }
+        let mut live = self.write();
+        let entry = live.remove(id).ok_or_else(not_found)?;
+        let addr = match entry.slot {
+            Slot::Live(addr) => addr,
+            Slot::Parked(parked) => self.wake(id, &entry.view, parked),
+        };
+        let handle = hold(id, &addr, &entry.view, bound);
+        live.insert(
+            id.to_string(),
+            Entry {
+                view: entry.view,
+                slot: Slot::Live(addr),
+            },
+        );
+        handle
+    }
+
+    /// Starts a parked session's actor again, on the thread it ran on; messages sent to it
+    /// meanwhile wait in its mailbox and are answered in order once its connector is made
+    /// again.
+    fn wake(
+        self: &Arc<Self>,
+        id: &str,
+        view: &Arc<SessionView>,
+        parked: Box<Parked>,
+    ) -> Addr<SessionActor> {
+        let thread = parked.thread().clone();
+        let (id, view, deps, registry) = (
+            id.to_string(),
+            view.clone(),
+            self.deps.clone(),
+            self.clone(),
+        );
+        SessionActor::start_in_arbiter(&thread, move |_| {
+            SessionActor::woken(id, view, *parked, deps, registry)
+        })
+    }
+
+    /// Puts `parked()` in session `id`'s actor's place, unless something is on its way to the
+    /// actor (a held handle) or the session is not live.
+    fn park(&self, id: &str, parked: impl FnOnce() -> Parked) -> bool {
+        let mut live = self.write();
+        let Some(entry) = live.get_mut(id) else {
+            return false;
+        };
+        if !matches!(entry.slot, Slot::Live(_)) || entry.view.pending.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        entry.slot = Slot::Parked(Box::new(parked()));
+        true
+    }
+
+    /// Forgets every session (a restarted sessions supervisor starts empty). A parked one's
+    /// guard goes quietly: its supervisor is gone.
+    fn clear(&self) {
+        for (_, entry) in self.write().drain() {
+            if let Slot::Parked(mut parked) = entry.slot {
+                parked.guard.set_reason(ExitReason::Shutdown);
+            }
+        }
+    }
+
+    /// Parked sessions whose idle timeout has passed.
+    fn expired(&self, idle: Duration) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter_map(|(id, entry)| match &entry.slot {
+                Slot::Parked(p) if p.last_activity().elapsed() >= idle => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many sessions are parked now.
+    fn parked(&self) -> usize {
+        self.read()
+            .values()
+            .filter(|e| matches!(e.slot, Slot::Parked(_)))
+            .count()
+    }
+}
+
+/// Counts a hold on a live session (see [`Registry::acquire`]).
+fn hold(
+    id: &str,
+    addr: &Addr<SessionActor>,
+    view: &Arc<SessionView>,
+    bound: Option<usize>,
+) -> Result<Handle, SessionError> {
+    let queued = view.pending.fetch_add(1, Ordering::AcqRel);
+    if bound.is_some_and(|bound| queued > bound) {
+        view.pending.fetch_sub(1, Ordering::AcqRel);
+        return Err(SessionError::QueueFull(id.to_string()));
+    }
+    Ok(Handle {
+        addr: addr.clone(),
+        view: view.clone(),
+    })
 }
 
 /// Sessions and targets, for the REST API.
@@ -246,6 +398,8 @@ pub struct SessionManager {
     /// Owners of sessions live elsewhere, while the lease read runs (`owner::OwnerCache`): a
     /// forwarded message costs no database read.
     owners: Mutex<owner::OwnerCache>,
+    /// The parked sessions' idle sweep runs (started once, with the first sessions supervisor).
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 /// `configured`, or one per CPU core when 0.
@@ -276,9 +430,20 @@ impl SessionManager {
         let leased = store
             .as_ref()
             .is_some_and(|s| s.store().backend() == crate::store::Backend::Postgres);
+        let deps = Arc::new(SessionDeps {
+            host: host_for_deps,
+            broker: broker_for_deps,
+            settings: settings.clone(),
+            store: store.clone(),
+            keep_state: leased,
+            hand_over: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
         Arc::new(SessionManager {
             targets,
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry {
+                live: RwLock::new(HashMap::new()),
+                deps: deps.clone(),
+            }),
             supervisor: RwLock::new(None),
             host,
             broker,
@@ -287,14 +452,8 @@ impl SessionManager {
                 .collect(),
             next_thread: AtomicUsize::new(0),
             modules: Mutex::new(HashMap::new()),
-            deps: Arc::new(SessionDeps {
-                host: host_for_deps,
-                broker: broker_for_deps,
-                settings: settings.clone(),
-                store: store.clone(),
-                keep_state: leased,
-                hand_over: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            }),
+            deps,
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             settings,
             store,
             leased,
@@ -344,14 +503,7 @@ impl SessionManager {
                 };
                 // Sessions live before the check began had their lease before they went live:
                 // one of them without a valid lease now was taken over elsewhere.
-                let live: Vec<String> = manager
-                    .registry
-                    .live
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect();
+                let live: Vec<String> = manager.registry.read().keys().cloned().collect();
                 if let Err(error) = store.renew_leases(ttl).await {
                     tracing::warn!(%error, "Session leases could not be renewed; other instances may take the sessions over.");
                     continue;
@@ -365,14 +517,54 @@ impl SessionManager {
                             if !matches!(store.acquire_lease(id, ttl).await, Ok(false)) {
                                 continue;
                             }
-                            if let Ok(handle) = manager.handle(id) {
-                                handle.addr.do_send(actor::LeaseLost);
+                            // A parked session wakes to stop like a live one (its guard reports).
+                            if let Ok(handle) = manager.registry.acquire(id, None) {
+                                let _ = handle.addr.send(actor::LeaseLost).await;
+                                handle.release();
                             }
                         }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "This instance's leases could not be listed; lost sessions stay until the next check.")
                     }
+                }
+            }
+        });
+    }
+
+    /// Closes parked sessions whose idle timeout passed (a live session's own timer does), for
+    /// as long as the manager lives: each wakes, so its plugins' `onDisconnect` runs.
+    fn sweep_parked(self: &Arc<Self>) {
+        if self.settings.park_after.is_zero()
+            || self
+                .sweeping
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let manager = Arc::downgrade(self);
+        let idle = self.settings.idle_timeout;
+        let every = actor::tick(idle, self.settings.park_after);
+        actix_web::rt::spawn(async move {
+            loop {
+                actix_web::rt::time::sleep(every).await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                for id in manager.registry.expired(idle) {
+                    let Ok(handle) = manager.registry.acquire(&id, None) else {
+                        continue;
+                    };
+                    tracing::info!(session = %id, "Session idle; closing.");
+                    actix_web::rt::spawn(async move {
+                        let _ = handle
+                            .addr
+                            .send(Close {
+                                reason: "idle timeout".into(),
+                            })
+                            .await;
+                        handle.release();
+                    });
                 }
             }
         });
@@ -491,7 +683,7 @@ impl SessionManager {
         from: Option<String>,
     ) -> Result<Located, SessionError> {
         let id = row.id.clone();
-        if self.handle(&id).is_ok() {
+        if self.is_live(&id) {
             return Ok(Located::Here);
         }
         let store = self
@@ -610,31 +802,27 @@ impl SessionManager {
         self.targets.get(id)
     }
 
-    /// How many sessions are open.
+    /// How many sessions are open (parked ones included).
     pub fn count(&self) -> usize {
-        self.registry
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.registry.read().len()
     }
 
-    /// Whether session `id` is live here (no clone of its handle: the message path asks).
+    /// How many open sessions are parked (no actor while idle).
+    pub fn parked(&self) -> usize {
+        self.registry.parked()
+    }
+
+    /// Whether session `id` is open here, live or parked (the message path asks).
     fn is_live(&self, id: &str) -> bool {
-        self.registry
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id)
+        self.registry.read().contains_key(id)
     }
 
-    fn handle(&self, id: &str) -> Result<Handle, SessionError> {
+    /// What the API reads of session `id` (no wake).
+    fn view(&self, id: &str) -> Result<Arc<SessionView>, SessionError> {
         self.registry
-            .live
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .cloned()
+            .map(|e| e.view.clone())
             .ok_or_else(|| SessionError::SessionNotFound(id.to_string()))
     }
 
@@ -810,7 +998,7 @@ impl SessionManager {
         let (tx, rx) = oneshot::channel();
         let factory = SessionFactory {
             thread: self.pick_thread(),
-            prepared: Mutex::new(Some(Prepared {
+            prepared: Mutex::new(Some(Box::new(Prepared {
                 target,
                 stages,
                 stored,
@@ -819,7 +1007,7 @@ impl SessionManager {
                 first_index,
                 restored,
                 reply: tx,
-            })),
+            }))),
             registry: self.registry.clone(),
             deps: self.deps.clone(),
         };
@@ -863,11 +1051,7 @@ impl SessionManager {
         self.host.metrics().session_opened(outcome.is_ok());
         if let Err(error) = outcome {
             let _ = supervisor.send(RemoveChild { id: id.clone() }).await;
-            self.registry
-                .live
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            self.registry.write().remove(&id);
             return Err(error);
         }
         let info = self.describe(&id).await?;
@@ -931,20 +1115,15 @@ impl SessionManager {
             span: tracing::Span::current(),
         };
         let result = handle.addr.send(message).await;
-        handle.view.pending.fetch_sub(1, Ordering::AcqRel);
+        handle.release();
         result.unwrap_or_else(|_| Err(stopped(id)))
     }
 
     /// Counts a message into the session's queue: one in progress plus `queue_capacity`
-    /// waiting; a full queue refuses it.
+    /// waiting; a full queue refuses it. A parked session wakes.
     fn enqueue(&self, id: &str) -> Result<Handle, SessionError> {
-        let handle = self.handle(id)?;
-        let queued = handle.view.pending.fetch_add(1, Ordering::AcqRel);
-        if queued > self.settings.queue_capacity {
-            handle.view.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(SessionError::QueueFull(id.to_string()));
-        }
-        Ok(handle)
+        self.registry
+            .acquire(id, Some(self.settings.queue_capacity))
     }
 
     /// Sends a message whose answer is streamed: chunks as they arrive, then one `Done` or
@@ -992,7 +1171,7 @@ impl SessionManager {
         let id = id.to_string();
         actix_web::rt::spawn(async move {
             let result = handle.addr.send(message).await;
-            handle.view.pending.fetch_sub(1, Ordering::AcqRel);
+            handle.release();
             // The actor ends a stream it ran; one refused before it began (the session is not
             // open, or it is gone) is ended here. A second end is never read.
             let failed = match result {
@@ -1006,14 +1185,15 @@ impl SessionManager {
         Ok(rx)
     }
 
+    /// Session `id` as the API shows it (a parked session stays parked).
     pub async fn describe(&self, id: &str) -> Result<SessionInfo, SessionError> {
-        Ok(self.handle(id)?.view.info())
+        Ok(self.view(id)?.info())
     }
 
     /// Every open session, oldest first.
     pub fn list(&self) -> Vec<SessionInfo> {
-        let live = self.registry.live.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<SessionInfo> = live.values().map(|h| h.view.info()).collect();
+        let live = self.registry.read();
+        let mut out: Vec<SessionInfo> = live.values().map(|e| e.view.info()).collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         out
     }
@@ -1021,26 +1201,27 @@ impl SessionManager {
     /// Test hook: crash a session's actor.
     #[cfg(any(test, feature = "test-util"))]
     pub fn crash(&self, id: &str) -> Result<(), SessionError> {
-        self.handle(id)?.addr.do_send(actor::CrashSession);
+        let handle = self.registry.acquire(id, None)?;
+        actix_web::rt::spawn(async move {
+            let _ = handle.addr.send(actor::CrashSession).await;
+            handle.release();
+        });
         Ok(())
     }
 
     /// Closes a session: every plugin's `onDisconnect` runs (even if one fails), then the
     /// connector disconnects and the actor stops.
     pub async fn close(&self, id: &str) -> Result<Value, SessionError> {
-        let handle = self.handle(id)?;
+        let handle = self.registry.acquire(id, None)?;
         let report = handle
             .addr
             .send(Close {
                 reason: "closed".into(),
             })
-            .await
-            .map_err(|_| SessionError::SessionNotFound(id.to_string()))?;
-        self.registry
-            .live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+            .await;
+        handle.release();
+        let report = report.map_err(|_| SessionError::SessionNotFound(id.to_string()))?;
+        self.registry.write().remove(id);
         // Not the message path: the caller may wait for the "closed" row to be written, so
         // reading the session right after closing it is consistent.
         if let Some(store) = &self.store {
@@ -1068,42 +1249,54 @@ struct Prepared {
 /// Starts one session (temporary: its factory runs once).
 struct SessionFactory {
     thread: ArbiterHandle,
-    prepared: Mutex<Option<Prepared>>,
+    /// Boxed: the factory lives as long as the session (its child spec holds it), the
+    /// prepared parts only until it starts.
+    prepared: Mutex<Option<Box<Prepared>>>,
     registry: Arc<Registry>,
     /// Shared by every session (the child record holds a pointer, not a copy).
     deps: Arc<SessionDeps>,
 }
 
-/// A running session as its supervisor holds it. Sessions are not in `/health` one by one (an
-/// aggregate is), so it has no mailbox gauge.
+/// A running session as its supervisor holds it: live or parked, whichever it is when asked
+/// (a parked one wakes to close, so its plugins' `onDisconnect` runs). Sessions are not in
+/// `/health` one by one (an aggregate is), so it has no mailbox gauge.
 struct RunningSession {
-    addr: Addr<SessionActor>,
+    id: Arc<str>,
+    registry: Arc<Registry>,
     deps: Arc<SessionDeps>,
 }
 
 impl RunningChild for RunningSession {
     fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        let addr = self.addr.clone();
+        // A parked session wakes first, so its plugins' `onDisconnect` runs when it closes.
+        let handle = self.registry.acquire(&self.id, None);
         let hand_over = self.deps.hand_over.load(Ordering::Relaxed);
         async move {
-            // Handed over when it can be; closed otherwise (and on SQLite or alone).
-            if hand_over && addr.send(actor::HandOver).await.unwrap_or(true) {
-                return Ok(());
+            if let Ok(handle) = handle {
+                // Handed over when it can be; closed otherwise (and on SQLite or alone).
+                let handed = hand_over && handle.addr.send(actor::HandOver).await.unwrap_or(true);
+                if !handed {
+                    let _ = handle
+                        .addr
+                        .send(Close {
+                            reason: "shutdown".into(),
+                        })
+                        .await;
+                }
+                handle.release();
             }
-            let _ = addr
-                .send(Close {
-                    reason: "shutdown".into(),
-                })
-                .await;
             Ok(())
         }
         .boxed_local()
     }
 
     fn kill(&self) {
-        self.addr.do_send(Close {
-            reason: "shutdown".into(),
-        });
+        if let Ok(handle) = self.registry.acquire(&self.id, None) {
+            handle.addr.do_send(Close {
+                reason: "shutdown".into(),
+            });
+            handle.release();
+        }
     }
 }
 
@@ -1130,12 +1323,17 @@ impl ChildFactory for SessionFactory {
             first_index,
             restored,
             reply,
-        } = prepared;
+        } = *prepared;
         // Built on its own thread: the actor holds thread-bound parts (its connector).
-        let (id, guard, shown, deps) =
-            (args.id.clone(), args.guard, view.clone(), self.deps.clone());
+        let (id, guard, shown, deps, registry) = (
+            args.id.clone(),
+            args.guard,
+            view.clone(),
+            self.deps.clone(),
+            self.registry.clone(),
+        );
         let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
-            SessionActor::new(id, target, stages, stored, deps, guard, shown)
+            SessionActor::new(id, target, stages, stored, deps, registry, guard, shown)
                 .with_connector(connector)
                 .resumed_at(first_index, restored)
         });
@@ -1153,19 +1351,20 @@ impl ChildFactory for SessionFactory {
                 let _ = reply.send(Err(error.clone()));
                 return Err(StartError::new("open", error.to_string()));
             }
-            registry
-                .live
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    id,
-                    Handle {
-                        addr: addr.clone(),
-                        view,
-                    },
-                );
+            let running = RunningSession {
+                id: Arc::from(id.as_str()),
+                registry: registry.clone(),
+                deps: kept,
+            };
+            registry.write().insert(
+                id,
+                Entry {
+                    view,
+                    slot: Slot::Live(addr),
+                },
+            );
             let _ = reply.send(Ok(()));
-            Ok(Box::new(RunningSession { addr, deps: kept }) as Box<dyn RunningChild>)
+            Ok(Box::new(running) as Box<dyn RunningChild>)
         }
         .boxed_local()
     }
@@ -1182,11 +1381,7 @@ struct SessionsObserver {
 
 impl SupervisorObserver for SessionsObserver {
     fn stopped(&self, id: &str, reason: &ExitReason) {
-        self.registry
-            .live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.registry.write().remove(id);
         if reason.is_abnormal() {
             tracing::warn!(session = id, reason = %reason.describe(), "Session crashed; it is not restarted.");
             self.broker.emit(&events::SessionFailed {
@@ -1233,12 +1428,8 @@ impl ChildFactory for SessionsSupervisorFactory {
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let manager = self.manager.clone();
         // A restarted sessions supervisor starts empty: sessions are temporary.
-        manager
-            .registry
-            .live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        manager.registry.clear();
+        manager.sweep_parked();
         let observer = Arc::new(SessionsObserver {
             registry: manager.registry.clone(),
             broker: manager.broker.clone(),

@@ -501,14 +501,15 @@ pub(super) async fn stream_answer(
 
 /// The `onConnect` chain (each plugin gets the config the one before it returned), then a new
 /// connector with the final config (made by `make` when the session was opened with one).
-/// Used to open, and once more after an upstream 401. The flag says whether a plugin changed
-/// the config (it then holds credentials worth refreshing).
+/// Used to open, and once more after an upstream 401. The config comes back when a plugin
+/// changed it (it then holds credentials worth refreshing, and a parked session is rebuilt
+/// from it).
 pub(super) async fn connect_chain(
     host: &PluginHost,
     stages: &mut [Stage],
     target: &Target,
     make: Option<&super::MakeConnector>,
-) -> Result<(Box<dyn Connector>, bool), SessionError> {
+) -> Result<(Box<dyn Connector>, Option<ConnectorConfig>), SessionError> {
     let mut config = serde_json::to_value(target.connector_config()).unwrap_or(Value::Null);
     let mut changed_by_plugin = false;
     for stage in stages.iter_mut() {
@@ -539,12 +540,23 @@ pub(super) async fn connect_chain(
         return Err(hook_failed(stage, Hook::OnConnect, error));
     }
     let config: ConnectorConfig = serde_json::from_value(config).expect("checked above");
-    let connector = match make {
+    let settled = changed_by_plugin.then(|| config.clone());
+    let connector = connect_with(target, make, config).await?;
+    Ok((connector, settled))
+}
+
+/// A connector for `target` with `config` (made by `make` when the session was opened with
+/// one): the end of the `onConnect` chain, and a parked session's wake.
+pub(super) async fn connect_with(
+    target: &Target,
+    make: Option<&super::MakeConnector>,
+    config: ConnectorConfig,
+) -> Result<Box<dyn Connector>, SessionError> {
+    match make {
         Some(make) => make(config),
         None => connector::connect(&target.connector_type, config).await,
     }
-    .map_err(SessionError::Upstream)?;
-    Ok((connector, changed_by_plugin))
+    .map_err(SessionError::Upstream)
 }
 
 /// The transcript write for one message and its outcome.

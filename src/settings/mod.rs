@@ -131,6 +131,9 @@ pub struct SessionSettings {
     pub queue_capacity: usize,
     /// A session's ownership lease (shared stores): how long it lasts unrenewed.
     pub lease_ttl_ms: u64,
+    /// An open session idle this long parks: its actor stops and a compact record stays until
+    /// its next message; 0 never parks.
+    pub park_after_ms: u64,
     pub after_receive_order: String,
     pub max_sessions: usize,
     /// Threads session actors run on; 0 means one per CPU core.

@@ -28,6 +28,7 @@ mod scripts;
 mod sdk;
 mod secrets;
 mod sessions;
+mod sessions_park;
 mod shutdown;
 mod slow_clients;
 mod store;

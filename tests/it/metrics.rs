@@ -26,7 +26,7 @@ PluginLoader.register({{
 }
 
 /// The text of a scrape (asserting it is one).
-async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
+pub(crate) async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
     let mut req = app.client().get(app.url("/metrics"));
     if let Some(token) = token {
         req = req.insert_header(("authorization", format!("Bearer {token}")));
@@ -48,7 +48,7 @@ async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
 }
 
 /// The value of `series` (name and labels exactly as exposed), 0 when it is absent.
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
