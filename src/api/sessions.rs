@@ -68,6 +68,7 @@ async fn forward_if_elsewhere(
     // Made only when the request goes elsewhere.
     let mut body = Some(body);
     let mut bytes = None;
+    let mut retried = false;
     loop {
         let Located::There {
             owner,
@@ -82,14 +83,26 @@ async fn forward_if_elsewhere(
             bytes = make()?;
         }
         match forward(state, req, bytes.clone(), id, owner, &url, retry_after_ms).await {
-            Err(_) if cached && state.sessions.forget_owner(id) => continue,
-            Err(unreachable) => {
-                state.sessions.forget_owner(id);
-                return Err(unreachable);
-            }
             Ok(answer) => return Ok(Some(answer)),
+            // Only a request that never reached the owner is sent again: one that may have
+            // been received could be answered twice.
+            Err(Unreachable { never_sent, error }) => {
+                state.sessions.forget_owner(id);
+                if cached && never_sent && !retried {
+                    retried = true;
+                    continue;
+                }
+                return Err(error);
+            }
         }
     }
+}
+
+/// A forward that failed: the answer for the client, and whether the request certainly never
+/// reached the owner (the connection could not be made).
+struct Unreachable {
+    never_sent: bool,
+    error: ApiError,
 }
 
 async fn forward(
@@ -100,7 +113,7 @@ async fn forward(
     owner: String,
     url: &str,
     retry_after_ms: i64,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Unreachable> {
     let me = state
         .sessions
         .store()
@@ -125,11 +138,14 @@ async fn forward(
         Ok(answer) => answer,
         Err(error) => {
             tracing::warn!(session = id, %owner, %error, "The session's owner cannot be reached.");
-            return Err(ApiError::Session(SessionError::OwnerUnavailable {
-                id: id.to_string(),
-                owner,
-                retry_after_ms,
-            }));
+            return Err(Unreachable {
+                never_sent: matches!(error, awc::error::SendRequestError::Connect(_)),
+                error: ApiError::Session(SessionError::OwnerUnavailable {
+                    id: id.to_string(),
+                    owner,
+                    retry_after_ms,
+                }),
+            });
         }
     };
     let mut response = HttpResponse::build(answer.status());

@@ -512,15 +512,24 @@ impl SessionManager {
                     Ok(owned) => {
                         let owned: std::collections::HashSet<String> = owned.into_iter().collect();
                         for id in live.iter().filter(|id| !owned.contains(*id)) {
+                            // Handing sessions over (a graceful stop): a released lease is
+                            // the hand-over's, never to be taken back.
+                            if manager.deps.hand_over.load(Ordering::Relaxed) {
+                                break;
+                            }
                             // Lapsed but free (nobody took it): ours again. Taken: it stops.
                             // (A failed statement proves nothing: the next check decides.)
                             if !matches!(store.acquire_lease(id, ttl).await, Ok(false)) {
                                 continue;
                             }
-                            // A parked session wakes to stop like a live one (its guard reports).
+                            // A parked session wakes to stop like a live one (its guard
+                            // reports). Not awaited here: `LeaseLost` waits behind a message
+                            // in flight, and the other sessions' renewals must not.
                             if let Ok(handle) = manager.registry.acquire(id, None) {
-                                let _ = handle.addr.send(actor::LeaseLost).await;
-                                handle.release();
+                                actix_web::rt::spawn(async move {
+                                    let _ = handle.addr.send(actor::LeaseLost).await;
+                                    handle.release();
+                                });
                             }
                         }
                     }
