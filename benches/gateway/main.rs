@@ -25,6 +25,18 @@ mod scenarios;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What `--hold` holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub c: usize,
+    pub duration: Duration,
+    pub store_off: bool,
+    /// No-op script plugins in the session's chain.
+    pub scripts: usize,
+    /// No-op native plugins in the session's chain (after the scripts).
+    pub natives: usize,
+}
+
 /// How much of everything a run does.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -52,10 +64,11 @@ pub struct Plan {
     /// otherwise a missing peer is reported as not measured.
     pub install_peers: bool,
     pub only: Option<Vec<String>>,
-    /// `--hold C,SECS[,off]`: a K=0 gateway held under a closed loop of C connections for
-    /// SECS seconds (store off with `,off`), printing its pid first so a profiler can attach
-    /// (`--only HOLD` skips everything else).
-    pub hold: Option<(usize, Duration, bool)>,
+    /// `--hold C,SECS[,off][,scripts=K][,natives=K]`: a gateway held under a closed loop of C
+    /// connections for SECS seconds (store off with `,off`; a chain of K no-op script or native
+    /// plugins with `,scripts=K` / `,natives=K`, else K=0), printing its pid first so a profiler can attach (`--only HOLD`
+    /// skips everything else).
+    pub hold: Option<Hold>,
 }
 
 impl Plan {
@@ -147,7 +160,20 @@ fn main() {
             .and_then(|c| c.parse().ok())
             .expect("--hold C,SECS");
         let secs = parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-        (c, Duration::from_secs(secs), parts.get(2) == Some(&"off"))
+        let rest = parts.get(2..).unwrap_or_default();
+        Hold {
+            c,
+            duration: Duration::from_secs(secs),
+            store_off: rest.contains(&"off"),
+            scripts: rest
+                .iter()
+                .find_map(|p| p.strip_prefix("scripts=")?.parse().ok())
+                .unwrap_or(0),
+            natives: rest
+                .iter()
+                .find_map(|p| p.strip_prefix("natives=")?.parse().ok())
+                .unwrap_or(0),
+        }
     });
     // S5 at another size (e.g. a smoke build measuring 10,000 sessions).
     if let Some(n) = value("--s5-sessions").and_then(|n| n.parse().ok()) {

@@ -247,8 +247,8 @@ pub async fn run_all(plan: &Plan) -> Results {
     if plan.runs("S10") {
         s10(plan, &upstream.addr, &mut r).await;
     }
-    if let Some((c, duration, store_off)) = plan.hold {
-        hold(&upstream.addr, c, duration, store_off).await;
+    if let Some(h) = plan.hold {
+        hold(&upstream.addr, h).await;
     }
     upstream.stop();
     r
@@ -1709,20 +1709,34 @@ async fn s10(plan: &Plan, upstream: &str, r: &mut Results) {
     drop(pg);
 }
 
-/// `--hold`: a K=0 gateway under a closed loop of `c` connections for `duration`, for a
+/// `--hold`: a gateway (K=0, or a chain of no-op script plugins) under a closed loop of `c` connections for `duration`, for a
 /// profiler. Prints the gateway's pid before the load starts (`HOLD pid <pid>`), then
 /// msg/s, p50/p99, core-µs and context switches per message over the whole hold.
-async fn hold(upstream: &str, c: usize, duration: Duration, store_off: bool) {
+async fn hold(upstream: &str, h: crate::Hold) {
+    let crate::Hold {
+        c,
+        duration,
+        store_off,
+        scripts,
+        natives,
+    } = h;
     let client = load::client(c * 2 + 8);
+    let chain = script_chain(scripts);
     let gw = Gateway::start(
         upstream,
         GatewaySpec {
             store: !store_off,
+            noop: natives,
             ..Default::default()
         },
-        &[],
+        &chain,
     );
-    let sessions = gw.sessions(&client, &[], c).await;
+    let ids: Vec<String> = chain
+        .iter()
+        .map(|(id, _)| id.clone())
+        .chain((1..=natives).map(|i| format!("noop-{i}")))
+        .collect();
+    let sessions = gw.sessions(&client, &ids, c).await;
     let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
     let _ = load::closed_loop(&client, &through, Stop::Each(200)).await;
     let pid = gw.server.pid();
@@ -1739,7 +1753,7 @@ async fn hold(upstream: &str, c: usize, duration: Duration, store_off: bool) {
     let s = run.summary();
     let n = s.requests.max(1) as f64;
     eprintln!(
-        "HOLD c={c} store={} msgs={} msg/s={:.0} p50={}us p99={}us core-us/msg={:.1} \
+        "HOLD c={c} scripts={scripts} natives={natives} store={} msgs={} msg/s={:.0} p50={}us p99={}us core-us/msg={:.1} \
          ctxsw/msg={:.2} (voluntary {:.2}, involuntary {:.2}) errors={}",
         if store_off { "off" } else { "on" },
         s.requests,
