@@ -1285,7 +1285,7 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
     let tasks = background(&client, calls, seen.clone(), stop.clone());
     let quiet = Duration::from_millis(debounce * 3);
     let mut latencies = Vec::new();
-    let mut reloads = 0;
+    let (mut saves, mut reloads) = (0, 0);
     let mut reload_ms = Vec::new();
     for i in 0..plan.s6_reloads {
         let Some(before) = reloads_settled(&client, &gw, id, quiet).await else {
@@ -1297,6 +1297,7 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
         let saved = Instant::now();
         std::fs::write(gw.plugin_file(id), roles::script_versioned(id, &version))
             .expect("save the plugin");
+        saves += 1;
         let marker = format!("[{version}]");
         match wait_for(
             &seen,
@@ -1322,7 +1323,7 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
         }
         match reloads_settled(&client, &gw, id, quiet).await {
             Some(after) => {
-                let caused = after.count - before.count;
+                let caused = after.count.saturating_sub(before.count);
                 reloads += caused;
                 if caused == 1 {
                     reload_ms.push((after.seconds - before.seconds) * 1000.0);
@@ -1354,7 +1355,7 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
         after_debounce_ms: Spread::of(&after),
         failed,
         served: seen.len() as u64,
-        saves: plan.s6_reloads,
+        saves,
         reloads,
         reload_ms: Spread::of(&reload_ms),
     });
