@@ -527,38 +527,68 @@ async fn sweep(
         .filter(|p| p.errors == 0 && p.gateway_p99_us.median < 10_000.0)
         .max_by(|a, b| a.gateway_rps.median.total_cmp(&b.gateway_rps.median))
         .map(|p| (p.concurrency, p.gateway_rps.median, p.gateway_p99_us.median));
-    // Half the best closed-loop throughput, as a constant rate over every connection.
-    let open_loop = match best {
-        Some((_, rps, _)) => {
-            let rate = (rps / 2.0).max(50.0);
-            let duration = plan.s2_duration * 2;
-            let limit = through.len().max(1);
-            let directs = vec![direct.clone(); through.len()];
-            let d = load::open_loop(client, &directs, rate, duration, limit).await;
-            let g = load::open_loop(client, through, rate, duration, limit).await;
-            for (what, run) in [("gateway", &g), ("direct", &d)] {
-                if run.errors > 0 {
-                    eprintln!(
-                        "{label} open loop ({what}): {} errors ({:?})",
-                        run.errors, run.first_error
-                    );
-                }
-            }
-            Some(OpenLoop {
-                rate,
-                gateway: g.summary(),
-                direct: d.summary(),
-            })
-        }
-        None => None,
-    };
     S2Series {
         label: label.to_string(),
         points,
         best,
-        open_loop,
+        open_loop: None,
         stopped_at,
     }
+}
+
+/// The open-loop step of a finished sweep: half its best closed-loop throughput as a constant
+/// rate, and the sessions that rate needs (`load::open_loop_sessions`, from the best point's
+/// p99). `None` when no point qualified.
+fn open_loop_plan(series: &S2Series) -> Option<(f64, usize)> {
+    let (_, rps, p99_us) = series.best?;
+    let rate = (rps / 2.0).max(50.0);
+    let p99 = Duration::from_micros(p99_us.max(0.0) as u64);
+    Some((
+        rate,
+        load::open_loop_sessions(rate, p99, load::OPEN_LOOP_MAX_SESSIONS),
+    ))
+}
+
+/// Runs the open-loop step at `rate`, straight to the mock and through `through` (one session
+/// each, as many as the plan gave), each side on a client with a connection per session, and
+/// records it in `series`. Requests the generator could not send are reported as such, in a
+/// note; only the gateway's own errors count as errors.
+async fn open_loop_step(
+    plan: &Plan,
+    series: &mut S2Series,
+    direct: &Call,
+    through: &[Call],
+    rate: f64,
+    r: &mut Results,
+) {
+    let duration = plan.s2_duration * 2;
+    let client = load::client(through.len());
+    let directs = vec![direct.clone(); through.len()];
+    // A few connections each way first, so the run does not start by opening them.
+    let warm = through.len().min(16);
+    let _ = load::closed_loop(&client, &directs[..warm], Stop::Each(2)).await;
+    let _ = load::closed_loop(&client, &through[..warm], Stop::Each(2)).await;
+    let d = load::open_loop(&client, &directs, rate, duration).await;
+    let g = load::open_loop(&client, through, rate, duration).await;
+    let label = &series.label;
+    for (what, run) in [("gateway", &g), ("direct", &d)] {
+        if run.errors > 0 {
+            eprintln!(
+                "{label} open loop ({what}): {} errors ({:?})",
+                run.errors, run.first_error
+            );
+        }
+    }
+    let open = OpenLoop {
+        rate,
+        sessions: through.len(),
+        gateway: g.summary(),
+        direct: d.summary(),
+    };
+    if let Some(line) = open.saturation() {
+        r.notes.push(format!("S2 {label}: {line}"));
+    }
+    series.open_loop = Some(open);
 }
 
 async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
@@ -576,12 +606,11 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
             &[],
         );
         let ids: Vec<String> = (1..=k).map(|i| format!("noop-{i}")).collect();
-        // Enough sessions for the open-loop run too (one request in flight per session).
-        let sessions = gw.sessions(&client, &ids, max_c.max(32)).await;
-        let through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
+        let sessions = gw.sessions(&client, &ids, max_c).await;
+        let mut through: Vec<Call> = sessions.iter().map(|s| gw.message(s, MESSAGE)).collect();
         let pid = gw.server.pid();
         let cpu = move || crate::procs::cpu_ns(pid);
-        let series = sweep(
+        let mut series = sweep(
             plan,
             &client,
             &direct,
@@ -594,6 +623,16 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
             false,
         )
         .await;
+        if let Some((rate, n)) = open_loop_plan(&series) {
+            // One request in flight per session: as many as the rate needs.
+            let more = gw
+                .sessions(&client, &ids, n.saturating_sub(through.len()))
+                .await;
+            through.extend(more.iter().map(|s| gw.message(s, MESSAGE)));
+            through.truncate(n);
+            open_loop_step(plan, &mut series, &direct, &through, rate, r).await;
+        }
+        // Only the gateway's own errors fail the run (not a generator that ran dry).
         if series.points.iter().any(|p| p.errors > 0)
             || series
                 .open_loop
@@ -607,16 +646,14 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
         gw.stop();
     }
     if let Some(nginx) = Nginx::start(upstream) {
-        let through = vec![
-            Call::post(
-                format!("http://{}/v1/chat/completions", nginx.addr),
-                &direct_body()
-            );
-            max_c.max(32)
-        ];
+        let call = Call::post(
+            format!("http://{}/v1/chat/completions", nginx.addr),
+            &direct_body(),
+        );
+        let through = vec![call.clone(); max_c];
         let pid = nginx.pid();
         let cpu = move || crate::procs::cpu_ns_with_children(pid);
-        let series = sweep(
+        let mut series = sweep(
             plan,
             &client,
             &direct,
@@ -626,13 +663,16 @@ async fn s2(plan: &Plan, upstream: &str, r: &mut Results) {
             false,
         )
         .await;
+        if let Some((rate, n)) = open_loop_plan(&series) {
+            open_loop_step(plan, &mut series, &direct, &vec![call; n], rate, r).await;
+        }
         if series.points.iter().any(|p| p.errors > 0) {
             r.failures.push("S2 nginx: errors in the sweep".into());
         }
         r.s2.push(series);
     }
     for kind in PeerKind::ALL {
-        s2_peer(plan, &client, upstream, max_c.max(32), kind, r).await;
+        s2_peer(plan, &client, upstream, max_c, kind, r).await;
     }
 }
 
@@ -810,8 +850,17 @@ async fn s2_peer(
     let _ = load::closed_loop(client, &through[..4.min(connections)], Stop::Each(10)).await;
     let pid = peer.pid();
     let cpu = move || crate::procs::cpu_ns_tree(pid);
-    let series = sweep(plan, client, &direct, &through, Some(&cpu), &label, true).await;
-    if series.points.iter().any(|p| p.errors > 0) {
+    let mut series = sweep(plan, client, &direct, &through, Some(&cpu), &label, true).await;
+    if let Some((rate, n)) = open_loop_plan(&series) {
+        let calls = vec![peer.call(&chat_body()); n];
+        open_loop_step(plan, &mut series, &direct, &calls, rate, r).await;
+    }
+    if series.points.iter().any(|p| p.errors > 0)
+        || series
+            .open_loop
+            .as_ref()
+            .is_some_and(|o| o.gateway.errors > 0)
+    {
         r.notes
             .push(format!("S2 {label}: errors in the sweep (see its table)."));
     }
@@ -1163,6 +1212,60 @@ async fn wait_for(
     None
 }
 
+/// Reloads of a plugin so far, ended either way, and the seconds they took, from a scrape
+/// (`switchyard_plugin_reloads_total`, `switchyard_plugin_reload_duration_seconds_sum`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reloads {
+    count: u64,
+    seconds: f64,
+}
+
+/// Plugin `id`'s [`Reloads`]; `None` when the scrape failed.
+async fn reloads_of(client: &awc::Client, gw: &Gateway, id: &str) -> Option<Reloads> {
+    let text = load::send(client, &Call::get(format!("{}/metrics", gw.base)))
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let label = format!("plugin=\"{id}\"");
+    let sum = |metric: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Some(Reloads {
+        count: sum("switchyard_plugin_reloads_total{") as u64,
+        seconds: sum("switchyard_plugin_reload_duration_seconds_sum{"),
+    })
+}
+
+/// Waits until plugin `id`'s reloads have not moved for `quiet` (up to 10 s) and returns them;
+/// `None` when they kept moving (or the metrics could not be read).
+async fn reloads_settled(
+    client: &awc::Client,
+    gw: &Gateway,
+    id: &str,
+    quiet: Duration,
+) -> Option<Reloads> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = reloads_of(client, gw, id).await?;
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        let now = reloads_of(client, gw, id).await?;
+        if now.count != last.count {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return Some(now);
+        }
+    }
+    None
+}
+
+/// S6: each save is timed from a quiet state: the previous version answering, its reload done
+/// and no reload for three debounce windows, so the reload that serves the new version can
+/// only have been started by this save. Each save must cause exactly one reload, and no
+/// version may answer before its save's debounce has passed.
 async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
     let debounce = 100;
     let id = "stamp";
@@ -1180,13 +1283,21 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
     let seen: Seen = Rc::default();
     let stop = Rc::new(RefCell::new(false));
     let tasks = background(&client, calls, seen.clone(), stop.clone());
+    let quiet = Duration::from_millis(debounce * 3);
     let mut latencies = Vec::new();
+    let (mut saves, mut reloads) = (0, 0);
+    let mut reload_ms = Vec::new();
     for i in 0..plan.s6_reloads {
-        actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+        let Some(before) = reloads_settled(&client, &gw, id, quiet).await else {
+            r.failures
+                .push("S6: the plugin kept reloading (or /metrics failed) without a save".into());
+            break;
+        };
         let version = format!("1.0.{}", i + 1);
         let saved = Instant::now();
         std::fs::write(gw.plugin_file(id), roles::script_versioned(id, &version))
             .expect("save the plugin");
+        saves += 1;
         let marker = format!("[{version}]");
         match wait_for(
             &seen,
@@ -1196,13 +1307,37 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
         )
         .await
         {
-            Some(at) => latencies.push(at.duration_since(saved).as_secs_f64() * 1000.0),
+            Some(at) => {
+                let ms = at.duration_since(saved).as_secs_f64() * 1000.0;
+                if ms < debounce as f64 {
+                    r.failures.push(format!(
+                        "S6: version {version} answered {ms:.1} ms after its save, within the \
+                         {debounce} ms debounce: a reload this save did not start"
+                    ));
+                }
+                latencies.push(ms);
+            }
             None => r
                 .failures
                 .push(format!("S6: version {version} never answered")),
         }
+        match reloads_settled(&client, &gw, id, quiet).await {
+            Some(after) => {
+                let caused = after.count.saturating_sub(before.count);
+                reloads += caused;
+                if caused == 1 {
+                    reload_ms.push((after.seconds - before.seconds) * 1000.0);
+                } else {
+                    r.failures.push(format!(
+                        "S6: saving version {version} caused {caused} reloads, not 1"
+                    ));
+                }
+            }
+            None => r.failures.push(format!(
+                "S6: the reloads after saving version {version} never settled"
+            )),
+        }
     }
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     *stop.borrow_mut() = true;
     for t in tasks {
         let _ = t.await;
@@ -1220,6 +1355,9 @@ async fn s6(plan: &Plan, upstream: &str, r: &mut Results) {
         after_debounce_ms: Spread::of(&after),
         failed,
         served: seen.len() as u64,
+        saves,
+        reloads,
+        reload_ms: Spread::of(&reload_ms),
     });
     gw.stop();
 }

@@ -1,5 +1,6 @@
 //! Hot reload: watches the script plugin directory and, after a trailing debounce per plugin,
-//! tells the host which plugin's files changed (it reloads, loads or unloads it).
+//! tells the host which plugin's files changed (it reloads, loads or unloads it). Only changes
+//! count: opening or reading a file (the reload itself reads them) is no change.
 //!
 //! Owns the `notify` watcher and the debounce; not what a change means (`PluginHost`).
 
@@ -8,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::time::Instant;
 
 use crate::plugin::host::PluginHost;
@@ -26,13 +28,14 @@ pub fn start(root: &Path, debounce: Duration, host: Arc<PluginHost>) -> notify::
     let watched = root.clone();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            Ok(event) if is_change(&event.kind) => {
                 for path in &event.paths {
                     if let Some(id) = plugin_of(&watched, path) {
                         let _ = tx.send(id);
                     }
                 }
             }
+            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "File watcher error."),
         })?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
@@ -61,6 +64,21 @@ pub fn start(root: &Path, debounce: Duration, host: Arc<PluginHost>) -> notify::
     Ok(WatchGuard { _watcher: watcher })
 }
 
+/// Whether an event changes a plugin's files. The inotify backend also reports opens and
+/// closes after reading: counting those made every reload (which reads the files) schedule
+/// the next one, a reload per debounce for as long as the process ran, and a save that fell
+/// into one of them went live before its own debounce. A close after writing counts: it ends
+/// a write.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        // Unknown to the backend: a reload too many beats a change missed.
+        EventKind::Other => true,
+    }
+}
+
 /// The plugin directory a changed path belongs to.
 fn plugin_of(root: &Path, path: &Path) -> Option<String> {
     let relative = path.strip_prefix(root).ok()?;
@@ -72,6 +90,30 @@ fn plugin_of(root: &Path, path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_creations_and_removals_are_changes_opens_and_reads_are_not() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind};
+        for change in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Remove(RemoveKind::Folder),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(is_change(&change), "{change:?}");
+        }
+        for read in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Any),
+        ] {
+            assert!(!is_change(&read), "{read:?}");
+        }
+    }
 
     #[test]
     fn changes_map_to_their_plugin_directory() {

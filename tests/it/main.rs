@@ -5,6 +5,11 @@ mod agents;
 mod api;
 mod architecture;
 mod authoring;
+// The benchmark harness's load generator, for its unit tests: the bench target
+// (`harness = false`) runs none.
+#[allow(dead_code)]
+#[path = "../../benches/gateway/load.rs"]
+mod bench_load;
 mod cluster;
 mod cluster_sessions;
 mod common;

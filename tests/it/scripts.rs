@@ -202,6 +202,50 @@ async fn runaway_loops_and_memory_bombs_are_stopped_and_the_plugin_restarts() {
     app.stop().await;
 }
 
+/// Every `plugin.reloaded` event received so far, without waiting.
+fn reloads(app: &mut TestApp) -> Vec<Value> {
+    app.drain_events()
+        .into_iter()
+        .filter(|(name, _)| name == "plugin.reloaded")
+        .map(|(_, data)| data)
+        .collect()
+}
+
+#[actix_web::test]
+async fn one_save_reloads_once_and_reading_the_files_reloads_nothing() {
+    let dirs = Dirs::new();
+    dirs.write("gw", "index.js", &gateway("1.0.0"));
+    let env = [
+        ("SWITCHYARD__HOT_RELOAD__ENABLED", "true"),
+        ("SWITCHYARD__HOT_RELOAD__DEBOUNCE_MS", "100"),
+    ];
+    let mut app = TestApp::spawn_in(dirs.clone(), &env, vec![]).await;
+    assert_eq!(pong(&mut app).await["version"], "1.0.0");
+
+    dirs.write("gw", "index.js", &gateway("2.0.0"));
+    let reloaded = app.next_event("plugin.reloaded").await;
+    assert_eq!(reloaded.data["newVersion"], "2.0.0");
+    // The reload opened the plugin's files: that is no change, so no second reload follows
+    // (it did, once per debounce, for as long as the process ran: a reload's own reads
+    // scheduled the next one).
+    let quiet = Duration::from_millis(1_000);
+    tokio::time::sleep(quiet).await;
+    let again = reloads(&mut app);
+    assert!(again.is_empty(), "reloads after one save: {again:?}");
+
+    // Reading the files (an editor, a backup, `cat`) is not a change either.
+    std::fs::read_to_string(dirs.core().join("gw/index.js")).unwrap();
+    std::fs::read_dir(dirs.core().join("gw")).unwrap().count();
+    tokio::time::sleep(quiet).await;
+    let again = reloads(&mut app);
+    assert!(
+        again.is_empty(),
+        "reloads after reading the files: {again:?}"
+    );
+    assert_eq!(pong(&mut app).await["version"], "2.0.0");
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn hot_reload_rolls_back_a_broken_edit_and_swaps_in_a_fixed_one() {
     let dirs = Dirs::new();
