@@ -1065,6 +1065,8 @@ impl Handler<Close> for SessionActor {
             act.connector = None;
             act.state = SessionState::Closed;
             act.publish();
+            // Not listed once `session.closed` is out (its end's report only confirms it).
+            act.registry.forget(&act.id, act.view.generation());
             tracing::info!(parent: &act.span, reason = %msg.reason, messages = act.messages, "Session closed.");
             if let Some(store) = &act.deps.store {
                 store.write(Write::SessionEnded {
@@ -1342,8 +1344,45 @@ mod tests {
         for (name, size) in sizes {
             println!("size_of {name}: {size}");
         }
-        assert!(std::mem::size_of::<Parked>() <= 160);
+        assert!(std::mem::size_of::<Parked>() <= 80);
         assert_eq!(std::mem::size_of::<Option<Box<ParkedStage>>>(), 8);
+    }
+
+    #[test]
+    fn sessions_of_the_same_plugins_and_configs_share_one_plan() {
+        let stages = vec![stage("a", 1), stage("b", 2)];
+        let configs = || vec![json!({}), json!({ "key": "***" })];
+        let one = plan(&stages, configs());
+        assert!(same_plan(&one, &plan(&stages, configs())));
+        assert!(
+            !same_plan(
+                &one,
+                &plan(&stages, vec![json!({}), json!({ "key": "other" })])
+            ),
+            "another config"
+        );
+        assert!(
+            !same_plan(&one, &plan(&stages[..1], vec![json!({})])),
+            "fewer plugins"
+        );
+        let mut other = stages.clone();
+        other[1].critical = true;
+        assert!(!same_plan(&one, &plan(&other, configs())), "critical");
+        other[1].critical = false;
+        other[0].priority = 7;
+        assert!(!same_plan(&one, &plan(&other, configs())), "priority");
+        // A plugin registered again (a reload) is another plan, even with the same info.
+        let again = vec![stage("a", 1), stage("b", 2)];
+        assert!(!same_plan(&one, &plan(&again, configs())));
+        // The plan is the view's: sessions sharing it still count their failures apart.
+        let plan: Arc<[PluginView]> = Arc::from(one);
+        let view = |id: &str| SessionView::new(Arc::from(id), 1, Arc::new(target()), plan.clone());
+        let (first, second) = (view("s1"), view("s2"));
+        first.set_failures([1, 0].into_iter());
+        assert_eq!(first.info().hook_failures, 1);
+        assert_eq!(second.info().hook_failures, 0);
+        assert_eq!(first.info().plugins[1].config, json!({ "key": "***" }));
+        assert_eq!(Arc::strong_count(&plan), 3);
     }
 
     #[test]

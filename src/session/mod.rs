@@ -1350,3 +1350,45 @@ pub fn reply_json(
     }
     Value::Object(reply)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one parked session keeps (a REST session whose plugins have no state): its
+    /// registry bucket, its id (the key and the view's), its view and its `Parked` record,
+    /// by `size_of`; printed with `--nocapture` for BENCHMARKS.md. Nothing in it grows with
+    /// the plugins (the plugin list is shared) and nothing is kept by the sessions supervisor.
+    #[test]
+    fn a_parked_session_keeps_a_few_hundred_bytes_whatever_its_plugins() {
+        let word = std::mem::size_of::<usize>();
+        let rows = [
+            (
+                "registry bucket: (Arc<str>, Entry) + 1 control byte",
+                std::mem::size_of::<(Arc<str>, Entry)>() + 1,
+            ),
+            (
+                "id: Arc<str> (counts + 32 hex digits), key and view",
+                2 * word + crate::util::random_id().len(),
+            ),
+            (
+                "SessionView in its Arc",
+                2 * word + std::mem::size_of::<SessionView>(),
+            ),
+            ("Parked, boxed", std::mem::size_of::<Parked>()),
+        ];
+        for (what, bytes) in rows {
+            println!("{what}: {bytes} B");
+        }
+        let total: usize = rows.iter().map(|(_, bytes)| bytes).sum();
+        println!("total (before allocator rounding and table slack): {total} B");
+        println!(
+            "per plugin, shared by the sessions of one plan: PluginView {} B",
+            std::mem::size_of::<PluginView>()
+        );
+        assert!(std::mem::size_of::<Entry>() <= 32);
+        assert!(std::mem::size_of::<SessionView>() <= 128);
+        assert!(std::mem::size_of::<Parked>() <= 80);
+        assert!(total <= 400, "{total} B");
+    }
+}
