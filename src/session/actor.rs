@@ -12,10 +12,11 @@
 //! Also owns parking: an open session idle for `sessions.park_after_ms` (and not holding a live
 //! connection) stops its actor and leaves a [`Parked`] record in the registry: only what the
 //! shared view and the target cannot say again (plugins' non-empty state, a non-default bound
-//! config or timeout, the connector config an `onConnect` chain settled on), plus its
-//! supervision guard, so the sessions supervisor still sees one running child. The next message
-//! (or a close, an idle timeout, a lost lease) wakes it ([`SessionActor::woken`]): the actor is
-//! rebuilt from the record without `initialize` or `onConnect`.
+//! config or timeout, the connector config an `onConnect` chain settled on); its actor's
+//! `DownGuard` is disarmed, since the session goes on. The next message (or a close, an idle
+//! timeout, a lost lease, shutdown) wakes it ([`SessionActor::woken`]): the actor is rebuilt
+//! from the record without `initialize` or `onConnect`, with a new guard reporting to the
+//! sessions supervisor, so a woken session's crash is reported as a live one's.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -637,15 +638,8 @@ impl SessionActor {
             })
             .collect();
         let last = UNIX_EPOCH + Duration::from_nanos(view.last_activity.load(Ordering::Relaxed));
-        let mut actor = SessionActor::new(
-            id,
-            target,
-            stages,
-            Vec::new(),
-            deps,
-            registry,
-            view.clone(),
-        );
+        let mut actor =
+            SessionActor::new(id, target, stages, Vec::new(), deps, registry, view.clone());
         actor.guard = guard;
         actor.make_connector = make_connector;
         actor.settled = settled;
@@ -1263,7 +1257,10 @@ mod tests {
             .store(SessionState::Open as u8, Ordering::Release);
         view.messages.store(3, Ordering::Relaxed);
         view.errors.store(1, Ordering::Relaxed);
-        assert!(view.failures.get().is_none(), "no counters before a failure");
+        assert!(
+            view.failures.get().is_none(),
+            "no counters before a failure"
+        );
         view.set_failures([0, 0].into_iter());
         assert!(view.failures.get().is_none(), "nor for zeros");
         view.set_failures([0, 2].into_iter());

@@ -2,10 +2,11 @@
 //!
 //! Owns checking a session's plugin list against its target (unknown plugin,
 //! incompatible connector type, invalid config: every error at once), building its pipeline
-//! in priority order, opening sessions under the sessions supervisor (temporary children: a
-//! crashed session is not restarted, an event says why), and the registry the REST API uses.
-//! A session's life is its actor (`actor`); the chain of hooks a message passes through is
-//! `pipeline`. Targets are the target catalogue's (`target`).
+//! in priority order, opening sessions, and the registry the REST API uses: one entry per open
+//! session, its only record (the sessions supervisor, `supervisor`, keeps none: it hears of a
+//! session's end through the guard the session's actor carries; a crashed session is not
+//! restarted, an event says why). A session's life is its actor (`actor`); the chain of hooks
+//! a message passes through is `pipeline`. Targets are the target catalogue's (`target`).
 //!
 //! When instances share the store (PostgreSQL), each live session is owned through a lease
 //! (`store::lease`): taken when the session opens, renewed in one statement per instance by a
@@ -52,8 +53,8 @@ use actor::{
     Close, Open, Parked, PluginView, SendMessage, SessionActor, SessionDeps, SessionInfo,
     SessionView, Stage,
 };
-use supervisor::{RunningSessions, SessionsSupervisor};
 pub use pipeline::StreamEvent;
+use supervisor::{RunningSessions, SessionsSupervisor};
 
 /// What sessions run with (from `[sessions]`).
 #[derive(Debug, Clone)]
@@ -344,7 +345,10 @@ impl Registry {
     /// Forgets session `id` if it is still the incarnation `generation` (its end reported).
     fn forget(&self, id: &str, generation: u64) {
         let mut live = self.write();
-        if live.get(id).is_some_and(|e| e.view.generation() == generation) {
+        if live
+            .get(id)
+            .is_some_and(|e| e.view.generation() == generation)
+        {
             live.remove(id);
         }
     }
@@ -382,7 +386,7 @@ impl Registry {
             .values()
             .map(|e| (e.view.generation(), e.view.id().clone()))
             .collect();
-        open.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        open.sort_unstable_by_key(|(generation, _)| std::cmp::Reverse(*generation));
         open.into_iter().map(|(_, id)| id).collect()
     }
 
@@ -563,8 +567,12 @@ impl SessionManager {
                 };
                 // Sessions live before the check began had their lease before they went live:
                 // one of them without a valid lease now was taken over elsewhere.
-                let live: Vec<String> =
-                    manager.registry.read().keys().map(|id| id.to_string()).collect();
+                let live: Vec<String> = manager
+                    .registry
+                    .read()
+                    .keys()
+                    .map(|id| id.to_string())
+                    .collect();
                 if let Err(error) = store.renew_leases(ttl).await {
                     tracing::warn!(%error, "Session leases could not be renewed; other instances may take the sessions over.");
                     continue;
