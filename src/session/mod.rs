@@ -1111,22 +1111,34 @@ impl SessionManager {
                 .with_connector(connector)
                 .resumed_at(first_index, restored)
         });
-        let mut opened = addr.send(Open).await.unwrap_or_else(|_| {
+        // A task of its own: a session that opens is listed even if the caller goes away
+        // meanwhile (no actor left running unlisted).
+        let (registry, session_id) = (self.registry.clone(), id.clone());
+        let opening = async move {
+            let opened = addr.send(Open).await.unwrap_or_else(|_| {
+                Err(SessionError::Ended {
+                    id: session_id.clone(),
+                    reason: "it crashed while opening".into(),
+                })
+            });
+            if opened.is_ok() && !registry.insert(view, addr.clone()) {
+                // The sessions supervisor began stopping meanwhile: closed like the others.
+                addr.do_send(Close {
+                    reason: "shutdown".into(),
+                });
+                return Err(SessionError::Ended {
+                    id: session_id,
+                    reason: "the supervisor is shutting down".into(),
+                });
+            }
+            opened
+        };
+        let opened = actix_web::rt::spawn(opening).await.unwrap_or_else(|_| {
             Err(SessionError::Ended {
                 id: id.clone(),
-                reason: "it crashed while opening".into(),
+                reason: "it stopped while opening".into(),
             })
         });
-        if opened.is_ok() && !self.registry.insert(view, addr.clone()) {
-            // The sessions supervisor began stopping meanwhile: closed like the others.
-            addr.do_send(Close {
-                reason: "shutdown".into(),
-            });
-            opened = Err(SessionError::Ended {
-                id: id.clone(),
-                reason: "the supervisor is shutting down".into(),
-            });
-        }
         self.host.metrics().session_opened(opened.is_ok());
         opened?;
         let info = self.describe(&id).await?;
