@@ -12,14 +12,15 @@
 //! Also owns parking: an open session idle for `sessions.park_after_ms` (and not holding a live
 //! connection) stops its actor and leaves a [`Parked`] record in the registry: only what the
 //! shared view and the target cannot say again (plugins' non-empty state, a non-default bound
-//! config or timeout, the connector config an `onConnect` chain settled on), plus its
-//! supervision guard, so the sessions supervisor still sees one running child. The next message
-//! (or a close, an idle timeout, a lost lease) wakes it ([`SessionActor::woken`]): the actor is
-//! rebuilt from the record without `initialize` or `onConnect`.
+//! config or timeout, the connector config an `onConnect` chain settled on); its actor's
+//! `DownGuard` is disarmed, since the session goes on. The next message (or a close, an idle
+//! timeout, a lost lease, shutdown) wakes it ([`SessionActor::woken`]): the actor is rebuilt
+//! from the record without `initialize` or `onConnect`, with a new guard reporting to the
+//! sessions supervisor, so a woken session's crash is reported as a live one's.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -191,16 +192,26 @@ pub struct StageInfo {
     pub failures: u64,
 }
 
-/// A session as the API reads it, shared by its actor and the registry: what is fixed at open,
-/// plus counters the actor sets as it goes. `GET /api/sessions/{id}` builds a [`SessionInfo`]
-/// from it only when asked (never through the mailbox, so a session busy with a slow upstream
-/// still answers), and a message only stores a few numbers here.
+/// A session as the API reads it, shared by its actor and the registry (it is most of a
+/// parked session's record): what is fixed at open, plus counters the actor sets as it goes.
+/// `GET /api/sessions/{id}` builds a [`SessionInfo`] from it only when asked (never through
+/// the mailbox, so a session busy with a slow upstream still answers), and a message only
+/// stores a few numbers here. Nothing in it is a copy: the id is the registry's key, target id
+/// and connector type are the target's, and the plugin list is shared by every session with
+/// the same one (`SessionManager::shared_plan`).
 pub struct SessionView {
-    id: String,
-    target_id: String,
-    connector_type: String,
-    created_at: SystemTime,
-    plugins: Box<[PluginView]>,
+    /// Also the registry's key (one allocation).
+    id: Arc<str>,
+    /// Which incarnation of session `id` this is (its `DownGuard` reports it).
+    generation: u64,
+    target: Arc<Target>,
+    /// Nanoseconds since the Unix epoch.
+    created_at: u64,
+    /// In pipeline order; shared with other sessions of the same plugins and configs.
+    plugins: Arc<[PluginView]>,
+    /// Each plugin's hook failures, in `plugins`' order; made at the first failure (most
+    /// sessions never have one).
+    failures: OnceLock<Box<[AtomicU64]>>,
     state: AtomicU8,
     messages: AtomicU64,
     errors: AtomicU64,
@@ -210,8 +221,9 @@ pub struct SessionView {
     pub pending: AtomicUsize,
 }
 
-/// One plugin of a session as the API shows it.
-struct PluginView {
+/// One plugin of a session as the API shows it (its failure count is the session's own, in
+/// [`SessionView`]).
+pub(super) struct PluginView {
     info: Arc<ConnectorPluginInfo>,
     module: Arc<str>,
     priority: u32,
@@ -219,7 +231,38 @@ struct PluginView {
     /// The config as responses show it (secrets masked); `None` for `{}`, the usual case,
     /// which then takes no room.
     config: Option<Box<Value>>,
-    failures: AtomicU64,
+}
+
+impl PluginView {
+    /// The same plugin (the same registration), priority, criticality and masked config.
+    fn same(&self, other: &PluginView) -> bool {
+        Arc::ptr_eq(&self.info, &other.info)
+            && self.module == other.module
+            && self.priority == other.priority
+            && self.critical == other.critical
+            && self.config == other.config
+    }
+}
+
+/// A pipeline as the view shows it: `masked` holds each stage's config as responses show it,
+/// in the stages' order.
+pub(super) fn plan(stages: &[Stage], masked: Vec<Value>) -> Vec<PluginView> {
+    stages
+        .iter()
+        .zip(masked)
+        .map(|(s, config)| PluginView {
+            info: s.info.clone(),
+            module: s.module.clone(),
+            priority: s.priority,
+            critical: s.critical,
+            config: compact(config),
+        })
+        .collect()
+}
+
+/// Whether two pipeline views show the same thing (one may stand for the other).
+pub(super) fn same_plan(a: &[PluginView], b: &[PluginView]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.same(b))
 }
 
 /// `None` for an empty object (see [`PluginView`]).
@@ -244,30 +287,25 @@ fn epoch_nanos(t: SystemTime) -> u64 {
 }
 
 impl SessionView {
-    /// `masked` holds each stage's config as responses show it, in the stages' order.
-    pub fn new(id: &str, target: &Target, stages: &[Stage], masked: Vec<Value>) -> Self {
-        let now = SystemTime::now();
+    /// A session opening now, its pipeline shown as `plugins` (see [`plan`]).
+    pub(super) fn new(
+        id: Arc<str>,
+        generation: u64,
+        target: Arc<Target>,
+        plugins: Arc<[PluginView]>,
+    ) -> Self {
+        let now = epoch_nanos(SystemTime::now());
         SessionView {
-            id: id.to_string(),
-            target_id: target.id.clone(),
-            connector_type: target.connector_type.clone(),
+            id,
+            generation,
+            target,
             created_at: now,
-            plugins: stages
-                .iter()
-                .zip(masked)
-                .map(|(s, config)| PluginView {
-                    info: s.info.clone(),
-                    module: s.module.clone(),
-                    priority: s.priority,
-                    critical: s.critical,
-                    config: compact(config),
-                    failures: AtomicU64::new(0),
-                })
-                .collect(),
+            plugins,
+            failures: OnceLock::new(),
             state: AtomicU8::new(SessionState::Opening as u8),
             messages: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            last_activity: AtomicU64::new(epoch_nanos(now)),
+            last_activity: AtomicU64::new(now),
             pending: AtomicUsize::new(0),
         }
     }
@@ -276,31 +314,62 @@ impl SessionView {
         SessionState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    pub(super) fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Plugin `i`'s hook failures.
+    fn failures(&self, i: usize) -> u64 {
+        self.failures
+            .get()
+            .map_or(0, |all| all[i].load(Ordering::Relaxed))
+    }
+
+    /// Sets the plugins' failure counts (in pipeline order); the counters are made at the
+    /// first failure.
+    fn set_failures(&self, counts: impl ExactSizeIterator<Item = u64> + Clone) {
+        let all = match self.failures.get() {
+            Some(all) => all,
+            None if counts.clone().all(|n| n == 0) => return,
+            None => self
+                .failures
+                .get_or_init(|| (0..self.plugins.len()).map(|_| AtomicU64::new(0)).collect()),
+        };
+        for (counter, n) in all.iter().zip(counts) {
+            counter.store(n, Ordering::Relaxed);
+        }
+    }
+
     /// The session as `GET /api/sessions/{id}` shows it, built now.
     pub fn info(&self) -> SessionInfo {
         let plugins: Vec<StageInfo> = self
             .plugins
             .iter()
-            .map(|p| StageInfo {
+            .enumerate()
+            .map(|(i, p)| StageInfo {
                 id: p.info.id.clone(),
                 plugin: p.module.to_string(),
                 priority: p.priority,
                 critical: p.critical,
                 config: expand(&p.config),
-                failures: p.failures.load(Ordering::Relaxed),
+                failures: self.failures(i),
             })
             .collect();
         let last = self.last_activity.load(Ordering::Relaxed);
         SessionInfo {
-            id: self.id.clone(),
-            target_id: self.target_id.clone(),
-            connector_type: self.connector_type.clone(),
+            id: self.id.to_string(),
+            target_id: self.target.id.clone(),
+            connector_type: self.target.connector_type.clone(),
             state: self.state(),
             hook_failures: plugins.iter().map(|p| p.failures).sum(),
             plugins,
             message_count: self.messages.load(Ordering::Relaxed),
             error_count: self.errors.load(Ordering::Relaxed),
-            created_at: crate::util::rfc3339(self.created_at),
+            created_at: crate::util::rfc3339(UNIX_EPOCH + Duration::from_nanos(self.created_at)),
             last_activity_at: crate::util::rfc3339(UNIX_EPOCH + Duration::from_nanos(last)),
         }
     }
@@ -322,24 +391,21 @@ pub struct StoredStage {
 // ---- Parking ---------------------------------------------------------------------------------
 
 /// An open session with no actor: what its actor is rebuilt from on wake. Everything the
-/// shared [`SessionView`] (plugins, priorities, counters) or the target already holds is read
-/// back from there, not kept twice.
+/// shared [`SessionView`] (target, plugins, priorities, counters) already holds is read back
+/// from there, not kept twice. No supervision record either: a parked session cannot crash,
+/// and whatever ends it wakes it first; the woken actor carries a new guard.
 pub struct Parked {
-    target: Arc<Target>,
     make_connector: Option<super::MakeConnector>,
     /// The connector config the `onConnect` chain settled on, when a plugin changed the
     /// target's (credentials a multi-step login set): the connection goes on with it.
     settled: Option<Box<ConnectorConfig>>,
-    reauth_on_401: bool,
     /// Per stage, in order: `None` when the stage is as a fresh one (empty state, default
-    /// config and timeout), the usual case, which then takes one word.
-    stages: Box<[Option<Box<ParkedStage>>]>,
-    /// The supervisor's grip: the child stays running while parked, and its end is reported
-    /// once, by whichever actor holds the guard last.
-    pub(super) guard: DownGuard,
+    /// config and timeout), the usual case; the whole list `None` when every stage is.
+    stages: Option<Box<[Option<Box<ParkedStage>>]>>,
     /// The thread it ran on, where it wakes.
     thread: ArbiterHandle,
     last_activity: Instant,
+    reauth_on_401: bool,
 }
 
 impl Parked {
@@ -443,6 +509,8 @@ pub struct SessionActor {
     deps: Arc<SessionDeps>,
     /// Where the session parks (its registry entry).
     registry: Arc<Registry>,
+    /// Reports the session's end to the sessions supervisor: armed once the session is open
+    /// (one that never opened is not reported), disarmed when it parks.
     guard: DownGuard,
     state: SessionState,
     last_activity: (Instant, SystemTime),
@@ -458,7 +526,6 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: String,
         target: Arc<Target>,
@@ -466,10 +533,11 @@ impl SessionActor {
         stored_configs: Vec<Value>,
         deps: Arc<SessionDeps>,
         registry: Arc<Registry>,
-        guard: DownGuard,
         view: Arc<SessionView>,
     ) -> Self {
         let span = tracing::info_span!("session", session.id = %id, target.id = %target.id);
+        let mut guard = DownGuard::detached(&id);
+        guard.disarm();
         SessionActor {
             id,
             target,
@@ -514,27 +582,29 @@ impl SessionActor {
     /// were (state included), its counters where they stood. Its connector is made again when
     /// it starts (no `initialize`, no `onConnect`: the session never stopped being connected).
     pub(super) fn woken(
-        id: String,
         view: Arc<SessionView>,
         parked: Parked,
+        guard: DownGuard,
         deps: Arc<SessionDeps>,
         registry: Arc<Registry>,
     ) -> Self {
         let Parked {
-            target,
             make_connector,
             settled,
             reauth_on_401,
             stages: kept,
-            guard,
             thread: _,
             last_activity,
         } = parked;
+        let (id, target) = (view.id.to_string(), view.target.clone());
+        let kept = kept.map(Vec::from).unwrap_or_default();
+        let kept = kept.into_iter().chain(std::iter::repeat_with(|| None));
         let stages = view
             .plugins
             .iter()
-            .zip(Vec::from(kept))
-            .map(|(shown, kept)| {
+            .zip(kept)
+            .enumerate()
+            .map(|(i, (shown, kept))| {
                 let (state, plugin_config, timeout) = match kept {
                     Some(kept) => {
                         let ParkedStage {
@@ -563,21 +633,14 @@ impl SessionActor {
                         state,
                         plugin_config,
                     },
-                    failures: shown.failures.load(Ordering::Relaxed),
+                    failures: view.failures(i),
                 }
             })
             .collect();
         let last = UNIX_EPOCH + Duration::from_nanos(view.last_activity.load(Ordering::Relaxed));
-        let mut actor = SessionActor::new(
-            id,
-            target,
-            stages,
-            Vec::new(),
-            deps,
-            registry,
-            guard,
-            view.clone(),
-        );
+        let mut actor =
+            SessionActor::new(id, target, stages, Vec::new(), deps, registry, view.clone());
+        actor.guard = guard;
         actor.make_connector = make_connector;
         actor.settled = settled;
         actor.reauth_on_401 = reauth_on_401;
@@ -589,12 +652,12 @@ impl SessionActor {
     }
 
     /// Parks the session if nothing is on its way to it: its record goes into the registry in
-    /// its actor's place (the guard with it) and the actor stops.
+    /// its actor's place and the actor stops, its guard disarmed (the session goes on).
     fn park(&mut self, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
         let parked = registry.park(&self.id, || {
             let fresh_timeout = self.deps.settings.hook_timeout;
-            let stages = std::mem::take(&mut self.stages)
+            let stages: Box<[Option<Box<ParkedStage>>]> = std::mem::take(&mut self.stages)
                 .into_iter()
                 .map(|stage| {
                     let fresh = stage.ctx.state.is_empty()
@@ -609,16 +672,13 @@ impl SessionActor {
                     })
                 })
                 .collect();
-            let mut stays = DownGuard::detached(&self.id);
             // This actor's end is not the session's: nothing to report, no panic to read.
-            stays.set_reason(ExitReason::Normal);
+            self.guard.disarm();
             Parked {
-                target: self.target.clone(),
                 make_connector: self.make_connector.take(),
                 settled: self.settled.take(),
                 reauth_on_401: self.reauth_on_401,
-                stages,
-                guard: std::mem::replace(&mut self.guard, stays),
+                stages: stages.iter().any(Option::is_some).then_some(stages),
                 thread: Arbiter::current(),
                 last_activity: self.last_activity.0,
             }
@@ -662,9 +722,7 @@ impl SessionActor {
         view.errors.store(self.errors, Ordering::Relaxed);
         view.last_activity
             .store(epoch_nanos(self.last_activity.1), Ordering::Relaxed);
-        for (shown, stage) in view.plugins.iter().zip(&self.stages) {
-            shown.failures.store(stage.failures, Ordering::Relaxed);
-        }
+        view.set_failures(self.stages.iter().map(|s| s.failures));
     }
 }
 
@@ -733,6 +791,8 @@ impl Handler<Open> for SessionActor {
                     act.settled = settled.map(Box::new);
                     act.state = SessionState::Open;
                     act.publish();
+                    // Open: from now on its end is the sessions supervisor's to hear of.
+                    act.guard = act.registry.guard(&act.view);
                     // Needed for the row only: not kept while the session lives.
                     let stored = std::mem::take(&mut act.stored_configs);
                     if let Some(store) = act.deps.store.as_ref().filter(|_| !act.resumed) {
@@ -999,6 +1059,8 @@ impl Handler<Close> for SessionActor {
             act.connector = None;
             act.state = SessionState::Closed;
             act.publish();
+            // Not listed once `session.closed` is out (its end's report only confirms it).
+            act.registry.forget(&act.id, act.view.generation());
             tracing::info!(parent: &act.span, reason = %msg.reason, messages = act.messages, "Session closed.");
             if let Some(store) = &act.deps.store {
                 store.write(Write::SessionEnded {
@@ -1182,10 +1244,10 @@ mod tests {
     fn the_view_shows_the_stages_in_order_with_the_latest_counters() {
         let stages = vec![stage("a", 1), stage("b", 2)];
         let view = SessionView::new(
-            "s1",
-            &target(),
-            &stages,
-            vec![json!({}), json!({ "key": "***" })],
+            Arc::from("s1"),
+            1,
+            Arc::new(target()),
+            Arc::from(plan(&stages, vec![json!({}), json!({ "key": "***" })])),
         );
         let opening = view.info();
         assert_eq!(opening.state, SessionState::Opening);
@@ -1195,7 +1257,13 @@ mod tests {
             .store(SessionState::Open as u8, Ordering::Release);
         view.messages.store(3, Ordering::Relaxed);
         view.errors.store(1, Ordering::Relaxed);
-        view.plugins[1].failures.store(2, Ordering::Relaxed);
+        assert!(
+            view.failures.get().is_none(),
+            "no counters before a failure"
+        );
+        view.set_failures([0, 0].into_iter());
+        assert!(view.failures.get().is_none(), "nor for zeros");
+        view.set_failures([0, 2].into_iter());
         let info = view.info();
         assert_eq!(info.id, "s1");
         assert_eq!(info.target_id, "t1");
@@ -1273,8 +1341,45 @@ mod tests {
         for (name, size) in sizes {
             println!("size_of {name}: {size}");
         }
-        assert!(std::mem::size_of::<Parked>() <= 160);
+        assert!(std::mem::size_of::<Parked>() <= 80);
         assert_eq!(std::mem::size_of::<Option<Box<ParkedStage>>>(), 8);
+    }
+
+    #[test]
+    fn sessions_of_the_same_plugins_and_configs_share_one_plan() {
+        let stages = vec![stage("a", 1), stage("b", 2)];
+        let configs = || vec![json!({}), json!({ "key": "***" })];
+        let one = plan(&stages, configs());
+        assert!(same_plan(&one, &plan(&stages, configs())));
+        assert!(
+            !same_plan(
+                &one,
+                &plan(&stages, vec![json!({}), json!({ "key": "other" })])
+            ),
+            "another config"
+        );
+        assert!(
+            !same_plan(&one, &plan(&stages[..1], vec![json!({})])),
+            "fewer plugins"
+        );
+        let mut other = stages.clone();
+        other[1].critical = true;
+        assert!(!same_plan(&one, &plan(&other, configs())), "critical");
+        other[1].critical = false;
+        other[0].priority = 7;
+        assert!(!same_plan(&one, &plan(&other, configs())), "priority");
+        // A plugin registered again (a reload) is another plan, even with the same info.
+        let again = vec![stage("a", 1), stage("b", 2)];
+        assert!(!same_plan(&one, &plan(&again, configs())));
+        // The plan is the view's: sessions sharing it still count their failures apart.
+        let plan: Arc<[PluginView]> = Arc::from(one);
+        let view = |id: &str| SessionView::new(Arc::from(id), 1, Arc::new(target()), plan.clone());
+        let (first, second) = (view("s1"), view("s2"));
+        first.set_failures([1, 0].into_iter());
+        assert_eq!(first.info().hook_failures, 1);
+        assert_eq!(second.info().hook_failures, 0);
+        assert_eq!(first.info().plugins[1].config, json!({ "key": "***" }));
+        assert_eq!(Arc::strong_count(&plan), 3);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! Owns checking a session's plugin list against its target (unknown plugin,
 //! incompatible connector type, invalid config: every error at once), building its pipeline
-//! in priority order, opening sessions under the sessions supervisor (temporary children: a
-//! crashed session is not restarted, an event says why), and the registry the REST API uses.
-//! A session's life is its actor (`actor`); the chain of hooks a message passes through is
-//! `pipeline`. Targets are the target catalogue's (`target`).
+//! in priority order, opening sessions, and the registry the REST API uses: one entry per open
+//! session, its only record (the sessions supervisor, `supervisor`, keeps none: it hears of a
+//! session's end through the guard the session's actor carries; a crashed session is not
+//! restarted, an event says why). A session's life is its actor (`actor`); the chain of hooks
+//! a message passes through is `pipeline`. Targets are the target catalogue's (`target`).
 //!
 //! When instances share the store (PostgreSQL), each live session is owned through a lease
 //! (`store::lease`): taken when the session opens, renewed in one statement per instance by a
@@ -23,10 +24,11 @@ pub mod actor;
 pub mod owner;
 pub mod pipeline;
 pub mod secrets;
+pub mod supervisor;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -34,7 +36,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::broker::events;
 use crate::broker::BrokerHandle;
@@ -42,20 +44,17 @@ use crate::connector::{Connector, ConnectorConfig, ConnectorError};
 use crate::plugin::config;
 use crate::plugin::host::PluginHost;
 use crate::plugin::HookContext;
-use crate::store::writer::{StoreHandle, Write};
-use crate::supervisor::child::{
-    ChildFactory, ChildKind, ChildSpec, OnExhausted, Placement, RunningChild, StartArgs, StartError,
-};
-use crate::supervisor::policy::{ExitReason, RestartPolicy, RestartType};
-use crate::supervisor::{
-    AddChild, RemoveChild, RunningSupervisor, Strategy, Supervisor, SupervisorObserver,
-};
+use crate::store::writer::StoreHandle;
+use crate::supervisor::child::{ChildFactory, DownGuard, RunningChild, StartArgs, StartError};
+use crate::supervisor::ChildDown;
 use crate::target::catalogue::TargetRegistry;
 use crate::target::{PluginRef, Target};
 use actor::{
-    Close, Open, Parked, SendMessage, SessionActor, SessionDeps, SessionInfo, SessionView, Stage,
+    Close, Open, Parked, PluginView, SendMessage, SessionActor, SessionDeps, SessionInfo,
+    SessionView, Stage,
 };
 pub use pipeline::StreamEvent;
+use supervisor::{RunningSessions, SessionsSupervisor};
 
 /// What sessions run with (from `[sessions]`).
 #[derive(Debug, Clone)]
@@ -91,6 +90,9 @@ pub enum AfterReceiveOrder {
 /// Chunks buffered between a streaming session and its client; a slower client holds the
 /// session back (and with it the upstream read) rather than growing a queue.
 const STREAM_BUFFER: usize = 32;
+
+/// Distinct pipelines whose view is kept for sharing (see `SessionManager::plans`).
+const SHARED_PLANS: usize = 64;
 
 /// The error of a message sent to a session whose actor has gone.
 fn stopped(id: &str) -> SessionError {
@@ -225,7 +227,7 @@ enum Slot {
     Parked(Box<Parked>),
 }
 
-/// One open session in the registry.
+/// One open session in the registry: its key is the view's id (one allocation for both).
 struct Entry {
     /// What the API reads, live or parked.
     view: Arc<SessionView>,
@@ -242,19 +244,28 @@ struct Planned {
     stored: Value,
 }
 
-/// Shared between the manager, the sessions' factories and their actors.
+/// Shared between the manager, the sessions supervisor and the session actors. The entry is a
+/// session's only record: the sessions supervisor keeps none of its own.
 struct Registry {
-    live: RwLock<HashMap<String, Entry>>,
+    live: RwLock<HashMap<Arc<str>, Entry>>,
     /// What a woken session's actor holds.
     deps: Arc<SessionDeps>,
+    /// Where session actors report their end: the running sessions supervisor.
+    down: Mutex<Option<Recipient<ChildDown>>>,
+    /// Sessions may be added (a sessions supervisor runs and is not stopping). Changed and
+    /// read under `live`'s write lock, so no session slips in past a stop.
+    accepting: AtomicBool,
+    /// The last generation given to a session: its `ChildDown` names it, and the stop goes
+    /// newest first by it.
+    generations: AtomicU64,
 }
 
 impl Registry {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Entry>> {
         self.live.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Entry>> {
         self.live.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -275,11 +286,11 @@ impl Registry {
         let entry = live.remove(id).ok_or_else(not_found)?;
         let addr = match entry.slot {
             Slot::Live(addr) => addr,
-            Slot::Parked(parked) => self.wake(id, &entry.view, parked),
+            Slot::Parked(parked) => self.wake(&entry.view, parked),
         };
         let handle = hold(id, &addr, &entry.view, bound);
         live.insert(
-            id.to_string(),
+            entry.view.id().clone(),
             Entry {
                 view: entry.view,
                 slot: Slot::Live(addr),
@@ -291,21 +302,12 @@ impl Registry {
     /// Starts a parked session's actor again, on the thread it ran on; messages sent to it
     /// meanwhile wait in its mailbox and are answered in order once its connector is made
     /// again.
-    fn wake(
-        self: &Arc<Self>,
-        id: &str,
-        view: &Arc<SessionView>,
-        parked: Box<Parked>,
-    ) -> Addr<SessionActor> {
+    fn wake(self: &Arc<Self>, view: &Arc<SessionView>, parked: Box<Parked>) -> Addr<SessionActor> {
         let thread = parked.thread().clone();
-        let (id, view, deps, registry) = (
-            id.to_string(),
-            view.clone(),
-            self.deps.clone(),
-            self.clone(),
-        );
+        let guard = self.guard(view);
+        let (view, deps, registry) = (view.clone(), self.deps.clone(), self.clone());
         SessionActor::start_in_arbiter(&thread, move |_| {
-            SessionActor::woken(id, view, *parked, deps, registry)
+            SessionActor::woken(view, *parked, guard, deps, registry)
         })
     }
 
@@ -323,14 +325,69 @@ impl Registry {
         true
     }
 
-    /// Forgets every session (a restarted sessions supervisor starts empty). A parked one's
-    /// guard goes quietly: its supervisor is gone.
-    fn clear(&self) {
-        for (_, entry) in self.write().drain() {
-            if let Slot::Parked(mut parked) = entry.slot {
-                parked.guard.set_reason(ExitReason::Shutdown);
+    /// Adds an opened session, unless the sessions supervisor is stopping (or gone): then
+    /// false, and the caller closes it.
+    fn insert(&self, view: Arc<SessionView>, addr: Addr<SessionActor>) -> bool {
+        let mut live = self.write();
+        if !self.accepting.load(Ordering::Acquire) {
+            return false;
+        }
+        live.insert(
+            view.id().clone(),
+            Entry {
+                view,
+                slot: Slot::Live(addr),
+            },
+        );
+        true
+    }
+
+    /// Forgets session `id` if it is still the incarnation `generation` (its end reported).
+    fn forget(&self, id: &str, generation: u64) {
+        let mut live = self.write();
+        if live
+            .get(id)
+            .is_some_and(|e| e.view.generation() == generation)
+        {
+            live.remove(id);
+        }
+    }
+
+    /// The guard an opened session's actor carries: it reports the session's end to the
+    /// sessions supervisor (to no one when none runs).
+    fn guard(&self, view: &SessionView) -> DownGuard {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match down {
+            Some(down) => DownGuard::new(view.id().to_string(), view.generation(), down),
+            None => {
+                let mut guard = DownGuard::detached(view.id());
+                guard.disarm();
+                guard
             }
         }
+    }
+
+    /// A new sessions supervisor runs: every session is forgotten (a restarted sessions
+    /// supervisor starts empty; its predecessor stopped them) and new ones are accepted.
+    fn install(&self, down: Recipient<ChildDown>) {
+        let mut live = self.write();
+        live.clear();
+        live.shrink_to_fit();
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(down);
+        self.accepting.store(true, Ordering::Release);
+    }
+
+    /// The sessions supervisor stops: no session is added from now on. Answers the open ones,
+    /// newest first (the order they are stopped in).
+    fn stop_accepting(&self) -> Vec<Arc<str>> {
+        let live = self.write();
+        self.accepting.store(false, Ordering::Release);
+        let mut open: Vec<(u64, Arc<str>)> = live
+            .values()
+            .map(|e| (e.view.generation(), e.view.id().clone()))
+            .collect();
+        open.sort_unstable_by_key(|(generation, _)| std::cmp::Reverse(*generation));
+        open.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Parked sessions whose idle timeout has passed.
@@ -338,7 +395,7 @@ impl Registry {
         self.read()
             .iter()
             .filter_map(|(id, entry)| match &entry.slot {
-                Slot::Parked(p) if p.last_activity().elapsed() >= idle => Some(id.clone()),
+                Slot::Parked(p) if p.last_activity().elapsed() >= idle => Some(id.to_string()),
                 _ => None,
             })
             .collect()
@@ -375,7 +432,6 @@ fn hold(
 pub struct SessionManager {
     targets: Arc<TargetRegistry>,
     registry: Arc<Registry>,
-    supervisor: RwLock<Option<Addr<Supervisor>>>,
     host: Arc<PluginHost>,
     broker: BrokerHandle,
     settings: SessionConfig,
@@ -389,6 +445,11 @@ pub struct SessionManager {
     /// The name of each plugin module, one copy shared by every session's stages (as few as
     /// there are plugins).
     modules: Mutex<HashMap<String, Arc<str>>>,
+    /// Recent pipelines as the view shows them, shared by every session whose plugins,
+    /// priorities and masked configs are the same (most sessions of a target): a session's
+    /// view then holds a pointer, not a copy per plugin. At most [`SHARED_PLANS`], the dead
+    /// ones dropped first.
+    plans: Mutex<Vec<Weak<[PluginView]>>>,
     /// Sessions are owned through leases: the store is shared (PostgreSQL).
     leased: bool,
     /// One takeover at a time per session, so two messages for one session arriving together
@@ -443,8 +504,10 @@ impl SessionManager {
             registry: Arc::new(Registry {
                 live: RwLock::new(HashMap::new()),
                 deps: deps.clone(),
+                down: Mutex::new(None),
+                accepting: AtomicBool::new(false),
+                generations: AtomicU64::new(0),
             }),
-            supervisor: RwLock::new(None),
             host,
             broker,
             threads: (0..thread_count(settings.threads))
@@ -452,6 +515,7 @@ impl SessionManager {
                 .collect(),
             next_thread: AtomicUsize::new(0),
             modules: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Vec::new()),
             deps,
             sweeping: std::sync::atomic::AtomicBool::new(false),
             settings,
@@ -503,7 +567,12 @@ impl SessionManager {
                 };
                 // Sessions live before the check began had their lease before they went live:
                 // one of them without a valid lease now was taken over elsewhere.
-                let live: Vec<String> = manager.registry.read().keys().cloned().collect();
+                let live: Vec<String> = manager
+                    .registry
+                    .read()
+                    .keys()
+                    .map(|id| id.to_string())
+                    .collect();
                 if let Err(error) = store.renew_leases(ttl).await {
                     tracing::warn!(%error, "Session leases could not be renewed; other instances may take the sessions over.");
                     continue;
@@ -846,6 +915,26 @@ impl SessionManager {
         name
     }
 
+    /// The shared copy of pipeline view `plan`: a recent session's when it is the same, else
+    /// `plan`, kept for the next sessions.
+    fn shared_plan(&self, plan: Vec<PluginView>) -> Arc<[PluginView]> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        plans.retain(|p| p.strong_count() > 0);
+        if let Some(known) = plans
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|known| actor::same_plan(known, &plan))
+        {
+            return known;
+        }
+        let plan: Arc<[PluginView]> = Arc::from(plan);
+        if plans.len() >= SHARED_PLANS {
+            plans.remove(0);
+        }
+        plans.push(Arc::downgrade(&plan));
+        plan
+    }
+
     /// Checks the plugin list of a session on `target` and builds its pipeline from the
     /// target's plugins and the request's (a request entry replaces the target's of the same
     /// id): ascending priority, ties in registration order. Every problem is reported.
@@ -986,16 +1075,12 @@ impl SessionManager {
             masked.push(p.masked);
             stored.push(p.stored);
         }
-        let view = Arc::new(SessionView::new(&id, &target, &stages, masked));
-        let supervisor = self
-            .supervisor
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| SessionError::Ended {
-                id: id.clone(),
+        if !self.registry.accepting.load(Ordering::Acquire) {
+            return Err(SessionError::Ended {
+                id,
                 reason: "the sessions supervisor is not running".into(),
-            })?;
+            });
+        }
         // A new session is owned from the start (a fresh id: nobody else holds it). A resumed
         // one holds its lease already.
         if let (Some(store), None) = (self.leases(), &resumed) {
@@ -1004,65 +1089,58 @@ impl SessionManager {
                 .await
                 .map_err(store_error)?;
         }
-        let (tx, rx) = oneshot::channel();
-        let factory = SessionFactory {
-            thread: self.pick_thread(),
-            prepared: Mutex::new(Some(Box::new(Prepared {
-                target,
-                stages,
-                stored,
-                view,
-                connector,
-                first_index,
-                restored,
-                reply: tx,
-            }))),
-            registry: self.registry.clone(),
-            deps: self.deps.clone(),
+        let plan = self.shared_plan(actor::plan(&stages, masked));
+        let generation = self.registry.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let view = Arc::new(SessionView::new(
+            Arc::from(id.as_str()),
+            generation,
+            target.clone(),
+            plan,
+        ));
+        // Built on its own thread: the actor holds thread-bound parts (its connector). Its
+        // guard reports to the sessions supervisor once it is open (a session that does not
+        // open is not one to report).
+        let (shown, deps, registry, session_id) = (
+            view.clone(),
+            self.deps.clone(),
+            self.registry.clone(),
+            id.clone(),
+        );
+        let addr = SessionActor::start_in_arbiter(&self.pick_thread(), move |_| {
+            SessionActor::new(session_id, target, stages, stored, deps, registry, shown)
+                .with_connector(connector)
+                .resumed_at(first_index, restored)
+        });
+        // A task of its own: a session that opens is listed even if the caller goes away
+        // meanwhile (no actor left running unlisted).
+        let (registry, session_id) = (self.registry.clone(), id.clone());
+        let opening = async move {
+            let opened = addr.send(Open).await.unwrap_or_else(|_| {
+                Err(SessionError::Ended {
+                    id: session_id.clone(),
+                    reason: "it crashed while opening".into(),
+                })
+            });
+            if opened.is_ok() && !registry.insert(view, addr.clone()) {
+                // The sessions supervisor began stopping meanwhile: closed like the others.
+                addr.do_send(Close {
+                    reason: "shutdown".into(),
+                });
+                return Err(SessionError::Ended {
+                    id: session_id,
+                    reason: "the supervisor is shutting down".into(),
+                });
+            }
+            opened
         };
-        let spec = ChildSpec {
-            id: id.clone(),
-            kind: ChildKind::Worker,
-            role: "session",
-            restart: RestartType::Temporary,
-            shutdown_timeout: self.settings.hook_timeout.saturating_mul(2),
-            placement: Placement::Shared,
-            on_exhausted: OnExhausted::Park,
-            policy: RestartPolicy::default(),
-            factory: Arc::new(factory),
-            in_health: false,
-        };
-        let started = supervisor
-            .send(AddChild {
-                spec,
-                phase: crate::supervisor::child::StartPhase::Boot,
-                disabled: false,
-            })
-            .await;
-        // The factory answers with the session's own error; the supervisor with its own.
-        let opened = rx.await.unwrap_or_else(|_| {
+        let opened = actix_web::rt::spawn(opening).await.unwrap_or_else(|_| {
             Err(SessionError::Ended {
                 id: id.clone(),
                 reason: "it stopped while opening".into(),
             })
         });
-        let outcome = opened.and_then(|()| match started {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(SessionError::Ended {
-                id: id.clone(),
-                reason: reason.to_string(),
-            }),
-            Err(e) => Err(SessionError::Ended {
-                id: id.clone(),
-                reason: e.to_string(),
-            }),
-        });
-        self.host.metrics().session_opened(outcome.is_ok());
-        if let Err(error) = outcome {
-            let _ = supervisor.send(RemoveChild { id: id.clone() }).await;
-            self.registry.write().remove(&id);
-            return Err(error);
-        }
+        self.host.metrics().session_opened(opened.is_ok());
+        opened?;
         let info = self.describe(&id).await?;
         if resumed.is_some() {
             return Ok(info);
@@ -1240,191 +1318,6 @@ impl SessionManager {
     }
 }
 
-/// What a session's factory needs once.
-struct Prepared {
-    target: Arc<Target>,
-    stages: Vec<Stage>,
-    /// Each stage's config for the session's row (sealed), written at open.
-    stored: Vec<Value>,
-    view: Arc<SessionView>,
-    connector: Option<MakeConnector>,
-    /// A resumed session's next message index (its row exists already).
-    first_index: Option<u64>,
-    /// A resumed session's plugin states as of its last committed message.
-    restored: Option<Value>,
-    reply: oneshot::Sender<Result<(), SessionError>>,
-}
-
-/// Starts one session (temporary: its factory runs once).
-struct SessionFactory {
-    thread: ArbiterHandle,
-    /// Boxed: the factory lives as long as the session (its child spec holds it), the
-    /// prepared parts only until it starts.
-    prepared: Mutex<Option<Box<Prepared>>>,
-    registry: Arc<Registry>,
-    /// Shared by every session (the child record holds a pointer, not a copy).
-    deps: Arc<SessionDeps>,
-}
-
-/// A running session as its supervisor holds it: live or parked, whichever it is when asked
-/// (a parked one wakes to close, so its plugins' `onDisconnect` runs). Sessions are not in
-/// `/health` one by one (an aggregate is), so it has no mailbox gauge.
-struct RunningSession {
-    id: Arc<str>,
-    registry: Arc<Registry>,
-    deps: Arc<SessionDeps>,
-}
-
-impl RunningChild for RunningSession {
-    fn stop(&self) -> LocalBoxFuture<'static, Result<(), String>> {
-        // A parked session wakes first, so its plugins' `onDisconnect` runs when it closes.
-        let handle = self.registry.acquire(&self.id, None);
-        let hand_over = self.deps.hand_over.load(Ordering::Relaxed);
-        async move {
-            if let Ok(handle) = handle {
-                // Handed over when it can be; closed otherwise (and on SQLite or alone).
-                let handed = hand_over && handle.addr.send(actor::HandOver).await.unwrap_or(true);
-                if !handed {
-                    let _ = handle
-                        .addr
-                        .send(Close {
-                            reason: "shutdown".into(),
-                        })
-                        .await;
-                }
-                handle.release();
-            }
-            Ok(())
-        }
-        .boxed_local()
-    }
-
-    fn kill(&self) {
-        if let Ok(handle) = self.registry.acquire(&self.id, None) {
-            handle.addr.do_send(Close {
-                reason: "shutdown".into(),
-            });
-            handle.release();
-        }
-    }
-}
-
-impl ChildFactory for SessionFactory {
-    fn start(
-        &self,
-        args: StartArgs,
-    ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
-        let Some(prepared) = self
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            let error = StartError::new("open", "a session is never restarted");
-            return async { Err(error) }.boxed_local();
-        };
-        let Prepared {
-            target,
-            stages,
-            stored,
-            view,
-            connector,
-            first_index,
-            restored,
-            reply,
-        } = *prepared;
-        // Built on its own thread: the actor holds thread-bound parts (its connector).
-        let (id, guard, shown, deps, registry) = (
-            args.id.clone(),
-            args.guard,
-            view.clone(),
-            self.deps.clone(),
-            self.registry.clone(),
-        );
-        let addr = SessionActor::start_in_arbiter(&self.thread, move |_| {
-            SessionActor::new(id, target, stages, stored, deps, registry, guard, shown)
-                .with_connector(connector)
-                .resumed_at(first_index, restored)
-        });
-        let registry = self.registry.clone();
-        let kept = self.deps.clone();
-        let id = args.id;
-        async move {
-            let opened = addr.send(Open).await.unwrap_or_else(|_| {
-                Err(SessionError::Ended {
-                    id: id.clone(),
-                    reason: "it crashed while opening".into(),
-                })
-            });
-            if let Err(error) = &opened {
-                let _ = reply.send(Err(error.clone()));
-                return Err(StartError::new("open", error.to_string()));
-            }
-            let running = RunningSession {
-                id: Arc::from(id.as_str()),
-                registry: registry.clone(),
-                deps: kept,
-            };
-            registry.write().insert(
-                id,
-                Entry {
-                    view,
-                    slot: Slot::Live(addr),
-                },
-            );
-            let _ = reply.send(Ok(()));
-            Ok(Box::new(running) as Box<dyn RunningChild>)
-        }
-        .boxed_local()
-    }
-}
-
-/// Publishes `session.failed` for sessions that crashed and forgets every ended session.
-struct SessionsObserver {
-    registry: Arc<Registry>,
-    broker: BrokerHandle,
-    store: Option<StoreHandle>,
-    /// Leases to release when a session ends (a shared store).
-    leased: bool,
-}
-
-impl SupervisorObserver for SessionsObserver {
-    fn stopped(&self, id: &str, reason: &ExitReason) {
-        self.registry.write().remove(id);
-        if reason.is_abnormal() {
-            tracing::warn!(session = id, reason = %reason.describe(), "Session crashed; it is not restarted.");
-            self.broker.emit(&events::SessionFailed {
-                session_id: id.to_string(),
-                reason: reason.describe(),
-            });
-            if let Some(store) = &self.store {
-                store.write(Write::SessionEnded {
-                    id: id.to_string(),
-                    state: "failed",
-                    reason: reason.describe(),
-                    at: crate::util::rfc3339(std::time::SystemTime::now()),
-                });
-            }
-        }
-        // Ended, however it ended: its lease goes (off the message path, not awaited), but
-        // only once its end is committed: a row still `open` without a lease would be taken
-        // over by another instance.
-        if let Some(handle) = self.store.as_ref().filter(|_| self.leased) {
-            let flushed = handle.flushed();
-            let (store, id) = (handle.store().clone(), id.to_string());
-            actix_web::rt::spawn(async move {
-                if let Err(error) = flushed.await {
-                    tracing::warn!(%error, session = %id, "A session's end was not committed; its lease is kept and expires by itself.");
-                    return;
-                }
-                if let Err(error) = store.release_lease(&id).await {
-                    tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
-                }
-            });
-        }
-    }
-}
-
 /// Starts the sessions supervisor under the root.
 pub struct SessionsSupervisorFactory {
     pub manager: Arc<SessionManager>,
@@ -1436,28 +1329,20 @@ impl ChildFactory for SessionsSupervisorFactory {
         args: StartArgs,
     ) -> LocalBoxFuture<'static, Result<Box<dyn RunningChild>, StartError>> {
         let manager = self.manager.clone();
-        // A restarted sessions supervisor starts empty: sessions are temporary.
-        manager.registry.clear();
         manager.sweep_parked();
-        let observer = Arc::new(SessionsObserver {
+        let addr = SessionsSupervisor {
             registry: manager.registry.clone(),
             broker: manager.broker.clone(),
             store: manager.store.clone(),
             leased: manager.leased,
-        });
-        let addr = Supervisor::new(
-            args.path,
-            Strategy::OneForOne,
-            crate::health::HealthRegistry::default(),
-            observer,
-            Some(args.guard),
-        )
+            shutdown_timeout: manager.settings.hook_timeout.saturating_mul(2),
+            guard: args.guard,
+            stopping: false,
+        }
         .start();
-        *manager
-            .supervisor
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
-        async move { Ok(Box::new(RunningSupervisor(addr)) as Box<dyn RunningChild>) }.boxed_local()
+        // A restarted sessions supervisor starts empty: sessions are temporary.
+        manager.registry.install(addr.clone().recipient());
+        async move { Ok(Box::new(RunningSessions(addr)) as Box<dyn RunningChild>) }.boxed_local()
     }
 }
 
@@ -1484,4 +1369,46 @@ pub fn reply_json(
         );
     }
     Value::Object(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one parked session keeps (a REST session whose plugins have no state): its
+    /// registry bucket, its id (the key and the view's), its view and its `Parked` record,
+    /// by `size_of`; printed with `--nocapture` for BENCHMARKS.md. Nothing in it grows with
+    /// the plugins (the plugin list is shared) and nothing is kept by the sessions supervisor.
+    #[test]
+    fn a_parked_session_keeps_a_few_hundred_bytes_whatever_its_plugins() {
+        let word = std::mem::size_of::<usize>();
+        let rows = [
+            (
+                "registry bucket: (Arc<str>, Entry) + 1 control byte",
+                std::mem::size_of::<(Arc<str>, Entry)>() + 1,
+            ),
+            (
+                "id: Arc<str> (counts + 32 hex digits), key and view",
+                2 * word + crate::util::random_id().len(),
+            ),
+            (
+                "SessionView in its Arc",
+                2 * word + std::mem::size_of::<SessionView>(),
+            ),
+            ("Parked, boxed", std::mem::size_of::<Parked>()),
+        ];
+        for (what, bytes) in rows {
+            println!("{what}: {bytes} B");
+        }
+        let total: usize = rows.iter().map(|(_, bytes)| bytes).sum();
+        println!("total (before allocator rounding and table slack): {total} B");
+        println!(
+            "per plugin, shared by the sessions of one plan: PluginView {} B",
+            std::mem::size_of::<PluginView>()
+        );
+        assert!(std::mem::size_of::<Entry>() <= 32);
+        assert!(std::mem::size_of::<SessionView>() <= 128);
+        assert!(std::mem::size_of::<Parked>() <= 80);
+        assert!(total <= 400, "{total} B");
+    }
 }

@@ -176,6 +176,13 @@ impl DownGuard {
     pub fn set_reason(&mut self, reason: ExitReason) {
         self.reason.get_or_insert(reason);
     }
+
+    /// Reports to no one from now on: the actor's end is not the child's (a parked session's
+    /// actor stops while the session goes on). Dropped, it reads no panic text either.
+    pub fn disarm(&mut self) {
+        self.notify = None;
+        self.set_reason(ExitReason::Normal);
+    }
 }
 
 impl Drop for DownGuard {

@@ -313,3 +313,73 @@ async fn with_parking_off_an_idle_session_keeps_its_actor() {
     app.stop().await;
     mock.stop().await;
 }
+
+#[actix_web::test]
+async fn a_restarted_sessions_supervisor_closes_its_sessions_live_or_parked_and_starts_empty() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    dirs.write("counter", "index.js", &counter(&mock));
+    let env = [("SWITCHYARD__SESSIONS__PARK_AFTER_MS", "100")];
+    let mut app = start(dirs, json!([target("chat", &mock, "/chat")]), &env, "[]").await;
+    let plugins = json!({ "targetId": "chat", "plugins": [{ "id": "counter" }] });
+    let parked_one = open(&app, plugins.clone()).await;
+    assert_eq!(say(&app, &parked_one, "one").await.0, 200);
+    parked(&app, 1).await;
+    let live_one = open(&app, plugins.clone()).await;
+    assert_eq!(app.sessions.count(), 2);
+
+    // rest_for_one at the root: the broker's crash stops the sessions supervisor (started
+    // after it), which stops every session, and starts it again, empty.
+    app.broker.crash();
+    eventually("the sessions supervisor runs again (generation 2)", || {
+        let health = app.health.clone();
+        async move {
+            health
+                .get("root/sessions")
+                .is_some_and(|r| r.generation == 2 && r.state.as_str() == "running")
+        }
+    })
+    .await;
+    assert_eq!(
+        goodbyes(&mock, &parked_one),
+        ["1"],
+        "the parked session woke to close"
+    );
+    assert_eq!(goodbyes(&mock, &live_one), ["0"], "the live one closed");
+    assert_eq!((app.sessions.count(), app.sessions.parked()), (0, 0));
+    for id in [&parked_one, &live_one] {
+        let (status, body) = say(&app, id, "late").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("session_not_found")),
+            "{body}"
+        );
+    }
+    // New sessions open, park and wake under the new supervisor, and a crash is reported by it.
+    let fresh = open(&app, plugins).await;
+    assert_eq!(say(&app, &fresh, "x").await.0, 200);
+    parked(&app, 1).await;
+    let (status, reply) = say(&app, &fresh, "y").await;
+    assert_eq!((status, counts(&reply)), (200, (2, 1, 1)), "{reply}");
+    app.sessions.crash(&fresh).unwrap();
+    let failed = loop {
+        let event = app.next_event("session.failed").await;
+        if event.data["sessionId"] == fresh.as_str() {
+            break event;
+        }
+    };
+    assert!(
+        failed.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session crash requested"),
+        "{}",
+        failed.data
+    );
+    eventually("the crashed session is forgotten", || async {
+        app.sessions.count() == 0
+    })
+    .await;
+    app.stop().await;
+    mock.stop().await;
+}
