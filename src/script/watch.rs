@@ -28,6 +28,13 @@ pub fn start(root: &Path, debounce: Duration, host: Arc<PluginHost>) -> notify::
     let watched = root.clone();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if event.need_rescan() => {
+                // Events were lost (the kernel's queue overflowed): any plugin may have changed.
+                tracing::warn!("File watcher lost events; rechecking every plugin.");
+                for id in plugin_dirs(&watched) {
+                    let _ = tx.send(id);
+                }
+            }
             Ok(event) if is_change(&event.kind) => {
                 for path in &event.paths {
                     if let Some(id) = plugin_of(&watched, path) {
@@ -79,6 +86,19 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
+/// Every plugin directory under `root` (hidden ones aside).
+fn plugin_dirs(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
+}
+
 /// The plugin directory a changed path belongs to.
 fn plugin_of(root: &Path, path: &Path) -> Option<String> {
     let relative = path.strip_prefix(root).ok()?;
@@ -113,6 +133,19 @@ mod tests {
         ] {
             assert!(!is_change(&read), "{read:?}");
         }
+    }
+
+    #[test]
+    fn a_rescan_rechecks_every_plugin_directory_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["a", "b", ".git"] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+        }
+        std::fs::write(root.path().join("README.md"), "not a plugin").unwrap();
+        let mut found = plugin_dirs(root.path());
+        found.sort();
+        assert_eq!(found, ["a", "b"]);
+        assert!(plugin_dirs(&root.path().join("missing")).is_empty());
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! `DownGuard` is disarmed, since the session goes on. The next message (or a close, an idle
 //! timeout, a lost lease, shutdown) wakes it ([`SessionActor::woken`]): the actor is rebuilt
 //! from the record without `initialize` or `onConnect`, with a new guard reporting to the
-//! sessions supervisor, so a woken session's crash is reported as a live one's.
+//! sessions supervisor, so a woken session's crash is reported as a live one's. Its connector
+//! is made with its next message: a close, hand-over or lost lease needs no upstream, and an
+//! upstream that cannot be reached then fails that message, not the session.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -579,8 +581,9 @@ impl SessionActor {
     }
 
     /// A parked session's actor again, from its record and its view: open, its stages as they
-    /// were (state included), its counters where they stood. Its connector is made again when
-    /// it starts (no `initialize`, no `onConnect`: the session never stopped being connected).
+    /// were (state included), its counters where they stood. Its connector is made again with
+    /// its next message (no `initialize`, no `onConnect`: the session never stopped being
+    /// connected).
     pub(super) fn woken(
         view: Arc<SessionView>,
         parked: Parked,
@@ -655,7 +658,8 @@ impl SessionActor {
     /// its actor's place and the actor stops, its guard disarmed (the session goes on).
     fn park(&mut self, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
-        let parked = registry.park(&self.id, || {
+        let generation = self.view.generation();
+        let parked = registry.park(&self.id, generation, || {
             let fresh_timeout = self.deps.settings.hook_timeout;
             let stages: Box<[Option<Box<ParkedStage>>]> = std::mem::take(&mut self.stages)
                 .into_iter()
@@ -690,29 +694,6 @@ impl SessionActor {
         }
     }
 
-    /// Makes the connector of a woken session again, before it reads any message.
-    fn reconnect(&mut self, ctx: &mut Context<Self>) {
-        let target = self.target.clone();
-        let make = self.make_connector.clone();
-        let config = match &self.settled {
-            Some(settled) => ConnectorConfig::clone(settled),
-            None => target.connector_config(),
-        };
-        let made = async move { connect_with(&target, make.as_ref(), config).await };
-        ctx.wait(made.into_actor(self).map(|made, act, ctx| match made {
-            Ok(connector) => act.connector = Some(Rc::from(connector)),
-            Err(error) => {
-                tracing::warn!(parent: &act.span, %error, "A parked session could not connect again; it ends.");
-                act.guard.set_reason(ExitReason::Error(format!(
-                    "it could not connect again after parking: {error}"
-                )));
-                act.state = SessionState::Closed;
-                act.publish();
-                ctx.stop();
-            }
-        }));
-    }
-
     /// Publishes the current counters where the API reads them (never through the mailbox,
     /// so a session busy with a slow upstream still answers `GET /api/sessions/{id}`).
     fn publish(&self) {
@@ -730,9 +711,6 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.state == SessionState::Open && self.connector.is_none() {
-            self.reconnect(ctx);
-        }
         let idle = self.deps.settings.idle_timeout;
         let park_after = self.deps.settings.park_after;
         ctx.run_interval(tick(idle, park_after), move |act, ctx| {
@@ -830,17 +808,19 @@ impl Handler<SendMessage> for SessionActor {
     type Result = AtomicResponse<Self, Result<Value, SessionError>>;
 
     fn handle(&mut self, msg: SendMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        let Some(connector) = self
-            .connector
-            .clone()
-            .filter(|_| self.state == SessionState::Open)
-        else {
+        if self.state != SessionState::Open {
             let error = SessionError::Ended {
                 id: self.id.clone(),
                 reason: format!("it is {}", self.state.as_str()),
             };
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
-        };
+        }
+        // A woken session makes its connector with its first message, not when it wakes: a
+        // close, hand-over or lost lease needs no upstream, and an upstream that cannot be
+        // reached fails this message, not the session.
+        let connector = self.connector.clone();
+        // What it is made from: the config the `onConnect` chain settled on, if one did.
+        let settled = self.settled.as_deref().cloned();
         self.last_activity = (Instant::now(), SystemTime::now());
         let index = self.messages;
         self.messages += 1;
@@ -895,6 +875,20 @@ impl Handler<SendMessage> for SessionActor {
 
             let (message, variables) = (&exchange.message, &exchange.extensions);
             let mut reconnected: Option<(Rc<dyn Connector>, Option<ConnectorConfig>)> = None;
+            let connector = match connector {
+                Some(connector) => connector,
+                None => {
+                    let config = settled.clone().unwrap_or_else(|| target.connector_config());
+                    match connect_with(&target, make.as_ref(), config).await {
+                        Ok(made) => {
+                            let made: Rc<dyn Connector> = Rc::from(made);
+                            reconnected = Some((made.clone(), settled));
+                            made
+                        }
+                        Err(error) => return (stages, Err(error), None),
+                    }
+                }
+            };
             let client_streams = stream.is_some();
             let upstream = Instant::now();
             let mut sent = send(&*connector, &target, message, variables, client_streams).await;

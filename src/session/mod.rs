@@ -26,7 +26,7 @@ pub mod pipeline;
 pub mod secrets;
 pub mod supervisor;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -255,6 +255,10 @@ struct Registry {
     /// Sessions may be added (a sessions supervisor runs and is not stopping). Changed and
     /// read under `live`'s write lock, so no session slips in past a stop.
     accepting: AtomicBool,
+    /// Sessions that ended here whose end is not committed yet (and, on a shared store, whose
+    /// lease is not released yet): until then their row still reads `open` under this
+    /// instance's lease, and a message for one must not take it over again here.
+    ending: Mutex<HashSet<Arc<str>>>,
     /// The last generation given to a session: its `ChildDown` names it, and the stop goes
     /// newest first by it.
     generations: AtomicU64,
@@ -312,13 +316,17 @@ impl Registry {
     }
 
     /// Puts `parked()` in session `id`'s actor's place, unless something is on its way to the
-    /// actor (a held handle) or the session is not live.
-    fn park(&self, id: &str, parked: impl FnOnce() -> Parked) -> bool {
+    /// actor (a held handle), the session is not live, or the entry is another incarnation's
+    /// (`generation` is the parking actor's).
+    fn park(&self, id: &str, generation: u64, parked: impl FnOnce() -> Parked) -> bool {
         let mut live = self.write();
         let Some(entry) = live.get_mut(id) else {
             return false;
         };
-        if !matches!(entry.slot, Slot::Live(_)) || entry.view.pending.load(Ordering::Acquire) != 0 {
+        if entry.view.generation() != generation
+            || !matches!(entry.slot, Slot::Live(_))
+            || entry.view.pending.load(Ordering::Acquire) != 0
+        {
             return false;
         }
         entry.slot = Slot::Parked(Box::new(parked()));
@@ -342,15 +350,32 @@ impl Registry {
         true
     }
 
-    /// Forgets session `id` if it is still the incarnation `generation` (its end reported).
+    /// Forgets session `id` if it is still the incarnation `generation`: it ended. It stays
+    /// [`Registry::is_ending`] until [`Registry::ended`] (its end committed).
     fn forget(&self, id: &str, generation: u64) {
         let mut live = self.write();
         if live
             .get(id)
             .is_some_and(|e| e.view.generation() == generation)
         {
-            live.remove(id);
+            if let Some((key, _)) = live.remove_entry(id) {
+                self.ending().insert(key);
+            }
         }
+    }
+
+    fn ending(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
+        self.ending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether session `id` ended here and its end is not committed yet.
+    fn is_ending(&self, id: &str) -> bool {
+        self.ending().contains(id)
+    }
+
+    /// Session `id`'s end is committed (and its lease released): it may be taken over again.
+    fn ended(&self, id: &str) {
+        self.ending().remove(id);
     }
 
     /// The guard an opened session's actor carries: it reports the session's end to the
@@ -373,8 +398,15 @@ impl Registry {
         let mut live = self.write();
         live.clear();
         live.shrink_to_fit();
+        self.ending().clear();
         *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(down);
         self.accepting.store(true, Ordering::Release);
+    }
+
+    /// No session is added until a sessions supervisor is installed again.
+    fn refuse(&self) {
+        let _live = self.write();
+        self.accepting.store(false, Ordering::Release);
     }
 
     /// The sessions supervisor stops: no session is added from now on. Answers the open ones,
@@ -506,6 +538,7 @@ impl SessionManager {
                 deps: deps.clone(),
                 down: Mutex::new(None),
                 accepting: AtomicBool::new(false),
+                ending: Mutex::new(HashSet::new()),
                 generations: AtomicU64::new(0),
             }),
             host,
@@ -713,6 +746,8 @@ impl SessionManager {
                 owner,
                 retry_after_ms,
             }),
+            // It just ended here and its end is not committed yet: ended, not taken over again.
+            owner::Step::TakeOver { .. } if self.registry.is_ending(id) => Err(not_found()),
             owner::Step::TakeOver { from } => self.take_over(row, from).await,
         }
     }
@@ -1114,6 +1149,7 @@ impl SessionManager {
         // A task of its own: a session that opens is listed even if the caller goes away
         // meanwhile (no actor left running unlisted).
         let (registry, session_id) = (self.registry.clone(), id.clone());
+        let taken_over = resumed.is_some();
         let opening = async move {
             let opened = addr.send(Open).await.unwrap_or_else(|_| {
                 Err(SessionError::Ended {
@@ -1122,10 +1158,19 @@ impl SessionManager {
                 })
             });
             if opened.is_ok() && !registry.insert(view, addr.clone()) {
-                // The sessions supervisor began stopping meanwhile: closed like the others.
-                addr.do_send(Close {
-                    reason: "shutdown".into(),
-                });
+                // The sessions supervisor began stopping meanwhile: stopped like the others
+                // (a session taken over is handed over again when this instance hands its
+                // sessions over), and waited for, so its lease goes only after.
+                let handed = taken_over
+                    && registry.deps.hand_over.load(Ordering::Relaxed)
+                    && addr.send(actor::HandOver).await.unwrap_or(true);
+                if !handed {
+                    let _ = addr
+                        .send(Close {
+                            reason: "shutdown".into(),
+                        })
+                        .await;
+                }
                 return Err(SessionError::Ended {
                     id: session_id,
                     reason: "the supervisor is shutting down".into(),
@@ -1307,8 +1352,8 @@ impl SessionManager {
             })
             .await;
         handle.release();
+        // The `Close` handler took the session out of the registry.
         let report = report.map_err(|_| SessionError::SessionNotFound(id.to_string()))?;
-        self.registry.write().remove(id);
         // Not the message path: the caller may wait for the "closed" row to be written, so
         // reading the session right after closing it is consistent.
         if let Some(store) = &self.store {

@@ -51,6 +51,12 @@ pub struct SessionsSupervisor {
 
 impl Actor for SessionsSupervisor {
     type Context = Context<Self>;
+
+    /// Also after a panic: no session opens while no sessions supervisor hears its end (the
+    /// root starts a new one, which accepts again).
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.registry.refuse();
+    }
 }
 
 impl Handler<ChildDown> for SessionsSupervisor {
@@ -86,19 +92,25 @@ impl Handler<ChildDown> for SessionsSupervisor {
         // Ended, however it ended: its lease goes (off the message path, not awaited), but
         // only once its end is committed: a row still `open` without a lease would be taken
         // over by another instance.
-        if let Some(handle) = self.store.as_ref().filter(|_| self.leased) {
-            let flushed = handle.flushed();
-            let store = handle.store().clone();
-            actix_web::rt::spawn(async move {
-                if let Err(error) = flushed.await {
+        let Some(handle) = self.store.as_ref().filter(|_| self.leased) else {
+            self.registry.ended(&id);
+            return;
+        };
+        let flushed = handle.flushed();
+        let (store, registry) = (handle.store().clone(), self.registry.clone());
+        actix_web::rt::spawn(async move {
+            match flushed.await {
+                Err(error) => {
                     tracing::warn!(%error, session = %id, "A session's end was not committed; its lease is kept and expires by itself.");
-                    return;
                 }
-                if let Err(error) = store.release_lease(&id).await {
-                    tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
+                Ok(()) => {
+                    if let Err(error) = store.release_lease(&id).await {
+                        tracing::warn!(%error, session = %id, "A session's lease could not be released; it expires by itself.");
+                    }
                 }
-            });
-        }
+            }
+            registry.ended(&id);
+        });
     }
 }
 
