@@ -17,8 +17,8 @@
 //! timeout, a lost lease, shutdown) wakes it ([`SessionActor::woken`]): the actor is rebuilt
 //! from the record without `initialize` or `onConnect`, with a new guard reporting to the
 //! sessions supervisor, so a woken session's crash is reported as a live one's. Its connector
-//! is made with its next message: a close, hand-over or lost lease needs no upstream, and an
-//! upstream that cannot be reached then fails that message, not the session.
+//! is made with its next message: a close, hand-over or lost lease needs no connector, and one
+//! that cannot be made again then fails that message, not the session.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -768,6 +768,9 @@ impl Handler<Open> for SessionActor {
                     act.reauth_on_401 = settled.is_some();
                     act.settled = settled.map(Box::new);
                     act.state = SessionState::Open;
+                    // Idle from now, not from when the actor was built: a slow `onConnect`
+                    // chain does not count against the idle timeout.
+                    act.last_activity = (Instant::now(), SystemTime::now());
                     act.publish();
                     // Open: from now on its end is the sessions supervisor's to hear of.
                     act.guard = act.registry.guard(&act.view);
@@ -816,11 +819,15 @@ impl Handler<SendMessage> for SessionActor {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
         }
         // A woken session makes its connector with its first message, not when it wakes: a
-        // close, hand-over or lost lease needs no upstream, and an upstream that cannot be
-        // reached fails this message, not the session.
+        // close, hand-over or lost lease needs no connector, and one that cannot be made
+        // again fails this message, not the session.
         let connector = self.connector.clone();
-        // What it is made from: the config the `onConnect` chain settled on, if one did.
-        let settled = self.settled.as_deref().cloned();
+        // What it is made from, when it is: the config the `onConnect` chain settled on, if
+        // one did.
+        let settled = match connector {
+            Some(_) => None,
+            None => self.settled.as_deref().cloned(),
+        };
         self.last_activity = (Instant::now(), SystemTime::now());
         let index = self.messages;
         self.messages += 1;
