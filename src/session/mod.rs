@@ -403,10 +403,15 @@ impl Registry {
         self.accepting.store(true, Ordering::Release);
     }
 
-    /// No session is added until a sessions supervisor is installed again.
-    fn refuse(&self) {
+    /// The sessions supervisor reporting to `down` is gone: unless a newer one is installed
+    /// already, no session is added until one is.
+    fn refuse(&self, down: &Recipient<ChildDown>) {
         let _live = self.write();
-        self.accepting.store(false, Ordering::Release);
+        let mut installed = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if installed.as_ref() == Some(down) {
+            *installed = None;
+            self.accepting.store(false, Ordering::Release);
+        }
     }
 
     /// The sessions supervisor stops: no session is added from now on. Answers the open ones,

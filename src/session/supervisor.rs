@@ -53,9 +53,9 @@ impl Actor for SessionsSupervisor {
     type Context = Context<Self>;
 
     /// Also after a panic: no session opens while no sessions supervisor hears its end (the
-    /// root starts a new one, which accepts again).
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.registry.refuse();
+    /// root starts a new one, which accepts again; one started already is left alone).
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.registry.refuse(&ctx.address().recipient());
     }
 }
 
