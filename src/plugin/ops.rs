@@ -393,6 +393,15 @@ impl PluginHost {
         })
     }
 
+    /// What each loaded plugin with files is known by to its loader (a script plugin's
+    /// directory): after a watcher lost events, each is checked again.
+    pub fn source_keys(&self) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter_map(|e| e.status.as_ref().map(|s| s.key().to_string()))
+            .collect()
+    }
+
     /// A loaded plugin's files changed (hot reload): reload, load or unload it. `key` is what
     /// its loader knows it by (a script plugin's directory).
     pub async fn source_changed(&self, key: &str) {

@@ -1,6 +1,7 @@
 //! Hot reload: watches the script plugin directory and, after a trailing debounce per plugin,
 //! tells the host which plugin's files changed (it reloads, loads or unloads it). Only changes
-//! count: opening or reading a file (the reload itself reads them) is no change.
+//! count: opening or reading a file (the reload itself reads them) is no change. After lost
+//! events (an inotify overflow) every plugin on disk or loaded is checked again.
 //!
 //! Owns the `notify` watcher and the debounce; not what a change means (`PluginHost`).
 
@@ -26,12 +27,14 @@ pub fn start(root: &Path, debounce: Duration, host: Arc<PluginHost>) -> notify::
     let root = root.canonicalize().map_err(notify::Error::io)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let watched = root.clone();
+    let loaded = host.clone();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if event.need_rescan() => {
-                // Events were lost (the kernel's queue overflowed): any plugin may have changed.
+                // Events were lost (the kernel's queue overflowed): any plugin may have changed,
+                // appeared or gone.
                 tracing::warn!("File watcher lost events; rechecking every plugin.");
-                for id in plugin_dirs(&watched) {
+                for id in rescan(plugin_dirs(&watched), loaded.source_keys()) {
                     let _ = tx.send(id);
                 }
             }
@@ -84,6 +87,16 @@ fn is_change(kind: &EventKind) -> bool {
         // Unknown to the backend: a reload too many beats a change missed.
         EventKind::Other => true,
     }
+}
+
+/// What to check again after lost events: every plugin directory on disk and every loaded
+/// plugin's (it may be gone), each once.
+fn rescan(on_disk: Vec<String>, loaded: Vec<String>) -> Vec<String> {
+    let mut all = on_disk;
+    all.extend(loaded);
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Every plugin directory under `root` (hidden ones aside).
@@ -146,6 +159,11 @@ mod tests {
         found.sort();
         assert_eq!(found, ["a", "b"]);
         assert!(plugin_dirs(&root.path().join("missing")).is_empty());
+        // A loaded plugin whose directory went is checked too (and unloaded), each once.
+        assert_eq!(
+            rescan(found, vec!["gone".into(), "a".into()]),
+            ["a", "b", "gone"]
+        );
     }
 
     #[test]
