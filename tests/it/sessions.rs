@@ -81,6 +81,16 @@ pub(crate) async fn say(app: &TestApp, id: &str, message: &str) -> (u16, Value) 
     .await
 }
 
+/// A message to session `id` is refused as `session_not_found`: the session is gone.
+pub(crate) async fn assert_gone(app: &TestApp, id: &str) {
+    let (status, body) = say(app, id, "late").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("session_not_found")),
+        "session {id}: {body}"
+    );
+}
+
 #[actix_web::test]
 async fn messages_pass_the_plugins_in_priority_order_with_ties_in_registration_order() {
     let mock = MockUpstream::start().await;
@@ -749,11 +759,7 @@ async fn a_crashed_session_is_not_restarted_and_an_event_says_why() {
         "{}",
         failed.data
     );
-    let (status, body) = say(&app, &id, "again").await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("session_not_found"))
-    );
+    assert_gone(&app, &id).await;
     // Other sessions and the service carry on.
     let other = open(&app, json!({ "targetId": "chat" })).await;
     assert_eq!(say(&app, &other, "fine").await.0, 200);

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::common::{eventually, Dirs, TestApp};
 use crate::metrics::{scrape, value};
 use crate::mock::MockUpstream;
-use crate::sessions::{open, say, start, target};
+use crate::sessions::{assert_gone, open, say, start, target};
 
 /// A script connector plugin that counts its `initialize`, `onConnect` and messages in its
 /// session state, shows the counts in each reply's metadata, and says goodbye to the mock
@@ -280,11 +280,7 @@ async fn a_parked_session_keeps_its_connection_settings_and_a_crash_still_ends_i
     app.sessions.crash(&id).unwrap();
     let failed = app.next_event("session.failed").await;
     assert_eq!(failed.data["sessionId"], id.as_str());
-    let (status, body) = say(&app, &id, "gone").await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("session_not_found"))
-    );
+    assert_gone(&app, &id).await;
     // Other sessions carry on.
     let other = open(&app, json!({ "targetId": "chat" })).await;
     assert_eq!(say(&app, &other, "fine").await.0, 200);
@@ -348,12 +344,7 @@ async fn a_restarted_sessions_supervisor_closes_its_sessions_live_or_parked_and_
     assert_eq!(goodbyes(&mock, &live_one), ["0"], "the live one closed");
     assert_eq!((app.sessions.count(), app.sessions.parked()), (0, 0));
     for id in [&parked_one, &live_one] {
-        let (status, body) = say(&app, id, "late").await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (404, Some("session_not_found")),
-            "{body}"
-        );
+        assert_gone(&app, id).await;
     }
     // New sessions open, park and wake under the new supervisor, and a crash is reported by it.
     let fresh = open(&app, plugins).await;
